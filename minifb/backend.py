@@ -1,0 +1,131 @@
+"""Where arrays live: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every op in minifb is written once against an *array module* ``xp`` (either
+``numpy`` or ``cupy``), found from its inputs with :func:`array_module`.  This
+module is the only place that knows CuPy exists; it imports it lazily so that
+minifb works with CuPy absent, and also with CuPy installed on a machine that
+has no GPU.
+
+The random generator is an explicit object per device, seeded with
+:func:`manual_seed`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+
+_cupy = None          # the cupy module once it has been found usable
+_cupy_checked = False  # whether we have looked for it yet
+
+
+def cupy_or_none():
+    """Return the ``cupy`` module if it is installed and a GPU is present, else ``None``.
+
+    The probe runs once, on first use (never at import time).
+    """
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: PLC0415 - optional dependency
+
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                _cupy = cupy
+        except Exception:  # ImportError, or CUDA driver/runtime errors without a GPU
+            _cupy = None
+    return _cupy
+
+
+def cuda_available() -> bool:
+    """Whether tensors can be placed on ``"cuda"`` (CuPy installed and a GPU present)."""
+    return cupy_or_none() is not None
+
+
+def array_module(*arrays):
+    """Return ``numpy`` or ``cupy``: the module that owns the given arrays.
+
+    Non-array arguments (Python numbers, ``None``) are ignored.  Mixing CPU and
+    GPU arrays is an error.
+    """
+    found = np
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            found = cupy_or_none()
+            break
+    if found is not np and any(isinstance(a, np.ndarray) for a in arrays):
+        raise ValueError("arrays live on different devices (cpu and cuda); move them with .to(device)")
+    return found
+
+
+def device_of(array) -> str:
+    """``"cuda"`` for a CuPy array, ``"cpu"`` otherwise."""
+    return "cuda" if array_module(array) is not np else "cpu"
+
+
+def check_device(device) -> str:
+    """Normalise a device name (``None`` means ``"cpu"``) and check that it is usable."""
+    if device is None:
+        return "cpu"
+    device = str(device)
+    if device.startswith("cuda"):
+        if not cuda_available():
+            raise RuntimeError("device 'cuda' requested but CuPy with a GPU is not available "
+                               "(install minifb[cuda12] or minifb[cuda13] on a machine with an NVIDIA GPU)")
+        return "cuda"
+    if device != "cpu":
+        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+    return device
+
+
+def xp_for(device: str):
+    """The array module for a device name."""
+    return cupy_or_none() if check_device(device) == "cuda" else np
+
+
+def to_device(array, device: str):
+    """Return ``array`` on ``device``, copying between host and GPU only when needed."""
+    device = check_device(device)
+    if device == "cuda":
+        return cupy_or_none().asarray(array)
+    if device_of(array) == "cuda":
+        return array.get()
+    return np.asarray(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    """A NumPy copy-or-view of any backend array."""
+    return to_device(array, "cpu")
+
+
+class _Random:
+    """Per-device random generators, created on first use and reset by :func:`manual_seed`."""
+
+    def __init__(self):
+        self.seed = None
+        self.generators = {}
+
+    def generator(self, device: str):
+        gen = self.generators.get(device)
+        if gen is None:
+            if device == "cuda":
+                gen = cupy_or_none().random.default_rng(self.seed)
+            else:
+                gen = np.random.default_rng(self.seed)
+            self.generators[device] = gen
+        return gen
+
+
+_random = _Random()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minifb's random generators (parameter initialisation, ``randn``, dropout, ...)."""
+    _random.seed = int(seed)
+    _random.generators.clear()
+
+
+def rng(device: str = "cpu"):
+    """The random generator (a NumPy/CuPy ``Generator``) for ``device``."""
+    return _random.generator(check_device(device))

@@ -1,0 +1,97 @@
+"""Creating tensors: from data, filled with constants, or random."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+
+def _shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
+        raise ValueError(f"shape must be non-negative integers, got {shape}")
+    return tuple(int(n) for n in shape)
+
+
+def _dtype(dtype):
+    return np.dtype(backend.DEFAULT_DTYPE if dtype is None else dtype)
+
+
+def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=None) -> Tensor:
+    """Make a tensor from array-like data (lists, NumPy/CuPy arrays, numbers, Tensors).
+
+    Floating-point data becomes float32 unless ``dtype`` says otherwise;
+    integer and boolean data keep their kind (for labels and masks).
+
+    Example:
+        >>> mf.tensor([[1, 2], [3, 4]], dtype="float32", requires_grad=True)
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if device is None:
+        device = backend.device_of(data) if hasattr(data, "shape") else "cpu"
+    device = backend.check_device(device)
+    if device == "cpu":
+        array = np.array(backend.to_numpy(data) if hasattr(data, "shape") else data)
+    else:
+        array = backend.to_device(np.asarray(data) if not hasattr(data, "shape") else data, "cuda").copy()
+    if dtype is not None:
+        array = array.astype(np.dtype(dtype), copy=False)
+    elif array.dtype.kind == "f" and array.dtype != backend.DEFAULT_DTYPE:
+        array = array.astype(backend.DEFAULT_DTYPE)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def zeros(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros, e.g. ``mf.zeros(2, 3)`` or ``mf.zeros((2, 3))``."""
+    xp = backend.xp_for(device or "cpu")
+    return Tensor(xp.zeros(_shape(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
+
+
+def ones(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
+    """A tensor of ones."""
+    xp = backend.xp_for(device or "cpu")
+    return Tensor(xp.ones(_shape(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
+
+
+def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
+    """A tensor filled with ``value``."""
+    xp = backend.xp_for(device or "cpu")
+    return Tensor(xp.full(_shape((shape,)), value, dtype=_dtype(dtype)), requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None) -> Tensor:
+    """Zeros with the shape, device and (by default) dtype of ``t``."""
+    xp = backend.array_module(t.data)
+    return Tensor(xp.zeros(t.shape, dtype=dtype or t.dtype))
+
+
+def ones_like(t: Tensor, dtype=None) -> Tensor:
+    """Ones with the shape, device and (by default) dtype of ``t``."""
+    xp = backend.array_module(t.data)
+    return Tensor(xp.ones(t.shape, dtype=dtype or t.dtype))
+
+
+def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
+    """Evenly spaced values as ``numpy.arange`` (integer dtype for integer arguments)."""
+    xp = backend.xp_for(device or "cpu")
+    if stop is None:
+        start, stop = 0, start
+    return Tensor(xp.arange(start, stop, step, dtype=dtype))
+
+
+def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from minifb's seeded generator (see :func:`manual_seed`)."""
+    device = backend.check_device(device)
+    data = backend.rng(device).standard_normal(_shape(shape), dtype=_dtype(dtype))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
+    """Uniform samples in [0, 1) from minifb's seeded generator."""
+    device = backend.check_device(device)
+    data = backend.rng(device).random(_shape(shape), dtype=_dtype(dtype))
+    return Tensor(data, requires_grad=requires_grad)

@@ -1,0 +1,76 @@
+"""Tensor's operators and methods, bound explicitly to :mod:`minifb.functional`.
+
+Kept apart from :mod:`minifb.tensor` so the tape machinery knows no particular
+op.  Comparisons return boolean tensors and are never differentiated.
+"""
+
+from . import functional as F
+from .tensor import Tensor
+
+
+def _reflected(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _compare(name):
+    def compare(self, other):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(getattr(self.data, name)(other))
+
+    compare.__name__ = name
+    compare.__doc__ = f"Elementwise comparison ``{name}`` (boolean result, no gradient)."
+    return compare
+
+
+def _transpose(self, *axes):
+    """Permute axes (reverse them when none are given)."""
+    return F.transpose(self, *axes)
+
+
+def _reshape(self, *shape):
+    """View with a new shape, given as separate ints or one tuple."""
+    return F.reshape(self, *shape)
+
+
+def _T(self):
+    """The tensor with its axes reversed (a matrix transposed)."""
+    return F.transpose(self)
+
+
+Tensor.__add__ = F.add
+Tensor.__radd__ = _reflected(F.add)
+Tensor.__sub__ = F.sub
+Tensor.__rsub__ = _reflected(F.sub)
+Tensor.__mul__ = F.mul
+Tensor.__rmul__ = _reflected(F.mul)
+Tensor.__truediv__ = F.div
+Tensor.__rtruediv__ = _reflected(F.div)
+Tensor.__pow__ = F.pow
+Tensor.__rpow__ = _reflected(F.pow)
+Tensor.__matmul__ = F.matmul
+Tensor.__rmatmul__ = _reflected(F.matmul)
+Tensor.__neg__ = F.neg
+Tensor.__abs__ = F.abs
+Tensor.__getitem__ = F.getitem
+for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+    setattr(Tensor, _name, _compare(_name))
+
+Tensor.sum = F.sum
+Tensor.mean = F.mean
+Tensor.max = F.max
+Tensor.min = F.min
+Tensor.reshape = _reshape
+Tensor.transpose = _transpose
+Tensor.T = property(_T)
+Tensor.flatten = F.flatten
+Tensor.exp = F.exp
+Tensor.log = F.log
+Tensor.sqrt = F.sqrt
+Tensor.abs = F.abs
+Tensor.tanh = F.tanh
+Tensor.sigmoid = F.sigmoid
+Tensor.relu = F.relu
+Tensor.softmax = F.softmax
+Tensor.log_softmax = F.log_softmax
+Tensor.clip = F.clip
+Tensor.matmul = F.matmul

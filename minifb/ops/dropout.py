@@ -1,0 +1,17 @@
+"""Inverted dropout: zero each element with probability ``p`` and scale the rest by ``1/(1-p)``."""
+
+from .. import backend
+from ..tensor import Function
+
+
+class Dropout(Function):
+    """Multiply by a random keep-mask scaled by ``1/(1-p)``; backward uses the same mask."""
+
+    def forward(self, x, *, p):
+        gen = backend.rng(backend.device_of(x))
+        keep = gen.random(x.shape, dtype=x.dtype) >= p if x.dtype.kind == "f" else None
+        self.mask = keep * x.dtype.type(1.0 / (1.0 - p))
+        return x * self.mask
+
+    def backward(self, grad):
+        return (grad * self.mask,)

@@ -1,0 +1,194 @@
+"""Elementwise arithmetic and math: the gradient rules every student derives first.
+
+All binary ops broadcast like NumPy; :meth:`Function.apply` undoes the
+broadcasting in backward.
+"""
+
+from ..backend import array_module
+from ..tensor import Function
+
+
+class Add(Function):
+    """``a + b``; d/da = d/db = 1."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, grad):
+        return grad, grad
+
+
+class Sub(Function):
+    """``a - b``; d/da = 1, d/db = -1."""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, grad):
+        return grad, (-grad if self.needs[1] else None)
+
+
+class Mul(Function):
+    """``a * b``; d/da = b, d/db = a."""
+
+    def forward(self, a, b):
+        self.a = a if self.needs[1] else None
+        self.b = b if self.needs[0] else None
+        return a * b
+
+    def backward(self, grad):
+        return (grad * self.b if self.needs[0] else None,
+                grad * self.a if self.needs[1] else None)
+
+
+class Div(Function):
+    """``a / b``; d/da = 1/b, d/db = -a/b²."""
+
+    def forward(self, a, b):
+        self.b = b
+        out = a / b
+        self.out = out if self.needs[1] else None
+        return out
+
+    def backward(self, grad):
+        ga = grad / self.b
+        return (ga if self.needs[0] else None,
+                -ga * self.out if self.needs[1] else None)
+
+
+class Neg(Function):
+    """``-a``."""
+
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return (-grad,)
+
+
+class Pow(Function):
+    """``a ** b`` for tensors; d/da = b·a^(b-1), d/db = a^b·log(a)."""
+
+    def forward(self, a, b):
+        out = a ** b
+        self.a, self.b, self.out = a, b, out
+        return out
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        ga = grad * self.b * self.a ** (self.b - 1) if self.needs[0] else None
+        gb = None
+        if self.needs[1]:
+            safe = xp.where(self.a > 0, self.a, 1)
+            gb = grad * self.out * xp.log(safe)
+        return ga, gb
+
+
+class PowScalar(Function):
+    """``a ** p`` for a Python number ``p``; d/da = p·a^(p-1)."""
+
+    def forward(self, a, *, exponent):
+        self.a, self.p = a, exponent
+        return a ** exponent
+
+    def backward(self, grad):
+        p = self.p
+        return (grad * (p * self.a ** (p - 1)).astype(grad.dtype, copy=False),)
+
+
+class Exp(Function):
+    """``exp(a)``; the derivative is the output itself."""
+
+    def forward(self, a):
+        self.out = array_module(a).exp(a)
+        return self.out
+
+    def backward(self, grad):
+        return (grad * self.out,)
+
+
+class Log(Function):
+    """``log(a)``; d/da = 1/a."""
+
+    def forward(self, a):
+        self.a = a
+        return array_module(a).log(a)
+
+    def backward(self, grad):
+        return (grad / self.a,)
+
+
+class Sqrt(Function):
+    """``sqrt(a)``; d/da = 1/(2·sqrt(a))."""
+
+    def forward(self, a):
+        self.out = array_module(a).sqrt(a)
+        return self.out
+
+    def backward(self, grad):
+        return (grad / (2 * self.out),)
+
+
+class Abs(Function):
+    """``|a|``; d/da = sign(a) (0 at 0)."""
+
+    def forward(self, a):
+        self.a = a
+        return abs(a)
+
+    def backward(self, grad):
+        return (grad * array_module(grad).sign(self.a),)
+
+
+class Maximum(Function):
+    """Elementwise ``max(a, b)``; a tie sends half the gradient to each side."""
+
+    def forward(self, a, b):
+        xp = array_module(a, b)
+        self.a, self.b = a, b
+        return xp.maximum(a, b)
+
+    def backward(self, grad):
+        wa = (self.a > self.b) + 0.5 * (self.a == self.b)
+        return (grad * wa if self.needs[0] else None,
+                grad * (1 - wa) if self.needs[1] else None)
+
+
+class Minimum(Function):
+    """Elementwise ``min(a, b)``; a tie sends half the gradient to each side."""
+
+    def forward(self, a, b):
+        xp = array_module(a, b)
+        self.a, self.b = a, b
+        return xp.minimum(a, b)
+
+    def backward(self, grad):
+        wa = (self.a < self.b) + 0.5 * (self.a == self.b)
+        return (grad * wa if self.needs[0] else None,
+                grad * (1 - wa) if self.needs[1] else None)
+
+
+class Where(Function):
+    """``where(cond, a, b)`` with a boolean array ``cond`` (not differentiable)."""
+
+    def forward(self, a, b, *, condition):
+        self.condition = condition
+        return array_module(a, b).where(condition, a, b)
+
+    def backward(self, grad):
+        zero = grad.dtype.type(0)
+        xp = array_module(grad)
+        return (xp.where(self.condition, grad, zero) if self.needs[0] else None,
+                xp.where(self.condition, zero, grad) if self.needs[1] else None)
+
+
+class Clip(Function):
+    """``clip(a, low, high)``; the gradient passes where the value was not clipped."""
+
+    def forward(self, a, *, low, high):
+        xp = array_module(a)
+        self.inside = (a >= (-xp.inf if low is None else low)) & (a <= (xp.inf if high is None else high))
+        return xp.clip(a, low, high)
+
+    def backward(self, grad):
+        return (grad * self.inside,)

@@ -1,0 +1,103 @@
+"""Fused epilogues: the elementwise tails of Dense/Conv layers and of a Merger.
+
+``act(x + bias)`` and ``x + act(fb + bias)`` are each a single op, so the GPU
+runs them as one kernel (see ``kernels/bias_act.cu`` and ``kernels/merger.cu``)
+instead of three or four separate passes over memory.  On NumPy arrays the
+array-module code below runs; it is also the reference the kernels are tested
+against.
+
+``bias`` has one entry per channel, and the channel is axis ``axis`` of ``x``.
+Viewing ``x`` as (outer, C, inner) covers both Dense outputs (N, C) and
+images (N, C, H, W).
+"""
+
+from .. import kernels
+from ..backend import array_module
+from ..tensor import Function
+from .activation import sigmoid_array
+
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
+
+
+def activate(a, act):
+    """Apply a named activation to a raw array."""
+    if act == "relu":
+        return array_module(a).maximum(a, 0)
+    if act == "sigmoid":
+        return sigmoid_array(a)
+    if act == "tanh":
+        return array_module(a).tanh(a)
+    return a
+
+
+def activation_grad(grad, y, act):
+    """Gradient through a named activation, written in terms of its output ``y``."""
+    if act == "relu":
+        return grad * (y > 0)
+    if act == "sigmoid":
+        return grad * y * (1 - y)
+    if act == "tanh":
+        return grad * (1 - y * y)
+    return grad
+
+
+def channel_view(shape, axis):
+    """The (outer, C, inner) sizes of ``shape`` around channel axis ``axis``."""
+    outer = inner = 1
+    for n in shape[:axis]:
+        outer *= n
+    for n in shape[axis + 1:]:
+        inner *= n
+    return outer, shape[axis], inner
+
+
+def _bias_shape(ndim, axis, channels):
+    return (channels,) + (1,) * (ndim - axis - 1)
+
+
+class BiasAct(Function):
+    """``y = act(x + bias)`` with ``bias`` (C,) broadcast along channel axis ``axis``."""
+
+    def forward(self, x, bias, *, act, axis):
+        self.act, self.axis = act, axis
+        if kernels.should_use(x):
+            y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
+        else:
+            y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act)
+        self.y = y
+        return y
+
+    def backward(self, grad):
+        if kernels.should_use(grad):
+            gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
+            return gx, (gb if self.needs[1] else None)
+        gx = activation_grad(grad, self.y, self.act)
+        gb = None
+        if self.needs[1]:
+            reduce_axes = tuple(i for i in range(gx.ndim) if i != self.axis)
+            gb = gx.sum(axis=reduce_axes)
+        return gx, gb
+
+
+class MergeAct(Function):
+    """``y = x + act(fb + bias)``: a feedback path's epilogue fused with an additive Merger."""
+
+    def forward(self, x, fb, bias, *, act, axis):
+        self.act, self.axis = act, axis
+        if x.shape != fb.shape:
+            raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
+        if kernels.should_use(x):
+            y, a = kernels.merger_forward(x, fb, bias, act, channel_view(x.shape, axis))
+        else:
+            a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act)
+            y = x + a
+        self.a = a
+        return y
+
+    def backward(self, grad):
+        if kernels.should_use(grad):
+            gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
+        else:
+            gfb = activation_grad(grad, self.a, self.act)
+            gb = gfb.sum(axis=tuple(i for i in range(gfb.ndim) if i != self.axis)) if self.needs[2] else None
+        return grad, gfb, (gb if self.needs[2] else None)

@@ -1,0 +1,52 @@
+"""Matrix product with NumPy's ``@`` semantics, including batch broadcasting.
+
+For ``C = A @ B`` the gradients are ``dA = dC @ Bᵀ`` and ``dB = Aᵀ @ dC``
+(transposing the last two axes); broadcast batch axes are summed away by
+``unbroadcast``.  1-D operands are promoted to matrices and the added axis is
+removed again from the gradient.
+"""
+
+from ..tensor import Function
+
+
+def _swap_last(x):
+    return x.swapaxes(-1, -2)
+
+
+class MatMul(Function):
+    """``a @ b`` for arrays of 1 or more dimensions."""
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
+        self.a = a if self.needs[1] else None
+        self.a_ndim, self.b_ndim = a.ndim, b.ndim
+        self.b = b if self.needs[0] else None
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.a, self.b  # a is kept only if b needs a gradient, and vice versa
+        ga = gb = None
+        if self.needs[0]:
+            if grad.ndim == 0:                       # vector · vector
+                ga = grad * b
+            elif b.ndim == 1:                        # (..., m, k) @ (k,) -> (..., m)
+                ga = grad[..., None] * b
+            elif self.a_ndim == 1:                   # (k,) @ (..., k, n) -> (..., n)
+                ga = (grad[..., None, :] @ _swap_last(b))[..., 0, :]
+            else:
+                ga = grad @ _swap_last(b)
+        if self.needs[1]:
+            if grad.ndim == 0:
+                gb = grad * a
+            elif a.ndim == 1:
+                gb = a[:, None] * grad[..., None, :]
+            elif self.b_ndim == 1:
+                gb = (_swap_last(a) @ grad[..., None])[..., 0]
+            elif a.ndim > 2 and self.b_ndim == 2:    # fold the batch into one large product
+                gb = a.reshape(-1, a.shape[-1]).T @ grad.reshape(-1, grad.shape[-1])
+            else:
+                gb = _swap_last(a) @ grad
+        return ga, gb

@@ -1,0 +1,127 @@
+"""Ops that move values around without arithmetic: reshape, transpose,
+indexing, concatenation, stacking, padding and moving between devices.
+
+Each backward is the inverse movement of the gradient.
+"""
+
+from .. import backend
+from ..backend import array_module
+from ..tensor import Function
+
+
+class Reshape(Function):
+    """View the values with a new shape; backward reshapes back."""
+
+    def forward(self, x, *, shape):
+        self.shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
+
+
+class Transpose(Function):
+    """Permute the axes (``axes`` a full permutation); backward applies the inverse permutation."""
+
+    def forward(self, x, *, axes):
+        self.inverse = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
+        return x.transpose(axes)
+
+    def backward(self, grad):
+        return (grad.transpose(self.inverse),)
+
+
+def _is_basic_index(index) -> bool:
+    """True for indices made only of ints, slices, ``None`` and ``...`` (NumPy's "basic" indexing)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+class GetItem(Function):
+    """``x[index]`` with basic or integer/boolean-array indices.
+
+    Basic indexing selects each element at most once, so backward writes the
+    gradient into a zero array.  Integer-array indexing may select an element
+    several times; backward then sums with ``bincount`` over flat positions
+    (one vectorised pass; no ``add.at``).
+    """
+
+    def forward(self, x, *, index):
+        self.shape, self.index = x.shape, index
+        return x[index]
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        if _is_basic_index(self.index):
+            out = xp.zeros(self.shape, dtype=grad.dtype)
+            out[self.index] = grad
+            return (out,)
+        size = 1
+        for n in self.shape:
+            size *= n
+        positions = xp.arange(size).reshape(self.shape)[self.index]
+        summed = xp.bincount(positions.ravel(), weights=grad.ravel(), minlength=size)
+        return (summed.astype(grad.dtype).reshape(self.shape),)
+
+
+class Concat(Function):
+    """Join arrays along an existing axis; backward splits the gradient at the same places."""
+
+    def forward(self, *xs, axis):
+        xp = array_module(*xs)
+        self.axis = axis
+        self.sizes = [x.shape[axis] for x in xs]
+        return xp.concatenate(xs, axis=axis)
+
+    def backward(self, grad):
+        grads, start = [], 0
+        index = [slice(None)] * grad.ndim
+        for n, need in zip(self.sizes, self.needs):
+            index[self.axis] = slice(start, start + n)
+            grads.append(grad[tuple(index)] if need else None)
+            start += n
+        return tuple(grads)
+
+
+class Stack(Function):
+    """Join equal-shaped arrays along a new axis; backward takes the slices back out."""
+
+    def forward(self, *xs, axis):
+        self.axis = axis
+        return array_module(*xs).stack(xs, axis=axis)
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        return tuple(xp.take(grad, i, axis=self.axis) if need else None for i, need in enumerate(self.needs))
+
+
+class Pad(Function):
+    """Constant padding (``pad_width`` as in ``numpy.pad``); backward crops the gradient."""
+
+    def forward(self, x, *, pad_width, value):
+        self.crop = tuple(slice(before, before + n) for (before, _), n in zip(pad_width, x.shape))
+        return array_module(x).pad(x, pad_width, mode="constant", constant_values=value)
+
+    def backward(self, grad):
+        return (grad[self.crop],)
+
+
+class BroadcastTo(Function):
+    """Broadcast to a larger shape; backward sums (done by ``unbroadcast`` in ``apply``)."""
+
+    def forward(self, x, *, shape):
+        return array_module(x).broadcast_to(x, shape)
+
+    def backward(self, grad):
+        return (grad,)
+
+
+class ToDevice(Function):
+    """Copy to another device; the gradient is copied back."""
+
+    def forward(self, x, *, device):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    def backward(self, grad):
+        return (backend.to_device(grad, self.source),)

@@ -1,0 +1,77 @@
+"""Reductions: sum, mean, max and min over axes, with ``keepdims``.
+
+The backward of a reduction broadcasts the output gradient back over the
+reduced axes, so it first re-inserts them as size-1 axes.
+"""
+
+from ..backend import array_module
+from ..tensor import Function
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    """Return ``axis`` as a sorted tuple of non-negative ints (``None`` = all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, int) or not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{name}={axis!r} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def _expand(grad, axes, keepdims):
+    """Re-insert reduced axes as size 1 so ``grad`` broadcasts against the input."""
+    if keepdims or not axes:
+        return grad
+    xp = array_module(grad)
+    return xp.expand_dims(grad, axes)
+
+
+class Sum(Function):
+    """``x.sum(axis, keepdims)``; the gradient is copied back over the summed axes."""
+
+    def forward(self, x, *, axis, keepdims):
+        self.shape, self.axes, self.keepdims = x.shape, axis, keepdims
+        return x.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        return (xp.broadcast_to(_expand(grad, self.axes, self.keepdims), self.shape),)
+
+
+class Mean(Function):
+    """``x.mean(axis, keepdims)``; the gradient is spread evenly over the averaged axes."""
+
+    def forward(self, x, *, axis, keepdims):
+        self.shape, self.axes, self.keepdims = x.shape, axis, keepdims
+        count = 1
+        for a in axis:
+            count *= x.shape[a]
+        self.count = count
+        return x.mean(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        g = _expand(grad, self.axes, self.keepdims) / grad.dtype.type(max(self.count, 1))
+        return (xp.broadcast_to(g, self.shape),)
+
+
+class Max(Function):
+    """``x.max(axis, keepdims)`` (``minimum=True`` gives min); ties share the gradient equally."""
+
+    def forward(self, x, *, axis, keepdims, minimum=False):
+        if x.size == 0:
+            raise ValueError(f"{'min' if minimum else 'max'}: cannot reduce an empty tensor of shape {x.shape}")
+        out = x.min(axis=axis, keepdims=True) if minimum else x.max(axis=axis, keepdims=True)
+        self.mask = x == out
+        self.axes, self.keepdims = axis, keepdims
+        return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axis])
+
+    def backward(self, grad):
+        mask = self.mask
+        count = mask.sum(axis=self.axes, keepdims=True)
+        return (_expand(grad, self.axes, self.keepdims) * mask / count.astype(grad.dtype),)

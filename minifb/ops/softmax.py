@@ -1,0 +1,41 @@
+"""Softmax and log-softmax along one axis, computed stably.
+
+Subtracting the row maximum before ``exp`` changes nothing mathematically and
+keeps every exponent <= 0, so nothing overflows.
+"""
+
+from ..backend import array_module
+from ..tensor import Function
+
+
+def log_softmax_array(x, axis):
+    """Stable ``log(softmax(x))`` on a raw array."""
+    xp = array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    """``exp(x) / sum(exp(x))`` along ``axis``; backward ``s·(g - sum(g·s))``."""
+
+    def forward(self, x, *, axis):
+        xp = array_module(x)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        return self.out
+
+    def backward(self, grad):
+        s = self.out
+        return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """``x - logsumexp(x)`` along ``axis``; backward ``g - softmax·sum(g)``."""
+
+    def forward(self, x, *, axis):
+        self.out, self.axis = log_softmax_array(x, axis), axis
+        return self.out
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        return (grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True),)

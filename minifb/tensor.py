@@ -1,0 +1,337 @@
+"""The Tensor and the tape: how reverse-mode autodiff works.
+
+A :class:`Tensor` wraps a backend array (NumPy or CuPy).  Every differentiable
+operation is a :class:`Function` subclass with a ``forward`` on raw arrays and a
+``backward`` that maps the gradient of the output to gradients of the inputs.
+Calling ``SomeOp.apply(*tensors)`` runs the forward and, when any input needs a
+gradient and recording is on, stores the op instance on the output tensor
+(``tensor._ctx``).  The op instance remembers its input tensors, so the outputs
+and ops form a graph: that graph is the *tape*.
+
+``loss.backward()`` walks the graph from the loss in reverse topological order
+(an explicit stack, not recursion, so a 10,000-step backprop-through-time graph
+is fine), calls each op's ``backward`` once with the summed gradient of its
+output, and adds the results into ``.grad`` of the leaf tensors.  Each op's
+saved arrays are released as soon as its backward has run.
+
+This module knows no particular op: the arithmetic operators and methods of
+``Tensor`` are attached in :mod:`minifb.methods`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+
+class _Tape:
+    """Whether operations are being recorded (switched off by :class:`no_grad`)."""
+
+    enabled = True
+
+
+class no_grad:
+    """Context manager (and decorator) under which no operation is recorded.
+
+    Example:
+        >>> with no_grad():
+        ...     y = x * 2          # y.requires_grad is False
+    """
+
+    def __enter__(self):
+        self._previous = _Tape.enabled
+        _Tape.enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _Tape.enabled = self._previous
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def is_grad_enabled() -> bool:
+    """True unless inside :class:`no_grad`."""
+    return _Tape.enabled
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``: the adjoint of NumPy broadcasting.
+
+    Broadcasting prepends axes and stretches size-1 axes; its backward sums over
+    exactly those axes.
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        raise ValueError(f"gradient of shape {grad.shape} cannot be reduced to {tuple(shape)}")
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Function:
+    """Base class of every differentiable op.
+
+    Subclasses implement::
+
+        def forward(self, *arrays, **options) -> array
+        def backward(self, grad) -> tuple      # one entry per input array
+
+    ``self.needs`` (set before ``forward`` runs) says which inputs need a
+    gradient, so ``forward`` saves only what ``backward`` will use and
+    ``backward`` returns ``None`` for the others.  Gradients may have the
+    broadcast shape of the output: :meth:`apply` reduces them with
+    :func:`unbroadcast`, in this one place.
+    """
+
+    needs: tuple = ()
+    parents: tuple = ()
+
+    def forward(self, *arrays, **options):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        """Run the op on tensors and record it on the tape when needed."""
+        op = cls()
+        recording = _Tape.enabled
+        op.needs = tuple(recording and t.requires_grad for t in inputs)
+        out = op.forward(*[t.data for t in inputs], **options)
+        if any(op.needs):
+            op.parents = inputs
+            return Tensor(out, requires_grad=True, _ctx=op)
+        return Tensor(out)
+
+    def release(self):
+        """Drop everything saved for backward (called once backward has used it)."""
+        self.__dict__.clear()
+        self.parents = None
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Attributes:
+        data: the backend array (``numpy.ndarray`` or ``cupy.ndarray``).
+        grad: a backend array of the same shape holding the accumulated
+            gradient, or ``None``.
+        requires_grad: whether gradients flow into this tensor.
+
+    Example:
+        >>> import minifb as mf
+        >>> x = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        >>> (x * x).sum().backward()
+        >>> x.grad
+        array([2., 4., 6.], dtype=float32)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx")
+    __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = _ctx
+        if self.requires_grad and not _is_float(data):
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+
+    # ---- plain properties -------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """The shape, a tuple of ints."""
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        """The NumPy dtype of the elements."""
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``."""
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors created by the user (not the output of a recorded op)."""
+        return self._ctx is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        return self.data.item()
+
+    def tolist(self):
+        """The values as nested Python lists."""
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing the same values but cut from the tape."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        """Set ``requires_grad`` in place and return ``self``."""
+        if flag and not _is_float(self.data):
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def to(self, device: str) -> "Tensor":
+        """Return this tensor on ``device`` (``"cpu"`` or ``"cuda"``); differentiable."""
+        device = backend.check_device(device)
+        if device == self.device:
+            return self
+        from .ops.movement import ToDevice
+
+        return ToDevice.apply(self, device=device)
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=1000, prefix="tensor(")
+        extra = ""
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
+        if self.dtype != backend.DEFAULT_DTYPE:
+            extra += f", dtype={self.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn={type(self._ctx).__name__}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is ambiguous")
+        return bool(self.data)
+
+    def __hash__(self):  # tensors are graph nodes: identity, not value, is what matters
+        return id(self)
+
+    # ---- backward -----------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Back-propagate from this tensor, adding gradients into the leaves' ``.grad``.
+
+        Args:
+            grad: the gradient of some scalar with respect to this tensor, same
+                shape; may be omitted when this tensor has one element.
+            retain_graph: keep the ops' saved arrays so that backward can run
+                through this graph again (off by default to free memory).
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input had requires_grad=True, or it was computed under no_grad)")
+        xp = backend.array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
+            grad = xp.ones(self.shape, dtype=self.dtype)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
+
+        pending = {id(self): grad}  # gradients of tensors whose op has not run yet
+        for node in _reverse_topological(self):
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            op = node._ctx
+            if op is None:
+                _accumulate(node, g)
+                continue
+            if op.parents is None:
+                raise RuntimeError("backward through a graph whose saved values were already freed; "
+                                   "pass retain_graph=True to the first backward() if you need a second one")
+            in_grads = op.backward(g)
+            for parent, pg, need in zip(op.parents, in_grads, op.needs):
+                if not need or pg is None:
+                    continue
+                pg = unbroadcast(pg, parent.shape)
+                if pg.dtype != parent.dtype:
+                    pg = pg.astype(parent.dtype)
+                key = id(parent)
+                if key in pending:
+                    pending[key] = pending[key] + pg
+                else:
+                    pending[key] = pg
+            if not retain_graph:
+                op.release()
+
+
+def _is_float(array) -> bool:
+    return np.dtype(array.dtype).kind == "f"
+
+
+def _accumulate(leaf: Tensor, g) -> None:
+    """Add ``g`` into ``leaf.grad`` (copying on first write so no buffer is shared)."""
+    if leaf.grad is None:
+        leaf.grad = g.copy()
+    else:
+        leaf.grad += g
+
+
+def _reverse_topological(root: Tensor) -> list:
+    """Tensors reachable from ``root`` through recorded ops, outputs before inputs.
+
+    Iterative depth-first search with an explicit stack: no recursion limit.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        op = node._ctx
+        if op is not None and op.parents is not None:
+            for parent, need in zip(op.parents, op.needs):
+                if need and id(parent) not in visited:
+                    stack.append((parent, False))
+    order.reverse()
+    return order

@@ -1,0 +1,375 @@
+"""Tests for minifb.data: shipped digits, IDX loading, batching, corruptions."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minifb import data
+from minifb.data import (
+    Dataset,
+    add_noise,
+    batches,
+    clutter,
+    corrupt,
+    debris,
+    load,
+    load_digits,
+    load_mnist,
+    resize_bilinear,
+    salt_and_pepper,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope="module")
+def raw(digits):
+    """Unstandardised [0, 1] train images and labels (a few hundred)."""
+    return digits.unstandardise(digits.x_train[:300]), digits.y_train[:300]
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_load_digits_shapes_and_dtypes(digits):
+    assert isinstance(digits, Dataset)
+    assert digits.x_train.shape[1:] == (1, 28, 28)
+    assert digits.x_test.shape[1:] == (1, 28, 28)
+    assert len(digits.x_train) + len(digits.x_test) == 1797
+    assert len(digits.x_train) == len(digits.y_train)
+    assert len(digits.x_test) == len(digits.y_test)
+    assert digits.x_train.dtype == np.float32 and digits.x_test.dtype == np.float32
+    assert digits.y_train.dtype == np.int64 and digits.y_test.dtype == np.int64
+    assert digits.classes == 10
+    assert digits.image_shape == (1, 28, 28)
+    assert abs(len(digits.x_test) / 1797 - 0.25) < 0.01
+
+
+def test_load_digits_labels_all_present(digits):
+    assert set(np.unique(digits.y_train)) == set(range(10))
+    assert set(np.unique(digits.y_test)) == set(range(10))
+
+
+def test_load_digits_stratified(digits):
+    frac = np.bincount(digits.y_test, minlength=10) / (
+        np.bincount(digits.y_test, minlength=10) + np.bincount(digits.y_train, minlength=10)
+    )
+    assert np.all(np.abs(frac - 0.25) < 0.02)
+
+
+def test_load_digits_deterministic():
+    a, b = load_digits(size=8, seed=3), load_digits(size=8, seed=3)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    c = load_digits(size=8, seed=4)
+    assert not np.array_equal(a.y_train, c.y_train)
+
+
+def test_load_digits_no_overlap_between_splits():
+    ds = load_digits(size=8)
+    tr = {r.tobytes() for r in ds.x_train}
+    te = [r.tobytes() for r in ds.x_test]
+    # The UCI data has a few exact duplicate images; the split is by index,
+    # so only those may appear on both sides.
+    assert sum(t in tr for t in te) <= 5
+
+
+def test_standardisation(digits):
+    assert abs(float(digits.x_train.mean())) < 1e-4
+    assert abs(float(digits.x_train.std()) - 1.0) < 1e-4
+    # Test split uses the train statistics: close to, not exactly, 0 / 1.
+    assert abs(float(digits.x_test.mean())) < 0.1
+    raw = digits.unstandardise(digits.x_train)
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    np.testing.assert_allclose(digits.standardise(raw), digits.x_train, atol=1e-5)
+
+
+def test_digits_size_8_matches_file_values():
+    ds = load_digits(size=8)
+    raw = ds.unstandardise(np.concatenate([ds.x_train, ds.x_test])) * 16
+    # Original pixels are integers 0..16.
+    np.testing.assert_allclose(raw, np.round(raw), atol=1e-4)
+    assert raw.max() == pytest.approx(16, abs=1e-4)
+
+
+def test_subset(digits):
+    small = digits.subset(20, 10)
+    assert small.x_train.shape == (20, 1, 28, 28) and small.y_test.shape == (10,)
+    assert small.mean == digits.mean
+
+
+def test_load_digits_bad_arguments():
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_digits(test_fraction=1.5)
+    with pytest.raises(ValueError, match="size"):
+        load_digits(size=0)
+
+
+# ---------------------------------------------------------------- resize
+
+
+def test_resize_identity_8x8():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(resize_bilinear(x, 8), x)
+
+
+@pytest.mark.parametrize("size", [3, 8, 13, 28, 32])
+def test_resize_preserves_constant(size):
+    x = np.full((2, 1, 8, 8), 0.37, dtype=np.float32)
+    out = resize_bilinear(x, size)
+    assert out.shape == (2, 1, size, size) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 0.37, atol=1e-6)
+
+
+def test_resize_linear_ramp_and_range():
+    ramp = np.tile(np.arange(8, dtype=np.float32), (8, 1))[None, None]
+    out = resize_bilinear(ramp, 16)[0, 0]
+    # Interior of an upsampled linear ramp is still linear (slope 0.5/pixel).
+    np.testing.assert_allclose(np.diff(out[:, 1:-1], axis=1), 0.5, atol=1e-5)
+    assert out.min() >= 0 and out.max() <= 7
+    # Down-sampling by 2 averages neighbouring pairs.
+    down = resize_bilinear(ramp, 4)[0, 0]
+    np.testing.assert_allclose(down[0], [0.5, 2.5, 4.5, 6.5], atol=1e-5)
+
+
+# ---------------------------------------------------------------- IDX / MNIST
+
+
+def _idx_bytes(array, magic):
+    array = np.asarray(array, dtype=np.uint8)
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def _write_mnist(directory, n_train=12, n_test=7, gz=False, side=28, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": (rng.integers(0, 256, (n_train, side, side)), 0x803),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10, 0x801),
+        "t10k-images-idx3-ubyte": (rng.integers(0, 256, (n_test, side, side)), 0x803),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test)[::-1] % 10, 0x801),
+    }
+    for name, (arr, magic) in arrays.items():
+        blob = _idx_bytes(arr, magic)
+        if gz:
+            with gzip.open(directory / (name + ".gz"), "wb") as fh:
+                fh.write(blob)
+        else:
+            (directory / name).write_bytes(blob)
+    return {k: np.asarray(v[0], dtype=np.uint8) for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_roundtrip(tmp_path, gz):
+    arrays = _write_mnist(tmp_path, gz=gz)
+    ds = load_mnist(str(tmp_path))
+    assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_test.shape == (7, 1, 28, 28)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(ds.y_test, arrays["t10k-labels-idx1-ubyte"])
+    pixels = np.round(ds.unstandardise(ds.x_test)[:, 0] * 255)
+    np.testing.assert_array_equal(pixels, arrays["t10k-images-idx3-ubyte"])
+    assert abs(float(ds.x_train.mean())) < 1e-4
+
+
+def test_mnist_resize_and_load_spec(tmp_path):
+    _write_mnist(tmp_path, gz=True)
+    ds = load(f"mnist:{tmp_path}", size=14)
+    assert ds.x_train.shape == (12, 1, 14, 14)
+
+
+def test_mnist_bad_magic_names_file(tmp_path):
+    _write_mnist(tmp_path)
+    bad = tmp_path / "train-labels-idx1-ubyte"
+    blob = bytearray(bad.read_bytes())
+    blob[2:4] = b"\x08\x03"  # an images magic in a labels file
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*magic"):
+        load_mnist(str(tmp_path))
+
+
+def test_mnist_truncated_and_mismatched(tmp_path):
+    _write_mnist(tmp_path)
+    img = tmp_path / "t10k-images-idx3-ubyte"
+    img.write_bytes(img.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte"):
+        load_mnist(str(tmp_path))
+    _write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(3), 0x801))
+    with pytest.raises(ValueError, match="3 labels"):
+        load_mnist(str(tmp_path))
+
+
+def test_mnist_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(str(tmp_path))
+
+
+def test_load_spec():
+    ds = load("digits", size=8, seed=1)
+    assert ds.x_train.shape[1:] == (1, 8, 8)
+    for spec in ["cifar", "mnist:", "", "digitz"]:
+        with pytest.raises(ValueError, match="spec"):
+            load(spec)
+
+
+# ---------------------------------------------------------------- batches
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 60), batch_size=st.integers(1, 17), shuffle=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_batches_cover_each_index_once(n, batch_size, shuffle, seed):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1) * np.ones((1, 3), np.float32)
+    y = np.arange(n)
+    seen = []
+    for xb, yb in batches(x, y, batch_size, shuffle=shuffle, rng=np.random.default_rng(seed)):
+        assert 1 <= len(xb) <= batch_size and len(xb) == len(yb)
+        np.testing.assert_array_equal(xb[:, 0], yb)  # x and y stay paired
+        seen.extend(yb.tolist())
+    assert sorted(seen) == list(range(n))
+    assert len(seen) == n
+    if not shuffle:
+        assert seen == list(range(n))
+
+
+def test_batches_shuffle_is_seeded():
+    x = np.arange(100)
+    a = [yb for _, yb in batches(x, x, 10, rng=np.random.default_rng(5))]
+    b = [yb for _, yb in batches(x, x, 10, rng=np.random.default_rng(5))]
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert not np.array_equal(np.concatenate(a), x)
+
+
+def test_batches_bad_arguments():
+    with pytest.raises(ValueError):
+        next(batches(np.zeros(3), np.zeros(3), 0))
+    with pytest.raises(ValueError):
+        next(batches(np.zeros(3), np.zeros(4), 2))
+
+
+# ---------------------------------------------------------------- corruptions
+
+
+def test_noise_has_stated_variance(raw):
+    x, _ = raw
+    out = add_noise(x, 0.3, np.random.default_rng(0))
+    assert out.shape == x.shape and out.dtype == np.float32
+    diff = out - x
+    assert abs(float(diff.mean())) < 0.005
+    assert float(diff.var()) == pytest.approx(0.09, rel=0.02)
+    clipped = add_noise(x, 0.3, np.random.default_rng(0), clip=True)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+
+
+def test_salt_and_pepper_fraction(raw):
+    x, _ = raw
+    out = salt_and_pepper(x, 0.2, np.random.default_rng(0))
+    assert out.shape == x.shape
+    k = round(0.2 * 28 * 28)
+    flat_in, flat_out = x.reshape(len(x), -1), out.reshape(len(x), -1)
+    changed = flat_out != flat_in
+    # Every changed pixel is 0 or 1; at most k per image, and exactly k were
+    # set (a set pixel may coincide with its old value, e.g. background 0).
+    assert np.all(np.isin(flat_out[changed], [0.0, 1.0]))
+    assert np.all(changed.sum(axis=1) <= k)
+    extreme_gain = np.isin(flat_out, [0.0, 1.0]).sum(1) - np.isin(flat_in, [0.0, 1.0]).sum(1)
+    assert np.all(extreme_gain <= k)
+    # Salt (1s) is about half of the k replaced pixels.
+    salt = ((flat_out == 1.0) & (flat_in != 1.0)).sum(axis=1)
+    assert salt.mean() == pytest.approx(k / 2, rel=0.15)
+    # Replacing all pixels gives a pure 0/1 image.
+    full = salt_and_pepper(x[:5], 1.0, np.random.default_rng(1))
+    assert np.all(np.isin(full, [0.0, 1.0]))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.6])
+def test_debris_covers_stated_fraction(raw, fraction):
+    x, _ = raw
+    f = 7
+    out, coverage = debris(x, x, fraction, np.random.default_rng(0), fragment_size=f,
+                           return_coverage=True)
+    assert out.shape == x.shape and coverage.shape == (len(x),)
+    assert abs(coverage.mean() - fraction) < 0.02
+    assert np.all(np.abs(coverage - fraction) <= f * f / (2 * 28 * 28) + 1e-9)
+    # Debris only adds ink (pixel-wise max) and changes pixels only where covered.
+    assert np.all(out >= x - 1e-7)
+    changed = (out != x).reshape(len(x), -1).mean(axis=1)
+    assert np.all(changed <= coverage + 1e-9)
+    assert changed.mean() > 0.02
+
+
+def test_debris_zero_fraction_is_identity(raw):
+    x, _ = raw
+    out, coverage = debris(x[:10], x, 0.0, np.random.default_rng(0), return_coverage=True)
+    np.testing.assert_array_equal(out, x[:10])
+    assert np.all(coverage == 0)
+
+
+@pytest.mark.parametrize("n_digits", [1, 2, 4])
+def test_clutter_multi_hot(raw, n_digits):
+    x, y = raw
+    images, labels = clutter(x, y, n_digits, np.random.default_rng(0))
+    assert images.shape == x.shape and images.dtype == np.float32
+    assert labels.shape == (len(x), 10) and labels.dtype == np.float32
+    assert set(np.unique(labels)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(labels.sum(axis=1), n_digits)
+    np.testing.assert_array_equal(labels[np.arange(len(y)), y], 1.0)  # own class kept
+    if n_digits > 1:
+        # More digits, more ink.
+        assert images.mean() > 1.3 * x.mean()
+    assert images.min() >= 0 and images.max() <= 1 + 1e-6
+
+
+def test_clutter_with_source_pool(raw):
+    x, y = raw
+    few = x[:4]
+    images, labels = clutter(few, y[:4], 3, np.random.default_rng(0), source_images=x,
+                             source_labels=y)
+    np.testing.assert_array_equal(labels.sum(axis=1), 3)
+    with pytest.raises(ValueError, match="other classes"):
+        clutter(x[y < 2], y[y < 2], 3, np.random.default_rng(0))
+
+
+def test_corrupt_dispatcher(raw):
+    x, y = raw
+    x, y = x[:20], y[:20]
+    rng = np.random.default_rng(0)
+    out, yy = corrupt("none", x, y, rng=rng)
+    np.testing.assert_array_equal(out, x)
+    assert yy is y
+    for name in ["noise", "saltpepper", "debris", "NOISE"]:
+        out, yy = corrupt(name, x, y, rng=rng)
+        assert out.shape == x.shape and not np.array_equal(out, x)
+        assert yy is y
+    out, yy = corrupt("clutter", x, y, rng=rng, level=2, source_images=x, source_labels=y)
+    assert yy.shape == (20, 10)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt("blur", x, y, rng=rng)
+    with pytest.raises(ValueError, match="labels"):
+        corrupt("clutter", x, rng=rng)
+
+
+def test_corruptions_deterministic_given_rng(raw):
+    x, y = raw
+    for name in data.CORRUPTIONS:
+        a = corrupt(name, x[:10], y[:10], rng=np.random.default_rng(9), source_images=x,
+                    source_labels=y)
+        b = corrupt(name, x[:10], y[:10], rng=np.random.default_rng(9), source_images=x,
+                    source_labels=y)
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_corruption_shape_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        add_noise(np.zeros((3, 28, 28)), 0.1, rng)
+    with pytest.raises(ValueError):
+        salt_and_pepper(np.zeros((1, 1, 4, 4)), 1.5, rng)
