@@ -1,0 +1,46 @@
+"""Creation functions: dtypes, devices, seeding."""
+
+import numpy as np
+import pytest
+
+import minifb as mf
+
+
+def test_default_dtype_is_float32():
+    assert mf.tensor([1.0, 2.0]).dtype == np.float32
+    assert mf.zeros(2, 3).dtype == np.float32 and mf.zeros((2, 3)).shape == (2, 3)
+    assert mf.randn(4).dtype == np.float32 and mf.rand(4).dtype == np.float32
+    assert mf.tensor([1, 2]).dtype.kind == "i"
+    assert mf.ones(2, dtype="float64").dtype == np.float64
+
+
+def test_tensor_copies_its_input():
+    a = np.zeros(3, dtype=np.float32)
+    t = mf.tensor(a)
+    a[0] = 1
+    assert t.numpy()[0] == 0
+
+
+def test_manual_seed_makes_random_reproducible():
+    mf.manual_seed(7)
+    a = mf.randn(5).numpy()
+    mf.manual_seed(7)
+    np.testing.assert_array_equal(a, mf.randn(5).numpy())
+    assert not np.array_equal(a, mf.randn(5).numpy())
+
+
+def test_bad_shapes_and_devices():
+    with pytest.raises(ValueError, match="non-negative"):
+        mf.zeros(-1)
+    with pytest.raises(ValueError, match="unknown device"):
+        mf.zeros(2, device="gpu0")
+    if not mf.cuda_available():
+        with pytest.raises(RuntimeError, match="CuPy"):
+            mf.zeros(2, device="cuda")
+
+
+def test_like_and_arange():
+    x = mf.randn(2, 3, dtype="float64")
+    assert mf.zeros_like(x).dtype == np.float64 and mf.ones_like(x).numpy().sum() == 6
+    np.testing.assert_array_equal(mf.arange(4).numpy(), [0, 1, 2, 3])
+    assert mf.full((2, 2), 3.0).numpy().sum() == 12

@@ -1,0 +1,147 @@
+"""The tape: backward order, accumulation, no_grad, detach, freeing, deep graphs."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import minifb as mf
+from minifb.tensor import unbroadcast
+
+from strategies import broadcastable_pair
+
+
+def test_gradient_accumulates_until_cleared():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, [2 + 3, 4 + 3])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_shared_subexpression_gets_summed_gradient():
+    x = mf.tensor([3.0], requires_grad=True)
+    y = x * x
+    (y + y * x).sum().backward()   # d/dx (x² + x³) = 2x + 3x²
+    np.testing.assert_allclose(x.grad, [2 * 3 + 3 * 9])
+
+
+def test_leaf_grad_is_not_aliased_with_other_buffers():
+    x = mf.tensor([1.0, 1.0], requires_grad=True)
+    y = mf.tensor([1.0, 1.0], requires_grad=True)
+    (x + y).sum().backward()
+    x.grad += 10
+    np.testing.assert_allclose(y.grad, [1, 1])
+
+
+def test_no_grad_records_nothing():
+    x = mf.tensor([1.0], requires_grad=True)
+    with mf.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.is_leaf
+    assert mf.is_grad_enabled()
+
+    @mf.no_grad()
+    def f(t):
+        return t * 2
+
+    assert not f(x).requires_grad
+
+
+def test_detach_cuts_the_tape_but_shares_values():
+    x = mf.tensor([2.0], requires_grad=True)
+    y = (x * x).detach()
+    assert not y.requires_grad and y.numpy()[0] == 4
+    z = x * y
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad, [4.0])
+
+
+def test_backward_errors():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        mf.tensor([1.0]).sum().backward()
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match="one-element tensor"):
+        (x * 2).backward()
+    with pytest.raises(ValueError, match=r"gradient shape \(3,\) does not match tensor shape \(2,\)"):
+        (x * 2).backward(np.ones(3, dtype=np.float32))
+    with pytest.raises(TypeError, match="floating-point"):
+        mf.tensor([1, 2], requires_grad=True)
+
+
+def test_graph_is_freed_after_backward_unless_retained():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad, [4, 8])
+    with pytest.raises(RuntimeError, match="already freed"):
+        y.backward()
+
+
+def test_saved_arrays_are_released_during_backward():
+    x = mf.tensor(np.ones(1000, dtype=np.float32), requires_grad=True)
+    h = mf.log(x * 2 + 1)          # Log saves its input, an intermediate only the tape holds
+    saved = weakref.ref(h._ctx.a)
+    h.sum().backward()
+    gc.collect()
+    assert saved() is None
+
+
+def test_ten_thousand_step_graph_has_no_recursion_limit():
+    x = mf.tensor([1.0], requires_grad=True)
+    s = x
+    for _ in range(10_000):
+        s = mf.tanh(s) * 1.0001
+    s.sum().backward()
+    assert np.isfinite(x.grad).all() and x.grad[0] != 0
+
+
+def test_gradient_only_flows_where_needed():
+    x = mf.tensor([1.0], requires_grad=True)
+    c = mf.tensor([5.0])
+    (x * c).sum().backward()
+    assert c.grad is None
+    np.testing.assert_allclose(x.grad, [5.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=broadcastable_pair())
+def test_unbroadcast_inverts_broadcasting(pair):
+    shape, other = pair
+    out_shape = np.broadcast_shapes(shape, other)
+    g = np.ones(out_shape)
+    reduced = unbroadcast(g, other)
+    assert reduced.shape == tuple(other)
+    assert reduced.sum() == g.sum()
+
+
+def test_dtype_is_preserved_float32():
+    x = mf.randn(3, 4, requires_grad=True)
+    y = (x * 2.5 + 1) ** 2 / 3
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_properties_repr_and_device():
+    x = mf.tensor([[1.0, 2.0]], requires_grad=True)
+    assert x.shape == (1, 2) and x.ndim == 2 and x.size == 2 and x.device == "cpu"
+    assert "requires_grad=True" in repr(x)
+    assert "grad_fn=Mul" in repr(x * 2)
+    assert x.to("cpu") is x
+    with pytest.raises(ValueError, match="unknown device"):
+        x.to("tpu")
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(x)
+
+
+@pytest.mark.skipif(not mf.cuda_available(), reason="needs CuPy and an NVIDIA GPU")
+def test_to_cuda_and_back_is_differentiable():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.to("cuda") * 3).to("cpu").sum()
+    y.backward()
+    np.testing.assert_allclose(x.grad, [3, 3])
