@@ -9,6 +9,7 @@ from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros,
 from .functional import (
     concat, exp, gelu, leaky_relu, log, log_softmax, relu, sigmoid, softmax, softplus, sqrt, stack, tanh,
 )
+from .serialization import load, save
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
 float32 = "float32"
@@ -18,6 +19,6 @@ __all__ = [
     "Tensor", "Function", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "arange", "randn",
     "rand", "manual_seed", "no_grad", "is_grad_enabled", "cuda_available", "relu", "sigmoid", "tanh",
     "softmax", "log_softmax", "leaky_relu", "softplus", "gelu", "exp", "log", "sqrt", "concat", "stack",
-    "functional", "float32", "float64",
+    "functional", "float32", "float64", "save", "load",
 ]
 __version__ = "0.1.0"

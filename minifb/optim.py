@@ -1,0 +1,396 @@
+"""Optimisers and gradient clipping, with PyTorch's exact update rules.
+
+An optimiser holds a list of parameter tensors.  After ``loss.backward()`` has
+filled their ``.grad``, :meth:`Optimizer.step` updates each parameter's
+``.data`` **in place** from its ``.grad``, using the array module of the data
+(NumPy or CuPy), so the same optimiser runs on the CPU and on a GPU.
+Parameters whose ``.grad`` is ``None`` (no gradient reached them) are skipped,
+and their optimiser state is left as it was.
+
+Typical loop::
+
+    opt = optim.Adam(net.parameters(), lr=1e-3)
+    for x, y in batches:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optim.clip_grad_norm(net.parameters(), 1.0)   # optional
+        opt.step()
+
+Hyperparameters are plain attributes (``opt.lr = 0.01`` changes the learning
+rate for the following steps, which is all a learning-rate schedule needs).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "clip_grad_norm_"]
+
+
+# ---------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------
+def _param_list(params, owner: str) -> list:
+    """Turn ``params`` (any iterable of Tensors) into a checked list."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{owner}: params must be an iterable of Tensors (e.g. model.parameters()), "
+                        f"got a single Tensor of shape {params.shape}; wrap it in a list")
+    if hasattr(params, "parameters") and callable(params.parameters) and not isinstance(params, (list, tuple)):
+        raise TypeError(f"{owner}: params must be an iterable of Tensors; "
+                        f"pass model.parameters(), not the {type(params).__name__} itself")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"{owner}: params must be an iterable of Tensors, got {type(params).__name__}") from None
+    if not params:
+        raise ValueError(f"{owner}: got an empty parameter list")
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{owner}: params[{i}] is a {type(p).__name__}, expected a Tensor")
+        if np.dtype(p.dtype).kind != "f":
+            raise TypeError(f"{owner}: params[{i}] has dtype {p.dtype}; only floating-point tensors can be optimised")
+        if id(p) in seen:
+            raise ValueError(f"{owner}: params[{i}] (shape {p.shape}) appears more than once in the parameter list")
+        seen.add(id(p))
+    return params
+
+
+def _number(owner: str, name: str, value, low: float = 0.0, high: float | None = None,
+            high_open: bool = False) -> float:
+    """Check that ``value`` is a real number in [low, high] (or [low, high)) and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (high is not None and (value >= high if high_open else value > high)):
+        bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
+        raise ValueError(f"{owner}: {name} must be finite, >= {low}{bound}; got {value!r}")
+    return value
+
+
+def _betas(owner: str, betas) -> tuple:
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return (_number(owner, "betas[0]", b1, 0.0, 1.0, high_open=True),
+            _number(owner, "betas[1]", b2, 0.0, 1.0, high_open=True))
+
+
+def _follow_device(state: dict, w) -> None:
+    """Move state buffers to ``w``'s device (the model was moved with ``.to(device)`` after some steps)."""
+    device = backend.device_of(w)
+    for k, v in state.items():
+        if hasattr(v, "shape") and backend.device_of(v) != device:
+            state[k] = backend.to_device(v, device)
+
+
+# ---------------------------------------------------------------------------
+# the base class
+# ---------------------------------------------------------------------------
+class Optimizer:
+    """Base class: a list of parameters, per-parameter state, ``zero_grad`` and ``step``.
+
+    Subclasses set their hyperparameters as attributes, list their names in
+    ``hyperparameters`` and implement :meth:`update` for one parameter.
+
+    Args:
+        params: an iterable of float :class:`~minifb.Tensor` (e.g.
+            ``model.parameters()``); each may appear only once.
+
+    Attributes:
+        params: the list of parameter tensors.
+        state: one dict per parameter (momentum buffers, moment estimates,
+            step counts), filled lazily on the parameter's first update.
+    """
+
+    hyperparameters: tuple = ()
+
+    def __init__(self, params):
+        self.params = _param_list(params, type(self).__name__)
+        self.state = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (sets ``p.grad = None``)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place.
+
+        Raises:
+            ValueError: a parameter's ``.grad`` does not have its shape.
+        """
+        # KERNEL HOOK: optim -- on CuPy, a fused kernel could update all parameters in one launch
+        # over flat buffers (params, grads and state packed contiguously) instead of this loop of
+        # array expressions; this loop stays as the reference that kernel is tested against.
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if g.shape != p.data.shape:
+                raise ValueError(f"{type(self).__name__}.step: params[{i}] has shape {p.data.shape} "
+                                 f"but its grad has shape {g.shape}")
+            state = self.state[i]
+            if state:
+                _follow_device(state, p.data)
+            self.update(p.data, g, state)
+
+    def update(self, w, g, state: dict) -> None:  # pragma: no cover - interface
+        """Update the raw array ``w`` in place from its gradient ``g`` and its ``state``."""
+        raise NotImplementedError
+
+    # ---- checkpointing ---------------------------------------------------
+    def state_dict(self) -> dict:
+        """The hyperparameters and a copy of the per-parameter state.
+
+        Returns:
+            ``{"type": class name, "hyperparameters": {name: value},
+            "state": [dict per parameter]}``; arrays are NumPy copies.
+        """
+        state = [{k: (backend.to_numpy(v).copy() if hasattr(v, "shape") else v) for k, v in s.items()}
+                 for s in self.state]
+        return {"type": type(self).__name__,
+                "hyperparameters": {k: getattr(self, k) for k in self.hyperparameters},
+                "state": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` returned (arrays go to each parameter's device).
+
+        Raises:
+            ValueError: the dict is for another optimiser type, another number
+                of parameters, or holds a buffer whose shape differs from its
+                parameter's.
+        """
+        name = type(self).__name__
+        if state_dict.get("type") != name:
+            raise ValueError(f"{name}.load_state_dict: the state is for {state_dict.get('type')!r}, not {name!r}")
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(f"{name}.load_state_dict: the state has {len(states)} parameters, "
+                             f"this optimiser has {len(self.params)}")
+        new = []
+        for i, (p, s) in enumerate(zip(self.params, states)):
+            entry = {}
+            for k, v in s.items():
+                if hasattr(v, "shape"):
+                    if tuple(v.shape) != p.data.shape:
+                        raise ValueError(f"{name}.load_state_dict: state[{i}][{k!r}] has shape {tuple(v.shape)}, "
+                                         f"params[{i}] has shape {p.data.shape}")
+                    v = backend.to_device(np.asarray(backend.to_numpy(v), dtype=p.dtype), p.device).copy()
+                entry[k] = v
+            new.append(entry)
+        for k, v in state_dict.get("hyperparameters", {}).items():
+            if k in self.hyperparameters:
+                setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self.state = new
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
+        return f"{type(self).__name__}({len(self.params)} parameters, {hyper})"
+
+
+# ---------------------------------------------------------------------------
+# SGD
+# ---------------------------------------------------------------------------
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay.
+
+    PyTorch's rule, for gradient ``g`` of parameter ``w`` at step ``t``::
+
+        g = g + weight_decay * w                      (if weight_decay)
+        b = g                          at t = 1      (if momentum)
+        b = momentum * b + (1 - dampening) * g   for t > 1
+        g = g + momentum * b   if nesterov else   g = b
+        w = w - lr * g
+
+    Args:
+        params: iterable of parameter Tensors.
+        lr: learning rate, >= 0.
+        momentum: momentum factor, >= 0 (0 disables the buffer).
+        dampening: dampening of the momentum, >= 0 (this and the following
+            arguments are keyword-only, as their order differs between
+            libraries).
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
+        weight_decay: L2 penalty coefficient, >= 0.
+
+    Example:
+        >>> opt = SGD(net.parameters(), lr=0.1, momentum=0.9)
+        >>> opt.zero_grad(); loss.backward(); opt.step()
+    """
+
+    hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, params, lr, momentum=0.0, *, dampening=0.0, nesterov=False, weight_decay=0.0):
+        self.lr = _number("SGD", "lr", lr)
+        self.momentum = _number("SGD", "momentum", momentum)
+        self.dampening = _number("SGD", "dampening", dampening)
+        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening = 0, "
+                             f"got momentum={self.momentum}, dampening={self.dampening}")
+        super().__init__(params)
+
+    def update(self, w, g, state):
+        if self.weight_decay:
+            g = g + self.weight_decay * w
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1.0 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        w -= self.lr * g
+
+
+# ---------------------------------------------------------------------------
+# Adam and AdamW
+# ---------------------------------------------------------------------------
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with bias correction, as PyTorch computes it.
+
+    For gradient ``g`` of parameter ``w`` at step ``t`` (counted per parameter)::
+
+        g = g + weight_decay * w                         (L2 penalty, if weight_decay)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        w = w - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Args:
+        params: iterable of parameter Tensors.
+        lr: learning rate, >= 0.
+        betas: ``(beta1, beta2)``, each in [0, 1).
+        eps: term added to the denominator, >= 0.
+        weight_decay: L2 penalty added to the gradient, >= 0 (see :class:`AdamW`
+            for decoupled weight decay).
+
+    Example:
+        >>> opt = Adam(net.parameters(), lr=1e-3)
+    """
+
+    hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        owner = type(self).__name__
+        self.lr = _number(owner, "lr", lr)
+        self.betas = _betas(owner, betas)
+        self.eps = _number(owner, "eps", eps)
+        self.weight_decay = _number(owner, "weight_decay", weight_decay)
+        super().__init__(params)
+
+    def update(self, w, g, state):
+        xp = backend.array_module(w, g)
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                w *= 1.0 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * w
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(w)
+            state["exp_avg_sq"] = xp.zeros_like(w)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        step_size = self.lr / (1.0 - beta1 ** t)
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1.0 - beta2 ** t)
+        denom += self.eps
+        w -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as PyTorch computes it.
+
+    Identical to :class:`Adam` with ``weight_decay=0``, except that before the
+    Adam step the parameter shrinks: ``w = w * (1 - lr * weight_decay)``.
+
+    Args:
+        params: iterable of parameter Tensors.
+        lr: learning rate, >= 0.
+        betas: ``(beta1, beta2)``, each in [0, 1).
+        eps: term added to the denominator, >= 0.
+        weight_decay: decoupled weight decay coefficient, >= 0 (default 0.01).
+
+    Example:
+        >>> opt = AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    """
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+# ---------------------------------------------------------------------------
+# gradient clipping
+# ---------------------------------------------------------------------------
+def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) -> float:
+    """Scale all gradients together so that their joint norm is at most ``max_norm``.
+
+    As PyTorch's ``clip_grad_norm_``: the total norm is the norm of the vector of
+    all gradients concatenated (``sqrt(sum_p ||g_p||**2)`` for ``norm_type=2``,
+    ``max_p max|g_p|`` for ``inf``); then every gradient is multiplied in place
+    by ``min(1, max_norm / (total_norm + 1e-6))``.  Parameters without a
+    gradient are skipped.
+
+    Args:
+        params: an iterable of Tensors (or one Tensor).
+        max_norm: the largest allowed total norm, >= 0.
+        norm_type: ``p`` of the p-norm (> 0), or ``float("inf")``.
+        error_if_nonfinite: raise if the total norm is NaN or infinite
+            (otherwise the gradients are scaled by a NaN/0 factor, as PyTorch does).
+
+    Returns:
+        The total norm of the gradients before clipping, a Python float
+        (0.0 when no parameter has a gradient).
+
+    Example:
+        >>> loss.backward()
+        >>> norm = clip_grad_norm(net.parameters(), max_norm=1.0)
+        >>> opt.step()
+    """
+    if isinstance(params, Tensor):
+        params = [params]
+    params = list(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"clip_grad_norm: params[{i}] is a {type(p).__name__}, expected a Tensor")
+    max_norm = _number("clip_grad_norm", "max_norm", max_norm)
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
+        raise ValueError(f"clip_grad_norm: norm_type must be a positive number or inf, got {norm_type!r}")
+    norm_type = float(norm_type)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = backend.array_module(*grads)
+    if math.isinf(norm_type):
+        total = max(float(xp.abs(g).max()) if g.size else 0.0 for g in grads)
+    else:
+        total = sum(float((xp.abs(g).astype(np.float64) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(f"clip_grad_norm: the total norm of order {norm_type} of the gradients is {total}")
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0 or not math.isfinite(total):
+        for g in grads:
+            g *= coef
+    return total
+
+
+clip_grad_norm_ = clip_grad_norm  # PyTorch's spelling (it works in place either way)

@@ -1,0 +1,112 @@
+"""Saving and loading a module's parameters and buffers as a NumPy ``.npz`` file.
+
+The file is exactly ``numpy.savez`` of ``module.state_dict()`` converted to
+NumPy arrays: one array per dotted name (``layers.0.weight``, ...).  Any NumPy
+program can read it (``numpy.load(path)``), and nothing in it is pickled.
+
+:func:`load` is strict: it refuses a file that does not fit the module, and the
+error lists every missing name, every unexpected name and every shape that
+differs, so a wrong architecture or a wrong argument (``classes=7`` against a
+10-class checkpoint) is seen at once.  Values are loaded onto the module's
+current device and converted to its parameters' dtype.
+
+Example:
+    >>> import minifb as mf
+    >>> from minifb import nn
+    >>> net = nn.Dense(3, 2)
+    >>> mf.save(net, "dense.npz")
+    >>> copy = mf.load(nn.Dense(3, 2), "dense.npz")   # same values, on the module's device
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import backend
+
+__all__ = ["save", "load"]
+
+
+def _check_module(fn: str, module) -> None:
+    if not (hasattr(module, "state_dict") and hasattr(module, "load_state_dict")):
+        raise TypeError(f"{fn}: expected an nn.Module (something with state_dict/load_state_dict), "
+                        f"got {type(module).__name__}")
+
+
+def save(module, path) -> str:
+    """Write ``module.state_dict()`` to ``path`` as an uncompressed ``.npz`` file.
+
+    The file is written at exactly ``path`` (no suffix is added), so
+    ``load(module, path)`` reads it back with the same name; ``.npz`` is the
+    conventional suffix.
+
+    Args:
+        module: an :class:`~minifb.nn.Module`.
+        path: a file name (``str`` or ``os.PathLike``).
+
+    Returns:
+        ``path`` as a string.
+
+    Example:
+        >>> mf.save(net, "checkpoint.npz")
+    """
+    _check_module("save", module)
+    path = os.fspath(path)
+    arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in module.state_dict().items()}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def _expected_shapes(module) -> dict:
+    """``{dotted_name: shape}`` of everything ``state_dict`` holds, without copying the values."""
+    if hasattr(module, "named_buffers"):
+        names = list(module.named_parameters()) + list(module.named_buffers())
+    else:
+        names = list(module.state_dict().items())
+    return {name: tuple(t.shape) for name, t in names}
+
+
+def load(module, path):
+    """Load a file written by :func:`save` into ``module``, refusing any mismatch.
+
+    Args:
+        module: the :class:`~minifb.nn.Module` to fill; its parameter objects
+            are kept (an optimiser built on them keeps working) and their
+            values replaced, on the module's current device and dtype.
+        path: the ``.npz`` file.
+
+    Returns:
+        ``module``.
+
+    Raises:
+        ValueError: the file's names or shapes differ from the module's; the
+            message lists the missing names, the unexpected names and each
+            shape difference.  Nothing is changed in that case.
+        FileNotFoundError: no such file.
+
+    Example:
+        >>> net = mf.load(models.lenet5(), "lenet5.npz")
+    """
+    _check_module("load", module)
+    path = os.fspath(path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    expected = _expected_shapes(module)
+    missing = [n for n in expected if n not in arrays]
+    unexpected = [n for n in arrays if n not in expected]
+    differ = [f"{n}: file {tuple(arrays[n].shape)} vs module {expected[n]}"
+              for n in expected if n in arrays and tuple(arrays[n].shape) != expected[n]]
+    if missing or unexpected or differ:
+        lines = [f"load: {path!r} does not match {type(module).__name__}"]
+        if missing:
+            lines.append("  missing names (in the module, not in the file): " + ", ".join(missing))
+        if unexpected:
+            lines.append("  unexpected names (in the file, not in the module): " + ", ".join(unexpected))
+        if differ:
+            lines.append("  shape differences: " + "; ".join(differ))
+        raise ValueError("\n".join(lines))
+    module.load_state_dict(arrays)
+    return module

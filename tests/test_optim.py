@@ -1,0 +1,280 @@
+"""Tests for minifb.optim: update rules written out by hand, PyTorch as an oracle, clipping."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minifb import backend, optim
+from minifb.tensor import Tensor
+
+W0 = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.75]])
+GRADS = [  # the gradients fed at steps 1, 2, 3
+    np.array([[0.1, -0.2, 0.3], [1.0, -0.5, 0.0]]),
+    np.array([[-0.4, 0.2, 0.05], [0.3, 0.3, -1.2]]),
+    np.array([[0.7, 0.0, -0.1], [-0.2, 0.9, 0.4]]),
+]
+
+
+def run(opt_cls, steps=3, **kw):
+    """Apply ``opt_cls`` for ``steps`` steps with the GRADS above to a float64 copy of W0."""
+    p = Tensor(W0.copy(), requires_grad=True)
+    opt = opt_cls([p], **kw)
+    for g in GRADS[:steps]:
+        p.grad = g.copy()
+        opt.step()
+    return p.data
+
+
+# ---- SGD ------------------------------------------------------------------
+def test_sgd_plain():
+    w = W0.copy()
+    for g in GRADS:
+        w = w - 0.1 * g
+    np.testing.assert_allclose(run(optim.SGD, lr=0.1), w, rtol=1e-12)
+
+
+def test_sgd_momentum_dampening_weight_decay():
+    lr, mu, damp, wd = 0.05, 0.9, 0.3, 0.01
+    w, buf = W0.copy(), None
+    for g in GRADS:
+        g = g + wd * w
+        buf = g.copy() if buf is None else mu * buf + (1 - damp) * g   # first step: no dampening
+        w = w - lr * buf
+    np.testing.assert_allclose(run(optim.SGD, lr=lr, momentum=mu, dampening=damp, weight_decay=wd), w, rtol=1e-12)
+
+
+def test_sgd_nesterov():
+    lr, mu = 0.1, 0.8
+    w, buf = W0.copy(), None
+    for g in GRADS:
+        buf = g.copy() if buf is None else mu * buf + g
+        w = w - lr * (g + mu * buf)
+    np.testing.assert_allclose(run(optim.SGD, lr=lr, momentum=mu, nesterov=True), w, rtol=1e-12)
+
+
+# ---- Adam / AdamW ---------------------------------------------------------
+def adam_reference(lr, b1, b2, eps, wd, decoupled):
+    """PyTorch's arrangement of the Adam step, written out in float64."""
+    w, m, v = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    for t, g in enumerate(GRADS, start=1):
+        if decoupled:
+            w = w * (1 - lr * wd)
+        else:
+            g = g + wd * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - (lr / (1 - b1 ** t)) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
+    return w
+
+
+def test_adam_matches_formula():
+    lr, b1, b2, eps = 0.01, 0.8, 0.95, 1e-3
+    expected = adam_reference(lr, b1, b2, eps, 0.0, False)
+    np.testing.assert_allclose(run(optim.Adam, lr=lr, betas=(b1, b2), eps=eps), expected, rtol=1e-12)
+
+
+def test_adam_textbook_form():
+    """Kingma & Ba's bias-corrected form agrees with the implementation."""
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+    w, m, v = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    for t, g in enumerate(GRADS, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    np.testing.assert_allclose(run(optim.Adam, lr=lr), w, rtol=1e-6)
+
+
+def test_adam_l2_weight_decay():
+    lr, wd = 0.02, 0.1
+    expected = adam_reference(lr, 0.9, 0.999, 1e-8, wd, False)
+    np.testing.assert_allclose(run(optim.Adam, lr=lr, weight_decay=wd), expected, rtol=1e-12)
+
+
+def test_adamw_decoupled_weight_decay():
+    lr, wd = 0.02, 0.1
+    expected = adam_reference(lr, 0.9, 0.999, 1e-8, wd, True)
+    np.testing.assert_allclose(run(optim.AdamW, lr=lr, weight_decay=wd), expected, rtol=1e-12)
+    # AdamW's default weight decay is 0.01
+    assert optim.AdamW([Tensor(W0.copy(), requires_grad=True)]).weight_decay == 0.01
+
+
+# ---- common behaviour -----------------------------------------------------
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps), lambda ps: optim.AdamW(ps)])
+def test_params_without_grad_are_skipped_and_zero_grad_clears(make):
+    a = Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    b = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    opt = make([a, b])
+    a.grad = np.full(3, 0.5, dtype=np.float32)
+    data_a = a.data
+    opt.step()
+    assert a.data is data_a                       # updated in place
+    assert a.data.dtype == np.float32             # float32 stays float32
+    assert not np.allclose(a.data, 1.0)
+    np.testing.assert_array_equal(b.data, np.ones(2))  # no grad: untouched
+    assert opt.state[1] == {}
+    opt.zero_grad()
+    assert a.grad is None and b.grad is None
+
+
+def test_argument_validation():
+    p = [Tensor(np.zeros(2), requires_grad=True)]
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(p, lr=-0.1)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD(p, lr=0.1, nesterov=True)
+    with pytest.raises(TypeError):  # dampening/nesterov/weight_decay are keyword-only (orders differ)
+        optim.SGD(p, 0.1, 0.9, 1e-4)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=(-0.1, 0.9))
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=0.9)
+    with pytest.raises(ValueError, match="eps"):
+        optim.Adam(p, eps=-1.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.AdamW(p, weight_decay=-1.0)
+    with pytest.raises(TypeError, match="lr"):
+        optim.Adam(p, lr="fast")
+    with pytest.raises(ValueError, match="empty"):
+        optim.Adam([])
+    with pytest.raises(TypeError, match="Tensor"):
+        optim.Adam([np.zeros(2)])
+    with pytest.raises(TypeError, match="list"):
+        optim.Adam(p[0])
+    with pytest.raises(ValueError, match="more than once"):
+        optim.Adam(p + p)
+    opt = optim.SGD(p, lr=0.1)
+    p[0].grad = np.zeros(3)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+
+
+def test_state_dict_round_trip_continues_identically():
+    p1 = Tensor(W0.copy(), requires_grad=True)
+    opt1 = optim.Adam([p1], lr=0.05)
+    p1.grad = GRADS[0].copy()
+    opt1.step()
+    saved_w, saved = p1.data.copy(), opt1.state_dict()
+
+    p2 = Tensor(saved_w.copy(), requires_grad=True)
+    opt2 = optim.Adam([p2], lr=0.5)
+    opt2.load_state_dict(saved)
+    assert opt2.lr == 0.05 and opt2.state[0]["step"] == 1
+    for g in GRADS[1:]:
+        p1.grad, p2.grad = g.copy(), g.copy()
+        opt1.step()
+        opt2.step()
+    np.testing.assert_allclose(p2.data, p1.data, rtol=1e-12)
+
+    with pytest.raises(ValueError, match="SGD"):
+        optim.SGD([p2], lr=0.1).load_state_dict(saved)
+    with pytest.raises(ValueError, match="shape"):
+        optim.Adam([Tensor(np.zeros(4), requires_grad=True)]).load_state_dict(saved)
+
+
+@pytest.mark.skipif(not backend.cuda_available(), reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)), ("Adam", {}),
+                                     ("AdamW", dict(weight_decay=0.1))])
+def test_gpu_matches_cpu_and_follows_a_moved_parameter(name, kw):
+    cpu = Tensor(W0.astype(np.float32), requires_grad=True)
+    gpu = Tensor(backend.to_device(W0.astype(np.float32), "cuda"), requires_grad=True)
+    opt_cpu, opt_gpu = getattr(optim, name)([cpu], **kw), getattr(optim, name)([gpu], **kw)
+    for g in GRADS:
+        cpu.grad = g.astype(np.float32)
+        gpu.grad = backend.to_device(g.astype(np.float32), "cuda")
+        opt_cpu.step()
+        opt_gpu.step()
+        np.testing.assert_allclose(gpu.numpy(), cpu.numpy(), rtol=1e-5, atol=1e-6)
+    gpu.data, gpu.grad = backend.to_numpy(gpu.data), GRADS[0].astype(np.float32)  # moved back to the CPU
+    opt_gpu.step()
+    assert gpu.device == "cpu"
+
+
+# ---- clip_grad_norm -------------------------------------------------------
+def test_clip_grad_norm_scales_above_the_limit():
+    a = Tensor(np.zeros(2), requires_grad=True)
+    b = Tensor(np.zeros((2, 2)), requires_grad=True)
+    c = Tensor(np.zeros(1), requires_grad=True)  # no grad: ignored
+    a.grad = np.array([3.0, 0.0])
+    b.grad = np.array([[0.0, 4.0], [0.0, 0.0]])
+    total = optim.clip_grad_norm([a, b, c], max_norm=1.0)
+    assert total == pytest.approx(5.0)
+    coef = 1.0 / (5.0 + 1e-6)
+    np.testing.assert_allclose(a.grad, [3.0 * coef, 0.0])
+    np.testing.assert_allclose(b.grad, [[0.0, 4.0 * coef], [0.0, 0.0]])
+    assert c.grad is None
+    new_norm = math.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum())
+    assert new_norm == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clip_grad_norm_leaves_small_gradients_and_other_norms():
+    a = Tensor(np.zeros(3), requires_grad=True)
+    a.grad = np.array([0.1, -0.2, 0.2])
+    assert optim.clip_grad_norm([a], 1.0) == pytest.approx(0.3)
+    np.testing.assert_array_equal(a.grad, [0.1, -0.2, 0.2])
+    assert optim.clip_grad_norm([a], 10.0, norm_type=float("inf")) == pytest.approx(0.2)
+    assert optim.clip_grad_norm([a], 10.0, norm_type=1) == pytest.approx(0.5)
+    assert optim.clip_grad_norm([Tensor(np.zeros(2), requires_grad=True)], 1.0) == 0.0
+    a.grad = np.array([np.inf, 0.0, 0.0])
+    with pytest.raises(RuntimeError, match="norm"):
+        optim.clip_grad_norm([a], 1.0, error_if_nonfinite=True)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_grad_norm([a], -1.0)
+
+
+# ---- PyTorch as an oracle -------------------------------------------------
+TORCH_CASES = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.7, dampening=0.2)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.001)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.003, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.003, betas=(0.5, 0.9), eps=1e-5, weight_decay=0.2)),
+]
+
+
+@pytest.mark.parametrize("name,kw", TORCH_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(TORCH_CASES)])
+def test_matches_pytorch_over_several_steps(name, kw):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    shapes = [(4, 3), (3,), (2, 2, 2)]
+    init = [rng.standard_normal(s) for s in shapes]
+    ours = [Tensor(w.copy(), requires_grad=True) for w in init]
+    theirs = [torch.tensor(w.copy(), requires_grad=True) for w in init]
+    opt = getattr(optim, name)(ours, **kw)
+    topt = getattr(torch.optim, name)(theirs, **kw)
+    for step in range(6):
+        for k, (p, tp) in enumerate(zip(ours, theirs)):
+            if step == 2 and k == 1:  # a parameter that misses a gradient one step
+                p.grad, tp.grad = None, None
+                continue
+            g = rng.standard_normal(p.shape)
+            p.grad, tp.grad = g.copy(), torch.tensor(g.copy())
+        opt.step()
+        topt.step()
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_clip_grad_norm_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(s) * 3 for s in [(5, 4), (4,), (3, 3)]]
+    for norm_type in (2.0, 1.0, 3.0, float("inf")):
+        ours = [Tensor(np.zeros_like(g), requires_grad=True) for g in grads]
+        theirs = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+        for p, tp, g in zip(ours, theirs, grads):
+            p.grad, tp.grad = g.copy(), torch.tensor(g.copy())
+        total = optim.clip_grad_norm(ours, 2.0, norm_type=norm_type)
+        ttotal = torch.nn.utils.clip_grad_norm_(theirs, 2.0, norm_type=norm_type)
+        assert total == pytest.approx(float(ttotal), rel=1e-10)
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-10)

@@ -1,0 +1,121 @@
+"""Tests for minifb.serialization: save/load round trip and strict refusal."""
+
+import numpy as np
+import pytest
+
+from minifb import backend, serialization
+from minifb.nn.module import Buffer, Module, Parameter
+
+
+class Block(Module):
+    """A small module with a nested list, a dict and a buffer (names like ``blocks.0.w``)."""
+
+    def __init__(self, n_in=3, n_out=2, depth=2, seed=0):
+        rng = np.random.default_rng(seed)
+        self.blocks = [Tiny(n_in if i == 0 else n_out, n_out, rng) for i in range(depth)]
+        self.extra = {"scale": Parameter(rng.standard_normal(n_out).astype(np.float32))}
+        self.running = Buffer(rng.standard_normal(n_out).astype(np.float32))
+
+
+class Tiny(Module):
+    def __init__(self, n_in, n_out, rng):
+        self.w = Parameter(rng.standard_normal((n_out, n_in)).astype(np.float32))
+        self.b = Parameter(rng.standard_normal(n_out).astype(np.float32))
+
+
+def values(module):
+    return {k: v.numpy() for k, v in module.state_dict().items()}
+
+
+def test_round_trip(tmp_path):
+    src, dst = Block(seed=0), Block(seed=1)
+    path = tmp_path / "block.npz"
+    assert serialization.save(src, path) == str(path)
+    params_before = dst.parameters()
+    assert serialization.load(dst, path) is dst
+    a, b = values(src), values(dst)
+    assert sorted(a) == sorted(b) == sorted(
+        ["blocks.0.w", "blocks.0.b", "blocks.1.w", "blocks.1.b", "extra.scale", "running"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert b[k].dtype == np.float32
+    # the parameter objects are kept, so an optimiser built before the load still sees them
+    assert all(p is q for p, q in zip(params_before, dst.parameters()))
+    # the file is plain NumPy: readable without minifb and without pickle
+    with np.load(path, allow_pickle=False) as f:
+        np.testing.assert_array_equal(f["blocks.1.w"], a["blocks.1.w"])
+
+
+def test_exact_path_without_suffix(tmp_path):
+    path = tmp_path / "checkpoint"
+    serialization.save(Block(), path)
+    assert path.exists()
+    serialization.load(Block(seed=5), path)
+
+
+def test_refuses_mismatch_and_lists_every_difference(tmp_path):
+    path = tmp_path / "block.npz"
+    serialization.save(Block(n_in=3, n_out=2, depth=2), path)
+    other = Block(n_in=4, n_out=2, depth=3)  # blocks.0.w differs in shape, blocks.2.* are missing
+    before = values(other)
+    with pytest.raises(ValueError) as info:
+        serialization.load(other, path)
+    msg = str(info.value)
+    assert "missing names" in msg and "blocks.2.w" in msg and "blocks.2.b" in msg
+    assert "shape differences" in msg and "blocks.0.w: file (2, 3) vs module (2, 4)" in msg
+    assert "unexpected" not in msg
+    after = values(other)
+    for k in before:  # nothing changed
+        np.testing.assert_array_equal(before[k], after[k])
+
+    smaller = Block(n_in=3, n_out=2, depth=1)
+    with pytest.raises(ValueError) as info:
+        serialization.load(smaller, path)
+    msg = str(info.value)
+    assert "unexpected names" in msg and "blocks.1.w" in msg and "blocks.1.b" in msg
+    assert "missing" not in msg
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="Module"):
+        serialization.save(np.zeros(3), tmp_path / "x.npz")
+    with pytest.raises(FileNotFoundError):
+        serialization.load(Block(), tmp_path / "absent.npz")
+
+
+def test_converts_dtype_to_the_module(tmp_path):
+    path = tmp_path / "f64.npz"
+    src = Block()
+    np.savez(path, **{k: v.astype(np.float64) for k, v in values(src).items()})
+    dst = serialization.load(Block(seed=3), path)
+    for k, v in values(dst).items():
+        assert v.dtype == np.float32
+        np.testing.assert_array_equal(v, values(src)[k])
+
+
+def test_real_layers_round_trip(tmp_path):
+    nn = pytest.importorskip("minifb.nn")
+    if not hasattr(nn, "Dense") or not hasattr(nn, "Chain"):
+        pytest.skip("nn layers not available")
+    a = nn.Chain(nn.Dense(4, 3), nn.Dense(3, 2))
+    b = nn.Chain(nn.Dense(4, 3), nn.Dense(3, 2))
+    serialization.save(a, tmp_path / "chain.npz")
+    serialization.load(b, tmp_path / "chain.npz")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb
+        np.testing.assert_array_equal(va.numpy(), vb.numpy())
+    with pytest.raises(ValueError, match="shape differences"):
+        serialization.load(nn.Chain(nn.Dense(4, 3), nn.Dense(3, 5)), tmp_path / "chain.npz")
+
+
+@pytest.mark.skipif(not backend.cuda_available(), reason="needs CuPy and a GPU")
+def test_loads_onto_the_module_device(tmp_path):
+    path = tmp_path / "block.npz"
+    serialization.save(Block(seed=0), path)
+    gpu = Block(seed=1).to("cuda")
+    serialization.load(gpu, path)
+    assert all(p.device == "cuda" for p in gpu.parameters())
+    serialization.save(gpu, tmp_path / "from_gpu.npz")  # saving from the GPU gives NumPy arrays
+    cpu = serialization.load(Block(seed=2), tmp_path / "from_gpu.npz")
+    for k, v in values(cpu).items():
+        np.testing.assert_array_equal(v, values(Block(seed=0))[k])
