@@ -1,0 +1,589 @@
+"""2-D convolution, transposed convolution and pooling on NCHW images.
+
+Everything here follows PyTorch's semantics: images are ``(N, C, H, W)``; a
+convolution weight is ``(C_out, C_in / groups, kh, kw)`` and a transposed
+convolution weight is ``(C_in, C_out / groups, kh, kw)``; stride, padding,
+dilation and output_padding are ints or ``(h, w)`` pairs.
+
+Three primitives do all the convolution work, and both ops are built from them:
+
+* :func:`_conv_forward` -- im2col + one matrix product (per group, batched):
+  ``y = W @ cols(x)``.
+* :func:`_conv_grad_input` -- the adjoint of that in ``x``: ``cols = W^T @ g``,
+  then col2im, which adds each of the ``kh * kw`` kernel taps back into a padded
+  buffer with one strided slice-addition per tap.
+* :func:`_conv_grad_weight` -- the adjoint in ``W``: ``gW = g @ cols(x)^T``,
+  with the column matrix *recomputed* rather than kept from the forward pass,
+  so that what a recorded convolution holds on to is only its input and weight
+  (under backprop-through-time every retained array is multiplied by T).
+
+A transposed convolution *is* the adjoint of a convolution, so
+:class:`ConvTranspose2d` uses the same three functions with the roles swapped:
+its forward is ``_conv_grad_input``, its input gradient is ``_conv_forward`` and
+its weight gradient is ``_conv_grad_weight`` with input and output exchanged.
+
+The column matrix has shape ``(groups, C_in/groups * kh * kw, N * OH * OW)``
+with the output width innermost: it is gathered from a read-only
+``sliding_window_view`` of the padded input with one contiguous copy (after a
+cheap copy that pads and puts channels before the batch, see
+:func:`_channels_first`); this order was measured fastest for NumPy's matrix
+product.  No ``np.add.at`` and no Python loop over batch elements or pixels:
+the only Python loops run over the ``kh * kw`` kernel taps.
+
+``# KERNEL HOOK`` comments mark where fused GPU kernels may take over.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Function, Tensor
+
+__all__ = [
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+]
+
+
+# --------------------------------------------------------------------------
+# Geometry and argument checking
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the kernel taps of a convolution (or pooling) land in the input.
+
+    Attributes:
+        kernel: ``(kh, kw)``.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        pad: ``(top, bottom, left, right)`` zero rows/columns around the input.
+        groups: number of channel groups.
+    """
+
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    pad: tuple
+    groups: int = 1
+
+    def span(self):
+        """Extent ``(d * (k - 1) + 1)`` of the dilated kernel along H and W."""
+        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel))
+
+    def out_size(self, in_hw):
+        """Output ``(OH, OW)`` of a convolution over an input of size ``in_hw``:
+        ``floor((H + pad_top + pad_bottom - d * (k - 1) - 1) / s) + 1``."""
+        pt, pb, pl, pr = self.pad
+        padded = (in_hw[0] + pt + pb, in_hw[1] + pl + pr)
+        return tuple((p - e) // s + 1 for p, e, s in zip(padded, self.span(), self.stride))
+
+
+def _int_pair(fn, name, value, minimum):
+    """Parse an int or a pair of ints, each at least ``minimum``."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(items) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
+    if not ok:
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _check_groups(fn, groups):
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _check_4d(fn, name, array, layout):
+    if array.ndim != 4:
+        raise ValueError(f"{fn}: {name} must be 4-D {layout}, got shape {tuple(array.shape)}")
+    if np.dtype(array.dtype).kind != "f":
+        raise TypeError(f"{fn}: {name} must be floating point, got dtype {array.dtype} "
+                        f"(shape {tuple(array.shape)})")
+
+
+def _check_bias(fn, b, channels, w_shape):
+    if b is None:
+        return
+    if tuple(b.shape) != (channels,):
+        raise ValueError(f"{fn}: bias must have shape ({channels},) to match weight shape "
+                         f"{tuple(w_shape)}, got shape {tuple(b.shape)}")
+
+
+def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
+    """Check conv2d's arguments and return its geometry and output size."""
+    _check_4d(fn, "input", x, "(N, C, H, W)")
+    _check_4d(fn, "weight", w, "(C_out, C_in/groups, kh, kw)")
+    groups = _check_groups(fn, groups)
+    c_out, c_per_group, kh, kw = w.shape
+    if c_out % groups:
+        raise ValueError(f"{fn}: groups={groups} does not divide the {c_out} output channels "
+                         f"of weight shape {tuple(w.shape)}")
+    if x.shape[1] != c_per_group * groups:
+        extra = f"; with groups={groups} the input needs {c_per_group * groups}" if groups > 1 else ""
+        raise ValueError(f"{fn}: weight expects {c_per_group} input channels per group "
+                         f"(shape {tuple(w.shape)}) but input has {x.shape[1]} channels "
+                         f"(shape {tuple(x.shape)}){extra}")
+    stride = _int_pair(fn, "stride", stride, 1)
+    dilation = _int_pair(fn, "dilation", dilation, 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pad = (0, 0, 0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride}")
+            # like PyTorch: total d*(k-1); the odd extra goes to the bottom/right
+            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+            pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{fn}: padding must be an int, a pair of ints, 'same' or 'valid', "
+                             f"got {padding!r}")
+    else:
+        ph, pw = _int_pair(fn, "padding", padding, 0)
+        pad = (ph, ph, pw, pw)
+    geom = _Geometry((kh, kw), stride, dilation, pad, groups)
+    out_hw = geom.out_size(x.shape[2:])
+    if min(out_hw) < 1:
+        padded = (x.shape[2] + pad[0] + pad[1], x.shape[3] + pad[2] + pad[3])
+        raise ValueError(f"{fn}: kernel of dilated size {geom.span()} (weight shape {tuple(w.shape)}, "
+                         f"dilation={dilation}) is larger than the padded input {padded} "
+                         f"(input shape {tuple(x.shape)}, padding={padding!r})")
+    return geom, out_hw
+
+
+def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation, groups):
+    """Check conv_transpose2d's arguments and return its geometry and output size."""
+    _check_4d(fn, "input", x, "(N, C_in, H, W)")
+    _check_4d(fn, "weight", w, "(C_in, C_out/groups, kh, kw)")
+    groups = _check_groups(fn, groups)
+    c_in, _, kh, kw = w.shape
+    if c_in % groups:
+        raise ValueError(f"{fn}: groups={groups} does not divide the {c_in} input channels "
+                         f"of weight shape {tuple(w.shape)}")
+    if x.shape[1] != c_in:
+        raise ValueError(f"{fn}: weight expects {c_in} input channels (shape {tuple(w.shape)}) "
+                         f"but input has {x.shape[1]} channels (shape {tuple(x.shape)})")
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: padding must be an int or a pair of ints "
+                         f"(string padding is only for conv2d), got {padding!r}")
+    stride = _int_pair(fn, "stride", stride, 1)
+    dilation = _int_pair(fn, "dilation", dilation, 1)
+    ph, pw = _int_pair(fn, "padding", padding, 0)
+    oph, opw = _int_pair(fn, "output_padding", output_padding, 0)
+    for op, s, d in ((oph, stride[0], dilation[0]), (opw, stride[1], dilation[1])):
+        if op >= max(s, d):
+            raise ValueError(f"{fn}: output_padding={output_padding!r} must be smaller than "
+                             f"stride={stride} or dilation={dilation}")
+    geom = _Geometry((kh, kw), stride, dilation, (ph, ph, pw, pw), groups)
+    span = geom.span()
+    out_hw = tuple((n - 1) * s - 2 * p + e + op for n, s, p, e, op in
+                   zip(x.shape[2:], stride, (ph, pw), span, (oph, opw)))
+    if min(out_hw) < 1:
+        raise ValueError(f"{fn}: output size {out_hw} is not positive (input shape {tuple(x.shape)}, "
+                         f"weight shape {tuple(w.shape)}, stride={stride}, padding={padding!r}, "
+                         f"dilation={dilation}); "
+                         f"size = (H - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1")
+    return geom, out_hw
+
+
+# --------------------------------------------------------------------------
+# The three convolution primitives (raw arrays, NumPy or CuPy)
+# --------------------------------------------------------------------------
+def _padded(x, pad, fill=0.0):
+    """``x`` (N, C, H, W) with ``pad = (top, bottom, left, right)`` rows/columns of ``fill``."""
+    pt, pb, pl, pr = pad
+    if not any(pad):
+        return x
+    xp = backend.array_module(x)
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + pt + pb, w + pl + pr), fill, dtype=x.dtype)
+    out[:, :, pt:pt + h, pl:pl + w] = x
+    return out
+
+
+def _channels_first(x, pad):
+    """``x`` (N, C, H, W) as a contiguous, zero-padded ``(C, N, H + pt + pb, W + pl + pr)`` array.
+
+    One copy does both the padding and the swap of N and C; the gather in
+    :func:`_im2col` then reads whole ``(N, OH, OW)`` blocks per channel and
+    tap, which measured ~1.5x faster than gathering from the NCHW layout.
+    """
+    xp = backend.array_module(x)
+    pt, pb, pl, pr = pad
+    n, c, h, w = x.shape
+    shape = (c, n, h + pt + pb, w + pl + pr)
+    out = xp.zeros(shape, dtype=x.dtype) if any(pad) else xp.empty(shape, dtype=x.dtype)
+    out[:, :, pt:pt + h, pl:pl + w] = x.transpose(1, 0, 2, 3)
+    return out
+
+
+def _windows(x, geom, out_hw):
+    """Read-only view ``(A, B, OH, OW, kh, kw)`` of the patch under each output pixel.
+
+    ``x`` is an already padded 4-D array whose last two axes are H and W
+    (``(N, C, ...)`` for pooling, ``(C, N, ...)`` for :func:`_im2col`).
+    """
+    xp = backend.array_module(x)
+    (sh, sw), (dh, dw), (oh, ow) = geom.stride, geom.dilation, out_hw
+    view = xp.lib.stride_tricks.sliding_window_view(x, geom.span(), axis=(2, 3))
+    return view[:, :, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, ::dh, ::dw]
+
+
+def _im2col(x, geom, out_hw):
+    """Column matrix ``(G, C/G * kh * kw, N * OH * OW)`` of ``x`` (N, C, H, W).
+
+    ``cols[g, (c, i, j), (n, oh, ow)] = x_pad[n, g*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``,
+    the output width innermost.
+    """
+    xp = backend.array_module(x)
+    n, c = x.shape[:2]
+    kh, kw = geom.kernel
+    # KERNEL HOOK: im2col
+    win = _windows(_channels_first(x, geom.pad), geom, out_hw)       # (C, N, OH, OW, kh, kw) view
+    cols = xp.ascontiguousarray(win.transpose(0, 4, 5, 1, 2, 3))      # (C, kh, kw, N, OH, OW): one gather
+    return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
+
+
+def _col2im(cols, n, c, in_hw, geom, out_hw):
+    """Adjoint of :func:`_im2col`: add the columns back into an ``(N, C, H, W)`` image.
+
+    One strided slice-addition per kernel tap (``kh * kw`` of them), each
+    vectorised over channels, batch and output pixels, into a padded
+    ``(C, N, Hp, Wp)`` buffer (same order as the columns, so the additions
+    stream); one final copy crops the padding and restores NCHW.
+    """
+    xp = backend.array_module(cols)
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.kernel, geom.stride, geom.dilation, out_hw
+    pt, pb, pl, pr = geom.pad
+    h, w = in_hw
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    # KERNEL HOOK: col2im
+    buf = xp.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r, q = i * dh, j * dw
+            buf[:, :, r: r + sh * (oh - 1) + 1: sh, q: q + sw * (ow - 1) + 1: sw] += cols[:, i, j]
+    return xp.ascontiguousarray(buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+
+
+def _by_group(g, groups):
+    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)`` (one copy)."""
+    xp = backend.array_module(g)
+    n, k, oh, ow = g.shape
+    return xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, k // groups, n * oh * ow)
+
+
+def _conv_forward(x, w, geom, out_hw, b=None):
+    """Convolution: ``x`` (N, C, H, W), ``w`` (K, C/G, kh, kw) -> (N, K, OH, OW).
+
+    ``y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
+    """
+    xp = backend.array_module(x, w)
+    n, k, g = x.shape[0], w.shape[0], geom.groups
+    cols = _im2col(x, geom, out_hw)                      # (G, C/G*kh*kw, M)
+    y = xp.matmul(w.reshape(g, k // g, -1), cols)        # (G, K/G, M)
+    y = y.reshape(k, n, out_hw[0], out_hw[1])
+    if b is not None:
+        y += b.reshape(k, 1, 1, 1)
+    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
+
+
+def _conv_grad_input(gy, w, geom, in_hw):
+    """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W)."""
+    xp = backend.array_module(gy, w)
+    n, k, oh, ow = gy.shape
+    g = geom.groups
+    c = w.shape[1] * g
+    wm = w.reshape(g, k // g, -1)                               # (G, K/G, C/G*kh*kw)
+    cols = xp.matmul(wm.transpose(0, 2, 1), _by_group(gy, g))   # (G, C/G*kh*kw, M)
+    return _col2im(cols, n, c, in_hw, geom, (oh, ow))
+
+
+def _conv_grad_weight(x, gy, geom, w_shape):
+    """Adjoint of :func:`_conv_forward` in ``w``: -> (K, C/G, kh, kw).
+
+    ``gw[k, c, i, j] = sum_{n, oh, ow} gy[n, k, oh, ow] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
+    """
+    xp = backend.array_module(x, gy)
+    cols = _im2col(x, geom, gy.shape[2:])                       # recomputed, never kept
+    gw = xp.matmul(_by_group(gy, geom.groups), cols.transpose(0, 2, 1))
+    return gw.reshape(w_shape)
+
+
+def _bias_grad(gy):
+    return gy.sum(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------
+# Ops
+# --------------------------------------------------------------------------
+class Conv2d(Function):
+    """2-D convolution (cross-correlation, as in PyTorch) as a recorded op.
+
+    ``Conv2d.apply(x, w[, b], stride=1, padding=0, dilation=1, groups=1)``; see
+    :func:`conv2d` for shapes and the formula.
+    """
+
+    def forward(self, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+        geom, out_hw = _conv_geometry("conv2d", x, w, stride, padding, dilation, groups)
+        _check_bias("conv2d", b, w.shape[0], w.shape)
+        self.geom, self.in_hw, self.w_shape = geom, x.shape[2:], w.shape
+        if self.needs[0]:
+            self.w = w
+        if self.needs[1]:
+            self.x = x
+        return _conv_forward(x, w, geom, out_hw, b)
+
+    def backward(self, grad):
+        gx = _conv_grad_input(grad, self.w, self.geom, self.in_hw) if self.needs[0] else None
+        gw = _conv_grad_weight(self.x, grad, self.geom, self.w_shape) if self.needs[1] else None
+        if len(self.needs) == 2:
+            return gx, gw
+        return gx, gw, (_bias_grad(grad) if self.needs[2] else None)
+
+
+class ConvTranspose2d(Function):
+    """2-D transposed convolution: the adjoint of :class:`Conv2d` as a recorded op.
+
+    ``ConvTranspose2d.apply(x, w[, b], stride=1, padding=0, output_padding=0,
+    dilation=1, groups=1)``; see :func:`conv_transpose2d`.
+    """
+
+    def forward(self, x, w, b=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+        fn = "conv_transpose2d"
+        geom, out_hw = _conv_transpose_geometry(fn, x, w, stride, padding, output_padding,
+                                                dilation, groups)
+        _check_bias(fn, b, w.shape[1] * geom.groups, w.shape)
+        self.geom, self.in_hw, self.w_shape = geom, x.shape[2:], w.shape
+        if self.needs[0]:
+            self.w = w
+        if self.needs[1]:
+            self.x = x
+        # the conv whose adjoint this is maps (N, C_out, out_hw) -> x's shape with weight w
+        y = _conv_grad_input(x, w, geom, out_hw)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, grad):
+        gx = _conv_forward(grad, self.w, self.geom, self.in_hw) if self.needs[0] else None
+        gw = _conv_grad_weight(grad, self.x, self.geom, self.w_shape) if self.needs[1] else None
+        if len(self.needs) == 2:
+            return gx, gw
+        return gx, gw, (_bias_grad(grad) if self.needs[2] else None)
+
+
+def _pool_geometry(fn, x, kernel_size, stride, padding):
+    _check_4d(fn, "input", x, "(N, C, H, W)")
+    kernel = _int_pair(fn, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _int_pair(fn, "stride", stride, 1)
+    ph, pw = _int_pair(fn, "padding", padding, 0)
+    if ph > kernel[0] // 2 or pw > kernel[1] // 2:
+        raise ValueError(f"{fn}: padding={padding!r} must be at most half the kernel size "
+                         f"{kernel} (input shape {tuple(x.shape)})")
+    geom = _Geometry(kernel, stride, (1, 1), (ph, ph, pw, pw))
+    out_hw = geom.out_size(x.shape[2:])
+    if min(out_hw) < 1:
+        raise ValueError(f"{fn}: kernel {kernel} is larger than the padded input "
+                         f"{(x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)} (input shape {tuple(x.shape)}, "
+                         f"padding={padding!r})")
+    return geom, out_hw
+
+
+def _scatter_taps(taps, n_c, in_hw, geom, out_hw, dtype, xp):
+    """Add ``taps(i, j)`` (each (N, C, OH, OW)) into the padded input grid; return the unpadded image."""
+    (kh, kw), (sh, sw), (oh, ow) = geom.kernel, geom.stride, out_hw
+    pt, pb, pl, pr = geom.pad
+    h, w = in_hw
+    buf = xp.zeros(n_c + (h + pt + pb, w + pl + pr), dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            buf[:, :, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw] += taps(i, j)
+    return xp.ascontiguousarray(buf[:, :, pt:pt + h, pl:pl + w])
+
+
+class MaxPool2d(Function):
+    """2-D max pooling as a recorded op; see :func:`max_pool2d`."""
+
+    def forward(self, x, *, kernel_size, stride=None, padding=0):
+        xp = backend.array_module(x)
+        geom, out_hw = _pool_geometry("max_pool2d", x, kernel_size, stride, padding)
+        kh, kw = geom.kernel
+        # KERNEL HOOK: max_pool forward
+        win = _windows(_padded(x, geom.pad, -np.inf), geom, out_hw)   # (N, C, OH, OW, kh, kw)
+        flat = win.reshape(x.shape[:2] + out_hw + (kh * kw,))         # one copy
+        idx = flat.argmax(axis=-1)
+        out = xp.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        if self.needs[0]:
+            small = np.uint8 if kh * kw <= 256 else np.int64
+            self.idx, self.in_shape, self.geom = idx.astype(small), x.shape, geom
+        return out
+
+    def backward(self, grad):
+        xp = backend.array_module(grad)
+        idx, kw = self.idx, self.geom.kernel[1]
+        # KERNEL HOOK: max_pool backward (one-hot mask of the argmax, scattered per tap)
+        gx = _scatter_taps(lambda i, j: xp.where(idx == i * kw + j, grad, 0), self.in_shape[:2],
+                           self.in_shape[2:], self.geom, grad.shape[2:], grad.dtype, xp)
+        return (gx,)
+
+
+class AvgPool2d(Function):
+    """2-D average pooling (zero padding counted) as a recorded op; see :func:`avg_pool2d`."""
+
+    def forward(self, x, *, kernel_size, stride=None, padding=0):
+        geom, out_hw = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding)
+        if self.needs[0]:
+            self.in_shape, self.geom = x.shape, geom
+        return _windows(_padded(x, geom.pad), geom, out_hw).mean(axis=(-2, -1), dtype=x.dtype)
+
+    def backward(self, grad):
+        xp = backend.array_module(grad)
+        kh, kw = self.geom.kernel
+        share = grad / (kh * kw)
+        gx = _scatter_taps(lambda i, j: share, self.in_shape[:2], self.in_shape[2:], self.geom,
+                           grad.shape[2:], grad.dtype, xp)
+        return (gx,)
+
+
+# --------------------------------------------------------------------------
+# Functions on Tensors
+# --------------------------------------------------------------------------
+def _as_tensor(fn, name, value):
+    if value is None or isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy"):
+        return Tensor(value)
+    raise TypeError(f"{fn}: {name} must be a Tensor, got {type(value).__name__}")
+
+
+def _inputs(fn, x, w, b):
+    x, w, b = _as_tensor(fn, "input", x), _as_tensor(fn, "weight", w), _as_tensor(fn, "bias", b)
+    return (x, w) if b is None else (x, w, b)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """2-D convolution over an NCHW batch (PyTorch's ``conv2d``: a cross-correlation).
+
+    Args:
+        x: input, shape ``(N, C_in, H, W)``.
+        w: weight, shape ``(C_out, C_in / groups, kh, kw)``.
+        b: optional bias, shape ``(C_out,)``.
+        stride: int or ``(sh, sw)``, >= 1.
+        padding: int or ``(ph, pw)`` zeros on each side, or ``"valid"`` (none) or
+            ``"same"`` (stride 1 only; output size = input size; when the total
+            ``d * (k - 1)`` is odd the extra row/column goes to the bottom/right).
+        dilation: int or ``(dh, dw)``, spacing between kernel taps, >= 1.
+        groups: split the channels into this many independent convolutions.
+
+    Returns:
+        Tensor of shape ``(N, C_out, OH, OW)`` with
+        ``OH = floor((H + 2 * ph - dh * (kh - 1) - 1) / sh) + 1`` (same for OW), and
+        ``y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*C_in/groups + c,
+        oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (``g`` the group of ``k``, zero outside ``x``).
+
+    Raises:
+        ValueError: on wrong ranks, channel counts, groups, bias shape, a kernel
+            larger than the padded input, or malformed stride/padding/dilation.
+
+    Example:
+        >>> x = mf.randn(2, 3, 8, 8)
+        >>> w = mf.randn(16, 3, 3, 3, requires_grad=True)
+        >>> conv2d(x, w, padding=1).shape
+        (2, 16, 8, 8)
+    """
+    return Conv2d.apply(*_inputs("conv2d", x, w, b), stride=stride, padding=padding,
+                        dilation=dilation, groups=groups)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1) -> Tensor:
+    """2-D transposed convolution (the adjoint of :func:`conv2d`), as PyTorch's ``conv_transpose2d``.
+
+    Each input pixel scatters ``x[n, c] * w[c]`` into the output at stride
+    ``stride``; ``padding`` crops that many rows/columns from each side and
+    ``output_padding`` adds rows/columns at the bottom/right.
+
+    Args:
+        x: input, shape ``(N, C_in, H, W)``.
+        w: weight, shape ``(C_in, C_out / groups, kh, kw)``.
+        b: optional bias, shape ``(C_out,)``.
+        stride: int or pair, >= 1.
+        padding: int or pair, >= 0 (no string forms).
+        output_padding: int or pair, each smaller than the stride or the dilation.
+        dilation: int or pair, >= 1.
+        groups: number of channel groups.
+
+    Returns:
+        Tensor of shape ``(N, C_out, OH, OW)`` with
+        ``OH = (H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1`` and
+        ``y[n, g*C_out/groups + o, ih*sh - ph + i*dh, iw*sw - pw + j*dw] += x[n, c, ih, iw] * w[c, o, i, j]``.
+        For matching arguments, ``<conv2d(x, w), g> == <x, conv_transpose2d(g, w)>``.
+
+    Raises:
+        ValueError: on wrong ranks, channel counts, groups, bias shape, a
+            non-positive output size or an output_padding that is too large.
+
+    Example:
+        >>> z = mf.randn(2, 16, 7, 7)
+        >>> w = mf.randn(16, 8, 4, 4)
+        >>> conv_transpose2d(z, w, stride=2, padding=1).shape
+        (2, 8, 14, 14)
+    """
+    return ConvTranspose2d.apply(*_inputs("conv_transpose2d", x, w, b), stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    """2-D max pooling over an NCHW batch (PyTorch's ``max_pool2d``, floor mode).
+
+    Args:
+        x: input, shape ``(N, C, H, W)``.
+        kernel_size: int or ``(kh, kw)``.
+        stride: int or pair; ``None`` (default) means ``kernel_size``.
+        padding: int or pair of implicit ``-inf`` padding, at most half the kernel.
+
+    Returns:
+        Tensor of shape ``(N, C, OH, OW)``, ``OH = floor((H + 2 * ph - kh) / sh) + 1``,
+        ``y[n, c, oh, ow] = max_{i, j} x_pad[n, c, oh*sh + i, ow*sw + j]``. The
+        gradient goes to the first maximum of each window.
+
+    Example:
+        >>> max_pool2d(mf.randn(2, 3, 8, 8), 2).shape
+        (2, 3, 4, 4)
+    """
+    return MaxPool2d.apply(_as_tensor("max_pool2d", "input", x), kernel_size=kernel_size,
+                           stride=stride, padding=padding)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    """2-D average pooling over an NCHW batch (PyTorch's ``avg_pool2d``, ``count_include_pad=True``).
+
+    Args:
+        x: input, shape ``(N, C, H, W)``.
+        kernel_size: int or ``(kh, kw)``.
+        stride: int or pair; ``None`` (default) means ``kernel_size``.
+        padding: int or pair of zero padding, at most half the kernel; the
+            zeros count in the average.
+
+    Returns:
+        Tensor of shape ``(N, C, OH, OW)``, ``OH = floor((H + 2 * ph - kh) / sh) + 1``,
+        ``y[n, c, oh, ow] = (1 / (kh * kw)) * sum_{i, j} x_pad[n, c, oh*sh + i, ow*sw + j]``.
+
+    Example:
+        >>> avg_pool2d(mf.randn(2, 3, 8, 8), 2).shape
+        (2, 3, 4, 4)
+    """
+    return AvgPool2d.apply(_as_tensor("avg_pool2d", "input", x), kernel_size=kernel_size,
+                           stride=stride, padding=padding)

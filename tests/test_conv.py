@@ -1,0 +1,444 @@
+"""Tests of minifb.ops.conv: conv2d, conv_transpose2d, max_pool2d, avg_pool2d.
+
+Shown seven ways: forward against naive loops written here; float64
+directional gradchecks; the adjoint identity <conv(x, w), g> = <x, conv_T(g, w)>;
+hypothesis over random shapes; PyTorch as an oracle (skipped when absent);
+error messages; non-contiguous inputs.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from minifb.ops.conv import Conv2d, ConvTranspose2d, avg_pool2d, conv2d, conv_transpose2d, max_pool2d
+from minifb.tensor import Tensor
+from minifb.testing import gradcheck
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _arr(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _t(a, grad=True):
+    return Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+# ---------------------------------------------------------------- references
+def _conv_pads(padding, kernel, dilation):
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        th, tw = (d * (k - 1) for d, k in zip(dilation, kernel))
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    ph, pw = _pair(padding)
+    return (ph, ph, pw, pw)
+
+
+def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """Direct definition: y[n,k,oh,ow] = sum w[k,c,i,j] x[n, gC+c, oh*s - p + i*d, ...]."""
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    n, c, h, wd = x.shape
+    k, cg, kh, kw = w.shape
+    pt, pb, pl, pr = _conv_pads(padding, (kh, kw), (dh, dw))
+    oh_n = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow_n = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    kg = k // groups
+    y = np.zeros((n, k, oh_n, ow_n))
+    for oh, ow, i, j in itertools.product(range(oh_n), range(ow_n), range(kh), range(kw)):
+        r, q = oh * sh - pt + i * dh, ow * sw - pl + j * dw
+        if 0 <= r < h and 0 <= q < wd:
+            for g in range(groups):
+                xs, ws = x[:, g * cg:(g + 1) * cg, r, q], w[g * kg:(g + 1) * kg, :, i, j]
+                y[:, g * kg:(g + 1) * kg, oh, ow] += xs @ ws.T
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def ref_conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Direct definition: each input pixel scatters x[n,c,ih,iw] * w[c,o,i,j] to (ih*s - p + i*d, ...)."""
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
+    n, cin, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    cig = cin // groups
+    oh_n = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    ow_n = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    y = np.zeros((n, cog * groups, oh_n, ow_n))
+    for ih, iw, i, j in itertools.product(range(h), range(wd), range(kh), range(kw)):
+        r, q = ih * sh - ph + i * dh, iw * sw - pw + j * dw
+        if 0 <= r < oh_n and 0 <= q < ow_n:
+            for g in range(groups):
+                xs, ws = x[:, g * cig:(g + 1) * cig, ih, iw], w[g * cig:(g + 1) * cig, :, i, j]
+                y[:, g * cog:(g + 1) * cog, r, q] += xs @ ws
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def ref_pool(x, kernel_size, stride=None, padding=0, kind="max"):
+    (kh, kw) = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    oh_n = (xp.shape[2] - kh) // sh + 1
+    ow_n = (xp.shape[3] - kw) // sw + 1
+    y = np.zeros(x.shape[:2] + (oh_n, ow_n))
+    for oh, ow in itertools.product(range(oh_n), range(ow_n)):
+        win = xp[:, :, oh * sh:oh * sh + kh, ow * sw:ow * sw + kw]
+        y[:, :, oh, ow] = win.max(axis=(2, 3)) if kind == "max" else win.mean(axis=(2, 3))
+    return y
+
+
+# ---------------------------------------------------------------- grids
+CONV_GRID = [
+    dict(stride=s, padding=p, dilation=d, groups=g)
+    for s, p, d, g in itertools.product([1, (2, 3)], [0, 1, (2, 1), "same", "valid"], [1, 2], [1, 2])
+    if not (p == "same" and s != 1)
+]
+TRANSPOSE_GRID = [
+    dict(stride=s, padding=p, output_padding=op, dilation=d, groups=g)
+    for s, p, d, g, op in itertools.product([1, (2, 3)], [0, 1, (2, 1)], [1, 2], [1, 2], [0, 1])
+    if op < max(max(_pair(s)), d)
+]
+POOL_GRID = [
+    dict(kernel_size=k, stride=s, padding=p)
+    for k, s, p in [(2, None, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0)), (3, 1, 0), (2, 1, 1)]
+]
+
+
+def _conv_inputs(groups, seed=0):
+    # x (2, 4, 7, 8); w (6, 4/groups, 3, 2): non-square kernel, odd sizes
+    return _arr(2, 4, 7, 8, seed=seed), _arr(6, 4 // groups, 3, 2, seed=seed + 1), _arr(6, seed=seed + 2)
+
+
+def _transpose_inputs(groups, seed=0):
+    # x (2, 4, 4, 5); w (4, 6/groups, 3, 2) -> 6 output channels
+    return _arr(2, 4, 4, 5, seed=seed), _arr(4, 6 // groups, 3, 2, seed=seed + 1), _arr(6, seed=seed + 2)
+
+
+def _label(params):
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------- (1) forward vs loops
+@pytest.mark.parametrize("params", CONV_GRID, ids=_label)
+def test_conv2d_forward_matches_loops(params):
+    x, w, b = _conv_inputs(params["groups"])
+    y = conv2d(_t(x, False), _t(w, False), _t(b, False), **params)
+    np.testing.assert_allclose(y.data, ref_conv2d(x, w, b, **params), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", TRANSPOSE_GRID, ids=_label)
+def test_conv_transpose2d_forward_matches_loops(params):
+    x, w, b = _transpose_inputs(params["groups"])
+    y = conv_transpose2d(_t(x, False), _t(w, False), _t(b, False), **params)
+    np.testing.assert_allclose(y.data, ref_conv_transpose2d(x, w, b, **params), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("params", POOL_GRID, ids=_label)
+def test_pool_forward_matches_loops(params, kind):
+    x = _arr(2, 3, 7, 6)
+    fn = max_pool2d if kind == "max" else avg_pool2d
+    np.testing.assert_allclose(fn(_t(x, False), **params).data, ref_pool(x, kind=kind, **params), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- (2) gradchecks
+@pytest.mark.parametrize("params", CONV_GRID, ids=_label)
+def test_conv2d_gradcheck(params):
+    x, w, b = _conv_inputs(params["groups"], seed=3)
+    assert gradcheck(lambda x, w, b: conv2d(x, w, b, **params), _t(x), _t(w), _t(b), directions=2)
+
+
+@pytest.mark.parametrize("params", TRANSPOSE_GRID, ids=_label)
+def test_conv_transpose2d_gradcheck(params):
+    x, w, b = _transpose_inputs(params["groups"], seed=5)
+    assert gradcheck(lambda x, w, b: conv_transpose2d(x, w, b, **params), _t(x), _t(w), _t(b), directions=2)
+
+
+@pytest.mark.parametrize("fn", [max_pool2d, avg_pool2d])
+@pytest.mark.parametrize("params", POOL_GRID, ids=_label)
+def test_pool_gradcheck(params, fn):
+    x = _t(_arr(2, 3, 7, 6, seed=7))
+    assert gradcheck(lambda x: fn(x, **params), x)
+
+
+def test_gradients_only_for_inputs_that_need_them():
+    x, w, b = _conv_inputs(1)
+    tx, tw = _t(x, False), _t(w)
+    y = conv2d(tx, tw, _t(b, False), padding=1)
+    op = y._ctx
+    assert hasattr(op, "x") and not hasattr(op, "w")  # only x is needed for the weight gradient
+    saved = [v for v in vars(op).values() if isinstance(v, np.ndarray)]
+    assert all(a.size <= x.size for a in saved)          # no column matrix kept for backward
+    y.backward(np.ones(y.shape))
+    assert tx.grad is None and tw.grad is not None
+
+
+# ---------------------------------------------------------------- (3) adjoint identity
+def _matching_output_padding(x_shape, w_shape, params):
+    """The output_padding that makes conv_transpose2d return x's spatial size (H, W)."""
+    strides, pads, dils = (_pair(params[k]) for k in ("stride", "padding", "dilation"))
+    return tuple((n + 2 * p - d * (k - 1) - 1) % s
+                 for n, k, s, p, d in zip(x_shape[2:], w_shape[2:], strides, pads, dils))
+
+
+@pytest.mark.parametrize("params", [p for p in CONV_GRID if not isinstance(p["padding"], str)], ids=_label)
+def test_conv_transpose_is_adjoint_of_conv(params):
+    x, w, _ = _conv_inputs(params["groups"], seed=11)
+    y = conv2d(_t(x, False), _t(w, False), **params).data
+    g = _arr(*y.shape, seed=12)
+    op = _matching_output_padding(x.shape, w.shape, params)
+    xt = conv_transpose2d(_t(g, False), _t(w, False), output_padding=op, **params).data
+    assert xt.shape == x.shape
+    lhs, rhs = float((y * g).sum()), float((x * xt).sum())
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+# ---------------------------------------------------------------- (4) hypothesis
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.integers(1, 3))
+    cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    n, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    assume(h + 2 * ph >= dh * (kh - 1) + 1 and w + 2 * pw >= dw * (kw - 1) + 1)
+    seed = draw(st.integers(0, 2**31 - 1))
+    return dict(x=(n, cg * groups, h, w), w=(kg * groups, cg, kh, kw), seed=seed,
+                params=dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups))
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases())
+def test_conv_random_shapes(case):
+    p = case["params"]
+    x, w = _arr(*case["x"], seed=case["seed"]), _arr(*case["w"], seed=case["seed"] + 1)
+    tx, tw = _t(x), _t(w)
+    y = conv2d(tx, tw, **p)
+    np.testing.assert_allclose(y.data, ref_conv2d(x, w, **p), rtol=1e-10, atol=1e-10)
+    g = _arr(*y.shape, seed=case["seed"] + 2)
+    y.backward(g)
+    # the input gradient of conv is conv_transpose with the matching output_padding
+    op = _matching_output_padding(x.shape, w.shape, p)
+    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+    if op[0] < max(sh, dh) and op[1] < max(sw, dw):
+        z = conv_transpose2d(_t(g, False), _t(w, False), output_padding=op, **p).data
+        np.testing.assert_allclose(tx.grad, z, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(z, ref_conv_transpose2d(g, w, output_padding=op, **p), rtol=1e-10, atol=1e-10)
+    assert gradcheck(lambda a, b: conv2d(a, b, **p), _t(x), _t(w), directions=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases(), st.integers(0, 2))
+def test_conv_transpose_random_shapes(case, op_extra):
+    p = dict(case["params"])
+    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+    p["output_padding"] = (min(op_extra, max(sh, dh) - 1), min(op_extra, max(sw, dw) - 1))
+    cin = case["w"][0]
+    x = _arr(case["x"][0], cin, *case["x"][2:], seed=case["seed"])
+    w = _arr(cin, *case["w"][1:], seed=case["seed"] + 1)
+    (ph, pw), (kh, kw) = p["padding"], w.shape[2:]
+    assume((x.shape[2] - 1) * sh - 2 * ph + dh * (kh - 1) + p["output_padding"][0] >= 0)
+    assume((x.shape[3] - 1) * sw - 2 * pw + dw * (kw - 1) + p["output_padding"][1] >= 0)
+    y = conv_transpose2d(_t(x, False), _t(w, False), **p)
+    np.testing.assert_allclose(y.data, ref_conv_transpose2d(x, w, **p), rtol=1e-10, atol=1e-10)
+    assert gradcheck(lambda a, b: conv_transpose2d(a, b, **p), _t(x), _t(w), directions=1)
+
+
+# ---------------------------------------------------------------- (5) PyTorch oracle
+TORCH_CONV = [
+    dict(stride=1, padding=1, dilation=1, groups=1),
+    dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2), groups=2),
+    dict(stride=1, padding="same", dilation=1, groups=1),    # even kernel width: asymmetric split
+    dict(stride=1, padding="same", dilation=(2, 3), groups=2),
+    dict(stride=3, padding="valid", dilation=1, groups=1),
+]
+TORCH_TRANSPOSE = [
+    dict(stride=2, padding=1, output_padding=1, dilation=1, groups=1),
+    dict(stride=(1, 3), padding=(2, 0), output_padding=(1, 2), dilation=(2, 1), groups=2),
+    dict(stride=1, padding=0, output_padding=0, dilation=3, groups=1),
+]
+
+
+def _torch_compare(torch, fn, tfn, arrays, params, dtype=np.float64, tol=1e-10):
+    ours = [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    y, ty = fn(*ours, **params), tfn(*theirs, **params)
+    assert y.dtype == dtype and y.shape == tuple(ty.shape)
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=tol, atol=tol)
+    g = _arr(*y.shape, seed=99).astype(dtype)
+    y.backward(g)
+    ty.backward(torch.tensor(g))
+    for a, b in zip(ours, theirs):
+        assert a.grad.dtype == dtype
+        np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # PyTorch's own note on even kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("params", TORCH_CONV, ids=_label)
+def test_conv2d_matches_torch(params, dtype):
+    torch = pytest.importorskip("torch")
+    g = params["groups"]
+    arrays = [_arr(3, 4, 9, 8, seed=1), _arr(6, 4 // g, 3, 4, seed=2), _arr(6, seed=3)]
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    _torch_compare(torch, conv2d, torch.nn.functional.conv2d, arrays, params, dtype, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("params", TORCH_TRANSPOSE, ids=_label)
+def test_conv_transpose2d_matches_torch(params, dtype):
+    torch = pytest.importorskip("torch")
+    g = params["groups"]
+    arrays = [_arr(3, 4, 5, 6, seed=1), _arr(4, 6 // g, 3, 2, seed=2), _arr(6, seed=3)]
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    _torch_compare(torch, conv_transpose2d, torch.nn.functional.conv_transpose2d, arrays, params, dtype, tol)
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("params", POOL_GRID, ids=_label)
+def test_pools_match_torch(params, name):
+    torch = pytest.importorskip("torch")
+    fn = max_pool2d if name == "max_pool2d" else avg_pool2d
+    _torch_compare(torch, fn, getattr(torch.nn.functional, name), [_arr(2, 3, 7, 6, seed=4)], params)
+
+
+# ---------------------------------------------------------------- (6) errors
+def _raises(fn, *args, match, error=ValueError, **kwargs):
+    with pytest.raises(error, match=match):
+        fn(*args, **kwargs)
+
+
+def test_conv2d_channel_mismatch_message():
+    x, w = _t(np.zeros((2, 4, 5, 5)), False), _t(np.zeros((8, 3, 3, 3)), False)
+    msg = (r"conv2d: weight expects 3 input channels per group \(shape \(8, 3, 3, 3\)\) "
+           r"but input has 4 channels \(shape \(2, 4, 5, 5\)\)")
+    _raises(conv2d, x, w, match=msg)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, match", [
+    ((2, 4, 5, 5), (8, 2, 3, 3), dict(groups=3), r"conv2d: .*groups=3"),
+    ((2, 4, 5, 5), (6, 2, 3, 3), dict(groups=4), r"groups=4 does not divide the 6 output channels"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(groups=0), r"conv2d: groups must be a positive int"),
+    ((2, 4, 3, 3), (6, 4, 5, 5), {}, r"conv2d: kernel .* larger than the padded input \(3, 3\)"),
+    ((2, 4, 3, 3), (6, 4, 3, 3), dict(dilation=2), r"conv2d: kernel of dilated size \(5, 5\)"),
+    ((4, 5, 5), (6, 4, 3, 3), {}, r"conv2d: input must be 4-D \(N, C, H, W\), got shape \(4, 5, 5\)"),
+    ((2, 4, 5, 5), (6, 4, 3), {}, r"conv2d: weight must be 4-D .* got shape \(6, 4, 3\)"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=1.5), r"conv2d: stride must be an int or a pair of ints, got 1.5"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=0), r"conv2d: stride must be >= 1"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=(1, 2, 3)), r"conv2d: padding must be an int or a pair"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=-1), r"conv2d: padding must be >= 0"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="full"), r"conv2d: padding must be .*'same' or 'valid'"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="same", stride=2), r"conv2d: padding='same' needs stride 1"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(dilation=(1, True)), r"conv2d: dilation must be an int or a pair"),
+])
+def test_conv2d_errors(x_shape, w_shape, kwargs, match):
+    _raises(conv2d, _t(np.zeros(x_shape), False), _t(np.zeros(w_shape), False), match=match, **kwargs)
+
+
+def test_conv2d_bias_shape_error():
+    x, w, b = _t(np.zeros((2, 4, 5, 5)), False), _t(np.zeros((6, 4, 3, 3)), False), _t(np.zeros(4), False)
+    _raises(conv2d, x, w, b, match=r"conv2d: bias must have shape \(6,\) .*\(6, 4, 3, 3\), got shape \(4,\)")
+
+
+def test_conv2d_rejects_integer_input_and_non_tensor():
+    x, w = Tensor(np.zeros((2, 4, 5, 5), dtype=np.int64)), _t(np.zeros((6, 4, 3, 3)), False)
+    _raises(conv2d, x, w, match=r"conv2d: input must be floating point, got dtype int64", error=TypeError)
+    _raises(conv2d, [[1.0]], w, match=r"conv2d: input must be a Tensor, got list", error=TypeError)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, match", [
+    ((2, 5, 4, 4), (4, 3, 3, 3), {}, r"conv_transpose2d: weight expects 4 input channels \(shape \(4, 3, 3, 3\)\) "
+                                    r"but input has 5 channels \(shape \(2, 5, 4, 4\)\)"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(groups=3), r"conv_transpose2d: groups=3 does not divide the 4 input channels"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=2, output_padding=2),
+     r"conv_transpose2d: output_padding=2 must be smaller than stride=\(2, 2\) or dilation=\(1, 1\)"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(output_padding=1), r"output_padding=1 must be smaller"),
+    ((2, 4, 1, 1), (4, 3, 1, 1), dict(padding=1), r"conv_transpose2d: output size \(-1, -1\) is not positive"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(padding="same"), r"conv_transpose2d: padding must be an int or a pair"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=(1, 2.0)), r"conv_transpose2d: stride must be an int or a pair"),
+])
+def test_conv_transpose2d_errors(x_shape, w_shape, kwargs, match):
+    _raises(conv_transpose2d, _t(np.zeros(x_shape), False), _t(np.zeros(w_shape), False), match=match, **kwargs)
+
+
+@pytest.mark.parametrize("fn", [max_pool2d, avg_pool2d])
+def test_pool_errors(fn):
+    name = fn.__name__
+    x = _t(np.zeros((2, 3, 4, 4)), False)
+    _raises(fn, x, 3, padding=2, match=rf"{name}: padding=2 must be at most half the kernel size \(3, 3\)")
+    _raises(fn, x, 6, match=rf"{name}: kernel \(6, 6\) is larger than the padded input \(4, 4\)")
+    _raises(fn, _t(np.zeros((3, 4, 4)), False), 2, match=rf"{name}: input must be 4-D")
+    _raises(fn, x, 2, stride=0, match=rf"{name}: stride must be >= 1")
+
+
+# ---------------------------------------------------------------- (7) non-contiguous inputs, dtype
+def test_non_contiguous_inputs():
+    big = _arr(2, 4, 14, 9, seed=21)
+    x_nc = big[:, :, ::2, :8]                                # strided view
+    w_nc = _arr(6, 3, 4, 2, seed=22).transpose(0, 3, 2, 1)   # (6, 2, 4, 3), transposed view
+    b = _arr(6, seed=23)
+    assert not x_nc.flags.c_contiguous and not w_nc.flags.c_contiguous
+    params = dict(stride=(2, 1), padding=1, groups=2)
+    y = conv2d(Tensor(x_nc), Tensor(w_nc), Tensor(b), **params).data
+    np.testing.assert_allclose(y, ref_conv2d(np.ascontiguousarray(x_nc), np.ascontiguousarray(w_nc), b, **params),
+                               rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda a, c: conv2d(a, c, **params), Tensor(x_nc, requires_grad=True),
+                     Tensor(w_nc, requires_grad=True))
+    z_nc = _arr(2, 6, 9, 5, seed=24).transpose(0, 1, 3, 2)   # (2, 6, 5, 9)
+    wt = _arr(6, 2, 3, 3, seed=25)
+    tp = dict(stride=2, padding=1, output_padding=1, groups=2)
+    zt = conv_transpose2d(Tensor(z_nc), Tensor(wt), **tp).data
+    np.testing.assert_allclose(zt, ref_conv_transpose2d(np.ascontiguousarray(z_nc), wt, **tp), rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda a, c: conv_transpose2d(a, c, **tp), Tensor(z_nc, requires_grad=True),
+                     Tensor(wt, requires_grad=True))
+    p_nc = big.transpose(0, 1, 3, 2)
+    for fn in (max_pool2d, avg_pool2d):
+        kind = "max" if fn is max_pool2d else "avg"
+        np.testing.assert_allclose(fn(Tensor(p_nc), 3, 2, 1).data, ref_pool(p_nc, 3, 2, 1, kind), rtol=1e-12)
+        assert gradcheck(lambda a: fn(a, 3, 2, 1), Tensor(p_nc, requires_grad=True))
+
+
+@pytest.mark.parametrize("fn, w_shape, kwargs", [
+    (conv2d, (6, 4, 3, 3), dict(padding=1)),
+    (conv_transpose2d, (4, 6, 4, 4), dict(stride=2, padding=1)),
+])
+def test_float32_stays_float32(fn, w_shape, kwargs):
+    x = Tensor(_arr(2, 4, 6, 6).astype(np.float32), requires_grad=True)
+    w = Tensor(_arr(*w_shape).astype(np.float32), requires_grad=True)
+    b = Tensor(_arr(6).astype(np.float32), requires_grad=True)
+    y = fn(x, w, b, **kwargs)
+    assert y.dtype == np.float32
+    y.backward(np.ones(y.shape, dtype=np.float32))
+    assert x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
+    for pool in (max_pool2d, avg_pool2d):
+        assert pool(x, 2).dtype == np.float32
+
+
+def test_ops_are_usable_directly_and_release_saved_state():
+    x, w = _t(_arr(1, 2, 5, 5)), _t(_arr(3, 2, 3, 3))
+    y = Conv2d.apply(x, w, padding="same")
+    assert y.shape == (1, 3, 5, 5)
+    z = ConvTranspose2d.apply(y, _t(_arr(3, 2, 3, 3)), padding=1)
+    assert z.shape == (1, 2, 5, 5)
+    z.backward(np.ones(z.shape))
+    assert y._ctx.parents is None  # saved arrays were released after backward
+
+
+def test_empty_batch():
+    x, w = _t(np.zeros((0, 4, 5, 5))), _t(_arr(6, 4, 3, 3))
+    y = conv2d(x, w, padding=1)
+    assert y.shape == (0, 6, 5, 5)
+    y.backward(np.zeros(y.shape))
+    assert x.grad.shape == x.shape and np.all(w.grad == 0)
+    assert conv_transpose2d(_t(np.zeros((0, 6, 3, 3))), w, stride=2).shape == (0, 4, 7, 7)
