@@ -1,0 +1,103 @@
+"""Containers that compose layers: Chain, SkipConnection, Parallel (as in Flux)."""
+
+from __future__ import annotations
+
+from .module import Module, describe
+
+__all__ = ["Chain", "SkipConnection", "Parallel"]
+
+
+class Chain(Module):
+    """Apply layers one after another: ``y = layers[-1](...layers[1](layers[0](x)))``.
+
+    Any callable can be a layer (a Module, ``mf.relu``, a lambda).  Indexing
+    returns a layer, slicing returns a new Chain sharing the same layers.
+    Placed inside a :class:`~minifb.nn.FeedbackChain`, a Chain may hold
+    Splitters and Mergers that take part in the outer feedback state.
+
+    Args:
+        *layers: the layers, applied left to right.
+
+    Example:
+        >>> net = nn.Chain(nn.Dense(4, 8, mf.relu), nn.Dense(8, 2))
+        >>> net(mf.randn(3, 4)).shape
+        (3, 2)
+        >>> net[:1]
+        Chain(Dense(4, 8, relu))
+    """
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Chain(*self.layers[index])
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def _repr_args(self):
+        return [describe(layer) for layer in self.layers]
+
+
+class SkipConnection(Module):
+    """A residual block: ``y = connection(layer(x), x)``.
+
+    Args:
+        layer: any callable (often a Chain).
+        connection: a binary function of ``(layer(x), x)``, e.g. ``operator.add``
+            for a residual connection or ``lambda a, b: F.concat([a, b], axis=1)``.
+
+    Example:
+        >>> import operator
+        >>> block = nn.SkipConnection(nn.Dense(4, 4, mf.relu), operator.add)
+        >>> block(mf.randn(2, 4)).shape
+        (2, 4)
+    """
+
+    def __init__(self, layer, connection):
+        self.layer = layer
+        self.connection = connection
+
+    def forward(self, x):
+        return self.connection(self.layer(x), x)
+
+    def _repr_args(self):
+        return [describe(self.layer), describe(self.connection)]
+
+
+class Parallel(Module):
+    """Apply several layers to the same input and combine: ``y = connection(l1(x), l2(x), ...)``.
+
+    Args:
+        connection: a function of as many arguments as there are layers (e.g.
+            ``operator.add`` for two layers, or ``lambda *ys: F.concat(list(ys), axis=1)``).
+        *layers: the branches.
+
+    Example:
+        >>> import operator
+        >>> both = nn.Parallel(operator.add, nn.Dense(4, 3), nn.Dense(4, 3))
+        >>> both(mf.randn(2, 4)).shape
+        (2, 3)
+    """
+
+    def __init__(self, connection, *layers):
+        if not layers:
+            raise ValueError("Parallel: needs at least one layer")
+        self.connection = connection
+        self.layers = list(layers)
+
+    def forward(self, x):
+        return self.connection(*(layer(x) for layer in self.layers))
+
+    def _repr_args(self):
+        return [describe(self.connection)] + [describe(layer) for layer in self.layers]

@@ -1,0 +1,381 @@
+"""Networks with feedback: Splitter, Merger, FeedbackChain and FeedbackTree.
+
+This is the idea of the Julia package FeedbackNets.jl.  A
+:class:`FeedbackChain` runs its layers like a :class:`~minifb.nn.Chain`, one
+*timestep* per call, and carries a *state*: a dict from names to tensors.
+
+* At a :class:`Splitter` ``(name)`` the value flowing past is recorded in the
+  **new** state under ``name``; the stream continues unchanged.
+* At a :class:`Merger` ``(name, op, combine)`` the value recorded under
+  ``name`` **at the previous timestep** is read from the incoming state,
+  transformed by ``op`` and folded into the stream:
+  ``x = combine(x, op(state[name]))``.
+
+So ``state, y = net(state, x)`` maps the previous state and this step's input
+to the new state and this step's output.  Wrapping the chain in
+:class:`~minifb.nn.Recur` keeps the state between calls, and since every step
+is recorded on the tape, a loss over a sequence back-propagates through all
+timesteps (BPTT).
+
+A :class:`FeedbackTree` differs in one point: at a Splitter the stream
+continues with the *previous* step's value ``state[name]`` (the new value is
+only recorded), so a signal climbs one stage per timestep.
+
+Nesting: a :class:`~minifb.nn.Chain`, FeedbackChain or FeedbackTree placed in
+a FeedbackChain is run *inside* the outer pass: its Splitters and Mergers use
+the outer state, and ``splitnames``/``validate``/``initial_state`` see
+through it.  A nested FeedbackChain must be valid on its own (each of its
+Mergers reads a Splitter inside it); a plain Chain may hold Mergers that read
+Splitters elsewhere in the outer chain.  The Splitters of a FeedbackTree
+nested anywhere behave as tree Splitters; a Chain inherits the behaviour of
+the container it is in.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..tensor import Tensor, no_grad
+from .containers import Chain
+from .module import Module, describe
+
+__all__ = ["Splitter", "Merger", "FeedbackChain", "FeedbackTree"]
+
+
+class Splitter(Module):
+    """Mark a point whose value is recorded in the feedback state under ``name``.
+
+    Only meaningful inside a :class:`FeedbackChain` or :class:`FeedbackTree`
+    (directly or in a nested Chain); calling it on its own is an error.
+
+    Args:
+        name: the state key (a string, unique within the outer chain).
+
+    Example:
+        >>> nn.Splitter("fork1")
+        Splitter("fork1")
+    """
+
+    def __init__(self, name: str):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Splitter: name must be a non-empty string, got {name!r}")
+        self.name = name
+
+    def forward(self, x):
+        raise RuntimeError(f'Splitter("{self.name}") was called outside a FeedbackChain/FeedbackTree; '
+                           "Splitters only work directly in one (or in a Chain nested in one)")
+
+    def _repr_args(self):
+        return [f'"{self.name}"']
+
+
+class Merger(Module):
+    """Fold the previous step's value of ``state[name]`` into the stream.
+
+    ``x = combine(x, op(state[name]))``, where ``state`` is the state the
+    chain was called with (the values its Splitters recorded one step ago).
+
+    When ``combine`` is ``operator.add`` and ``op`` is a Dense, Conv or
+    ConvTranspose with a bias and an activation among ``None``, ``mf.relu``,
+    ``mf.sigmoid``, ``mf.tanh``, the epilogue ``x + act(op_linear(s) + bias)``
+    runs as one fused op (:func:`minifb.functional.merge_act`).
+
+    Args:
+        name: the state key to read (written by a Splitter of the same name).
+        op: any callable applied to the state value (a layer, a Chain, ...).
+        combine: a binary function ``combine(x, fb)`` (``operator.add``,
+            ``operator.mul``, ``lambda a, b: F.concat([a, b], axis=1)``, ...).
+            With the arithmetic operators the result must have the stream's
+            shape (feedback may broadcast into the stream, never enlarge it).
+
+    Example:
+        >>> import operator
+        >>> nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add)
+        Merger("fork1", Dense(5, 10, relu), +)
+    """
+
+    def __init__(self, name: str, op, combine):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Merger: name must be a non-empty string, got {name!r}")
+        if not callable(op) or not callable(combine):
+            raise TypeError(f'Merger("{name}"): op and combine must be callable, got {op!r} and {combine!r}')
+        self.name = name
+        self.op = op
+        self.combine = combine
+
+    def forward(self, x):
+        raise RuntimeError(f'Merger("{self.name}") was called outside a FeedbackChain/FeedbackTree; '
+                           "it needs the feedback state, so put it in one")
+
+    def merge(self, x: Tensor, state: dict) -> Tensor:
+        """Return ``combine(x, op(state[name]))`` (the Merger's work in a pass).
+
+        Raises:
+            KeyError: the state has no entry ``name``.
+            ValueError: ``op`` cannot take the state's value, or the result
+                cannot be combined with the stream (both shapes named).
+        """
+        if self.name not in state:
+            raise KeyError(f'{self!r}: the state has no entry "{self.name}" (it has {sorted(state)}); '
+                           "start from net.initial_state(x)")
+        s = state[self.name]
+        fused = self._fused(x, s)
+        if fused is not None:
+            return fused
+        try:
+            fb = self.op(s)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f'Merger("{self.name}"): op {describe(self.op)} failed on state["{self.name}"] '
+                             f"of shape {tuple(s.shape)}: {err}") from err
+        return self._combine(x, fb)
+
+    def _fused(self, x, s):
+        """The fused ``x + act(W s + b)`` when it applies, else ``None``."""
+        from .layers import AffineLayer  # layers imports nothing from here; avoid a cycle at import
+
+        op = self.op
+        if self.combine is not operator.add or not isinstance(op, AffineLayer) or op.bias is None:
+            return None
+        act = F.activation_name(op.activation)
+        if act is None:
+            return None
+        try:
+            pre, axis = op.pre_activation(s)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f'Merger("{self.name}"): op {describe(op)} failed on state["{self.name}"] '
+                             f"of shape {tuple(s.shape)}: {err}") from err
+        if pre.shape != x.shape:
+            # Broadcasting feedback (or a shape error): take the plain path, which checks and explains.
+            return self._combine(x, op.finish(pre, axis))
+        return F.merge_act(x, pre, op.bias, act, axis)
+
+    def _combine(self, x, fb):
+        combine = self.combine
+        if combine in _ARITHMETIC:
+            if _broadcast_shape(x.shape, fb.shape) != tuple(x.shape):
+                raise ValueError(f'{self!r}: cannot combine the stream of shape {tuple(x.shape)} with '
+                                 f'op(state["{self.name}"]) of shape {tuple(fb.shape)}')
+            return combine(x, fb)
+        try:
+            return combine(x, fb)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f'Merger("{self.name}"): combine {describe(combine)} failed on the stream of shape '
+                             f'{tuple(x.shape)} and op(state["{self.name}"]) of shape {tuple(fb.shape)}: {err}'
+                             ) from err
+
+    def _repr_args(self):
+        return [f'"{self.name}"', describe(self.op), describe(self.combine)]
+
+
+_ARITHMETIC = (operator.add, operator.sub, operator.mul, operator.truediv)
+
+
+def _broadcast_shape(a, b):
+    try:
+        return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
+    except ValueError:
+        return None
+
+
+class _Pass:
+    """One timestep of a feedback container: the incoming and the outgoing state."""
+
+    def __init__(self, state, infer: bool = False):
+        self.old = state     # the previous step's values (read by Mergers, tree Splitters)
+        self.new = {}        # the values recorded by Splitters in this pass
+        self.infer = infer   # True while inferring shapes: Mergers off, Splitters pass through
+
+
+def _run(layers, x, ctx: _Pass, tree: bool):
+    """Run ``layers`` on ``x`` inside the pass ``ctx`` (the heart of the feedback containers)."""
+    for layer in layers:
+        if isinstance(layer, Splitter):
+            ctx.new[layer.name] = x
+            if tree and not ctx.infer:
+                x = _previous_value(layer, ctx.old, x)
+        elif isinstance(layer, Merger):
+            if not ctx.infer:
+                x = layer.merge(x, ctx.old)
+        elif isinstance(layer, FeedbackChain):
+            x = _run(layer.layers, x, ctx, layer.is_tree)
+        elif _is_plain_chain(layer):
+            x = _run(layer.layers, x, ctx, tree)
+        else:
+            x = layer(x)
+    return x
+
+
+def _is_plain_chain(layer) -> bool:
+    """A Chain whose forward is Chain's own (a subclass overriding forward is a black box)."""
+    return isinstance(layer, Chain) and type(layer).forward is Chain.forward
+
+
+def _previous_value(splitter: Splitter, state: dict, x: Tensor):
+    """The value a tree Splitter continues with: the previous step's ``state[name]``."""
+    name = splitter.name
+    if name not in state:
+        raise KeyError(f'{splitter!r} in a FeedbackTree: the state has no entry "{name}" (it has '
+                       f"{sorted(state)}); start from net.initial_state(x)")
+    value = state[name]
+    if tuple(value.shape) != tuple(x.shape):
+        raise ValueError(f'{splitter!r} in a FeedbackTree: the state\'s value of shape {tuple(value.shape)} '
+                         f"cannot replace the stream of shape {tuple(x.shape)}")
+    return value
+
+
+def _walk_markers(layers):
+    """Yield the Splitters and Mergers of ``layers`` in order, through nested Chains/FeedbackChains."""
+    for layer in layers:
+        if isinstance(layer, (Splitter, Merger)):
+            yield layer
+        elif isinstance(layer, FeedbackChain) or _is_plain_chain(layer):
+            yield from _walk_markers(layer.layers)
+
+
+class FeedbackChain(Module):
+    """A chain of layers with feedback; one call is one timestep.
+
+    ``state, y = net(state, x)``: the layers run in order on ``x``; each
+    :class:`Merger` folds in a value recorded one step earlier (from
+    ``state``), each :class:`Splitter` records the current value into the
+    returned state.
+
+    Args:
+        *layers: layers (any callables), Splitters, Mergers, and nested Chains
+            or FeedbackChains.
+
+    Raises:
+        ValueError: at construction, for duplicate Splitter names or a Merger
+            whose name no Splitter writes (see :meth:`validate`).
+
+    Example:
+        >>> import operator
+        >>> net = nn.FeedbackChain(
+        ...     nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add),
+        ...     nn.Dense(10, 5, mf.relu),
+        ...     nn.Splitter("fork1"),
+        ... )
+        >>> x = mf.randn(10)
+        >>> h = {"fork1": mf.zeros(5)}
+        >>> h, out = net(h, x)
+        >>> out.shape, h["fork1"].shape
+        ((5,), (5,))
+    """
+
+    is_tree = False
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+        self.validate()
+
+    def forward(self, state: dict, x: Tensor):
+        """One timestep.
+
+        Args:
+            state: ``{name: Tensor}``, the values the Splitters recorded at the
+                previous step (or :meth:`initial_state`).
+            x: this step's input.
+
+        Returns:
+            ``(new_state, y)``: the values recorded in this pass and the output.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__name__}: the state must be a dict {{name: Tensor}}, "
+                            f"got {type(state).__name__}; use net.initial_state(x)")
+        ctx = _Pass(state)
+        y = _run(self.layers, x, ctx, self.is_tree)
+        return ctx.new, y
+
+    def splitnames(self) -> list:
+        """The names of the Splitters, in the order the stream passes them (nesting included)."""
+        return [m.name for m in _walk_markers(self.layers) if isinstance(m, Splitter)]
+
+    def validate(self) -> None:
+        """Check the feedback wiring (run at construction).
+
+        Raises:
+            ValueError: naming the duplicate Splitter names, or the Mergers
+                whose name no Splitter writes.
+        """
+        names = self.splitnames()
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"{type(self).__name__}: duplicate Splitter names {duplicates}")
+        orphans = [m for m in _walk_markers(self.layers) if isinstance(m, Merger) and m.name not in names]
+        if orphans:
+            listed = ", ".join(f'Merger("{m.name}")' for m in orphans)
+            raise ValueError(f"{type(self).__name__}: no Splitter writes the state read by {listed} "
+                             f"(Splitters: {names})")
+
+    def initial_state(self, x: Tensor) -> dict:
+        """A zero state whose shapes fit input ``x``.
+
+        The chain runs once on ``x`` with feedback off (Mergers skipped,
+        Splitters passing the stream on), without recording on the tape and
+        in evaluation mode (BatchNorm statistics untouched); each Splitter's
+        shape is recorded.
+
+        Args:
+            x: an input like the ones the chain will get (its batch size counts).
+
+        Returns:
+            ``{name: zeros}`` in Splitter order, on ``x``'s device, with ``x``'s dtype.
+
+        Raises:
+            ValueError: the chain cannot run with feedback off (e.g. a Merger's
+                combine changes the stream's shape, as concatenation does);
+                build the state by hand then.
+        """
+        modes = [(m, m.training) for m in self.modules()]
+        ctx = _Pass({}, infer=True)
+        try:
+            self.eval()
+            with no_grad():
+                _run(self.layers, x, ctx, self.is_tree)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{type(self).__name__}.initial_state: running the chain with feedback off on an "
+                             f"input of shape {tuple(x.shape)} failed ({err}). If a Merger's combine changes the "
+                             "stream's shape (e.g. concatenation), build the state by hand") from err
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        xp = backend.array_module(x.data)
+        return {name: Tensor(xp.zeros(v.shape, dtype=x.dtype)) for name, v in ctx.new.items()}
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return type(self)(*self.layers[index])
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def _repr_args(self):
+        return [describe(layer) for layer in self.layers]
+
+
+class FeedbackTree(FeedbackChain):
+    """A FeedbackChain in which each Splitter passes on the *previous* step's value.
+
+    At a :class:`Splitter` ``(name)`` the current value is recorded in the new
+    state, and the stream continues with ``state[name]``, the value recorded
+    there one step earlier.  A signal therefore climbs one stage per timestep,
+    as in FeedbackNets.jl's FeedbackTree; with a zero initial state the stages
+    above the k-th Splitter see zeros for the first k steps.
+
+    Args and Raises: as :class:`FeedbackChain`.
+
+    Example:
+        >>> tree = nn.FeedbackTree(nn.Dense(3, 3), nn.Splitter("s1"), nn.Dense(3, 2))
+        >>> h = tree.initial_state(mf.ones(3))
+        >>> h, y = tree(h, mf.ones(3))     # the Dense(3, 2) saw zeros this step
+    """
+
+    is_tree = True

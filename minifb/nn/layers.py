@@ -1,0 +1,543 @@
+"""Layers: Dense, Conv, ConvTranspose, pooling, Flatten, Dropout, BatchNorm, LRN, Lambda.
+
+Weights are initialised as PyTorch's layers are: Kaiming-uniform with
+``a = sqrt(5)``, which is ``uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and
+the bias uniform in the same interval.  All randomness comes from
+``minifb.backend.rng("cpu")``, so ``mf.manual_seed(s)`` makes models
+reproducible; move a model to the GPU with ``model.to("cuda")``.
+
+Layers take an activation as any callable (``mf.relu``, ``mf.tanh``,
+``lambda x: ...``).  When it is ``None``, ``mf.relu``, ``mf.sigmoid`` or
+``mf.tanh`` and the layer has a bias, the bias and the activation run as one
+fused op (:func:`minifb.functional.bias_act`, a single kernel on the GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..tensor import Tensor, no_grad
+from .module import Buffer, Module, Parameter, describe
+
+__all__ = [
+    "Dense", "Conv", "ConvTranspose", "MaxPool", "MeanPool", "GlobalMaxPool", "GlobalMeanPool", "Flatten",
+    "Dropout", "BatchNorm", "LRN", "Lambda",
+]
+
+
+# ---- initialisation ----------------------------------------------------------------
+def uniform_parameter(shape, bound: float) -> Parameter:
+    """A float32 parameter drawn from ``uniform(-bound, bound)`` with minifb's CPU generator."""
+    values = backend.rng("cpu").uniform(-bound, bound, size=tuple(shape))
+    return Parameter(values.astype(backend.DEFAULT_DTYPE))
+
+
+def kaiming_uniform_bound(fan_in: int) -> float:
+    """PyTorch's default bound ``gain * sqrt(3 / fan_in)`` with ``a = sqrt(5)``: ``1 / sqrt(fan_in)``."""
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def _pair(name: str, value, layer: str) -> tuple:
+    """An int or a pair of ints as a pair (for kernel sizes)."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
+        raise ValueError(f"{layer}: {name} must be a positive int or a pair of them, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def _show(value):
+    """A kernel-size-like argument as printed: ``3`` for ``(3, 3)``."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return repr(value[0])
+    return repr(value)
+
+
+# ---- affine layers: weight, optional bias, activation ---------------------------------
+class AffineLayer(Module):
+    """Base class of Dense, Conv and ConvTranspose: ``activation(linear(x) + bias)``.
+
+    Subclasses implement :meth:`pre_activation`, the linear part without the
+    bias.  The split lets a :class:`~minifb.nn.Merger` fuse its feedback
+    epilogue (``x + act(W s + b)``) into one op.
+
+    Attributes:
+        weight: Parameter.
+        bias: Parameter of shape (out,), or ``None``.
+        activation: a callable or ``None``.
+    """
+
+    activation = None
+    bias = None
+
+    def pre_activation(self, x: Tensor):  # pragma: no cover - interface
+        """Return ``(y, axis)``: the linear part of the layer on ``x`` and the channel axis of ``y``."""
+        raise NotImplementedError
+
+    def finish(self, y: Tensor, axis: int) -> Tensor:
+        """Add the bias along ``axis`` and apply the activation (fused where possible)."""
+        if self.bias is not None:
+            act = F.activation_name(self.activation)
+            if act is not None:
+                return F.bias_act(y, self.bias, act, axis)
+            y = F.bias_act(y, self.bias, "identity", axis)
+        return y if self.activation is None else self.activation(y)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, axis = self.pre_activation(x)
+        return self.finish(y, axis)
+
+    def _tail_args(self) -> list:
+        out = []
+        if self.activation is not None:
+            out.append(describe(self.activation))
+        return out
+
+
+class Dense(AffineLayer):
+    """A fully connected layer: ``y = activation(x @ weight.T + bias)``.
+
+    Args:
+        in_features: size of the last axis of the input.
+        out_features: size of the last axis of the output.
+        activation: a callable applied to the result, or ``None``.
+        bias: whether to learn a bias.
+
+    Shapes:
+        input ``(..., in_features)`` (1-D or any leading batch axes),
+        output ``(..., out_features)``; ``weight`` is (out, in), ``bias`` (out,).
+
+    Example:
+        >>> layer = nn.Dense(5, 10, mf.relu)
+        >>> layer(mf.randn(5)).shape, layer(mf.randn(2, 3, 5)).shape
+        ((10,), (2, 3, 10))
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True):
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Dense: sizes must be positive, got in={in_features}, out={out_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = kaiming_uniform_bound(in_features)
+        self.weight = uniform_parameter((out_features, in_features), bound)
+        self.bias = uniform_parameter((out_features,), bound) if bias else None
+        self.activation = activation
+
+    def pre_activation(self, x):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{self!r}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
+        y = F.linear(x, self.weight)
+        return y, y.ndim - 1
+
+    def _repr_args(self):
+        args = [str(self.in_features), str(self.out_features)] + self._tail_args()
+        if self.bias is None:
+            args.append("bias=False")
+        return args
+
+
+class _ConvBase(AffineLayer):
+    """Shared checks of Conv and ConvTranspose (NCHW input, or CHW without a batch axis)."""
+
+    _defaults: dict = {}
+
+    def _check_groups(self, name, in_channels, out_channels, groups):
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"{name}: channel counts must be positive, got {in_channels} and {out_channels}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+
+    def pre_activation(self, x):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
+        if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W) "
+                             f"or ({self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.ndim == 3:  # one image: add a batch axis and take it away again
+            y = self._convolve(F.reshape(x, (1,) + tuple(x.shape)))
+            return F.reshape(y, y.shape[1:]), 0
+        return self._convolve(x), 1
+
+    def _repr_args(self):
+        args = [str(self.in_channels), str(self.out_channels), _show(self.kernel_size)] + self._tail_args()
+        for key, default in self._defaults.items():
+            value = getattr(self, key)
+            if value != default:
+                args.append(f"{key}={value!r}")
+        if self.bias is None:
+            args.append("bias=False")
+        return args
+
+
+class Conv(_ConvBase):
+    """2-D convolution layer: ``y = activation(conv2d(x, weight) + bias)``.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel_size: int or ``(kh, kw)``.
+        activation: a callable applied to the result, or ``None``.
+        stride, padding, dilation, groups: as :func:`minifb.functional.conv2d`
+            (``padding="same"`` keeps the size at stride 1).
+        bias: whether to learn a bias.
+
+    Shapes:
+        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)``
+        with ``OH = floor((H + 2p - d(k - 1) - 1) / s) + 1``; ``weight`` is
+        ``(C_out, C_in / groups, kh, kw)``, ``bias`` ``(C_out,)``.
+
+    Example:
+        >>> conv = nn.Conv(3, 8, 3, mf.relu, padding=1)
+        >>> conv(mf.randn(2, 3, 16, 16)).shape
+        (2, 8, 16, 16)
+    """
+
+    _defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
+                 stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True):
+        self._check_groups("Conv", in_channels, out_channels, groups)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair("kernel_size", kernel_size, "Conv")
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, int(groups)
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = kaiming_uniform_bound(fan_in)
+        self.weight = uniform_parameter((out_channels, in_channels // groups) + self.kernel_size, bound)
+        self.bias = uniform_parameter((out_channels,), bound) if bias else None
+        self.activation = activation
+
+    def _convolve(self, x):
+        return F.conv2d(x, self.weight, None, stride=self.stride, padding=self.padding,
+                        dilation=self.dilation, groups=self.groups)
+
+
+class ConvTranspose(_ConvBase):
+    """2-D transposed convolution layer (upsampling): ``y = activation(conv_transpose2d(x, weight) + bias)``.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel_size: int or ``(kh, kw)``.
+        activation: a callable applied to the result, or ``None``.
+        stride, padding, output_padding, dilation, groups: as
+            :func:`minifb.functional.conv_transpose2d`.
+        bias: whether to learn a bias.
+
+    Shapes:
+        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)`` with
+        ``OH = (H - 1) s - 2p + d(k - 1) + output_padding + 1``; ``weight`` is
+        ``(C_in, C_out / groups, kh, kw)`` (PyTorch's layout), ``bias`` ``(C_out,)``.
+
+    Example:
+        >>> up = nn.ConvTranspose(8, 3, 4, stride=2, padding=1)
+        >>> up(mf.randn(2, 8, 7, 7)).shape
+        (2, 3, 14, 14)
+    """
+
+    _defaults = {"stride": 1, "padding": 0, "output_padding": 0, "dilation": 1, "groups": 1}
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
+                 stride=1, padding=0, output_padding=0, dilation=1, groups: int = 1, bias: bool = True):
+        self._check_groups("ConvTranspose", in_channels, out_channels, groups)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair("kernel_size", kernel_size, "ConvTranspose")
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.dilation, self.groups = dilation, int(groups)
+        # PyTorch computes the fan-in of a transposed convolution from weight.shape[1]
+        fan_in = out_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = kaiming_uniform_bound(fan_in)
+        self.weight = uniform_parameter((in_channels, out_channels // groups) + self.kernel_size, bound)
+        self.bias = uniform_parameter((out_channels,), bound) if bias else None
+        self.activation = activation
+
+    def _convolve(self, x):
+        return F.conv_transpose2d(x, self.weight, None, stride=self.stride, padding=self.padding,
+                                  output_padding=self.output_padding, dilation=self.dilation,
+                                  groups=self.groups)
+
+
+# ---- pooling and reshaping ------------------------------------------------------------
+class _Pool(Module):
+    _fn = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        _check_images(self, x)
+        return type(self)._fn(x, self.kernel_size, stride=self.stride, padding=self.padding)
+
+    def _repr_args(self):
+        args = [repr(self.kernel_size)]
+        if self.stride is not None:
+            args.append(f"stride={self.stride!r}")
+        if self.padding != 0:
+            args.append(f"padding={self.padding!r}")
+        return args
+
+
+def _check_images(layer, x):
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{layer!r}: expected an image batch of shape (N, C, H, W), got {shape}")
+
+
+class MaxPool(_Pool):
+    """2-D max pooling (:func:`minifb.functional.max_pool2d`; stride defaults to the kernel size).
+
+    Shapes: ``(N, C, H, W) -> (N, C, floor((H + 2p - k) / s) + 1, ...)``.
+
+    Example:
+        >>> nn.MaxPool(2)(mf.randn(1, 3, 8, 8)).shape
+        (1, 3, 4, 4)
+    """
+
+    _fn = staticmethod(F.max_pool2d)
+
+
+class MeanPool(_Pool):
+    """2-D average pooling (:func:`minifb.functional.avg_pool2d`; zero padding counts).
+
+    Example:
+        >>> nn.MeanPool(2)(mf.randn(1, 3, 8, 8)).shape
+        (1, 3, 4, 4)
+    """
+
+    _fn = staticmethod(F.avg_pool2d)
+
+
+class GlobalMaxPool(Module):
+    """Maximum over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)`` (as Flux and PyTorch).
+
+    Follow it with :class:`Flatten` to get ``(N, C)``.
+
+    Example:
+        >>> nn.GlobalMaxPool()(mf.randn(2, 3, 5, 5)).shape
+        (2, 3, 1, 1)
+    """
+
+    def forward(self, x):
+        _check_images(self, x)
+        return F.max(x, axis=(2, 3), keepdims=True)
+
+    def _repr_args(self):
+        return []
+
+
+class GlobalMeanPool(Module):
+    """Mean over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``.
+
+    Example:
+        >>> nn.GlobalMeanPool()(mf.randn(2, 3, 5, 5)).shape
+        (2, 3, 1, 1)
+    """
+
+    def forward(self, x):
+        _check_images(self, x)
+        return F.mean(x, axis=(2, 3), keepdims=True)
+
+    def _repr_args(self):
+        return []
+
+
+class Flatten(Module):
+    """Merge all axes after the first: ``(N, d1, d2, ...) -> (N, d1·d2·...)``.
+
+    Example:
+        >>> nn.Flatten()(mf.randn(2, 3, 4, 4)).shape
+        (2, 48)
+    """
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"Flatten: expected a batch of at least 2 dimensions, got shape {tuple(x.shape)}")
+        return F.flatten(x, 1)
+
+    def _repr_args(self):
+        return []
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training mode (scaling the rest by ``1/(1-p)``).
+
+    In evaluation mode (``model.eval()``) it is the identity.
+
+    Args:
+        p: drop probability in ``[0, 1)``.
+
+    Example:
+        >>> drop = nn.Dropout(0.5)
+        >>> drop.eval()(mf.ones(4)).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=self.training)
+
+    def _repr_args(self):
+        return [repr(self.p)]
+
+
+# ---- normalisation -------------------------------------------------------------------
+class BatchNorm(Module):
+    """Batch normalisation over the channel axis 1, with running statistics (as PyTorch's BatchNorm).
+
+    Training mode: ``y = activation(gamma * (x - mean) / sqrt(var + eps) + beta)``
+    with the batch's mean and (biased) variance over every axis but 1, and
+    ``running = (1 - momentum) * running + momentum * batch_stat`` (the running
+    variance uses the unbiased batch variance).  Evaluation mode uses the
+    running statistics.
+
+    Args:
+        num_features: the number of channels C.
+        activation: a callable applied to the result, or ``None`` (Flux's argument).
+        eps: added to the variance.
+        momentum: weight of the new batch in the running statistics.
+        affine: learn ``weight`` (gamma, ones) and ``bias`` (beta, zeros).
+
+    Shapes:
+        ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``, unchanged.  Buffers
+        ``running_mean`` and ``running_var`` (C,) are in ``state_dict()``.
+
+    Example:
+        >>> bn = nn.BatchNorm(3)
+        >>> bn(mf.randn(8, 3, 4, 4)).shape
+        (8, 3, 4, 4)
+    """
+
+    def __init__(self, num_features: int, activation=None, *, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
+        if num_features < 1:
+            raise ValueError(f"BatchNorm: num_features must be positive, got {num_features}")
+        self.num_features = int(num_features)
+        self.activation = activation
+        self.eps, self.momentum = float(eps), float(momentum)
+        dtype = backend.DEFAULT_DTYPE
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+        self.running_mean = Buffer(np.zeros(num_features, dtype))
+        self.running_var = Buffer(np.ones(num_features, dtype))
+
+    def forward(self, x):
+        if not isinstance(x, Tensor) or x.ndim not in (2, 3, 4) or x.shape[1] != self.num_features:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.num_features}, ...) with 2 to 4 "
+                             f"dimensions, got {shape}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        stat_shape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        if self.training:
+            count = x.size // self.num_features
+            if count < 2:
+                raise ValueError(f"{self!r}: training needs more than one value per channel, "
+                                 f"got input of shape {tuple(x.shape)}")
+            mean = F.mean(x, axis=axes, keepdims=True)
+            centred = x - mean
+            var = F.mean(centred * centred, axis=axes, keepdims=True)
+            self._update_running(mean, var, count)
+        else:
+            mean = F.reshape(Tensor(self.running_mean.data.astype(x.dtype, copy=False)), stat_shape)
+            var = F.reshape(Tensor(self.running_var.data.astype(x.dtype, copy=False)), stat_shape)
+            centred = x - mean
+        y = centred / F.sqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * F.reshape(self.weight, stat_shape)
+        act = F.activation_name(self.activation)
+        if self.bias is not None and act is not None:
+            return F.bias_act(y, self.bias, act, 1)
+        if self.bias is not None:
+            y = F.bias_act(y, self.bias, "identity", 1)
+        return y if self.activation is None else self.activation(y)
+
+    def _update_running(self, mean, var, count):
+        m = self.momentum
+        with no_grad():
+            batch_mean = mean.data.reshape(-1)
+            batch_var = var.data.reshape(-1) * (count / (count - 1))
+            rm, rv = self.running_mean, self.running_var
+            rm.data = ((1 - m) * rm.data + m * batch_mean).astype(rm.dtype)
+            rv.data = ((1 - m) * rv.data + m * batch_var).astype(rv.dtype)
+
+    def _repr_args(self):
+        args = [str(self.num_features)]
+        if self.activation is not None:
+            args.append(describe(self.activation))
+        if self.eps != 1e-5:
+            args.append(f"eps={self.eps!r}")
+        if self.momentum != 0.1:
+            args.append(f"momentum={self.momentum!r}")
+        if self.weight is None:
+            args.append("affine=False")
+        return args
+
+
+class LRN(Module):
+    """Local response normalisation across channels (as PyTorch's ``LocalResponseNorm``).
+
+    ``y[c] = x[c] / (k + alpha / size * sum_{c' in window(c)} x[c']^2) ** beta``,
+    where the window covers channels ``c - size//2 .. c + (size-1)//2``
+    (missing channels count as zero).  Used by the Spoerer et al. models.
+
+    Args:
+        size: number of neighbouring channels in the window.
+        alpha, beta, k: the constants of the formula.
+
+    Shapes:
+        ``(N, C, ...)``, unchanged.
+
+    Example:
+        >>> nn.LRN(5)(mf.randn(2, 8, 4, 4)).shape
+        (2, 8, 4, 4)
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        if size < 1:
+            raise ValueError(f"LRN: size must be positive, got {size}")
+        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+
+    def forward(self, x):
+        if not isinstance(x, Tensor) or x.ndim < 2:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self!r}: expected input of shape (N, C, ...), got {shape}")
+        channels = x.shape[1]
+        before, after = self.size // 2, (self.size - 1) // 2
+        squares = F.pad(x * x, ((0, 0), (before, after)) + ((0, 0),) * (x.ndim - 2))
+        # the window sum as `size` shifted slices along the channel axis (size is small)
+        total = squares[:, 0:channels]
+        for j in range(1, self.size):
+            total = total + squares[:, j:j + channels]
+        denominator = (total * (self.alpha / self.size) + self.k) ** self.beta
+        return x / denominator
+
+    def _repr_args(self):
+        return [str(self.size), f"alpha={self.alpha!r}", f"beta={self.beta!r}", f"k={self.k!r}"]
+
+
+class Lambda(Module):
+    """Wrap a function of one tensor as a layer (no parameters).
+
+    Args:
+        fn: any callable, e.g. ``lambda x: x * 2`` or ``mf.relu``.
+
+    Example:
+        >>> nn.Lambda(mf.relu)(mf.tensor([-1.0, 2.0])).tolist()
+        [0.0, 2.0]
+    """
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"Lambda: fn must be callable, got {fn!r}")
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def _repr_args(self):
+        return [describe(self.fn)]

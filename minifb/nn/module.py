@@ -1,0 +1,381 @@
+"""Module: the base class of layers, containers and cells.
+
+A :class:`Module` finds its parameters by itself: it walks its attributes
+(in the order they were assigned) and, inside them, lists, tuples and dicts,
+collecting every :class:`Parameter` and :class:`Buffer` and descending into
+every sub-``Module``.  Nothing has to be registered, and the order is
+deterministic, so ``named_parameters()`` gives stable dotted names such as
+``layers.0.weight`` that :meth:`Module.state_dict` and
+:meth:`Module.load_state_dict` use.
+
+Attributes whose name starts with an underscore are private: they are not
+walked.  A module may keep helper references there (a cache, a parent) without
+their parameters being counted twice or under a second name.
+
+A :class:`Parameter` is a trainable tensor (``requires_grad=True``).  A
+:class:`Buffer` is a tensor that belongs to the module's state but is not
+trained (BatchNorm's running statistics): it is saved in ``state_dict()`` and
+moved by ``to(device)``, and optimisers never see it.
+
+Example:
+    >>> import minifb as mf
+    >>> from minifb import nn
+    >>> class Affine(nn.Module):
+    ...     def __init__(self, n):
+    ...         self.scale = nn.Parameter(mf.ones(n))
+    ...         self.shift = nn.Parameter(mf.zeros(n))
+    ...     def forward(self, x):
+    ...         return x * self.scale + self.shift
+    >>> [name for name, _ in Affine(3).named_parameters()]
+    ['scale', 'shift']
+"""
+
+from __future__ import annotations
+
+import operator
+import textwrap
+from collections import namedtuple
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+
+__all__ = ["Module", "Parameter", "Buffer", "LoadResult"]
+
+
+class Parameter(Tensor):
+    """A tensor that a :class:`Module` trains: ``requires_grad`` is on by default.
+
+    Args:
+        data: a backend array, a :class:`~minifb.Tensor` (its values are
+            shared, not copied), or anything ``numpy.asarray`` accepts.
+        requires_grad: set to ``False`` to freeze the parameter.
+
+    Example:
+        >>> w = nn.Parameter(mf.randn(3, 2))
+        >>> w.requires_grad
+        True
+    """
+
+    def __init__(self, data, requires_grad: bool = True):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not _is_backend_array(data):
+            data = np.asarray(data, dtype=backend.DEFAULT_DTYPE)
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter(" + super().__repr__() + ")"
+
+
+class Buffer(Tensor):
+    """A tensor that is part of a module's state but is not trained.
+
+    Buffers appear in ``state_dict()`` and follow ``to(device)``, but not in
+    ``parameters()``.  Update them in place through ``.data``.
+
+    Example:
+        >>> running_mean = nn.Buffer(mf.zeros(4))
+        >>> running_mean.requires_grad
+        False
+    """
+
+    def __init__(self, data):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not _is_backend_array(data):
+            data = np.asarray(data, dtype=backend.DEFAULT_DTYPE)
+        super().__init__(data, requires_grad=False)
+
+    def __repr__(self):
+        return "Buffer(" + super().__repr__() + ")"
+
+
+def _is_backend_array(data) -> bool:
+    """True for a NumPy or CuPy array (kept as it is, dtype included)."""
+    return isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")
+
+
+LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
+LoadResult.__doc__ = "What :meth:`Module.load_state_dict` did not match (empty lists when everything matched)."
+
+
+class Module:
+    """Base class of every layer, container and recurrent cell.
+
+    Subclasses implement ``forward`` (calling the module calls it) and assign
+    their parameters and sub-modules as ordinary attributes; they need not call
+    ``super().__init__()``.
+
+    Attributes:
+        training: ``True`` in training mode (the default), ``False`` after
+            :meth:`eval`; read by Dropout and BatchNorm.
+    """
+
+    training = True  # class default, so subclasses need not call super().__init__()
+
+    # ---- calling -------------------------------------------------------------
+    def forward(self, *args, **kwargs):  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ---- walking the attributes ---------------------------------------------
+    def _public_attributes(self):
+        """(name, value) of the attributes that are walked, in assignment order."""
+        return [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
+
+    def _walk(self):
+        """Yield ``(dotted_name, value)`` for every Module and Tensor reachable from the attributes.
+
+        Pre-order, in attribute order (lists by index, dicts by insertion
+        order); a module reachable twice is entered once.
+        """
+        seen = {id(self)}
+        stack = [(_join("", str(k)), v) for k, v in reversed(self._public_attributes())]
+        while stack:
+            name, value = stack.pop()
+            if isinstance(value, Module):
+                if id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield name, value
+                stack.extend((_join(name, str(k)), v) for k, v in reversed(value._public_attributes()))
+            elif isinstance(value, Tensor):
+                yield name, value
+            elif isinstance(value, dict):
+                stack.extend((_join(name, str(k)), v) for k, v in reversed(list(value.items())))
+            elif isinstance(value, (list, tuple)):
+                stack.extend((_join(name, str(i)), v) for i, v in reversed(list(enumerate(value))))
+
+    def named_modules(self):
+        """Yield ``(dotted_name, module)`` for this module (name ``""``) and every sub-module, depth first."""
+        yield "", self
+        for name, value in self._walk():
+            if isinstance(value, Module):
+                yield name, value
+
+    def modules(self):
+        """Yield this module and all sub-modules (see :meth:`named_modules`)."""
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self):
+        """Yield the direct sub-modules, in attribute order."""
+        seen = set()
+        for value in _direct_modules(self._public_attributes()):
+            if id(value) not in seen:
+                seen.add(id(value))
+                yield value
+
+    def _named_tensors(self, kinds):
+        """Yield ``(dotted_name, tensor)`` for tensors of the given classes, each once."""
+        seen = set()
+        for name, value in self._walk():
+            if isinstance(value, kinds) and id(value) not in seen:
+                seen.add(id(value))
+                yield name, value
+
+    def named_parameters(self):
+        """Yield ``(dotted_name, parameter)`` for every trainable parameter, in a fixed order.
+
+        Names follow the attribute path: ``weight``, ``layers.0.weight``,
+        ``op.bias``, ``state0.fork1``.  A parameter shared by two layers is
+        yielded once, under its first name.
+        """
+        return self._named_tensors(Parameter)
+
+    def parameters(self):
+        """Return the list of parameters (what an optimiser updates)."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        """Yield ``(dotted_name, buffer)`` for every :class:`Buffer` (e.g. running statistics)."""
+        return self._named_tensors(Buffer)
+
+    def buffers(self):
+        """Return the list of buffers."""
+        return [b for _, b in self.named_buffers()]
+
+    # ---- state dict -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Return the parameters and buffers as ``{dotted_name: Tensor}``.
+
+        The tensors are detached copies (changing them does not change the
+        module), on the module's device.  Together with
+        :meth:`load_state_dict` this is what :func:`minifb.save` and
+        :func:`minifb.load` store.
+
+        Example:
+            >>> sorted(nn.Dense(2, 3).state_dict())
+            ['bias', 'weight']
+        """
+        return {name: Tensor(t.data.copy()) for name, t in self._named_tensors((Parameter, Buffer))}
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> LoadResult:
+        """Copy values from ``state_dict`` into the parameters and buffers.
+
+        Values keep the parameter's device and dtype (they are converted).
+        Nothing is changed unless everything is acceptable.
+
+        Args:
+            state_dict: ``{dotted_name: Tensor or array}``, as from :meth:`state_dict`.
+            strict: when ``True`` (default), a missing or an unexpected name is
+                an error; when ``False`` they are skipped and returned.
+
+        Returns:
+            ``LoadResult(missing_keys, unexpected_keys)``.
+
+        Raises:
+            KeyError: (strict) listing every missing and unexpected name.
+            ValueError: listing every name whose shape does not match (always).
+        """
+        own = dict(self._named_tensors((Parameter, Buffer)))
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = []
+        for name, target in own.items():
+            if name in state_dict:
+                shape = tuple(np.shape(_raw(state_dict[name])))
+                if shape != target.shape:
+                    mismatched.append(f"{name}: expected shape {target.shape}, got {shape}")
+        problems = []
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if mismatched:
+            problems.append("shape mismatches: " + "; ".join(mismatched))
+        if problems:
+            message = f"{type(self).__name__}.load_state_dict: " + "; ".join(problems)
+            raise (ValueError if mismatched else KeyError)(message)
+        for name, target in own.items():
+            if name in state_dict:
+                value = backend.to_device(_raw(state_dict[name]), target.device)
+                target.data = value.astype(target.dtype, copy=True)
+        return LoadResult(missing, unexpected)
+
+    # ---- modes, devices, gradients ----------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        """Set training mode (``training=mode``) on this module and every sub-module; returns ``self``."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self) -> "Module":
+        """Set evaluation mode (Dropout off, BatchNorm uses running statistics); returns ``self``."""
+        return self.train(False)
+
+    def to(self, device: str) -> "Module":
+        """Move every parameter and buffer to ``device`` in place; returns ``self``.
+
+        The parameter objects stay the same (an optimiser built before keeps
+        working); their ``.data`` and ``.grad`` are moved.  Modules holding other
+        tensors (a Recur's state) move them in their ``_move_extra`` hook.
+        """
+        device = backend.check_device(device)
+        for _, t in self._named_tensors((Parameter, Buffer)):
+            t.data = backend.to_device(t.data, device)
+            if t.grad is not None:
+                t.grad = backend.to_device(t.grad, device)
+        for m in self.modules():
+            m._move_extra(device)
+        return self
+
+    def _move_extra(self, device: str) -> None:
+        """Hook for :meth:`to`: move tensors that are neither parameters nor buffers."""
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients of every parameter (``grad = None``)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def num_parameters(self) -> int:
+        """Total number of trainable scalars."""
+        return sum(int(p.size) for p in self.parameters())
+
+    # ---- printing ---------------------------------------------------------------
+    def _repr_args(self) -> list:
+        """The argument strings shown by ``repr``; layers override this.
+
+        The default shows the direct sub-modules as ``name=...``.
+        """
+        out = []
+        for name, value in self._public_attributes():
+            if isinstance(value, Module):
+                out.append(f"{name}={value!r}")
+        return out
+
+    def __repr__(self):
+        return format_call(type(self).__name__, self._repr_args())
+
+
+# ---- helpers shared by the nn package ----------------------------------------
+
+_OPERATOR_SYMBOLS = {
+    operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
+    operator.matmul: "@", operator.pow: "**",
+}
+
+
+def describe(fn) -> str:
+    """A short readable name for a function or module, as used in reprs.
+
+    ``operator.add`` prints as ``+``, ``mf.relu`` as ``relu``, a Module as its
+    own repr, ``None`` as ``identity``.
+    """
+    if fn is None:
+        return "identity"
+    if isinstance(fn, Module):
+        return repr(fn)
+    symbol = _OPERATOR_SYMBOLS.get(fn) if _hashable(fn) else None
+    if symbol is not None:
+        return symbol
+    name = getattr(fn, "__name__", None)
+    if name is not None:
+        return name
+    func = getattr(fn, "func", None)  # functools.partial
+    if func is not None:
+        return f"partial({describe(func)})"
+    return repr(fn)
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
+def format_call(name: str, args: list, width: int = 80) -> str:
+    """``name(a, b, c)`` on one line when short, otherwise one indented argument per line."""
+    one = f"{name}({', '.join(args)})"
+    if len(one) <= width and "\n" not in one:
+        return one
+    inner = "\n".join(textwrap.indent(a, "  ") + "," for a in args)
+    return f"{name}(\n{inner}\n)"
+
+
+def _raw(value):
+    """The backend array behind a Tensor, or the value itself."""
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _direct_modules(items):
+    """The Modules among (name, value) pairs, looking into lists, tuples and dicts but not into Modules."""
+    stack = [v for _, v in reversed(list(items))]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Module):
+            yield value
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, (list, tuple)):
+            stack.extend(reversed(list(value)))
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

@@ -1,0 +1,440 @@
+"""Recurrence: Recur, the RNN/LSTM/GRU/ConvLSTM cells, and unroll.
+
+A *cell* is any callable of the form ``state, y = cell(state, x)``: one
+timestep mapping the previous state and this step's input to the new state
+and the output.  A :class:`~minifb.nn.FeedbackChain` is a cell, and so are
+:class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell` and
+:class:`ConvLSTMCell`.  :class:`Recur` keeps the state between calls, so a
+sequence is processed by calling it once per step; every step is recorded on
+the tape, so ``loss.backward()`` runs backprop-through-time.
+
+The cells follow PyTorch's equations, gate order and parameter names, so
+weights can be copied between the two:
+
+=========  =====================  ==============================
+cell       gates (in this order)  state
+=========  =====================  ==============================
+RNNCell    --                     ``h``
+LSTMCell   i, f, g, o             ``(h, c)``
+GRUCell    r, z, n                ``h``
+=========  =====================  ==============================
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .. import functional as F
+from ..tensor import Tensor
+from .layers import Conv, _pair, uniform_parameter
+from .module import Module, Parameter, describe, format_call
+
+__all__ = ["Recur", "RNNCell", "LSTMCell", "GRUCell", "ConvLSTMCell", "RNN", "LSTM", "GRU", "unroll"]
+
+
+# ---- keeping the state -----------------------------------------------------------------
+def map_state(state, fn):
+    """Apply ``fn`` to every Tensor in a nested state (dicts, lists, tuples, namedtuples)."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: map_state(v, fn) for k, v in state.items()}
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # namedtuple
+        return type(state)(*(map_state(v, fn) for v in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(map_state(v, fn) for v in state)
+    return state
+
+
+class Recur(Module):
+    """Run a cell over a sequence, keeping its state between calls.
+
+    ``y = rnet(x)`` does ``rnet.state, y = cell(rnet.state, x)``.  The steps
+    stay on the tape, so a loss over several steps back-propagates through
+    all of them (BPTT); :meth:`detach` cuts the tape (truncated BPTT) and
+    :meth:`reset` goes back to the initial state.
+
+    Args:
+        cell: any callable ``state, y = cell(state, x)`` (a FeedbackChain, an
+            RNNCell, ...).
+        state0: the initial state (a Tensor, a tuple, a dict, nested).  With
+            ``None`` (default) the state is made on the first call by
+            ``cell.initial_state(x)``, zeros fitting the input's batch size.
+            Parameters inside ``state0`` are trained like any other (a learned
+            initial state).
+
+    Attributes:
+        state: the current state.
+
+    Example:
+        >>> import operator
+        >>> net = nn.FeedbackChain(
+        ...     nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add),
+        ...     nn.Dense(10, 5, mf.relu),
+        ...     nn.Splitter("fork1"),
+        ... )
+        >>> rnet = nn.Recur(net, {"fork1": mf.zeros(5)})
+        >>> ys = [rnet(mf.randn(10)) for _ in range(3)]
+        >>> rnet.reset()
+    """
+
+    def __init__(self, cell, state0=None):
+        if not callable(cell):
+            raise TypeError(f"Recur: cell must be callable as `state, y = cell(state, x)`, got {cell!r}")
+        self.cell = cell
+        self.state0 = state0
+        self._state = state0
+
+    @property
+    def state(self):
+        """The current state (what the next call passes to the cell)."""
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = value
+
+    def forward(self, x):
+        if self._state is None:
+            if not hasattr(self.cell, "initial_state"):
+                raise ValueError(f"Recur: no initial state given and {describe(self.cell)} has no "
+                                 "initial_state(x); pass state0")
+            self._state = self.cell.initial_state(x)
+        result = self.cell(self._state, x)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"Recur: the cell must return (state, y), got {type(result).__name__}")
+        self._state, y = result
+        return y
+
+    def reset(self) -> None:
+        """Go back to the initial state ``state0`` (or to a lazily made zero state)."""
+        self._state = self.state0
+
+    def detach(self) -> None:
+        """Keep the state's values but cut them from the tape (truncated BPTT).
+
+        Gradients of later steps stop at the current state.  Works for
+        Tensor, tuple (LSTM), dict (FeedbackChain) and nested states.
+        """
+        self._state = map_state(self._state, lambda t: t.detach())
+
+    def _move_extra(self, device):
+        """Move ``state0`` and the current state with the module (Parameters are moved in place)."""
+        def move(t):
+            return t if isinstance(t, Parameter) else t.to(device)
+        self.state0 = map_state(self.state0, move)
+        self._state = map_state(self._state, move)
+
+    def _repr_args(self):
+        return [describe(self.cell)]
+
+
+def unroll(recur, xs) -> list:
+    """Feed a sequence through a Recur, one step per element, and return the outputs.
+
+    Args:
+        recur: a :class:`Recur` (or anything called as ``y = recur(x)``).
+        xs: a list of per-step inputs, or a Tensor whose first axis is time.
+
+    Returns:
+        ``[recur(xs[0]), recur(xs[1]), ...]``; the state is left after the last step.
+
+    Example:
+        >>> rnn = nn.RNN(3, 4)
+        >>> ys = nn.unroll(rnn, mf.randn(6, 2, 3))     # 6 steps, batch 2
+        >>> len(ys), ys[0].shape
+        (6, (2, 4))
+    """
+    if isinstance(xs, Tensor):
+        xs = [xs[t] for t in range(xs.shape[0])]
+    return [recur(x) for x in xs]
+
+
+# ---- the classic cells --------------------------------------------------------------------
+class _Cell(Module):
+    """Shared parts of RNNCell, LSTMCell and GRUCell: PyTorch's parameter names and init."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        name = type(self).__name__
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"{name}: sizes must be positive, got input={input_size}, hidden={hidden_size}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        rows = self.gates * self.hidden_size
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        self.weight_ih = uniform_parameter((rows, self.input_size), bound)
+        self.weight_hh = uniform_parameter((rows, self.hidden_size), bound)
+        self.bias_ih = uniform_parameter((rows,), bound) if bias else None
+        self.bias_hh = uniform_parameter((rows,), bound) if bias else None
+
+    def initial_state(self, x: Tensor):
+        """A zero hidden state for input ``x`` of shape ``(..., input_size)``: ``(..., hidden_size)``."""
+        self._check_input(x)
+        xp = backend.array_module(x.data)
+        return Tensor(xp.zeros(tuple(x.shape[:-1]) + (self.hidden_size,), dtype=x.dtype))
+
+    def _check_input(self, x):
+        if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.input_size:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self!r}: expected input of shape (..., {self.input_size}), got {shape}")
+
+    def _check_hidden(self, h, what="h"):
+        if not isinstance(h, Tensor) or h.ndim < 1 or h.shape[-1] != self.hidden_size:
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"{self!r}: expected state {what} of shape (..., {self.hidden_size}), got {shape}")
+
+    def _gates(self, x, h):
+        """``(x W_ih^T + b_ih, h W_hh^T + b_hh)``, each (..., gates·H)."""
+        self._check_input(x)
+        return F.linear(x, self.weight_ih, self.bias_ih), F.linear(h, self.weight_hh, self.bias_hh)
+
+    def _chunk(self, t, k):
+        """The k-th block of H entries along the last axis."""
+        hs = self.hidden_size
+        return t[..., k * hs:(k + 1) * hs]
+
+    def _repr_args(self):
+        args = [str(self.input_size), str(self.hidden_size)]
+        if self.bias_ih is None:
+            args.append("bias=False")
+        return args
+
+
+class RNNCell(_Cell):
+    """Elman RNN cell: ``h' = activation(x W_ih^T + b_ih + h W_hh^T + b_hh)``; ``y = h'``.
+
+    Args:
+        input_size: size of the last axis of ``x``.
+        hidden_size: size of the hidden state H.
+        activation: a callable (``mf.tanh`` by default, ``mf.relu`` as PyTorch's ``nonlinearity="relu"``).
+        bias: whether to learn ``bias_ih`` and ``bias_hh``.
+
+    Shapes:
+        ``x`` (..., input_size), state ``h`` (..., H); ``weight_ih`` (H, input_size),
+        ``weight_hh`` (H, H), biases (H,), all initialised ``uniform(-1/sqrt(H), 1/sqrt(H))``.
+
+    Example:
+        >>> cell = nn.RNNCell(3, 4)
+        >>> x = mf.randn(2, 3)
+        >>> h, y = cell(cell.initial_state(x), x)
+        >>> y.shape
+        (2, 4)
+    """
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, activation=F.tanh, bias: bool = True):
+        super().__init__(input_size, hidden_size, bias)
+        self.activation = activation
+
+    def forward(self, h, x):
+        self._check_input(x)
+        self._check_hidden(h)
+        pre = F.linear(x, self.weight_ih) + F.linear(h, self.weight_hh)
+        act = F.activation_name(self.activation)
+        if self.bias_ih is not None and act is not None:  # one fused op for both biases and the activation
+            h = F.bias_act(pre, self.bias_ih + self.bias_hh, act, pre.ndim - 1)
+        else:
+            if self.bias_ih is not None:
+                pre = pre + (self.bias_ih + self.bias_hh)
+            h = pre if self.activation is None else self.activation(pre)
+        return h, h
+
+    def _repr_args(self):
+        args = super()._repr_args()
+        args.insert(2, describe(self.activation))
+        return args
+
+
+class LSTMCell(_Cell):
+    """Long short-term memory cell (PyTorch's equations; gate order i, f, g, o).
+
+    ``i = σ(W_ii x + b_ii + W_hi h + b_hi)``, ``f = σ(...)``, ``g = tanh(...)``,
+    ``o = σ(...)``; ``c' = f * c + i * g``; ``h' = o * tanh(c')``; ``y = h'``.
+
+    Args:
+        input_size, hidden_size, bias: as :class:`RNNCell`.
+
+    Shapes:
+        state ``(h, c)``, each (..., H); ``weight_ih`` (4H, input_size), ``weight_hh`` (4H, H), biases (4H,).
+
+    Example:
+        >>> cell = nn.LSTMCell(3, 4)
+        >>> x = mf.randn(2, 3)
+        >>> (h, c), y = cell(cell.initial_state(x), x)
+    """
+
+    gates = 4
+
+    def initial_state(self, x: Tensor):
+        """Zero ``(h, c)`` for input ``x``, each ``(..., hidden_size)``."""
+        h = super().initial_state(x)
+        return h, Tensor(h.data.copy())
+
+    def forward(self, state, x):
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError(f"{self!r}: the state must be the pair (h, c), got {type(state).__name__}")
+        h, c = state
+        self._check_hidden(h, "h")
+        self._check_hidden(c, "c")
+        gi, gh = self._gates(x, h)
+        gates = gi + gh
+        i = F.sigmoid(self._chunk(gates, 0))
+        f = F.sigmoid(self._chunk(gates, 1))
+        g = F.tanh(self._chunk(gates, 2))
+        o = F.sigmoid(self._chunk(gates, 3))
+        c = f * c + i * g
+        h = o * F.tanh(c)
+        return (h, c), h
+
+
+class GRUCell(_Cell):
+    """Gated recurrent unit cell (PyTorch's equations; gate order r, z, n).
+
+    ``r = σ(W_ir x + b_ir + W_hr h + b_hr)``, ``z = σ(W_iz x + b_iz + W_hz h + b_hz)``,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``; ``y = h'``.
+
+    Args:
+        input_size, hidden_size, bias: as :class:`RNNCell`.
+
+    Shapes:
+        state ``h`` (..., H); ``weight_ih`` (3H, input_size), ``weight_hh`` (3H, H), biases (3H,).
+
+    Example:
+        >>> cell = nn.GRUCell(3, 4)
+        >>> x = mf.randn(2, 3)
+        >>> h, y = cell(cell.initial_state(x), x)
+    """
+
+    gates = 3
+
+    def forward(self, h, x):
+        self._check_hidden(h)
+        gi, gh = self._gates(x, h)
+        r = F.sigmoid(self._chunk(gi, 0) + self._chunk(gh, 0))
+        z = F.sigmoid(self._chunk(gi, 1) + self._chunk(gh, 1))
+        n = F.tanh(self._chunk(gi, 2) + r * self._chunk(gh, 2))
+        h = n + z * (h - n)  # = (1 - z) * n + z * h
+        return h, h
+
+
+class ConvLSTMCell(Module):
+    """Convolutional LSTM cell (Shi et al. 2015, without peepholes): LSTM gates computed by convolutions.
+
+    ``[i, f, g, o] = conv([x, h], weight) + bias`` (same padding, channels
+    concatenated), then as :class:`LSTMCell`: ``c' = σ(f) c + σ(i) tanh(g)``,
+    ``h' = σ(o) tanh(c')``; ``y = h'``.
+
+    Args:
+        in_channels: channels of the input ``x``.
+        hidden_channels: channels Hc of ``h`` and ``c``.
+        kernel_size: odd int or pair of odd ints (so that same padding is symmetric).
+        bias: whether to learn the gate bias.
+
+    Shapes:
+        ``x`` (N, C_in, H, W); state ``(h, c)``, each (N, Hc, H, W); the gate
+        convolution ``conv`` has weight (4Hc, C_in + Hc, kh, kw), gate order i, f, g, o.
+
+    Example:
+        >>> cell = nn.ConvLSTMCell(3, 8, 3)
+        >>> x = mf.randn(2, 3, 16, 16)
+        >>> (h, c), y = cell(cell.initial_state(x), x)
+        >>> y.shape
+        (2, 8, 16, 16)
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size, bias: bool = True):
+        kh, kw = _pair("kernel_size", kernel_size, "ConvLSTMCell")
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"ConvLSTMCell: kernel_size must be odd (symmetric same padding), got {kernel_size!r}")
+        self.in_channels, self.hidden_channels = int(in_channels), int(hidden_channels)
+        self.kernel_size = (kh, kw)
+        self.conv = Conv(in_channels + hidden_channels, 4 * hidden_channels, (kh, kw),
+                         padding=(kh // 2, kw // 2), bias=bias)
+
+    def initial_state(self, x: Tensor):
+        """Zero ``(h, c)`` for an input batch ``x`` (N, C_in, H, W): each (N, Hc, H, W)."""
+        self._check_input(x)
+        xp = backend.array_module(x.data)
+        shape = (x.shape[0], self.hidden_channels) + tuple(x.shape[2:])
+        return Tensor(xp.zeros(shape, dtype=x.dtype)), Tensor(xp.zeros(shape, dtype=x.dtype))
+
+    def _check_input(self, x):
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W), got {shape}")
+
+    def forward(self, state, x):
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError(f"{self!r}: the state must be the pair (h, c), got {type(state).__name__}")
+        self._check_input(x)
+        h, c = state
+        expected = (x.shape[0], self.hidden_channels) + tuple(x.shape[2:])
+        for name, t in (("h", h), ("c", c)):
+            if tuple(t.shape) != expected:
+                raise ValueError(f"{self!r}: state {name} of shape {tuple(t.shape)} does not fit input of "
+                                 f"shape {tuple(x.shape)} (expected {expected})")
+        gates = self.conv(F.concat([x, h], axis=1))
+        hc = self.hidden_channels
+        i = F.sigmoid(gates[:, 0:hc])
+        f = F.sigmoid(gates[:, hc:2 * hc])
+        g = F.tanh(gates[:, 2 * hc:3 * hc])
+        o = F.sigmoid(gates[:, 3 * hc:])
+        c = f * c + i * g
+        h = o * F.tanh(c)
+        return (h, c), h
+
+    def _repr_args(self):
+        k = self.kernel_size
+        return [str(self.in_channels), str(self.hidden_channels), str(k[0]) if k[0] == k[1] else repr(k)]
+
+
+# ---- Recur wrappers with a zero initial state --------------------------------------------
+class _ZeroStateRecur(Recur):
+    """A Recur built around a fresh cell, printed as the wrapper: ``LSTM(3, 4)``."""
+
+    def __repr__(self):
+        return format_call(type(self).__name__, self.cell._repr_args())
+
+
+class RNN(_ZeroStateRecur):
+    """``Recur(RNNCell(input_size, hidden_size, activation))`` starting from a zero state.
+
+    The zero state is made on the first call, for the batch shape of that input.
+
+    Example:
+        >>> rnn = nn.RNN(3, 4)
+        >>> rnn(mf.randn(2, 3)).shape
+        (2, 4)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, activation=F.tanh, bias: bool = True):
+        super().__init__(RNNCell(input_size, hidden_size, activation, bias))
+
+
+class LSTM(_ZeroStateRecur):
+    """``Recur(LSTMCell(input_size, hidden_size))`` starting from a zero ``(h, c)``.
+
+    Example:
+        >>> lstm = nn.LSTM(3, 4)
+        >>> lstm(mf.randn(2, 3)).shape
+        (2, 4)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__(LSTMCell(input_size, hidden_size, bias))
+
+
+class GRU(_ZeroStateRecur):
+    """``Recur(GRUCell(input_size, hidden_size))`` starting from a zero state.
+
+    Example:
+        >>> gru = nn.GRU(3, 4)
+        >>> gru(mf.randn(2, 3)).shape
+        (2, 4)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__(GRUCell(input_size, hidden_size, bias))

@@ -1,0 +1,443 @@
+"""Feedback: Splitter, Merger, FeedbackChain, FeedbackTree, nesting, initial_state, BPTT, errors."""
+
+import operator
+
+import numpy as np
+import pytest
+
+import minifb as mf
+from minifb import functional as F
+from minifb import nn
+from minifb.testing import gradcheck
+
+
+def to64(module):
+    for t in module.parameters() + module.buffers():
+        t.data = t.data.astype(np.float64)
+    return module
+
+
+def t64(array, requires_grad=False):
+    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)
+
+
+def ident(t):
+    return t
+
+
+def seed_net():
+    return nn.FeedbackChain(
+        nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add),
+        nn.Dense(10, 5, mf.relu),
+        nn.Splitter("fork1"),
+    )
+
+
+def run(cell, state, xs):
+    """Unroll ``cell`` by hand: the list of outputs and the final state."""
+    ys = []
+    for x in xs:
+        state, y = cell(state, x)
+        ys.append(y)
+    return ys, state
+
+
+# ---- the seed example and the basic semantics ------------------------------------------------
+def test_seed_example_from_design():
+    net = seed_net()
+    x = mf.randn(10)
+    h = {"fork1": mf.zeros(5)}
+    h, out = net(h, x)
+    assert out.shape == (5,) and list(h) == ["fork1"] and h["fork1"] is out
+
+    rnet = nn.Recur(net, h)
+    out = rnet(x)
+    assert out.shape == (5,)
+    assert rnet.state["fork1"] is out
+    assert [n for n, _ in rnet.named_parameters()] == [
+        "cell.layers.0.op.weight", "cell.layers.0.op.bias", "cell.layers.1.weight", "cell.layers.1.bias"]
+
+
+def test_seed_example_equals_explicit_equations():
+    net = seed_net()
+    merger_dense, dense = net.layers[0].op, net.layers[1]
+    w1, b1 = merger_dense.weight.numpy(), merger_dense.bias.numpy()
+    w2, b2 = dense.weight.numpy(), dense.bias.numpy()
+    xs = [np.random.default_rng(t).standard_normal((3, 10)).astype(np.float32) for t in range(4)]
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    fork, expected = np.zeros(5, np.float32), []
+    for x in xs:
+        fork = relu((x + relu(fork @ w1.T + b1)) @ w2.T + b2)
+        expected.append(fork)
+    rnet = nn.Recur(net, {"fork1": mf.zeros(5)})      # an unbatched zero state broadcasts into the batch
+    for x, e in zip(xs, expected):
+        np.testing.assert_allclose(rnet(mf.tensor(x)).numpy(), e, rtol=1e-5, atol=1e-6)
+
+
+def test_merger_reads_the_previous_step():
+    # state_t = x_t + state_{t-1}: a running sum, which is only right if the Merger reads the old state
+    net = nn.FeedbackChain(nn.Merger("acc", nn.Lambda(ident), operator.add), nn.Splitter("acc"))
+    xs = [mf.tensor([float(t)]) for t in range(1, 6)]
+    ys, _ = run(net, {"acc": mf.zeros(1)}, xs)
+    assert [y.item() for y in ys] == [1, 3, 6, 10, 15]
+
+
+def test_new_state_holds_values_of_this_pass_only():
+    net = nn.FeedbackChain(nn.Merger("b", nn.Lambda(ident), operator.add), nn.Splitter("a"),
+                           nn.Lambda(lambda t: t * 10), nn.Splitter("b"))
+    state = {"a": mf.tensor([100.0]), "b": mf.tensor([1.0]), "junk": mf.zeros(1)}
+    new, y = net(state, mf.tensor([2.0]))
+    assert list(new) == ["a", "b"]
+    assert new["a"].item() == 3 and new["b"].item() == 30 and y.item() == 30
+
+
+def test_feedback_tree_signals_climb_one_stage_per_step():
+    stages = [nn.Lambda(lambda t: t + 1), nn.Splitter("a"), nn.Lambda(lambda t: t * 10), nn.Splitter("b")]
+    tree = nn.FeedbackTree(*stages)
+    chain = nn.FeedbackChain(*stages)
+    x = mf.tensor([1.0])
+    ys, state = run(tree, tree.initial_state(x), [x] * 4)
+    # step 1: the stream continues with the zero state after each Splitter;
+    # step 2: the stage above "a" sees step 1's value; step 3: the output sees it
+    assert [y.item() for y in ys] == [0, 0, 20, 20]
+    assert state["a"].item() == 2 and state["b"].item() == 20
+    ys, _ = run(chain, chain.initial_state(x), [x] * 2)
+    assert [y.item() for y in ys] == [20, 20]
+
+
+def test_feedback_tree_with_a_merger():
+    # a Merger in a tree reads the previous state, like in a chain
+    tree = nn.FeedbackTree(nn.Merger("top", nn.Lambda(ident), operator.add), nn.Splitter("bottom"),
+                           nn.Lambda(lambda t: t * 2), nn.Splitter("top"))
+    state = {"bottom": mf.zeros(1), "top": mf.zeros(1)}
+    outs = []
+    for _ in range(4):
+        state, y = tree(state, mf.tensor([1.0]))
+        outs.append((state["bottom"].item(), state["top"].item(), y.item()))
+    # bottom_t = 1 + top_{t-1}; top_t = 2 * bottom_{t-1}; y_t = top_{t-1}
+    assert outs == [(1, 0, 0), (1, 2, 0), (3, 2, 2), (3, 6, 2)]
+
+
+# ---- fused Merger path ---------------------------------------------------------------------------
+@pytest.mark.parametrize("make_op,shape", [
+    (lambda: nn.Dense(4, 4, mf.tanh), (3, 4)),
+    (lambda: nn.Dense(4, 4), (4,)),
+    (lambda: nn.Conv(2, 2, 3, mf.relu, padding=1), (2, 2, 4, 4)),
+    (lambda: nn.ConvTranspose(3, 2, 4, mf.sigmoid, stride=2, padding=1), (2, 2, 4, 4)),
+])
+def test_fused_merger_equals_plain_merger(make_op, shape):
+    op = to64(make_op())
+    state_shape = (2, 3, 2, 2) if isinstance(op, nn.ConvTranspose) else shape
+    rng = np.random.default_rng(0)
+    x = t64(rng.standard_normal(shape), requires_grad=True)
+    s = t64(rng.standard_normal(state_shape), requires_grad=True)
+    fused = nn.Merger("m", op, operator.add)
+    plain = nn.Merger("m", op, lambda a, b: a + b)
+    y1, y2 = fused.merge(x, {"m": s}), plain.merge(x, {"m": s})
+    assert type(y1._ctx).__name__ == "MergeAct" and type(y2._ctx).__name__ != "MergeAct"
+    np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-12)
+    gradcheck(lambda x, s, w, b: fused.merge(x, {"m": s}), x, s, op.weight, op.bias)
+
+
+def test_fused_merger_with_broadcasting_state_falls_back():
+    op = nn.Dense(5, 10, mf.relu)
+    merger = nn.Merger("m", op, operator.add)
+    x, s = mf.randn(3, 10), mf.randn(5)
+    np.testing.assert_allclose(merger.merge(x, {"m": s}).numpy(), (x + op(s)).numpy(), rtol=1e-6)
+
+
+# ---- BPTT gradients ---------------------------------------------------------------------------
+def _bptt_check(net, xs, state0):
+    params = net.parameters()
+
+    def loss(*_):
+        ys, _ = run(net, state0, xs)
+        return mf.stack(ys)
+
+    gradcheck(loss, *params, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("combine", [operator.add, operator.mul])
+def test_bptt_dense_feedback_chain_matches_finite_differences(combine):
+    mf.manual_seed(0)
+    net = to64(nn.FeedbackChain(
+        nn.Dense(3, 4, mf.tanh),
+        nn.Merger("h", nn.Dense(4, 4, mf.tanh), combine),
+        nn.Dense(4, 4, mf.sigmoid),
+        nn.Splitter("h"),
+        nn.Merger("out", nn.Dense(2, 4), operator.add),    # plain op (no activation): fused too
+        nn.Dense(4, 2),
+        nn.Splitter("out"),
+    ))
+    rng = np.random.default_rng(1)
+    xs = [t64(rng.standard_normal((2, 3))) for _ in range(4)]
+    state0 = {k: t64(rng.standard_normal(v.shape) * 0.5) for k, v in net.initial_state(xs[0]).items()}
+    _bptt_check(net, xs, state0)
+
+
+def test_bptt_conv_feedback_chain_with_conv_transpose_matches_finite_differences():
+    mf.manual_seed(1)
+    net = to64(nn.FeedbackChain(
+        nn.Conv(1, 2, 3, mf.tanh, padding=1),                               # (N, 2, 6, 6)
+        nn.Merger("c2", nn.ConvTranspose(3, 2, 4, mf.tanh, stride=2, padding=1), operator.add),
+        nn.Conv(2, 3, 3, mf.tanh, stride=2, padding=1),                      # (N, 3, 3, 3)
+        nn.Splitter("c2"),
+        nn.Flatten(),
+        nn.Dense(27, 2),
+    ))
+    rng = np.random.default_rng(2)
+    xs = [t64(rng.standard_normal((2, 1, 6, 6))) for _ in range(3)]
+    state0 = net.initial_state(xs[0])
+    assert state0["c2"].shape == (2, 3, 3, 3)
+    _bptt_check(net, xs, state0)
+
+
+def test_bptt_through_the_input_and_state():
+    net = to64(seed_net())
+    rng = np.random.default_rng(3)
+    xs = [t64(rng.standard_normal(10), requires_grad=True) for _ in range(3)]
+    s0 = t64(rng.standard_normal(5), requires_grad=True)
+
+    def loss(s0, *xs):
+        ys, _ = run(net, {"fork1": s0}, xs)
+        return mf.stack(ys)
+
+    gradcheck(loss, s0, *xs)
+
+
+def test_recur_equals_the_explicitly_unrolled_graph():
+    """Values and gradients of Recur over T steps equal a hand-written unrolled graph."""
+    net = to64(seed_net())
+    w1, b1 = net.layers[0].op.weight, net.layers[0].op.bias
+    w2, b2 = net.layers[1].weight, net.layers[1].bias
+    rng = np.random.default_rng(4)
+    xs = [t64(rng.standard_normal((2, 10))) for _ in range(5)]
+    g = rng.standard_normal((5, 2, 5))
+
+    rnet = nn.Recur(net, {"fork1": t64(np.zeros((2, 5)))})
+    through_recur = mf.stack(nn.unroll(rnet, xs))
+    through_recur.backward(g)
+    grads = [p.grad.copy() for p in (w1, b1, w2, b2)]
+    for p in (w1, b1, w2, b2):
+        p.grad = None
+
+    fork, ys = t64(np.zeros((2, 5))), []
+    for x in xs:                                    # the graph written out with plain ops
+        merged = x + F.relu(fork @ w1.transpose() + b1)
+        fork = F.relu(merged @ w2.transpose() + b2)
+        ys.append(fork)
+    expected = mf.stack(ys)
+    expected.backward(g)
+    np.testing.assert_allclose(through_recur.numpy(), expected.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(rnet.state["fork1"].numpy(), ys[-1].numpy(), rtol=1e-12)
+    for p, want in zip((w1, b1, w2, b2), grads):
+        np.testing.assert_allclose(p.grad, want, rtol=1e-10, atol=1e-12)
+
+
+# ---- Recur with feedback: detach, reset --------------------------------------------------------
+def test_detach_cuts_the_tape():
+    net = seed_net()
+    rng = np.random.default_rng(5)
+    xs = [mf.tensor(rng.standard_normal((2, 10)).astype(np.float32)) for _ in range(3)]
+    rnet = nn.Recur(net, {"fork1": mf.zeros(2, 5)})
+    rnet(xs[0])
+    rnet(xs[1])
+    rnet.detach()
+    detached = rnet.state
+    assert not detached["fork1"].requires_grad
+    rnet(xs[2]).sum().backward()
+    through_recur = [p.grad.copy() for p in net.parameters()]
+    net.zero_grad()
+    _, y = net({"fork1": detached["fork1"]}, xs[2])     # one step from the detached state
+    y.sum().backward()
+    for got, want in zip(through_recur, [p.grad for p in net.parameters()]):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_reset_restores_the_initial_state():
+    net = seed_net()
+    h0 = {"fork1": mf.zeros(5)}
+    rnet = nn.Recur(net, h0)
+    x = mf.randn(10)
+    first = [rnet(x).numpy() for _ in range(3)]
+    assert rnet.state is not h0
+    rnet.reset()
+    assert rnet.state is h0
+    again = [rnet(x).numpy() for _ in range(3)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recur_makes_the_initial_state_lazily():
+    net = seed_net()
+    rnet = nn.Recur(net)
+    y = rnet(mf.randn(4, 10))
+    assert y.shape == (4, 5) and rnet.state["fork1"].shape == (4, 5)
+    rnet.reset()
+    assert rnet.state is None
+    assert rnet(mf.randn(2, 10)).shape == (2, 5)
+
+
+# ---- nesting -----------------------------------------------------------------------------------
+def _layers():
+    mf.manual_seed(7)
+    return dict(
+        d1=nn.Dense(3, 4, mf.tanh), ma=nn.Merger("a", nn.Dense(4, 4), operator.add),
+        d2=nn.Dense(4, 4, mf.tanh), sa=nn.Splitter("a"),
+        mb=nn.Merger("b", nn.Dense(2, 4, mf.relu), operator.mul),
+        d3=nn.Dense(4, 2), sb=nn.Splitter("b"),
+    )
+
+
+def test_nested_chains_take_part_in_the_outer_state():
+    L = _layers()
+    flat = nn.FeedbackChain(L["d1"], L["ma"], L["d2"], L["sa"], L["mb"], L["d3"], L["sb"])
+    nested = nn.FeedbackChain(
+        nn.Chain(L["d1"], nn.FeedbackChain(L["ma"], L["d2"], L["sa"])),
+        L["mb"],                                            # reads "b", written inside a nested Chain
+        nn.Chain(L["d3"], nn.Chain(L["sb"])),
+    )
+    assert nested.splitnames() == flat.splitnames() == ["a", "b"]
+    x = mf.randn(2, 3)
+    s_flat, s_nested = flat.initial_state(x), nested.initial_state(x)
+    assert {k: v.shape for k, v in s_flat.items()} == {k: v.shape for k, v in s_nested.items()} == \
+        {"a": (2, 4), "b": (2, 2)}
+    for _ in range(3):
+        x = mf.randn(2, 3)
+        s_flat, y_flat = flat(s_flat, x)
+        s_nested, y_nested = nested(s_nested, x)
+        np.testing.assert_array_equal(y_flat.numpy(), y_nested.numpy())
+        for k in s_flat:
+            np.testing.assert_array_equal(s_flat[k].numpy(), s_nested[k].numpy())
+    assert len(nested.parameters()) == len(flat.parameters()) == 10
+
+
+def test_nested_feedback_tree_keeps_tree_semantics():
+    inner = nn.FeedbackTree(nn.Lambda(lambda t: t + 1), nn.Splitter("t"))
+    outer = nn.FeedbackChain(inner, nn.Lambda(lambda t: t * 10), nn.Chain(nn.Splitter("c")))
+    x = mf.tensor([1.0])
+    state = outer.initial_state(x)
+    assert list(state) == ["t", "c"]
+    ys, _ = run(outer, state, [x] * 2)
+    assert [y.item() for y in ys] == [0, 20]          # the tree's Splitter delays by one step
+
+
+def test_validation_sees_through_nesting():
+    with pytest.raises(ValueError, match=r"duplicate Splitter names \['a'\]"):
+        nn.FeedbackChain(nn.Splitter("a"), nn.Chain(nn.Dense(2, 2), nn.Splitter("a")))
+    with pytest.raises(ValueError, match=r'Merger\("z"\)'):
+        nn.FeedbackChain(nn.Chain(nn.Merger("z", nn.Dense(2, 2), operator.add)), nn.Splitter("a"))
+    # a Merger in a nested Chain may read a Splitter of the outer chain
+    nn.FeedbackChain(nn.Chain(nn.Merger("a", nn.Dense(2, 2), operator.add)), nn.Splitter("a"))
+
+
+# ---- initial_state ---------------------------------------------------------------------------------
+def test_initial_state_shapes_dtype_and_no_side_effects():
+    net = nn.FeedbackChain(
+        nn.Conv(1, 4, 3, mf.relu, padding=1), nn.BatchNorm(4), nn.Splitter("c1"),
+        nn.Merger("c2", nn.ConvTranspose(8, 4, 2, stride=2), operator.add),
+        nn.MaxPool(2), nn.Conv(4, 8, 3, mf.relu, padding=1), nn.Splitter("c2"),
+        nn.Flatten(), nn.Dropout(0.5), nn.Dense(8 * 4 * 4, 10), nn.Splitter("out"),
+    )
+    bn = net.layers[1]
+    before = bn.running_mean.numpy().copy()
+    x = mf.randn(3, 1, 8, 8)
+    state = net.initial_state(x)
+    assert {k: v.shape for k, v in state.items()} == {"c1": (3, 4, 8, 8), "c2": (3, 8, 4, 4), "out": (3, 10)}
+    assert all(v.dtype == np.float32 and not v.requires_grad and not v.numpy().any() for v in state.values())
+    np.testing.assert_array_equal(bn.running_mean.numpy(), before)
+    assert all(m.training for m in net.modules())
+    state, y = net(state, x)
+    assert y.shape == (3, 10)
+    x64 = mf.tensor(np.zeros((1, 1, 8, 8)), dtype="float64")
+    assert all(v.dtype == np.float64 for v in net.initial_state(x64).values())
+
+
+def test_initial_state_on_the_input_device(device):
+    net = seed_net().to(device)
+    state = net.initial_state(mf.randn(2, 10, device=device))
+    assert state["fork1"].device == device and state["fork1"].shape == (2, 5)
+
+
+def test_initial_state_fails_clearly_when_combine_changes_the_shape():
+    net = nn.FeedbackChain(
+        nn.Merger("h", nn.Dense(2, 2), lambda a, b: mf.concat([a, b], axis=-1)),
+        nn.Dense(5, 2), nn.Splitter("h"),
+    )
+    with pytest.raises(ValueError, match="initial_state.*build the state by hand"):
+        net.initial_state(mf.randn(3))
+    state, y = net({"h": mf.zeros(2)}, mf.randn(3))     # works with a hand-made state
+    assert y.shape == (2,)
+
+
+# ---- errors ------------------------------------------------------------------------------------
+def test_error_missing_state_key_names_merger_and_key():
+    net = seed_net()
+    with pytest.raises(KeyError, match=r'Merger\("fork1".*no entry "fork1"'):
+        net({"other": mf.zeros(5)}, mf.randn(10))
+    tree = nn.FeedbackTree(nn.Dense(2, 2), nn.Splitter("s"))
+    with pytest.raises(KeyError, match=r'Splitter\("s"\) in a FeedbackTree.*no entry "s"'):
+        tree({}, mf.randn(2))
+
+
+def test_error_shapes_that_do_not_combine():
+    net = nn.FeedbackChain(nn.Merger("h", nn.Dense(4, 6), operator.add), nn.Dense(5, 4), nn.Splitter("h"))
+    with pytest.raises(ValueError, match=r'Merger\("h".*stream of shape \(5,\).*shape \(6,\)'):
+        net({"h": mf.zeros(4)}, mf.randn(5))
+    # feedback may broadcast into the stream, but never enlarge it
+    net2 = nn.FeedbackChain(nn.Merger("h", nn.Lambda(ident), operator.add), nn.Splitter("h"))
+    with pytest.raises(ValueError, match=r"stream of shape \(3,\).*shape \(2, 3\)"):
+        net2({"h": mf.zeros(2, 3)}, mf.randn(3))
+    cat = nn.FeedbackChain(nn.Merger("h", nn.Lambda(ident), lambda a, b: mf.concat([a, b], axis=0)),
+                           nn.Splitter("h"))
+    with pytest.raises(ValueError, match=r"combine <lambda> failed on the stream of shape \(2, 3\)"):
+        cat({"h": mf.zeros(4, 2)}, mf.randn(2, 3))
+
+
+def test_error_op_cannot_take_the_state():
+    net = seed_net()
+    with pytest.raises(ValueError, match=r'Merger\("fork1"\): op Dense\(5, 10, relu\) failed on '
+                                         r'state\["fork1"\] of shape \(7,\)'):
+        net({"fork1": mf.zeros(7)}, mf.randn(10))
+    net2 = nn.FeedbackChain(nn.Merger("a", nn.Chain(nn.Dense(3, 2)), operator.add), nn.Splitter("a"))
+    with pytest.raises(ValueError, match=r'Merger\("a"\): op Chain\(Dense\(3, 2\)\) failed'):
+        net2({"a": mf.zeros(4)}, mf.randn(2))
+
+
+def test_error_construction():
+    with pytest.raises(ValueError, match=r"duplicate Splitter names \['s'\]"):
+        nn.FeedbackChain(nn.Splitter("s"), nn.Dense(2, 2), nn.Splitter("s"))
+    with pytest.raises(ValueError, match=r'no Splitter writes the state read by Merger\("x"\)'):
+        nn.FeedbackChain(nn.Merger("x", nn.Dense(2, 2), operator.add), nn.Splitter("y"))
+    with pytest.raises(ValueError, match="FeedbackTree"):
+        nn.FeedbackTree(nn.Merger("x", nn.Dense(2, 2), operator.add))
+    with pytest.raises(TypeError, match="Splitter"):
+        nn.Splitter("")
+    with pytest.raises(TypeError, match="Merger"):
+        nn.Merger("x", nn.Dense(2, 2), "add")
+
+
+def test_error_markers_outside_a_feedback_container():
+    with pytest.raises(RuntimeError, match=r'Splitter\("s"\) was called outside'):
+        nn.Chain(nn.Dense(2, 2), nn.Splitter("s"))(mf.randn(2))
+    with pytest.raises(RuntimeError, match=r'Merger\("s"\) was called outside'):
+        nn.Merger("s", nn.Dense(2, 2), operator.add)(mf.randn(2))
+
+
+def test_error_state_is_not_a_dict():
+    with pytest.raises(TypeError, match="state must be a dict"):
+        seed_net()(mf.zeros(5), mf.randn(10))
+
+
+def test_error_tree_state_of_the_wrong_shape():
+    tree = nn.FeedbackTree(nn.Dense(2, 2), nn.Splitter("s"))
+    with pytest.raises(ValueError, match=r"shape \(3,\) cannot replace the stream of shape \(2,\)"):
+        tree({"s": mf.zeros(3)}, mf.randn(2))
+
+
+def test_feedback_chain_indexing():
+    net = seed_net()
+    assert isinstance(net[1], nn.Dense) and len(net) == 3 and list(net) == net.layers
+    assert isinstance(net[1:], nn.FeedbackChain)
+    with pytest.raises(ValueError, match="no Splitter"):
+        net[:2]

@@ -1,0 +1,301 @@
+"""Layers: shapes, values (against NumPy and PyTorch), float64 gradients, init and errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minifb as mf
+from minifb import nn
+from minifb.testing import gradcheck
+
+
+def to64(module):
+    """Convert a module's parameters and buffers to float64 in place (for finite differences)."""
+    for t in module.parameters() + module.buffers():
+        t.data = t.data.astype(np.float64)
+    return module
+
+
+def t64(array, requires_grad=True):
+    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ---- Dense ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(5,), (3, 5), (2, 3, 5)])
+def test_dense_any_leading_axes(shape):
+    layer = nn.Dense(5, 4, mf.relu)
+    x = mf.tensor(rng().standard_normal(shape).astype(np.float32))
+    y = layer(x)
+    assert y.shape == shape[:-1] + (4,)
+    expected = np.maximum(x.numpy() @ layer.weight.numpy().T + layer.bias.numpy(), 0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_fused_and_plain_paths_agree():
+    fused = to64(nn.Dense(4, 3, mf.tanh))
+    plain = to64(nn.Dense(4, 3, lambda t: mf.tanh(t)))       # not recognised: plain path
+    plain.load_state_dict(fused.state_dict())
+    x = t64(rng().standard_normal((6, 4)))
+    np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), rtol=1e-12)
+    for act in (None, mf.relu, mf.sigmoid, mf.tanh, mf.leaky_relu):
+        layer = to64(nn.Dense(4, 3, act))
+        gradcheck(lambda x, w, b: layer(x), x, layer.weight, layer.bias)
+
+
+def test_dense_without_bias_and_gradcheck_3d():
+    layer = to64(nn.Dense(3, 2, mf.sigmoid, bias=False))
+    assert layer.bias is None and len(layer.parameters()) == 1
+    x = t64(rng(1).standard_normal((2, 4, 3)))
+    gradcheck(lambda x, w: layer(x), x, layer.weight)
+
+
+def test_dense_init_like_pytorch():
+    mf.manual_seed(3)
+    layer = nn.Dense(50, 40)
+    bound = 1 / np.sqrt(50)
+    w, b = layer.weight.numpy(), layer.bias.numpy()
+    assert w.dtype == np.float32 and np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert np.abs(b).max() <= bound
+    assert abs(w.std() - bound / np.sqrt(3)) < 0.01        # uniform(-a, a) has std a/sqrt(3)
+    mf.manual_seed(3)
+    np.testing.assert_array_equal(nn.Dense(50, 40).weight.numpy(), w)   # reproducible
+
+
+def test_dense_errors():
+    layer = nn.Dense(5, 4)
+    with pytest.raises(ValueError, match=r"Dense\(5, 4\): expected input of shape \(\.\.\., 5\), got \(2, 3\)"):
+        layer(mf.randn(2, 3))
+    with pytest.raises(TypeError, match="Dense"):
+        layer(np.zeros(5))
+    with pytest.raises(ValueError, match="Dense"):
+        nn.Dense(0, 3)
+
+
+# ---- Conv / ConvTranspose -----------------------------------------------------------------
+CONV_CASES = [
+    dict(kernel_size=3),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), padding="same"),
+    dict(kernel_size=3, dilation=2, padding=2, groups=2),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_matches_pytorch(case):
+    torch = pytest.importorskip("torch")
+    case = dict(case)
+    k = case.pop("kernel_size")
+    layer = nn.Conv(4, 6, k, mf.relu, **case)
+    x = rng().standard_normal((2, 4, 9, 8)).astype(np.float32)
+    ref = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(layer.weight.numpy()),
+                                     torch.tensor(layer.bias.numpy()), **case).relu()
+    np.testing.assert_allclose(layer(mf.tensor(x)).numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [dict(stride=1, padding=0), dict(stride=2, padding=1, output_padding=1),
+                                  dict(stride=2, dilation=2, groups=2)])
+def test_conv_transpose_matches_pytorch(case):
+    torch = pytest.importorskip("torch")
+    layer = nn.ConvTranspose(4, 6, 3, mf.sigmoid, **case)
+    assert layer.weight.shape == (4, 6 // case.get("groups", 1), 3, 3)
+    x = rng().standard_normal((2, 4, 5, 6)).astype(np.float32)
+    ref = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(layer.weight.numpy()),
+                                               torch.tensor(layer.bias.numpy()), **case).sigmoid()
+    np.testing.assert_allclose(layer(mf.tensor(x)).numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_init_like_pytorch():
+    conv = nn.Conv(6, 8, 3, groups=2)
+    assert np.abs(conv.weight.numpy()).max() <= 1 / np.sqrt(3 * 9)
+    up = nn.ConvTranspose(6, 4, 2)
+    assert np.abs(up.weight.numpy()).max() <= 1 / np.sqrt(4 * 4)   # fan-in from weight.shape[1]
+
+
+def test_conv_gradients_float64():
+    conv = to64(nn.Conv(2, 3, 3, mf.tanh, stride=2, padding=1))
+    x = t64(rng().standard_normal((2, 2, 5, 5)))
+    gradcheck(lambda x, w, b: conv(x), x, conv.weight, conv.bias)
+    up = to64(nn.ConvTranspose(3, 2, 3, mf.relu, stride=2, padding=1, output_padding=1))
+    z = t64(rng(1).standard_normal((2, 3, 3, 3)))
+    gradcheck(lambda z, w, b: up(z), z, up.weight, up.bias)
+    plain = to64(nn.Conv(2, 3, 3, lambda t: t * t, bias=False))
+    gradcheck(lambda x, w: plain(x), x, plain.weight)
+
+
+def test_conv_unbatched_input():
+    conv = nn.Conv(3, 5, 3, mf.relu, padding=1)
+    x = mf.randn(3, 6, 6)
+    y = conv(x)
+    assert y.shape == (5, 6, 6)
+    np.testing.assert_allclose(y.numpy(), conv(mf.tensor(x.numpy()[None]))[0].numpy(), rtol=1e-6)
+
+
+def test_conv_errors():
+    conv = nn.Conv(3, 4, 3)
+    with pytest.raises(ValueError, match=r"Conv\(3, 4, 3\): expected input of shape \(N, 3, H, W\)"):
+        conv(mf.randn(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="groups"):
+        nn.Conv(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.ConvTranspose(3, 4, 0)
+    with pytest.raises(ValueError, match="ConvTranspose"):
+        nn.ConvTranspose(3, 4, 3)(mf.randn(1, 4, 5, 5))
+
+
+# ---- pooling, flatten, dropout, lambda --------------------------------------------------------
+def test_pooling_layers():
+    x = mf.tensor(rng().standard_normal((2, 3, 6, 6)).astype(np.float32))
+    a = x.numpy()
+    np.testing.assert_allclose(nn.MaxPool(2)(x).numpy(), a.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)))
+    np.testing.assert_allclose(nn.MeanPool(3)(x).numpy(), a.reshape(2, 3, 2, 3, 2, 3).mean(axis=(3, 5)),
+                               rtol=1e-5)
+    assert nn.MaxPool(3, stride=1, padding=1)(x).shape == (2, 3, 6, 6)
+    np.testing.assert_allclose(nn.GlobalMaxPool()(x).numpy(), a.max(axis=(2, 3), keepdims=True))
+    np.testing.assert_allclose(nn.GlobalMeanPool()(x).numpy(), a.mean(axis=(2, 3), keepdims=True), rtol=1e-5)
+    assert nn.Flatten()(x).shape == (2, 108)
+    with pytest.raises(ValueError, match="GlobalMaxPool"):
+        nn.GlobalMaxPool()(mf.randn(3, 4))
+    with pytest.raises(ValueError, match="MaxPool"):
+        nn.MaxPool(2)(mf.randn(3, 4, 4))
+    with pytest.raises(ValueError, match="Flatten"):
+        nn.Flatten()(mf.randn(3))
+
+
+def test_global_pools_gradient():
+    x = t64(rng().standard_normal((2, 3, 4, 4)))
+    gradcheck(lambda x: nn.GlobalMeanPool()(x), x)
+    gradcheck(lambda x: nn.GlobalMaxPool()(x), x)
+
+
+def test_dropout_train_and_eval():
+    mf.manual_seed(0)
+    drop = nn.Dropout(0.5)
+    y = drop(mf.ones(1000)).numpy()
+    assert set(np.unique(y)) <= {0.0, 2.0} and 300 < (y == 0).sum() < 700
+    drop.eval()
+    np.testing.assert_array_equal(drop(mf.ones(10)).numpy(), np.ones(10))
+    with pytest.raises(ValueError, match="Dropout"):
+        nn.Dropout(1.0)
+
+
+def test_lambda_layer():
+    layer = nn.Lambda(lambda t: t * 3)
+    assert layer(mf.ones(2)).tolist() == [3.0, 3.0] and layer.parameters() == []
+    with pytest.raises(TypeError, match="Lambda"):
+        nn.Lambda(3)
+
+
+# ---- BatchNorm -------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5, 5)])
+def test_batchnorm_matches_pytorch(shape):
+    torch = pytest.importorskip("torch")
+    x = rng().standard_normal(shape).astype(np.float32) * 2 + 1
+    g = rng(1).standard_normal(shape).astype(np.float32)
+    bn = nn.BatchNorm(3)
+    bn.weight.data = rng(2).standard_normal(3).astype(np.float32)
+    bn.bias.data = rng(3).standard_normal(3).astype(np.float32)
+    ref = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(3, momentum=0.1)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(bn.weight.numpy()))
+        ref.bias.copy_(torch.tensor(bn.bias.numpy()))
+    for step in range(2):                      # training steps update the running statistics
+        xt = mf.tensor(x + step, requires_grad=True)
+        tt = torch.tensor(x + step, requires_grad=True)
+        y, yt = bn(xt), ref(tt)
+        np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+        y.backward(g)
+        yt.backward(torch.tensor(g))
+        np.testing.assert_allclose(xt.grad, tt.grad.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(bn.weight.grad, ref.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.bias.grad, ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.running_mean.numpy(), ref.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), ref.running_var.numpy(), rtol=1e-5, atol=1e-6)
+    bn.eval(), ref.eval()
+    np.testing.assert_allclose(bn(mf.tensor(x)).numpy(), ref(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_running_stats_by_hand():
+    bn = nn.BatchNorm(2, momentum=0.5)
+    x = np.array([[1.0, 10.0], [3.0, 14.0]], np.float32)
+    y = bn(mf.tensor(x)).numpy()
+    np.testing.assert_allclose(y, [[-1, -1], [1, 1]], atol=1e-4)
+    np.testing.assert_allclose(bn.running_mean.numpy(), [1.0, 6.0])          # 0.5·0 + 0.5·mean
+    np.testing.assert_allclose(bn.running_var.numpy(), [1.5, 4.5])           # 0.5·1 + 0.5·unbiased var
+
+
+def test_batchnorm_gradients_float64_and_activation():
+    bn = to64(nn.BatchNorm(3, mf.relu))
+    bn.weight.data = rng(2).standard_normal(3)
+    x = t64(rng().standard_normal((4, 3, 2, 2)))
+    gradcheck(lambda x, w, b: bn(x), x, bn.weight, bn.bias)
+    bn.eval()
+    gradcheck(lambda x, w, b: bn(x), x, bn.weight, bn.bias)
+    y = bn(x).numpy()
+    assert (y >= 0).all()
+
+
+def test_batchnorm_errors():
+    with pytest.raises(ValueError, match=r"BatchNorm\(3\): expected input of shape \(N, 3, \.\.\.\)"):
+        nn.BatchNorm(3)(mf.randn(4, 2))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nn.BatchNorm(3)(mf.randn(1, 3))
+
+
+# ---- LRN ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 1.0), (2, 0.5, 0.9, 2.0), (3, 1.0, 0.5, 1.0)])
+def test_lrn_matches_pytorch(size, alpha, beta, k):
+    torch = pytest.importorskip("torch")
+    x = rng().standard_normal((2, 7, 3, 4)).astype(np.float32) * 3
+    g = rng(1).standard_normal(x.shape).astype(np.float32)
+    layer = nn.LRN(size, alpha, beta, k)
+    xt = mf.tensor(x, requires_grad=True)
+    tt = torch.tensor(x, requires_grad=True)
+    y = layer(xt)
+    yt = torch.nn.LocalResponseNorm(size, alpha, beta, k)(tt)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    y.backward(g)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(xt.grad, tt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_lrn_by_hand_and_gradients():
+    x = np.arange(1.0, 4.0).reshape(1, 3)           # (N, C) input, window of 3 channels
+    y = nn.LRN(3, alpha=3.0, beta=1.0, k=1.0)(t64(x, requires_grad=False)).numpy()
+    sums = np.array([1 + 4, 1 + 4 + 9, 4 + 9])
+    np.testing.assert_allclose(y, x / (1 + sums)[None])
+    z = t64(rng().standard_normal((2, 6, 3, 3)))
+    gradcheck(lambda z: nn.LRN(4, alpha=0.7, beta=0.8, k=1.5)(z), z)
+    with pytest.raises(ValueError, match="LRN"):
+        nn.LRN(3)(mf.randn(4))
+
+
+# ---- shapes over random configurations (hypothesis) ------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(lead=st.lists(st.integers(1, 3), max_size=3), n_in=st.integers(1, 4), n_out=st.integers(1, 4))
+def test_dense_shapes_and_values_for_any_leading_axes(lead, n_in, n_out):
+    layer = nn.Dense(n_in, n_out)
+    x = rng().standard_normal(tuple(lead) + (n_in,)).astype(np.float32)
+    y = layer(mf.tensor(x))
+    assert y.shape == tuple(lead) + (n_out,)
+    np.testing.assert_allclose(y.numpy(), x @ layer.weight.numpy().T + layer.bias.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2),
+       hw=st.tuples(st.integers(5, 8), st.integers(5, 8)))
+def test_conv_and_conv_transpose_output_size_formulas(k, s, p, d, hw):
+    x = mf.randn(1, 2, *hw)
+    y = nn.Conv(2, 3, k, stride=s, padding=p, dilation=d)(x)
+    expected = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n in hw)
+    assert y.shape == (1, 3) + expected
+    op = min(s, d) - 1                               # the largest output_padding allowed
+    z = nn.ConvTranspose(3, 2, k, stride=s, padding=min(p, (d * (k - 1)) // 2), dilation=d, output_padding=op)(y)
+    pt = min(p, (d * (k - 1)) // 2)
+    assert z.shape[2:] == tuple((n - 1) * s - 2 * pt + d * (k - 1) + op + 1 for n in expected)

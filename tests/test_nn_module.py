@@ -1,0 +1,236 @@
+"""Module (parameter discovery, state dicts, modes, devices, repr) and the containers."""
+
+import operator
+
+import numpy as np
+import pytest
+
+import minifb as mf
+from minifb import backend, nn
+
+
+class Custom(nn.Module):
+    """Parameters in a plain attribute, a list, a tuple and a dict; no super().__init__()."""
+
+    def __init__(self):
+        self.w = nn.Parameter(np.ones((2, 3), np.float32))
+        self.blocks = [nn.Dense(3, 4), (nn.Dense(4, 4), nn.Parameter(np.zeros(4, np.float32)))]
+        self.heads = {"a": nn.Dense(4, 1), "b": nn.Dense(4, 2, bias=False)}
+        self.stats = nn.Buffer(np.zeros(3, np.float32))
+        self._private = nn.Dense(9, 9)      # underscore attributes are not walked
+        self.note = "not a tensor"
+
+    def forward(self, x):
+        return x
+
+
+def test_parameters_found_through_attributes_lists_tuples_dicts():
+    names = [n for n, _ in Custom().named_parameters()]
+    assert names == [
+        "w",
+        "blocks.0.weight", "blocks.0.bias",
+        "blocks.1.0.weight", "blocks.1.0.bias",
+        "blocks.1.1",
+        "heads.a.weight", "heads.a.bias",
+        "heads.b.weight",
+    ]
+
+
+def test_parameter_order_is_deterministic_and_buffers_are_separate():
+    a, b = Custom(), Custom()
+    assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+    assert [n for n, _ in a.named_buffers()] == ["stats"]
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in a.parameters())
+    assert not any(b is p for p in a.parameters() for b in a.buffers())
+    assert "stats" in a.state_dict() and "w" in a.state_dict()
+
+
+def test_shared_parameter_counted_once():
+    dense = nn.Dense(3, 3)
+    chain = nn.Chain(dense, dense)
+    assert [n for n, _ in chain.named_parameters()] == ["layers.0.weight", "layers.0.bias"]
+    assert chain.num_parameters() == 12
+
+
+def test_parameter_conversion():
+    p = nn.Parameter([1, 2, 3])
+    assert p.dtype == np.float32 and p.requires_grad
+    t = mf.randn(3)
+    assert nn.Parameter(t).data is t.data
+    assert nn.Parameter(np.zeros(2, np.float64)).dtype == np.float64
+    assert "Parameter(" in repr(p)
+
+
+def test_state_dict_round_trip():
+    mf.manual_seed(0)
+    a = nn.Chain(nn.Dense(4, 6, mf.relu), nn.BatchNorm(6), nn.Dense(6, 2))
+    a(mf.randn(8, 4))                       # moves the running statistics away from their defaults
+    mf.manual_seed(1)
+    b = nn.Chain(nn.Dense(4, 6, mf.relu), nn.BatchNorm(6), nn.Dense(6, 2))
+    sd = a.state_dict()
+    assert list(sd) == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                        "layers.1.running_mean", "layers.1.running_var", "layers.2.weight", "layers.2.bias"]
+    result = b.load_state_dict(sd)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    x = mf.randn(5, 4)
+    a.eval(), b.eval()
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+    # state_dict holds copies: changing it leaves the module alone
+    sd["layers.0.weight"].data[:] = 7
+    assert not np.any(a.layers[0].weight.numpy() == 7)
+
+
+def test_load_state_dict_accepts_numpy_and_keeps_dtype():
+    d = nn.Dense(2, 2)
+    d.load_state_dict({"weight": np.eye(2), "bias": [1.0, 2.0]})
+    assert d.weight.dtype == np.float32
+    np.testing.assert_array_equal(d.weight.numpy(), np.eye(2))
+    np.testing.assert_array_equal(d.bias.numpy(), [1, 2])
+
+
+def test_load_state_dict_errors_list_every_problem():
+    d = nn.Chain(nn.Dense(2, 3), nn.Dense(3, 1))
+    sd = d.state_dict()
+    before = d.layers[0].weight.numpy().copy()
+    bad = dict(sd)
+    del bad["layers.1.bias"]
+    bad["extra.weight"] = np.zeros(1)
+    with pytest.raises(KeyError) as info:
+        d.load_state_dict(bad)
+    message = str(info.value)
+    assert "missing keys: layers.1.bias" in message and "unexpected keys: extra.weight" in message
+
+    bad = dict(sd)
+    bad["layers.0.weight"] = np.zeros((4, 2))
+    bad["layers.1.weight"] = np.zeros((1, 5))
+    bad["layers.0.bias"] = np.full(3, 9.0)
+    with pytest.raises(ValueError) as info:
+        d.load_state_dict(bad)
+    message = str(info.value)
+    assert "layers.0.weight: expected shape (3, 2), got (4, 2)" in message
+    assert "layers.1.weight: expected shape (1, 3), got (1, 5)" in message
+    # nothing was loaded
+    np.testing.assert_array_equal(d.layers[0].weight.numpy(), before)
+    assert not np.any(d.layers[0].bias.numpy() == 9)
+
+
+def test_load_state_dict_non_strict_reports_and_skips():
+    d = nn.Dense(2, 3)
+    result = d.load_state_dict({"weight": np.ones((3, 2)), "other": np.zeros(1)}, strict=False)
+    assert result.missing_keys == ["bias"] and result.unexpected_keys == ["other"]
+    np.testing.assert_array_equal(d.weight.numpy(), np.ones((3, 2)))
+
+
+def test_train_eval_is_recursive():
+    net = nn.Chain(nn.Dense(2, 2), nn.Chain(nn.Dropout(0.5), nn.BatchNorm(2)))
+    assert all(m.training for m in net.modules())
+    assert net.eval() is net
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+    assert len(list(net.modules())) == 5
+
+
+def test_zero_grad():
+    net = nn.Dense(3, 2)
+    net(mf.randn(4, 3)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_to_keeps_parameter_objects(device):
+    net = nn.Chain(nn.Dense(3, 2), nn.BatchNorm(2))
+    params = net.parameters()
+    net(mf.randn(4, 3)).sum().backward()
+    assert net.to(device) is net
+    assert all(a is b for a, b in zip(params, net.parameters()))
+    assert all(p.device == device and p.grad is not None and backend.device_of(p.grad) == device
+               for p in params)
+    assert all(b.device == device for b in net.buffers())
+    assert net(mf.randn(4, 3, device=device)).device == device
+
+
+def test_repr_is_flux_like():
+    merger = nn.Merger("s1", nn.Dense(5, 10, mf.relu), operator.add)
+    assert repr(merger) == 'Merger("s1", Dense(5, 10, relu), +)'
+    assert repr(nn.Chain(nn.Dense(2, 3, mf.tanh), mf.relu, nn.Flatten())) == \
+        "Chain(Dense(2, 3, tanh), relu, Flatten())"
+    assert repr(nn.Dense(2, 3, bias=False)) == "Dense(2, 3, bias=False)"
+    assert repr(nn.Conv(3, 8, 3, mf.relu, padding=1)) == "Conv(3, 8, 3, relu, padding=1)"
+    assert repr(nn.ConvTranspose(8, 3, (4, 2), stride=2)) == "ConvTranspose(8, 3, (4, 2), stride=2)"
+    assert repr(nn.SkipConnection(nn.Dense(2, 2), operator.add)) == "SkipConnection(Dense(2, 2), +)"
+    assert repr(nn.Parallel(operator.mul, nn.Dense(2, 2), nn.Dense(2, 2))) == \
+        "Parallel(*, Dense(2, 2), Dense(2, 2))"
+    assert repr(nn.MaxPool(2)) == "MaxPool(2)" and repr(nn.Dropout(0.25)) == "Dropout(0.25)"
+    assert repr(nn.BatchNorm(4, mf.relu)) == "BatchNorm(4, relu)"
+    assert repr(nn.LRN(5)) == "LRN(5, alpha=0.0001, beta=0.75, k=1.0)"
+    net = nn.FeedbackChain(nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add),
+                           nn.Dense(10, 5, mf.relu), nn.Splitter("fork1"))
+    assert repr(net) == (
+        "FeedbackChain(\n"
+        '  Merger("fork1", Dense(5, 10, relu), +),\n'
+        "  Dense(10, 5, relu),\n"
+        '  Splitter("fork1"),\n'
+        ")")
+    assert repr(nn.LSTM(3, 4)) == "LSTM(3, 4)" and repr(nn.RNNCell(3, 4)) == "RNNCell(3, 4, tanh)"
+    assert repr(nn.Recur(nn.GRUCell(2, 3))) == "Recur(GRUCell(2, 3))"
+
+
+def test_default_repr_of_a_user_module():
+    class Net(nn.Module):
+        def __init__(self):
+            self.body = nn.Dense(2, 2)
+            self.scale = 3.0
+
+    assert repr(Net()) == "Net(body=Dense(2, 2))"
+
+
+# ---- containers --------------------------------------------------------------------------
+def test_chain_indexing_and_slicing():
+    layers = [nn.Dense(4, 5, mf.relu), nn.Dense(5, 6), nn.Dense(6, 2)]
+    chain = nn.Chain(*layers)
+    assert chain[0] is layers[0] and chain[-1] is layers[2] and len(chain) == 3
+    head = chain[:2]
+    assert isinstance(head, nn.Chain) and head.layers == layers[:2]
+    assert isinstance(chain[1:2], nn.Chain)
+    x = mf.randn(3, 4)
+    np.testing.assert_allclose(chain(x).numpy(), chain[2:](head(x)).numpy(), rtol=1e-6)
+    assert list(chain) == layers
+
+
+def test_skip_connection_and_parallel():
+    inner = nn.Dense(3, 3)
+    x = mf.randn(2, 3)
+    skip = nn.SkipConnection(inner, operator.add)
+    np.testing.assert_allclose(skip(x).numpy(), (inner(x) + x).numpy(), rtol=1e-6)
+    cat = nn.SkipConnection(inner, lambda a, b: mf.concat([a, b], axis=1))
+    assert cat(x).shape == (2, 6)
+    a, b = nn.Dense(3, 2), nn.Dense(3, 2)
+    par = nn.Parallel(operator.mul, a, b)
+    np.testing.assert_allclose(par(x).numpy(), (a(x) * b(x)).numpy(), rtol=1e-6)
+    assert [n for n, _ in par.named_parameters()][0] == "layers.0.weight"
+    with pytest.raises(ValueError, match="Parallel"):
+        nn.Parallel(operator.add)
+
+
+def test_chain_with_a_plain_function_and_lambda_layer():
+    chain = nn.Chain(nn.Dense(2, 2), mf.relu, nn.Lambda(lambda t: t * 2))
+    x = mf.randn(3, 2)
+    expected = np.maximum(chain[0](x).numpy(), 0) * 2
+    np.testing.assert_allclose(chain(x).numpy(), expected, rtol=1e-6)
+
+
+# ---- the docstring examples are runnable documentation ------------------------------------------------
+@pytest.mark.parametrize("name", ["module", "layers", "containers", "feedback", "recurrent"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    from minifb import functional as F
+
+    module = importlib.import_module(f"minifb.nn.{name}")
+    mf.manual_seed(0)
+    result = doctest.testmod(module, extraglobs={"mf": mf, "nn": nn, "F": F, "np": np},
+                             optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,269 @@
+"""Recurrence: the RNN/LSTM/GRU/ConvLSTM cells (vs finite differences and PyTorch), Recur, unroll."""
+
+import numpy as np
+import pytest
+
+import minifb as mf
+from minifb import nn
+from minifb.testing import gradcheck
+
+
+def to64(module):
+    for t in module.parameters() + module.buffers():
+        t.data = t.data.astype(np.float64)
+    return module
+
+
+def t64(array, requires_grad=False):
+    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)
+
+
+def flatten_state(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def run_cell(cell, state, xs):
+    ys = []
+    for x in xs:
+        state, y = cell(state, x)
+        ys.append(y)
+    return ys, state
+
+
+CELLS = {
+    "rnn_tanh": lambda: nn.RNNCell(3, 4),
+    "rnn_relu": lambda: nn.RNNCell(3, 4, mf.relu),
+    "lstm": lambda: nn.LSTMCell(3, 4),
+    "gru": lambda: nn.GRUCell(3, 4),
+}
+
+
+# ---- parameters and init -------------------------------------------------------------------------
+@pytest.mark.parametrize("name,gates", [("rnn_tanh", 1), ("lstm", 4), ("gru", 3)])
+def test_cell_parameter_names_shapes_and_init(name, gates):
+    cell = CELLS[name]()
+    shapes = {n: p.shape for n, p in cell.named_parameters()}
+    assert shapes == {"weight_ih": (gates * 4, 3), "weight_hh": (gates * 4, 4),
+                      "bias_ih": (gates * 4,), "bias_hh": (gates * 4,)}
+    assert all(np.abs(p.numpy()).max() <= 0.5 for p in cell.parameters())      # 1/sqrt(H) with H = 4
+
+
+def test_cell_without_bias():
+    cell = nn.LSTMCell(3, 4, bias=False)
+    assert [n for n, _ in cell.named_parameters()] == ["weight_ih", "weight_hh"]
+    x = mf.randn(2, 3)
+    (h, c), y = cell(cell.initial_state(x), x)
+    assert y.shape == (2, 4)
+    rnn = nn.RNNCell(3, 4, bias=False)
+    h, y = rnn(rnn.initial_state(x), x)
+    np.testing.assert_allclose(y.numpy(), np.tanh(x.numpy() @ rnn.weight_ih.numpy().T), rtol=1e-5)
+
+
+# ---- finite differences -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_cells_match_finite_differences_over_several_steps(name):
+    mf.manual_seed(0)
+    cell = to64(CELLS[name]())
+    rng = np.random.default_rng(1)
+    xs = [t64(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(3)]
+    state0 = [t64(rng.standard_normal((2, 4)) * 0.5, requires_grad=True)
+              for _ in flatten_state(cell.initial_state(xs[0]))]
+
+    def loss(*args):
+        s = tuple(args[:len(state0)])
+        s = s if name == "lstm" else s[0]
+        ys, _ = run_cell(cell, s, args[len(state0):len(state0) + 3])
+        return mf.stack(ys)
+
+    gradcheck(loss, *state0, *xs, *cell.parameters(), atol=1e-6, rtol=1e-5)
+
+
+def test_conv_lstm_cell_matches_finite_differences():
+    mf.manual_seed(2)
+    cell = to64(nn.ConvLSTMCell(2, 3, 3))
+    rng = np.random.default_rng(3)
+    xs = [t64(rng.standard_normal((2, 2, 4, 5)), requires_grad=True) for _ in range(2)]
+    h0, c0 = (t64(0.5 * rng.standard_normal((2, 3, 4, 5)), requires_grad=True) for _ in range(2))
+
+    def loss(h0, c0, x0, x1, w, b):
+        ys, _ = run_cell(cell, (h0, c0), [x0, x1])
+        return mf.stack(ys)
+
+    gradcheck(loss, h0, c0, *xs, cell.conv.weight, cell.conv.bias, atol=1e-6, rtol=1e-5)
+
+
+# ---- against PyTorch ------------------------------------------------------------------------------
+def _torch_cell(torch, name, cell):
+    cls = {"rnn_tanh": torch.nn.RNNCell, "rnn_relu": torch.nn.RNNCell,
+           "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[name]
+    kwargs = {"nonlinearity": "relu"} if name == "rnn_relu" else {}
+    ref = cls(3, 4, **kwargs)
+    with torch.no_grad():
+        for pname, p in cell.named_parameters():
+            getattr(ref, pname).copy_(torch.tensor(p.numpy()))
+    return ref
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_cells_match_pytorch_values_and_gradients(name):
+    torch = pytest.importorskip("torch")
+    cell = CELLS[name]()
+    ref = _torch_cell(torch, name, cell)
+    rng = np.random.default_rng(4)
+    xs_np = [rng.standard_normal((5, 3)).astype(np.float32) for _ in range(4)]
+    g = rng.standard_normal((4, 5, 4)).astype(np.float32)
+
+    xs = [mf.tensor(x, requires_grad=True) for x in xs_np]
+    ys, _ = run_cell(cell, cell.initial_state(xs[0]), xs)
+    mf.stack(ys).backward(g)
+
+    txs = [torch.tensor(x, requires_grad=True) for x in xs_np]
+    state, tys = None, []
+    for x in txs:
+        state = ref(x) if state is None else ref(x, state)
+        tys.append(state[0] if name == "lstm" else state)
+    torch.stack(tys).backward(torch.tensor(g))
+
+    for y, ty in zip(ys, tys):
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    for x, tx in zip(xs, txs):
+        np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for pname, p in cell.named_parameters():
+        np.testing.assert_allclose(p.grad, getattr(ref, pname).grad.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=pname)
+
+
+def test_conv_lstm_cell_matches_a_pytorch_reference():
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    cell = nn.ConvLSTMCell(2, 3, (3, 5))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 6, 7)).astype(np.float32)
+    h = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    c = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    (h1, c1), y = cell((mf.tensor(h), mf.tensor(c)), mf.tensor(x))
+
+    w, b = torch.tensor(cell.conv.weight.numpy()), torch.tensor(cell.conv.bias.numpy())
+    gates = tF.conv2d(torch.cat([torch.tensor(x), torch.tensor(h)], 1), w, b, padding=(1, 2))
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_ref = f.sigmoid() * torch.tensor(c) + i.sigmoid() * g.tanh()
+    h_ref = o.sigmoid() * c_ref.tanh()
+    np.testing.assert_allclose(c1.numpy(), c_ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h1.numpy(), h_ref.numpy(), rtol=1e-5, atol=1e-5)
+    assert y is h1
+
+
+# ---- Recur and the wrappers -------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,state_type", [(nn.RNN, mf.Tensor), (nn.LSTM, tuple), (nn.GRU, mf.Tensor)])
+def test_wrappers_start_from_a_lazy_zero_state(cls, state_type):
+    rnet = cls(3, 4)
+    assert isinstance(rnet, nn.Recur) and rnet.state is None
+    ys = nn.unroll(rnet, mf.randn(5, 2, 3))            # time first
+    assert len(ys) == 5 and all(y.shape == (2, 4) for y in ys)
+    assert isinstance(rnet.state, state_type)
+    # the first step equals one cell step from zeros
+    rnet.reset()
+    x = mf.randn(2, 3)
+    _, expected = rnet.cell(rnet.cell.initial_state(x), x)
+    np.testing.assert_array_equal(rnet(x).numpy(), expected.numpy())
+
+
+def test_recur_over_t_steps_equals_explicit_unrolling():
+    cell = to64(nn.GRUCell(3, 4))
+    rng = np.random.default_rng(6)
+    xs = [t64(rng.standard_normal((2, 3))) for _ in range(6)]
+    h0 = t64(np.zeros((2, 4)))
+    rnet = nn.Recur(cell, h0)
+    mf.stack(nn.unroll(rnet, xs)).sum().backward()
+    grads = [p.grad.copy() for p in cell.parameters()]
+    cell.zero_grad()
+    ys, h = run_cell(cell, h0, xs)
+    mf.stack(ys).sum().backward()
+    for got, want in zip(grads, [p.grad for p in cell.parameters()]):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(rnet.state.numpy(), h.numpy())
+
+
+def test_detach_on_a_tuple_state_cuts_the_tape():
+    lstm = nn.LSTM(3, 4)
+    xs = [mf.randn(2, 3) for _ in range(3)]
+    lstm(xs[0])
+    lstm(xs[1])
+    lstm.detach()
+    h, c = lstm.state
+    assert not h.requires_grad and not c.requires_grad
+    lstm(xs[2]).sum().backward()
+    grads = [p.grad.copy() for p in lstm.parameters()]
+    lstm.zero_grad()
+    _, y = lstm.cell((h, c), xs[2])
+    y.sum().backward()
+    for got, want in zip(grads, [p.grad for p in lstm.parameters()]):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_detach_handles_nested_states():
+    state = {"a": (mf.randn(2, requires_grad=True) * 2, [mf.randn(1, requires_grad=True) * 3]), "n": None}
+    rnet = nn.Recur(lambda s, x: (s, x), state)
+    rnet.detach()
+    a, (b,) = rnet.state["a"][0], rnet.state["a"][1]
+    assert not a.requires_grad and not b.requires_grad and rnet.state["n"] is None
+    np.testing.assert_array_equal(a.numpy(), state["a"][0].numpy())
+
+
+def test_learned_initial_state_is_a_parameter():
+    cell = nn.RNNCell(2, 3)
+    h0 = nn.Parameter(np.zeros(3, np.float32))
+    rnet = nn.Recur(cell, h0)
+    assert [n for n, _ in rnet.named_parameters()][-1] == "state0"
+    nn.unroll(rnet, [mf.randn(2) for _ in range(3)])[-1].sum().backward()
+    assert h0.grad is not None and h0.grad.shape == (3,)
+
+
+def test_recur_to_moves_the_state(device):
+    rnet = nn.Recur(nn.RNNCell(2, 3), mf.zeros(3))
+    rnet(mf.randn(2))
+    assert rnet.to(device) is rnet
+    assert rnet.state.device == device and rnet.state0.device == device
+    assert rnet(mf.randn(2, device=device)).device == device
+
+
+def test_ten_thousand_step_bptt_without_recursion_error():
+    mf.manual_seed(0)
+    rnet = nn.RNN(2, 3)
+    x = mf.randn(1, 2)
+    y = None
+    for _ in range(10_000):
+        y = rnet(x)
+    y.sum().backward()
+    grads = [p.grad for p in rnet.parameters()]
+    assert all(g is not None and np.isfinite(g).all() for g in grads)
+
+
+# ---- errors --------------------------------------------------------------------------------------
+def test_cell_errors():
+    with pytest.raises(ValueError, match=r"RNNCell\(3, 4, tanh\): expected input of shape \(\.\.\., 3\), got \(2, 5\)"):
+        nn.RNNCell(3, 4)(mf.zeros(2, 4), mf.randn(2, 5))
+    with pytest.raises(ValueError, match=r"GRUCell\(3, 4\): expected state h of shape \(\.\.\., 4\), got \(2, 2\)"):
+        nn.GRUCell(3, 4)(mf.zeros(2, 2), mf.randn(2, 3))
+    with pytest.raises(TypeError, match=r"LSTMCell\(3, 4\): the state must be the pair \(h, c\)"):
+        nn.LSTMCell(3, 4)(mf.zeros(2, 4), mf.randn(2, 3))
+    with pytest.raises(ValueError, match="expected state c"):
+        nn.LSTMCell(3, 4)((mf.zeros(2, 4), mf.zeros(2, 5)), mf.randn(2, 3))
+    with pytest.raises(ValueError, match="LSTMCell: sizes must be positive"):
+        nn.LSTMCell(0, 4)
+    conv = nn.ConvLSTMCell(2, 3, 3)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        nn.ConvLSTMCell(2, 3, 2)
+    with pytest.raises(ValueError, match=r"ConvLSTMCell\(2, 3, 3\): expected input of shape \(N, 2, H, W\)"):
+        conv.initial_state(mf.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"state h of shape \(1, 3, 4, 4\) does not fit"):
+        conv((mf.zeros(1, 3, 4, 4), mf.zeros(1, 3, 4, 4)), mf.randn(1, 2, 5, 5))
+
+
+def test_recur_errors():
+    with pytest.raises(TypeError, match="Recur: cell must be callable"):
+        nn.Recur(3)
+    with pytest.raises(ValueError, match="pass state0"):
+        nn.Recur(lambda s, x: (s, x))(mf.randn(2))
+    with pytest.raises(TypeError, match=r"must return \(state, y\)"):
+        nn.Recur(lambda s, x: x, mf.zeros(2))(mf.randn(2))
