@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from ..tensor import Function, Tensor
 
 __all__ = [
@@ -251,6 +251,9 @@ def _im2col(x, geom, out_hw):
     n, c = x.shape[:2]
     kh, kw = geom.kernel
     # KERNEL HOOK: im2col
+    if kernels.should_use(x):  # fused gather (kernels/im2col.cu), same (c, i, j) x (n, oh, ow) order
+        cols = kernels.im2col(x, kh, kw, geom.stride, (geom.pad[0], geom.pad[2]), geom.dilation, out_hw=out_hw)
+        return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
     win = _windows(_channels_first(x, geom.pad), geom, out_hw)       # (C, N, OH, OW, kh, kw) view
     cols = xp.ascontiguousarray(win.transpose(0, 4, 5, 1, 2, 3))      # (C, kh, kw, N, OH, OW): one gather
     return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
@@ -270,6 +273,9 @@ def _col2im(cols, n, c, in_hw, geom, out_hw):
     h, w = in_hw
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     # KERNEL HOOK: col2im
+    if kernels.should_use(cols):  # gather per input pixel, no atomics (kernels/im2col.cu)
+        return kernels.col2im(cols.reshape(c * kh * kw, n * oh * ow), (n, c, h, w), kh, kw, geom.stride,
+                              (pt, pl), geom.dilation, out_hw=out_hw)
     buf = xp.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -422,6 +428,12 @@ class MaxPool2d(Function):
         geom, out_hw = _pool_geometry("max_pool2d", x, kernel_size, stride, padding)
         kh, kw = geom.kernel
         # KERNEL HOOK: max_pool forward
+        self.arg = None
+        if kernels.should_use(x):  # kernels/maxpool.cu; arg = h * W + w of the maximum in its plane
+            out, arg = kernels.maxpool_forward(x, geom.kernel, geom.stride, (geom.pad[0], geom.pad[2]))
+            if self.needs[0]:
+                self.arg, self.in_shape, self.geom = arg, x.shape, geom
+            return out
         win = _windows(_padded(x, geom.pad, -np.inf), geom, out_hw)   # (N, C, OH, OW, kh, kw)
         flat = win.reshape(x.shape[:2] + out_hw + (kh * kw,))         # one copy
         idx = flat.argmax(axis=-1)
@@ -433,8 +445,12 @@ class MaxPool2d(Function):
 
     def backward(self, grad):
         xp = backend.array_module(grad)
-        idx, kw = self.idx, self.geom.kernel[1]
         # KERNEL HOOK: max_pool backward (one-hot mask of the argmax, scattered per tap)
+        if self.arg is not None:  # the forward ran the kernel: gather, no atomics (kernels/maxpool.cu)
+            geom = self.geom
+            return (kernels.maxpool_backward(grad, self.arg, self.in_shape, geom.kernel, geom.stride,
+                                             (geom.pad[0], geom.pad[2])),)
+        idx, kw = self.idx, self.geom.kernel[1]
         gx = _scatter_taps(lambda i, j: xp.where(idx == i * kw + j, grad, 0), self.in_shape[:2],
                            self.in_shape[2:], self.geom, grad.shape[2:], grad.dtype, xp)
         return (gx,)

@@ -1,0 +1,564 @@
+"""The fused CUDA kernels, proven without a GPU (see DESIGN.md, "Kernels without a GPU").
+
+1. Every .cu file compiles for sm_80 and sm_90 (nvcc, or NVRTC from PyPI) with ``ptxas -v``, warnings as
+   errors and no spills; the register report goes to benchmarks/results/kernel_registers.txt. In CI
+   (``CI=true``) a missing compiler is a failure, elsewhere a skip.
+2. Every kernel, compiled by g++ against kernels/cuda_emu.h and launched over a real grid, agrees with its
+   array-module reference in minifb.kernel_refs on random shapes (hypothesis), including sizes that are not
+   multiples of the block size and empty / size-1 edges. The references' gradients are checked against
+   float64 central differences, so the backward kernels are tied to the true derivatives.
+3. The emulator itself: barriers, shuffles, 3-D grids, atomics, and divergence reported as errors.
+4. AddressSanitizer: a planted out-of-bounds write is caught (subprocess with libasan preloaded). The whole
+   file also runs under ASan with MINIFB_KERNELS_ASAN=1 (see the command in ``ASAN_COMMAND``).
+5. The same kernel tests against CuPy on a GPU, skipped without one (the ``device`` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from minifb import backend
+from minifb import kernel_refs as R
+from minifb import kernels as K
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = Path(__file__).resolve().parent / "emu_probe.cu"
+REPORT = ROOT / "benchmarks" / "results" / "kernel_registers.txt"
+ASAN_COMMAND = ("MINIFB_KERNELS_ASAN=1 ASAN_OPTIONS=detect_leaks=0 "
+                "LD_PRELOAD=$(g++ -print-file-name=libasan.so) python -m pytest tests/test_kernels.py -q")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+ACTS = ["identity", "relu", "sigmoid", "tanh"]
+
+
+# ------------------------------------------------------------------------------------------------ devices
+@pytest.fixture(params=["emulate", "cuda"])
+def device(request):
+    if request.param == "cuda" and not backend.cuda_available():
+        pytest.skip("no CuPy / GPU")
+    return request.param
+
+
+def dev(a, device):
+    """Put a NumPy array on the device under test."""
+    if device == "cuda":
+        return backend.cupy_or_none().asarray(a)
+    return a
+
+
+def host(a):
+    return None if a is None else backend.to_numpy(a)
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def close(actual, expected, rtol=1e-5, atol=1e-5):
+    np.testing.assert_allclose(host(actual), host(expected), rtol=rtol, atol=atol)
+
+
+# sizes around the block size (256) and warp size, plus the small and empty edges
+dim = st.one_of(st.integers(0, 5), st.integers(1, 40), st.sampled_from([31, 32, 33, 255, 256, 257]))
+seeds = st.integers(0, 2**32 - 1)
+
+
+# ------------------------------------------------------------------------------------------------ 1. GPU compile
+@pytest.fixture(scope="session")
+def gpu_report():
+    if K.gpu_compiler() is None:
+        if IN_CI:
+            pytest.fail("CI=true but neither nvcc nor NVRTC (nvidia-cuda-nvrtc + cupy) is available")
+        pytest.skip("no CUDA compiler (nvcc or NVRTC)")
+    return K.gpu_compile_report(out=REPORT)
+
+
+@pytest.mark.parametrize("path", K.kernel_files(), ids=lambda p: p.name)
+def test_compiles_for_gpu_without_spills(gpu_report, path):
+    records, errors = gpu_report
+    mine = [e for e in errors if e.startswith(path.name)]
+    assert not mine, "\n".join(mine)
+    kernels = K.parse_kernels(path.read_text())
+    for arch in ("sm_80", "sm_90"):
+        got = {r["kernel"]: r for r in records if r["file"] == path.name and r["arch"] == arch}
+        assert set(got) == set(kernels), f"{path.name} {arch}: ptxas reported {sorted(got)}"
+        for r in got.values():
+            assert r["spill_stores"] == 0 and r["spill_loads"] == 0 and r["stack"] == 0, r
+    assert REPORT.is_file()
+
+
+def test_compiles_with_nvrtc_when_available():
+    """CuPy compiles with NVRTC (no host headers): check that path too when NVRTC is installed."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:
+        pytest.skip("NVRTC (nvidia-cuda-nvrtc + cupy) not installed")
+    for path in K.kernel_files():
+        for arch in ("sm_80", "sm_90"):
+            rc, log = K.gpu_compile(path, arch, "nvrtc")
+            assert rc == 0, f"{path.name} {arch}:\n{log}"
+            assert all(r["spill_stores"] == 0 for r in K.parse_ptxas(log)), log
+
+
+@pytest.mark.parametrize("path", K.kernel_files() + [PROBE], ids=lambda p: p.name)
+def test_compiles_as_strict_cpp(path):
+    """The emulation build is warning-free too (-Wall -Wextra -Werror)."""
+    cxx = os.environ.get("CXX", "g++")
+    cmd = [cxx, *K.emu_flags(), "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-I{K.source_dir()}", str(path)]
+    cmd.remove("-shared")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=K._compiler_env())
+    assert r.returncode == 0, r.stderr
+
+
+def test_sources_ship_with_the_package():
+    names = {p.name for p in K.source_dir().iterdir()}
+    assert {"cuda_emu.h", "common.h", "bias_act.cu", "merger.cu", "lstm_cell.cu", "gru_cell.cu", "im2col.cu",
+            "softmax_xent.cu", "maxpool.cu", "optim.cu", "__init__.py"} <= names
+    for p in K.kernel_files():
+        head = p.read_text().split("\n", 1)[0]
+        assert head.startswith(f"// {p.name} --"), f"{p.name} must open with a comment saying what it computes"
+        assert "NumPy reference" in p.read_text(), f"{p.name} must name its reference"
+        code = re.sub(r"//[^\n]*", "", K.expanded_source(p))
+        assert not re.search(r"\bINFINITY\b|#\s*include\s*<", code.split("#include \"cuda_emu.h\"")[-1]), \
+            "NVRTC has no host headers and no INFINITY macro"
+
+
+# ------------------------------------------------------------------------------------------------ 2. kernels
+@SETTINGS
+@given(shape=st.lists(dim, min_size=1, max_size=4).filter(lambda s: np.prod(s) <= 20000),
+       act=st.sampled_from(ACTS), with_bias=st.booleans(), seed=seeds, data=st.data())
+def test_bias_act(device, shape, act, with_bias, seed, data):
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    x = rand(rng, *shape)
+    b = rand(rng, shape[axis]) if with_bias else None
+    layout = data.draw(st.sampled_from([axis, R.channel_layout(shape, axis)]))  # an axis or the triple
+    y = K.bias_act(dev(x, device), None if b is None else dev(b, device), act, layout)
+    close(y, R.bias_act_ref(x, b, act, axis))
+    g = rand(rng, *shape)
+    y = host(y)
+    dx, db = K.bias_act_backward(dev(g, device), dev(y, device), act, layout, need_bias=with_bias)
+    rdx, rdb = R.bias_act_backward_ref(g, y, act, axis, need_bias=with_bias)
+    close(dx, rdx)
+    if with_bias:
+        close(db, rdb, rtol=1e-4, atol=1e-4)
+    else:
+        assert db is None
+
+
+@SETTINGS
+@given(shape=st.lists(dim, min_size=2, max_size=4).filter(lambda s: np.prod(s) <= 20000),
+       act=st.sampled_from(ACTS), with_bias=st.booleans(), seed=seeds)
+def test_merger(device, shape, act, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    x, fb = rand(rng, *shape), rand(rng, *shape)
+    b = rand(rng, shape[1]) if with_bias else None
+    y, a = K.merger_forward(dev(x, device), dev(fb, device), None if b is None else dev(b, device), act)
+    ry, ra = R.merger_forward_ref(x, fb, b, act)
+    close(y, ry)
+    close(a, ra)
+    g = rand(rng, *shape)
+    dfb, db = K.merger_backward(dev(g, device), dev(host(a), device), act, need_bias=with_bias)
+    rdfb, rdb = R.merger_backward_ref(g, host(a), act, need_bias=with_bias)
+    close(dfb, rdfb)
+    if with_bias:
+        close(db, rdb, rtol=1e-4, atol=1e-4)
+
+
+@SETTINGS
+@given(B=dim, H=st.one_of(st.integers(0, 8), st.sampled_from([33, 100])), seed=seeds, with_dc=st.booleans())
+def test_lstm_cell(device, B, H, seed, with_dc):
+    assume(B * H <= 5000)
+    rng = np.random.default_rng(seed)
+    gi, gh, c = rand(rng, B, 4 * H), rand(rng, B, 4 * H), rand(rng, B, H)
+    out = K.lstm_cell_forward(dev(gi, device), dev(gh, device), dev(c, device))
+    ref = R.lstm_cell_forward_ref(gi, gh, c)
+    for a, b in zip(out, ref):
+        close(a, b)
+    dh, dc = rand(rng, B, H), (rand(rng, B, H) if with_dc else None)
+    got = K.lstm_cell_backward(dev(dh, device), None if dc is None else dev(dc, device),
+                               *(dev(host(a), device) for a in (out[2], c, out[1])))
+    want = R.lstm_cell_backward_ref(dh, dc, host(out[2]), c, host(out[1]))
+    for a, b in zip(got, want):
+        close(a, b)
+
+
+@SETTINGS
+@given(B=dim, H=st.one_of(st.integers(0, 8), st.sampled_from([33, 100])), seed=seeds)
+def test_gru_cell(device, B, H, seed):
+    assume(B * H <= 5000)
+    rng = np.random.default_rng(seed)
+    gi, gh, h = rand(rng, B, 3 * H), rand(rng, B, 3 * H), rand(rng, B, H)
+    h_new, saved = K.gru_cell_forward(dev(gi, device), dev(gh, device), dev(h, device))
+    rh, rsaved = R.gru_cell_forward_ref(gi, gh, h)
+    close(h_new, rh)
+    close(saved, rsaved)
+    dh = rand(rng, B, H)
+    got = K.gru_cell_backward(dev(dh, device), dev(host(saved), device), dev(h, device))
+    for a, b in zip(got, R.gru_cell_backward_ref(dh, host(saved), h)):
+        close(a, b)
+
+
+conv_cfg = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9),  # N C H W
+                     st.integers(1, 3), st.integers(1, 3),                                          # kh kw
+                     st.tuples(st.integers(1, 3), st.integers(1, 3)),                               # stride
+                     st.tuples(st.integers(0, 2), st.integers(0, 2)),                               # padding
+                     st.tuples(st.integers(1, 2), st.integers(1, 2)))                               # dilation
+
+
+@SETTINGS
+@given(cfg=conv_cfg, seed=seeds)
+def test_im2col_col2im(device, cfg, seed):
+    N, C, H, W, kh, kw, s, p, d = cfg
+    assume(R.conv_output_size(H, kh, s[0], p[0], d[0]) > 0 and R.conv_output_size(W, kw, s[1], p[1], d[1]) > 0)
+    rng = np.random.default_rng(seed)
+    x = rand(rng, N, C, H, W)
+    cols = K.im2col(dev(x, device), kh, kw, s, p, d)
+    rcols = R.im2col_ref(x, kh, kw, s, p, d)
+    np.testing.assert_array_equal(host(cols), rcols)  # a pure gather: exact
+    g = rand(rng, *rcols.shape)
+    dx = K.col2im(dev(g, device), x.shape, kh, kw, s, p, d)
+    close(dx, R.col2im_ref(g, x.shape, kh, kw, s, p, d))
+    # adjoint identity <im2col(x), g> = <x, col2im(g)>, in float64
+    lhs = float((rcols.astype(np.float64) * g).sum())
+    rhs = float((x.astype(np.float64) * host(dx)).sum())
+    assert abs(lhs - rhs) <= 1e-4 * (1 + abs(lhs))
+
+
+@SETTINGS
+@given(B=dim, K_=st.one_of(st.integers(1, 40), st.sampled_from([255, 256, 257, 1000])), seed=seeds,
+       scale=st.floats(-2, 2, width=32), with_grad=st.booleans(), ignore=st.booleans())
+def test_softmax_xent(device, B, K_, seed, scale, with_grad, ignore):
+    rng = np.random.default_rng(seed)
+    logits = rand(rng, B, K_) * 5 + 50  # large offset: only a stable implementation gets this right
+    labels = rng.integers(0, K_, B)
+    if ignore and B:
+        labels[0] = -100
+    loss, grad = K.softmax_xent(dev(logits, device), dev(labels, device), scale, with_grad)
+    rloss, rgrad = R.softmax_xent_ref(logits, labels, scale, with_grad)
+    close(loss, rloss, rtol=1e-5, atol=1e-4)
+    if with_grad:
+        close(grad, rgrad, atol=1e-6)
+    else:
+        assert grad is None
+
+
+pool_cfg = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 10), st.integers(1, 10),
+                     st.tuples(st.integers(1, 3), st.integers(1, 3)),
+                     st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+                     st.tuples(st.integers(0, 1), st.integers(0, 1)))
+
+
+@SETTINGS
+@given(cfg=pool_cfg, seed=seeds)
+def test_maxpool(device, cfg, seed):
+    N, C, H, W, k, s, p = cfg
+    p = (min(p[0], k[0] // 2), min(p[1], k[1] // 2))
+    st_ = k if s is None else s
+    assume(R.pool_output_size(H, k[0], st_[0], p[0]) > 0 and R.pool_output_size(W, k[1], st_[1], p[1]) > 0)
+    rng = np.random.default_rng(seed)
+    x = rand(rng, N, C, H, W)
+    y, arg = K.maxpool_forward(dev(x, device), k, s, p)
+    ry, rarg = R.maxpool_forward_ref(x, k, s, p)
+    np.testing.assert_array_equal(host(y), ry)
+    np.testing.assert_array_equal(host(arg), rarg)
+    g = rand(rng, *ry.shape)
+    dx = K.maxpool_backward(dev(g, device), dev(rarg, device), x.shape, k, s, p)
+    close(dx, R.maxpool_backward_ref(g, rarg, x.shape, k, s, p))
+
+
+def test_maxpool_nan_and_ties():
+    x = np.array([[[[1.0, 1.0, np.nan, 3.0], [np.nan, 0.0, 2.0, 2.0]]]], dtype=np.float32)
+    with K.use("emulate"):
+        y, arg = K.maxpool_forward(x, 2)
+    ry, rarg = R.maxpool_forward_ref(x, 2)
+    np.testing.assert_array_equal(host(arg), rarg)
+    np.testing.assert_array_equal(np.isnan(host(y)), np.isnan(ry))
+
+
+@SETTINGS
+@given(n=st.one_of(st.integers(0, 10), st.sampled_from([255, 256, 257, 3000])), seed=seeds,
+       momentum=st.sampled_from([0.0, 0.9]), dampening=st.sampled_from([0.0, 0.1]),
+       wd=st.sampled_from([0.0, 1e-2]), nesterov=st.booleans(), first=st.booleans())
+def test_sgd_update(device, n, seed, momentum, dampening, wd, nesterov, first):
+    rng = np.random.default_rng(seed)
+    p, g, buf = rand(rng, n), rand(rng, n), rand(rng, n)
+    rp, rbuf = p.copy(), buf.copy()
+    dp, dbuf = dev(p, device), dev(buf, device)
+    K.sgd_update(dp, dev(g, device), dbuf, 0.1, momentum, dampening, wd, nesterov, first)
+    R.sgd_update_ref(rp, g, rbuf, 0.1, momentum, dampening, wd, nesterov, first)
+    close(dp, rp, rtol=1e-5, atol=1e-6)
+    close(dbuf, rbuf, rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@given(n=st.one_of(st.integers(0, 10), st.sampled_from([255, 256, 257, 3000])), seed=seeds,
+       wd=st.sampled_from([0.0, 1e-2]), step=st.integers(1, 1000))
+def test_adam_update(device, n, seed, wd, step):
+    rng = np.random.default_rng(seed)
+    p, g, m = rand(rng, n), rand(rng, n), rand(rng, n) * 0.1
+    v = np.abs(rand(rng, n)) * 0.01
+    rp, rm, rv = p.copy(), m.copy(), v.copy()
+    dp, dm, dv = dev(p, device), dev(m, device), dev(v, device)
+    K.adam_update(dp, dev(g, device), dm, dv, 1e-3, 0.9, 0.999, 1e-8, wd, step)
+    R.adam_update_ref(rp, g, rm, rv, 1e-3, 0.9, 0.999, 1e-8, wd, step)
+    close(dp, rp, rtol=1e-5, atol=1e-6)
+    close(dm, rm, rtol=1e-5, atol=1e-6)
+    close(dv, rv, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------ references vs calculus
+def _directional(f, xs, vs, eps=1e-6):
+    """Central difference of scalar f along direction vs (float64)."""
+    plus = f(*[x + eps * v for x, v in zip(xs, vs)])
+    minus = f(*[x - eps * v for x, v in zip(xs, vs)])
+    return (plus - minus) / (2 * eps)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_gradients_bias_act_and_merger(act):
+    rng = np.random.default_rng(1)
+    x, b, gout = rng.standard_normal((3, 4, 5)), rng.standard_normal(4), rng.standard_normal((3, 4, 5))
+    x += np.sign(x) * 0.1  # keep relu away from its kink
+    vx, vb = rng.standard_normal(x.shape), rng.standard_normal(4)
+    y = R.bias_act_ref(x, b, act)
+    dx, db = R.bias_act_backward_ref(gout, y, act)
+    num = _directional(lambda x_, b_: (R.bias_act_ref(x_, b_, act) * gout).sum(), (x, b), (vx, vb))
+    assert np.isclose((dx * vx).sum() + (db * vb).sum(), num, rtol=1e-5, atol=1e-7)
+    xs, fb = rng.standard_normal(x.shape), x
+    _, a = R.merger_forward_ref(xs, fb, b, act)
+    dfb, db = R.merger_backward_ref(gout, a, act)
+    num = _directional(lambda s, f, b_: (R.merger_forward_ref(s, f, b_, act)[0] * gout).sum(),
+                       (xs, fb, b), (vx, vx[::-1], vb))
+    assert np.isclose((gout * vx).sum() + (dfb * vx[::-1]).sum() + (db * vb).sum(), num, rtol=1e-5, atol=1e-7)
+
+
+def test_reference_gradients_recurrent_cells():
+    rng = np.random.default_rng(2)
+    B, H = 3, 4
+    gi, gh, c = rng.standard_normal((B, 4 * H)), rng.standard_normal((B, 4 * H)), rng.standard_normal((B, H))
+    wh, wc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    h1, c1, gates = R.lstm_cell_forward_ref(gi, gh, c)
+    dgates, dc_prev = R.lstm_cell_backward_ref(wh, wc, gates, c, c1)
+    v = [rng.standard_normal(a.shape) for a in (gi, gh, c)]
+
+    def f(gi_, gh_, c_):
+        h_, c_n, _ = R.lstm_cell_forward_ref(gi_, gh_, c_)
+        return (h_ * wh).sum() + (c_n * wc).sum()
+    num = _directional(f, (gi, gh, c), v)
+    assert np.isclose((dgates * v[0]).sum() + (dgates * v[1]).sum() + (dc_prev * v[2]).sum(), num, rtol=1e-5)
+
+    gi, gh, h = rng.standard_normal((B, 3 * H)), rng.standard_normal((B, 3 * H)), rng.standard_normal((B, H))
+    h1, saved = R.gru_cell_forward_ref(gi, gh, h)
+    dgi, dgh, dh = R.gru_cell_backward_ref(wh, saved, h)
+    v = [rng.standard_normal(a.shape) for a in (gi, gh, h)]
+    num = _directional(lambda a, b, c_: (R.gru_cell_forward_ref(a, b, c_)[0] * wh).sum(), (gi, gh, h), v)
+    assert np.isclose((dgi * v[0]).sum() + (dgh * v[1]).sum() + (dh * v[2]).sum(), num, rtol=1e-5)
+
+
+def test_reference_gradients_softmax_xent_and_maxpool():
+    rng = np.random.default_rng(3)
+    z, labels = rng.standard_normal((4, 7)), np.array([0, 6, 3, -1])
+    _, g = R.softmax_xent_ref(z, labels, scale=1.0)
+    v = rng.standard_normal(z.shape)
+    num = _directional(lambda z_: R.softmax_xent_ref(z_, labels, grad=False)[0].sum(), (z,), (v,))
+    assert np.isclose((g * v).sum(), num, rtol=1e-5)
+    x = rng.standard_normal((2, 2, 7, 6))
+    gout = rng.standard_normal(R.maxpool_forward_ref(x, 3, 2, 1)[0].shape)
+    _, arg = R.maxpool_forward_ref(x, 3, 2, 1)
+    dx = R.maxpool_backward_ref(gout, arg, x.shape, 3, 2, 1)
+    v = rng.standard_normal(x.shape)
+    num = _directional(lambda x_: (R.maxpool_forward_ref(x_, 3, 2, 1)[0] * gout).sum(), (x,), (v,))
+    assert np.isclose((dx * v).sum(), num, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ 3. emulator
+def probe(name, grid, block, *args):
+    K.launch(PROBE, name, grid, block, args)
+
+
+def test_emulator_barrier_shared_memory():
+    x = np.arange(5 * 96, dtype=np.float32)
+    y = np.zeros_like(x)
+    probe("reverse_block", (5,), (96,), x, y)
+    np.testing.assert_array_equal(y, x.reshape(5, 96)[:, ::-1].ravel())
+
+
+def test_emulator_shuffles():
+    nb, nt = 3, 64
+    x = np.random.default_rng(0).standard_normal(nb * nt).astype(np.float32)
+    outs = [np.zeros_like(x) for _ in range(5)]
+    probe("shuffles", (nb,), (nt,), x, *outs)
+    w = x.reshape(-1, 32)
+    lane = np.arange(32)
+    down = np.where(lane + 3 < 32, w[:, np.minimum(lane + 3, 31)], w)
+    up = np.where(lane - 2 >= 0, w[:, np.maximum(lane - 2, 0)], w)
+    np.testing.assert_array_equal(outs[0].reshape(-1, 32), down)
+    np.testing.assert_array_equal(outs[1].reshape(-1, 32), up)
+    np.testing.assert_array_equal(outs[2].reshape(-1, 32), w[:, lane ^ 5])
+    np.testing.assert_array_equal(outs[3].reshape(-1, 32), np.repeat(w[:, 7:8], 32, axis=1))
+    np.testing.assert_allclose(outs[4].reshape(-1, 32), np.repeat(w.sum(1, keepdims=True), 32, 1), rtol=1e-5)
+
+
+def test_emulator_3d_grid_and_atomics():
+    grid, block = (3, 2, 2), (4, 3, 2)
+    n = int(np.prod(grid) * np.prod(block))
+    out = np.full(n, -1, dtype=np.int32)
+    probe("index3d", grid, block, out)
+    np.testing.assert_array_equal(out, np.arange(n))
+    acc = np.zeros(1, dtype=np.float32)
+    probe("atomic_count", (50,), (128,), acc)
+    assert acc[0] == 50 * 128
+
+
+@pytest.mark.parametrize("name,message", [("divergent_sync", "divergent __syncthreads"),
+                                          ("late_sync", "divergent barrier"),
+                                          ("partial_warp", "divergent warp barrier")])
+def test_emulator_reports_divergence(name, message):
+    y = np.zeros(64, dtype=np.float32)
+    with pytest.raises(RuntimeError, match=message):
+        probe(name, (2,), (32,), y)
+
+
+def test_launch_checks_argument_types():
+    y = np.zeros(8, dtype=np.float32)
+    with pytest.raises(TypeError, match="np.int32"):
+        probe("oob_write", (1,), (8,), y, 8, np.int32(0))  # a Python int: CuPy would pass 8 bytes
+    with pytest.raises(TypeError, match="float32"):
+        probe("oob_write", (1,), (8,), y.astype(np.float64), np.int32(8), np.int32(0))
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        probe("oob_write", (1,), (8,), y, np.int32(8))
+    with pytest.raises(RuntimeError, match="invalid launch configuration"):
+        probe("oob_write", (1,), (2048,), y, np.int32(8), np.int32(0))
+
+
+def test_mode_switch(monkeypatch):
+    x = np.zeros(3, dtype=np.float32)
+    monkeypatch.setenv("MINIFB_KERNELS", "off")
+    assert K.mode() == "off" and not K.should_use(x)
+    monkeypatch.setenv("MINIFB_KERNELS", "emulate")  # read at call time
+    assert K.mode() == "emulate" and K.should_use(x)
+    assert not K.should_use(x.astype(np.float64))
+    with K.use("off"):
+        assert K.mode() == "off" and not K.should_use(x)
+        with K.use("emulate"):
+            assert K.should_use(x, None, np.zeros(3, np.int64))
+    assert K.mode() == "emulate"
+    monkeypatch.setenv("MINIFB_KERNELS", "bogus")
+    with pytest.raises(ValueError):
+        K.mode()
+    with pytest.raises(ValueError):
+        with K.use("gpu"):
+            pass
+
+
+# ------------------------------------------------------------------------------------------------ 4. ASan
+def _libasan():
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        return None
+    r = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True,
+                       env=K._compiler_env())
+    p = r.stdout.strip()
+    return p if os.path.isabs(p) and os.path.exists(p) else None
+
+
+def _run_under_asan(plant: int):
+    lib = _libasan()
+    if lib is None:
+        if IN_CI:
+            pytest.fail("libasan not found")
+        pytest.skip("libasan not found")
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from minifb import kernels as K
+        y = np.zeros(1000, dtype=np.float32)
+        K.launch({str(PROBE)!r}, "oob_write", (4,), (256,), (y, np.int32(1000), np.int32({plant})))
+        x = np.random.default_rng(0).standard_normal((5, 300)).astype(np.float32)
+        loss, g = K.softmax_xent(x, np.arange(5))   # fibers + shuffles under ASan
+        print("finished", float(loss.sum()))
+    """)
+    env = dict(os.environ, MINIFB_KERNELS_ASAN="1", LD_PRELOAD=lib, ASAN_OPTIONS="detect_leaks=0",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_asan_catches_planted_out_of_bounds_write():
+    r = _run_under_asan(plant=1)
+    assert r.returncode != 0 and "heap-buffer-overflow" in r.stderr, r.stderr[-3000:]
+    assert "oob_write" in r.stderr  # the report names the kernel
+
+
+def test_asan_clean_run_passes():
+    r = _run_under_asan(plant=0)
+    assert r.returncode == 0 and "finished" in r.stdout, r.stderr[-3000:]
+
+
+def test_asan_suite_mode_is_active_when_requested():
+    """Under MINIFB_KERNELS_ASAN=1 every emulated launch in this file uses the ASan build."""
+    if K.asan_enabled():
+        assert K._device_of((np.zeros(1),)) == "emulate+asan"
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _feedback_training_step(mode, record=None):
+    """Loss and parameter gradients of 3 BPTT steps of a conv FeedbackChain with ConvTranspose feedback."""
+    import operator
+
+    import minifb as mf
+    import minifb.functional as F
+    from minifb import nn
+
+    mf.manual_seed(0)
+    net = nn.FeedbackChain(
+        nn.Merger("up", nn.ConvTranspose(4, 3, 3, stride=2, padding=1, output_padding=1), operator.add),
+        nn.Conv(3, 4, 3, mf.relu, padding=1),
+        nn.MaxPool(2),
+        nn.Splitter("up"),
+        nn.Flatten(),
+        nn.Dense(4 * 4 * 4, 5, mf.tanh),
+    )
+    rnet = nn.Recur(net, {"up": mf.zeros(2, 4, 4, 4)})
+    x = mf.randn(2, 3, 8, 8)
+    labels = mf.tensor(np.array([1, 3]))
+    with K.use(mode):
+        loss = 0
+        for _ in range(3):
+            loss = loss + F.cross_entropy(rnet(x), labels)
+        loss.backward()
+    return float(loss.numpy()), {n: p.grad.copy() for n, p in net.named_parameters()}
+
+
+def test_end_to_end_feedback_training_step_matches_without_kernels(monkeypatch):
+    ran = []
+    real_launch = K.launch
+
+    def recording_launch(file, name, *args, **kw):
+        ran.append(name)
+        return real_launch(file, name, *args, **kw)
+
+    loss_off, grads_off = _feedback_training_step("off")
+    monkeypatch.setattr(K, "launch", recording_launch)
+    loss_on, grads_on = _feedback_training_step("emulate")
+    assert {"im2col", "col2im", "maxpool_fwd", "maxpool_bwd", "softmax_xent", "bias_act_fwd",
+            "bias_act_bwd"} <= set(ran), sorted(set(ran))
+    assert abs(loss_on - loss_off) <= 1e-5 * abs(loss_off)
+    assert grads_on.keys() == grads_off.keys()
+    for name, g in grads_off.items():
+        err = np.linalg.norm(grads_on[name] - g) / max(np.linalg.norm(g), 1e-12)
+        assert err <= 1e-5, (name, err)
