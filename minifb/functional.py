@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend
 from .ops import activation, dropout as dropout_ops, elementwise as ew, fused, loss, matmul as mm
-from .ops import movement, reduce, softmax as sm
+from .ops import movement, recurrent, reduce, softmax as sm
 from .ops.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d  # noqa: F401  (re-exported)
 from .tensor import Tensor
 
@@ -22,7 +22,7 @@ __all__ = [
     "clip", "sum", "mean", "max", "min", "matmul", "reshape", "transpose", "flatten", "getitem", "concat",
     "stack", "pad", "broadcast_to", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu", "softmax",
     "log_softmax", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits", "dropout", "linear",
-    "bias_act", "merge_act", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+    "bias_act", "merge_act", "lstm_pointwise", "gru_pointwise", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
 ]
 
 
@@ -343,6 +343,34 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
     axis = reduce.normalize_axis(axis, x.ndim)[0]
     _check_bias("merge_act", x, bias, axis)
     return fused.MergeAct.apply(x, fb, bias, act=act, axis=axis)
+
+
+def lstm_pointwise(gi, gh, c) -> Tensor:
+    """The elementwise part of an LSTM step, fused into one op (one GPU kernel).
+
+    Args:
+        gi: (B, 4H) input pre-activations ``x @ W_ih.T + b_ih``, gates in PyTorch's order i, f, g, o.
+        gh: (B, 4H) hidden pre-activations ``h @ W_hh.T + b_hh``.
+        c: (B, H) previous cell state.
+
+    Returns:
+        (B, 2H): ``[h' | c']`` with ``c' = f·c + i·g`` and ``h' = o·tanh(c')``.
+    """
+    return recurrent.LSTMPointwise.apply(gi, gh, c)
+
+
+def gru_pointwise(gi, gh, h) -> Tensor:
+    """The elementwise part of a GRU step, fused into one op (one GPU kernel).
+
+    Args:
+        gi: (B, 3H) input pre-activations, gates in PyTorch's order r, z, n.
+        gh: (B, 3H) hidden pre-activations.
+        h: (B, H) previous hidden state.
+
+    Returns:
+        (B, H): ``h' = (1 - z)·n + z·h`` with ``n = tanh(gi_n + r·gh_n)``.
+    """
+    return recurrent.GRUPointwise.apply(gi, gh, h)
 
 
 # ---- losses -------------------------------------------------------------------------

@@ -5,20 +5,27 @@ operation is a :class:`Function` subclass with a ``forward`` on raw arrays and a
 ``backward`` that maps the gradient of the output to gradients of the inputs.
 Calling ``SomeOp.apply(*tensors)`` runs the forward and, when any input needs a
 gradient and recording is on, stores the op instance on the output tensor
-(``tensor._ctx``).  The op instance remembers its input tensors, so the outputs
-and ops form a graph: that graph is the *tape*.
+(``tensor._ctx``).  The op instance remembers the *nodes* of its inputs (the op
+that produced each input, or the input itself when it is a leaf), so the ops
+and leaves form a graph: that graph is the *tape*.  The tape holds no
+intermediate array itself: one stays alive only while an op has saved it for
+its backward (or the user keeps the tensor), which is what keeps the memory of
+backprop-through-time down to what the gradients really need.
 
 ``loss.backward()`` walks the graph from the loss in reverse topological order
 (an explicit stack, not recursion, so a 10,000-step backprop-through-time graph
 is fine), calls each op's ``backward`` once with the summed gradient of its
-output, and adds the results into ``.grad`` of the leaf tensors.  Each op's
-saved arrays are released as soon as its backward has run.
+output, and adds the results into ``.grad`` of the leaf tensors (a sum of
+several gradients is accumulated in place once it has its own buffer).  Each
+op's saved arrays are released as soon as its backward has run.
 
 This module knows no particular op: the arithmetic operators and methods of
 ``Tensor`` are attached in :mod:`minifb.methods`.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -99,7 +106,8 @@ class Function:
     """
 
     needs: tuple = ()
-    parents: tuple = ()
+    parents: tuple = ()   # per input: the producing op, the leaf Tensor, or None (no gradient needed)
+    metas: tuple = ()     # per input: (shape, dtype) to reduce and cast its gradient, or None
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
         raise NotImplementedError
@@ -109,13 +117,24 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
-        """Run the op on tensors and record it on the tape when needed."""
+        """Run the op on tensors and record it on the tape when needed.
+
+        The tape links an op to the *nodes* of its inputs, not to the input
+        tensors themselves: the op that produced a non-leaf input, or the
+        leaf tensor.  So an intermediate array stays alive only while
+        something (an op's saved state, the user) still refers to it, as in
+        PyTorch; the shapes and dtypes needed to reduce and cast gradients
+        are kept beside.
+        """
         op = cls()
-        recording = _Tape.enabled
-        op.needs = tuple(recording and t.requires_grad for t in inputs)
+        if _Tape.enabled:
+            needs = op.needs = tuple([t.requires_grad for t in inputs])
+        else:
+            needs = op.needs = (False,) * len(inputs)
         out = op.forward(*[t.data for t in inputs], **options)
-        if any(op.needs):
-            op.parents = inputs
+        if True in needs:
+            op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
+            op.metas = tuple([(t.data.shape, t.data.dtype) if n else None for t, n in zip(inputs, needs)])
             return Tensor(out, requires_grad=True, _ctx=op)
         return Tensor(out)
 
@@ -272,66 +291,107 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
-        pending = {id(self): grad}  # gradients of tensors whose op has not run yet
-        for node in _reverse_topological(self):
-            g = pending.pop(id(node), None)
-            if g is None:
+        root = self if self._ctx is None else self._ctx
+        waiting = _consumer_counts(root)  # per node: how many consumers have not sent their gradient yet
+        pending = {id(root): grad}         # gradients of nodes (ops, or leaf tensors) not processed yet
+        owned = set()                      # keys whose pending array was allocated here: add in place
+        ready = [root]
+        while ready:
+            # Depth first among the ready nodes: each node runs as soon as all its consumers have, so its
+            # summed gradient is freed at once (e.g. a weight's per-timestep gradients are folded into the
+            # weight's one buffer step by step instead of all waiting until the end of BPTT).
+            node = ready.pop()
+            key = id(node)
+            g = pending.pop(key, None)
+            if isinstance(node, Tensor):   # a leaf
+                if g is not None:
+                    _accumulate(node, g, fresh=key in owned)
+                    del g
                 continue
-            op = node._ctx
-            if op is None:
-                _accumulate(node, g)
-                continue
+            op = node
             if op.parents is None:
+                if g is None:
+                    continue
                 raise RuntimeError("backward through a graph whose saved values were already freed; "
                                    "pass retain_graph=True to the first backward() if you need a second one")
-            in_grads = op.backward(g)
-            for parent, pg, need in zip(op.parents, in_grads, op.needs):
-                if not need or pg is None:
-                    continue
-                pg = unbroadcast(pg, parent.shape)
-                if pg.dtype != parent.dtype:
-                    pg = pg.astype(parent.dtype)
-                key = id(parent)
-                if key in pending:
-                    pending[key] = pending[key] + pg
-                else:
-                    pending[key] = pg
-            if not retain_graph:
+            ran = g is not None
+            if ran:
+                owned.discard(key)
+                in_grads = op.backward(g)
+                del g
+                for parent, pg, meta in zip(op.parents, in_grads, op.metas):
+                    if parent is None or pg is None:
+                        continue
+                    shape, dtype = meta
+                    if pg.shape != shape:
+                        pg = unbroadcast(pg, shape)
+                    if pg.dtype != dtype:
+                        pg = pg.astype(dtype)
+                    pkey = id(parent)
+                    previous = pending.get(pkey)
+                    if previous is None:
+                        pending[pkey] = pg
+                    elif pkey in owned:
+                        previous += pg
+                    else:
+                        pending[pkey] = previous + pg
+                        owned.add(pkey)
+                in_grads = pg = previous = None  # hold no extra reference (see _accumulate)
+            parents = op.parents
+            if ran and not retain_graph:
                 op.release()
+            for parent in parents:
+                if parent is not None:
+                    pkey = id(parent)
+                    waiting[pkey] -= 1
+                    if waiting[pkey] == 0:
+                        ready.append(parent)
 
 
 def _is_float(array) -> bool:
     return np.dtype(array.dtype).kind == "f"
 
 
-def _accumulate(leaf: Tensor, g) -> None:
-    """Add ``g`` into ``leaf.grad`` (copying on first write so no buffer is shared)."""
+def _accumulate(leaf: Tensor, g, fresh: bool = False) -> None:
+    """Add ``g`` into ``leaf.grad``; on the first write, copy ``g`` unless nothing else can see its buffer.
+
+    ``g`` is taken over as it is when it was allocated by ``backward`` itself
+    (``fresh``), or when it owns its memory (``base is None``) and no other
+    reference to it exists: the references are then only the caller's local
+    name, this function's argument and ``getrefcount``'s own (CPython counts a
+    view of ``g`` as a reference too).  Otherwise it is copied, so that
+    ``.grad`` never shares a buffer with another gradient or a saved value.
+    """
     if leaf.grad is None:
-        leaf.grad = g.copy()
+        unshared = fresh or (getattr(g, "base", 0) is None and sys.getrefcount(g) <= _UNSHARED_REFS)
+        leaf.grad = g if unshared else g.copy()
     else:
         leaf.grad += g
 
 
-def _reverse_topological(root: Tensor) -> list:
-    """Tensors reachable from ``root`` through recorded ops, outputs before inputs.
+_UNSHARED_REFS = 3
 
-    Iterative depth-first search with an explicit stack: no recursion limit.
+
+def _consumer_counts(root) -> dict:
+    """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it.
+
+    An input used twice by one op (``x * x``) counts twice.  Iterative, so a
+    10,000-step graph is fine.
     """
-    order, visited = [], set()
-    stack = [(root, False)]
+    counts = {id(root): 0}
+    stack = [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
+        node = stack.pop()
+        parents = None if isinstance(node, Tensor) else node.parents
+        if not parents:
             continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        op = node._ctx
-        if op is not None and op.parents is not None:
-            for parent, need in zip(op.parents, op.needs):
-                if need and id(parent) not in visited:
-                    stack.append((parent, False))
-    order.reverse()
-    return order
+        for parent in parents:
+            if parent is None:
+                continue
+            key = id(parent)
+            if key in counts:
+                counts[key] += 1
+            else:
+                counts[key] = 1
+                stack.append(parent)
+    return counts

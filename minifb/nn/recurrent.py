@@ -280,13 +280,10 @@ class LSTMCell(_Cell):
         self._check_hidden(h, "h")
         self._check_hidden(c, "c")
         gi, gh = self._gates(x, h)
-        gates = gi + gh
-        i = F.sigmoid(self._chunk(gates, 0))
-        f = F.sigmoid(self._chunk(gates, 1))
-        g = F.tanh(self._chunk(gates, 2))
-        o = F.sigmoid(self._chunk(gates, 3))
-        c = f * c + i * g
-        h = o * F.tanh(c)
+        # one fused op for the gate activations and both state updates (a kernel on the GPU);
+        # its output is [h' | c'] along the last axis
+        hc = F.lstm_pointwise(gi, gh, c)
+        h, c = self._chunk(hc, 0), self._chunk(hc, 1)
         return (h, c), h
 
 
@@ -313,10 +310,7 @@ class GRUCell(_Cell):
     def forward(self, h, x):
         self._check_hidden(h)
         gi, gh = self._gates(x, h)
-        r = F.sigmoid(self._chunk(gi, 0) + self._chunk(gh, 0))
-        z = F.sigmoid(self._chunk(gi, 1) + self._chunk(gh, 1))
-        n = F.tanh(self._chunk(gi, 2) + r * self._chunk(gh, 2))
-        h = n + z * (h - n)  # = (1 - z) * n + z * h
+        h = F.gru_pointwise(gi, gh, h)  # r, z, n and (1 - z) * n + z * h in one fused op
         return h, h
 
 

@@ -64,10 +64,16 @@ class BiasAct(Function):
             y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
         else:
             y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act)
-        self.y = y
+        # the identity's backward needs nothing; the others are written in terms of the output
+        self.y = y if act != "identity" else None
         return y
 
     def backward(self, grad):
+        if self.act == "identity":
+            gb = None
+            if self.needs[1]:
+                gb = grad.sum(axis=tuple(i for i in range(grad.ndim) if i != self.axis))
+            return grad, gb
         if kernels.should_use(grad):
             gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
             return gx, (gb if self.needs[1] else None)
@@ -91,10 +97,21 @@ class MergeAct(Function):
         else:
             a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act)
             y = x + a
-        self.a = a
+        # Keep only what backward reads: nothing for the identity, a 1-byte mask for relu on the
+        # array path (a is an intermediate no other op keeps, so this is 4x less BPTT memory).
+        if act == "identity":
+            self.a = None
+        elif act == "relu" and not kernels.should_use(x):
+            self.a = a > 0
+        else:
+            self.a = a
         return y
 
     def backward(self, grad):
+        if self.act == "identity" or self.a.dtype == bool:
+            gfb = grad if self.act == "identity" else grad * self.a
+            gb = gfb.sum(axis=tuple(i for i in range(gfb.ndim) if i != self.axis)) if self.needs[2] else None
+            return grad, gfb, gb
         if kernels.should_use(grad):
             gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
         else:
