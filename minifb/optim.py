@@ -101,6 +101,39 @@ def _fused(g, *inplace) -> bool:
             and all(a.dtype == np.float32 and a.flags.c_contiguous for a in inplace))
 
 
+class _FlatParameters:
+    """All parameters (and their optimiser state) packed into flat buffers, for one-launch updates.
+
+    Each parameter's ``.data`` becomes a reshaped view into ``self.data``, and
+    each per-parameter state array a view into its flat buffer, so updating the
+    flat buffers updates the parameters and ``state_dict`` sees the same values.
+    If anything replaces a parameter's array (``module.to``, loading weights),
+    :meth:`intact` notices and the optimiser packs again, copying the values.
+    """
+
+    def __init__(self, params, states, keys):
+        xp = backend.array_module(params[0].data)
+        sizes = [p.data.size for p in params]
+        self.data = xp.concatenate([p.data.reshape(-1) for p in params])
+        self.buffers = {}
+        for key in keys:
+            self.buffers[key] = xp.concatenate(
+                [s[key].reshape(-1) if key in s else xp.zeros(n, dtype=np.float32) for s, n in zip(states, sizes)])
+        self.step = states[0].get("step", 0)
+        self.fresh = not keys or not any(key in states[0] for key in keys)  # no state yet: the first step
+        self.views, start = [], 0
+        for p, s, n in zip(params, states, sizes):
+            p.data = self.data[start:start + n].reshape(p.data.shape)
+            for key in keys:
+                s[key] = self.buffers[key][start:start + n].reshape(p.data.shape)
+            self.views.append(p.data)
+            start += n
+
+    def intact(self, params, states) -> bool:
+        """Whether every parameter still lives in this flat buffer."""
+        return all(p.data is v for p, v in zip(params, self.views)) and len(params) == len(self.views)
+
+
 # ---------------------------------------------------------------------------
 # the base class
 # ---------------------------------------------------------------------------
@@ -137,10 +170,11 @@ class Optimizer:
         Raises:
             ValueError: a parameter's ``.grad`` does not have its shape.
         """
-        # KERNEL HOOK: optim -- on CuPy float32 (or under ``kernels.use("emulate")``), SGD and Adam update
-        # each parameter with one fused launch (kernels/optim.cu, see ``_fused``) instead of a sequence of
-        # array expressions; the array code stays as the reference the kernels are tested against.
-        # (Packing all parameters into one flat buffer for a single launch is left for later.)
+        # KERNEL HOOK: optim -- on CuPy float32 (or under ``kernels.use("emulate")``) every parameter is
+        # updated by ONE fused launch over a flat buffer that holds all of them (kernels/optim.cu, see
+        # ``_FlatParameters``); the per-parameter array code below stays as the reference.
+        if self._step_flat():
+            return
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
@@ -155,6 +189,35 @@ class Optimizer:
 
     def update(self, w, g, state: dict) -> None:  # pragma: no cover - interface
         """Update the raw array ``w`` in place from its gradient ``g`` and its ``state``."""
+        raise NotImplementedError
+
+    # ---- the fused path: one kernel launch for all parameters ------------------
+    flat_state_keys: tuple = ()  # per-parameter state arrays that the flat path keeps in flat buffers
+    fused_flat = False           # whether update_flat exists
+
+    def _step_flat(self) -> bool:
+        """Update all parameters with one fused kernel launch, when possible; return whether it ran.
+
+        Needs the kernels to be on for the parameters, every parameter float32
+        with a gradient, and (for Adam) the same step count everywhere;
+        otherwise the per-parameter path runs.
+        """
+        if not self.fused_flat or not kernels.should_use(self.params[0].data):
+            return False
+        if any(p.grad is None or p.dtype != np.float32 or p.grad.shape != p.data.shape for p in self.params):
+            return False
+        if len({s.get("step", 0) for s in self.state}) > 1:
+            return False
+        flat = getattr(self, "_flat", None)
+        if flat is None or not flat.intact(self.params, self.state):
+            flat = self._flat = _FlatParameters(self.params, self.state, self.flat_state_keys)
+        xp = backend.array_module(flat.data)
+        grad = xp.concatenate([p.grad.reshape(-1) for p in self.params])
+        self.update_flat(flat.data, grad, flat)
+        return True
+
+    def update_flat(self, w, g, flat) -> None:  # pragma: no cover - interface
+        """Update the flat buffer ``w`` of all parameters in one kernel launch."""
         raise NotImplementedError
 
     # ---- checkpointing ---------------------------------------------------
@@ -271,6 +334,19 @@ class SGD(Optimizer):
             g = g + self.momentum * buf if self.nesterov else buf
         w -= self.lr * g
 
+    fused_flat = True
+
+    @property
+    def flat_state_keys(self):
+        return ("momentum_buffer",) if self.momentum else ()
+
+    def update_flat(self, w, g, flat):
+        first = flat.fresh
+        flat.fresh = False
+        buf = flat.buffers["momentum_buffer"] if self.momentum else backend.array_module(w).empty(1, np.float32)
+        kernels.sgd_update(w, g, buf, self.lr, self.momentum, self.dampening,
+                           self.weight_decay, self.nesterov, first_step=first)
+
 
 # ---------------------------------------------------------------------------
 # Adam and AdamW
@@ -336,6 +412,20 @@ class Adam(Optimizer):
         denom /= math.sqrt(1.0 - beta2 ** t)
         denom += self.eps
         w -= step_size * (m / denom)
+
+    flat_state_keys = ("exp_avg", "exp_avg_sq")
+    fused_flat = True
+
+    def update_flat(self, w, g, flat):
+        weight_decay = self.weight_decay
+        if weight_decay and self.decoupled:
+            w *= 1.0 - self.lr * weight_decay
+            weight_decay = 0.0
+        flat.step += 1
+        for s in self.state:
+            s["step"] = flat.step
+        kernels.adam_update(w, g, flat.buffers["exp_avg"], flat.buffers["exp_avg_sq"], self.lr, self.betas[0],
+                            self.betas[1], self.eps, weight_decay, flat.step)
 
 
 class AdamW(Adam):
