@@ -1,0 +1,168 @@
+"""Tests of the ``minifb`` command line, driven in-process through ``main([...])`` on tiny budgets."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minifb as mf
+from minifb import __main__ as cli
+from minifb import train as mftrain
+
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+TINY = ["--limit", "40", "--epochs", "1", "--steps", "2", "--features", "4", "--size", "8", "--no-progress"]
+
+
+def run(capsys, *argv):
+    """``main(argv)`` -> (exit code, stdout, stderr)."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("run")
+    code = cli.main(["train", "--model", "spoerer-BT", "--out", str(out), *TINY])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_metrics_and_curves(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["config"]["model_name"] == "spoerer-BT"
+    assert metrics["config"]["steps"] == 2 and metrics["config"]["size"] == 8
+    assert len(metrics["epochs"]) == 1
+    record = metrics["epochs"][0]
+    for key in ("loss", "test_accuracy", "train_accuracy", "seconds"):
+        assert key in record
+    assert len(record["test_accuracy"]) == 2
+    assert np.isfinite(record["loss"]) and record["seconds"] > 0
+    net = mftrain.build_model("spoerer-BT", 8, features=4)
+    mf.load(net, str(trained / "model.npz"))
+    assert (trained / "curves.png").exists() == HAS_MPL
+
+
+def test_train_prints_accuracy_per_timestep(tmp_path, capsys):
+    code, out, err = run(capsys, "train", "--model", "spoerer-B", "--out", str(tmp_path), "--corrupt", "noise",
+                         *TINY)
+    assert code == 0, err
+    assert "epoch 1/1" in out and "t1=" in out and "t2=" in out
+    assert "clean test accuracy" in out
+
+
+def test_evaluate_reads_the_run_config(trained, capsys):
+    code, out, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--limit", "30",
+                         "--corrupt", "debris")
+    assert code == 0, err
+    assert "spoerer-BT" in out and "debris" in out
+    assert "t=1" in out and "t=2" in out and "t=3" not in out
+
+
+def test_evaluate_rejects_weights_of_another_model(trained, capsys):
+    code, _, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--model", "spoerer-BLT",
+                       "--limit", "10")
+    assert code == 2
+    assert err.startswith("minifb: error:") and "does not fit" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "resnet"], "unknown model 'resnet'"),
+    (["train", "--data", "cifar"], "unknown data spec"),
+    (["train", "--data", "mnist:/no/such/dir"], "not found"),
+    (["train", "--epochs", "-1"], "--epochs"),
+    (["train", "--steps", "0"], "--steps"),
+    (["train", "--lr", "abc"], "--lr"),
+    (["train", "--optimizer", "rmsprop"], "unknown optimizer"),
+    (["train", "--corrupt", "rain"], "unknown corruption"),
+    (["evaluate", "--weights", "/no/such/model.npz"], "not found"),
+    (["show", "nonet"], "unknown model"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    if argv and argv[0] == "train":  # in case an argument is wrongly accepted: keep the run tiny
+        argv = argv + ["--out", str(tmp_path), "--limit", "8", "--no-progress"]
+        if "--epochs" not in argv:
+            argv += ["--epochs", "0"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("minifb: error:")
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_interrupted_training_exits_130(monkeypatch, capsys, tmp_path):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mftrain, "train", interrupted)
+    code, _, err = run(capsys, "train", "--out", str(tmp_path), *TINY)
+    assert code == 130
+    assert "interrupted" in err and "no checkpoint" in err
+
+
+def test_show_draws_feedback_from_splitter_to_merger(capsys, tmp_path):
+    dot = tmp_path / "net.dot"
+    code, out, err = run(capsys, "show", "spoerer-BLT", "--dot", str(dot))
+    assert code == 0, err
+    assert 'Splitter("l1")' in out and 'Merger("l1"' in out
+    assert 'Splitter("l2")' in out and 'Merger("l2"' in out
+    assert "3 feedback path(s)" in out
+    text = dot.read_text()
+    assert text.startswith("digraph") and text.rstrip().endswith("}")
+    assert text.count("style=dashed") == 3
+
+
+def test_show_lenet5_fb_and_a_feedforward_model(capsys):
+    code, out, _ = run(capsys, "show", "lenet5_fb")
+    assert code == 0
+    assert 'Splitter("conv2")' in out and 'Merger("fc1"' in out and "2 feedback path(s)" in out
+    # the path's vertical line runs from the Merger's row down to the Splitter's row
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if 'Merger("conv2"' in line)
+    bottom = next(i for i, line in enumerate(lines) if 'Splitter("conv2")' in line)
+    assert lines[top].lstrip().startswith("+") and lines[bottom].startswith("+")
+    assert all(line.startswith("|") for line in lines[top + 1:bottom])
+    code, out, _ = run(capsys, "show", "spoerer-B")
+    assert code == 0 and "no feedback paths" in out
+
+
+def test_compare_writes_its_table(tmp_path, capsys):
+    code, out, err = run(capsys, "compare", "--models", "spoerer-B,spoerer-BT", "--out", str(tmp_path),
+                         "--limit", "30", "--epochs", "1", "--steps", "2", "--features", "4", "--size", "8",
+                         "--no-progress")
+    assert code == 0, err
+    table = (tmp_path / "compare.md").read_text()
+    assert "| model | feedback | parameters | clean | noise" in table
+    assert "| spoerer-B | no (control) |" in table and "| spoerer-BT | yes |" in table
+    assert table.splitlines()[0] in out
+    assert (tmp_path / "compare.png").exists() == HAS_MPL
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["spoerer-B", "spoerer-BT"]
+    assert all(len(r["debris"]) == 2 for r in rows)
+
+
+def test_compare_rejects_an_unknown_model(capsys):
+    code, _, err = run(capsys, "compare", "--models", "spoerer-B,vgg")
+    assert code == 2 and "unknown model 'vgg'" in err
+
+
+def test_python_dash_m_runs():
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "minifb", "show", "spoerer-BT"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 'Splitter("l2")' in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "minifb", "train", "--epochs", "-3"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

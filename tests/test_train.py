@@ -1,0 +1,220 @@
+"""Tests of minifb.train: the recurrent protocol (loss summed over T, BPTT, truncation), evaluation, train()."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minifb as mf
+from minifb import functional as F
+from minifb import models
+from minifb import train as mftrain
+
+
+def tiny(kind="BLT", seed=0, **kw):
+    """A small Spoerer model for 8x8 images (4 feature maps), seeded."""
+    mf.manual_seed(seed)
+    return models.build(f"spoerer-{kind}", input_size=8, features=4, **kw)
+
+
+def batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, size=n)
+
+
+def grads(net):
+    return [None if p.grad is None else p.grad.copy() for p in net.parameters()]
+
+
+class NoStep:
+    """An optimiser that only clears gradients, so train_step leaves them for inspection."""
+
+    def __init__(self, params):
+        self.params = list(params)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        pass
+
+
+def manual_unroll(net, x, y, steps, detach_every=None):
+    """The protocol written out by hand: state reset, T calls, per-step cross-entropy summed."""
+    xt = mf.tensor(x)
+    state = net.initial_state(xt)
+    total, logits = None, []
+    for t in range(steps):
+        if detach_every is not None and t > 0 and t % detach_every == 0:
+            state = {k: v.detach() for k, v in state.items()}
+        state, out = net(state, xt)
+        logits.append(out)
+        loss_t = F.cross_entropy(out, y)
+        total = loss_t if total is None else total + loss_t
+    return total, logits
+
+
+def test_sequence_loss_is_the_sum_over_timesteps():
+    net = tiny()
+    x, y = batch()
+    loss, logits = mftrain.sequence_loss(net, x, y, steps=3)
+    assert len(logits) == 3
+    per_step = [float(F.cross_entropy(lg, y).data) for lg in logits]
+    assert float(loss.data) == pytest.approx(sum(per_step), rel=1e-5)
+    ref, ref_logits = manual_unroll(net, x, y, 3)
+    assert float(loss.data) == pytest.approx(float(ref.data), rel=1e-5)
+    # feedback makes later steps differ from the first
+    assert not np.allclose(logits[0].numpy(), logits[-1].numpy())
+
+
+def test_full_bptt_gradients_match_the_unrolled_graph():
+    net = tiny()
+    x, y = batch()
+    loss, _ = mftrain.train_step(net, NoStep(net.parameters()), x, y, steps=3)
+    got = grads(net)
+    net.zero_grad()
+    ref, _ = manual_unroll(net, x, y, 3)
+    ref.backward()
+    assert loss == pytest.approx(float(ref.data), rel=1e-5)
+    for g, p in zip(got, net.parameters()):
+        np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_truncation_detaches_the_state_every_k_steps(k):
+    net = tiny()
+    x, y = batch()
+    loss, _ = mftrain.train_step(net, NoStep(net.parameters()), x, y, steps=4, truncate=k)
+    got = grads(net)
+    net.zero_grad()
+    ref, _ = manual_unroll(net, x, y, 4, detach_every=k)
+    ref.backward()
+    assert loss == pytest.approx(float(ref.data), rel=1e-5)  # truncation changes gradients, not the loss
+    for g, p in zip(got, net.parameters()):
+        np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-6)
+    # and the truncated gradient really differs from full BPTT
+    net.zero_grad()
+    mftrain.train_step(net, NoStep(net.parameters()), x, y, steps=4)
+    assert any(not np.allclose(a, p.grad, rtol=1e-4, atol=1e-6) for a, p in zip(got, net.parameters()))
+
+
+def test_feedforward_model_counts_its_single_answer_t_times():
+    net = tiny("B")
+    x, y = batch()
+    loss, logits = mftrain.sequence_loss(net, x, y, steps=4)
+    one = float(F.cross_entropy(logits[0], y).data)
+    assert float(loss.data) == pytest.approx(4 * one, rel=1e-5)
+    assert len(logits) == 4
+
+
+def test_clipping_bounds_the_gradient_norm():
+    net = tiny()
+    x, y = batch()
+    mftrain.train_step(net, NoStep(net.parameters()), x, y, steps=2, clip=1e-3)
+    norm = np.sqrt(sum(float((p.grad.astype(np.float64) ** 2).sum()) for p in net.parameters()))
+    assert norm <= 1e-3 * 1.001
+
+
+def test_multilabel_loss_is_binary_cross_entropy_and_accuracy_is_top_k():
+    net = tiny()
+    x, _ = batch(4)
+    y = np.zeros((4, 10), np.float32)
+    y[np.arange(4), [1, 2, 3, 4]] = 1
+    y[np.arange(4), [5, 6, 7, 8]] = 1
+    loss, logits = mftrain.sequence_loss(net, x, y, steps=2)
+    expect = sum(float(F.binary_cross_entropy_with_logits(lg, mf.tensor(y)).data) for lg in logits)
+    assert float(loss.data) == pytest.approx(expect, rel=1e-5)
+    scores = np.full((2, 10), -1.0)
+    scores[0, [3, 7]] = 5       # both right
+    scores[1, [3, 9]] = 5       # one of two right
+    labels = np.zeros((2, 10))
+    labels[:, [3, 7]] = 1
+    assert mftrain.accuracy(scores, labels) == pytest.approx(0.75)
+    assert mftrain.accuracy(np.eye(3), np.array([0, 2, 2])) == pytest.approx(2 / 3)
+
+
+def test_evaluate_gives_one_accuracy_per_timestep_and_restores_the_mode():
+    net = tiny()
+    x, y = batch(10)
+    net.train()
+    accs = mftrain.evaluate(net, x, y, steps=5, batch=4)
+    assert len(accs) == 5 and all(0.0 <= a <= 1.0 for a in accs)
+    assert net.training
+    # the batch size does not change the answer
+    assert mftrain.evaluate(net, x, y, steps=5, batch=10) == pytest.approx(accs)
+    with pytest.raises(ValueError, match="steps"):
+        mftrain.evaluate(net, x, y, steps=0)
+
+
+def test_training_learns_a_little():
+    history = mftrain.train("spoerer-BT", limit=400, epochs=6, features=8, size=8, lr=1e-2, progress=False, log=None)
+    epochs = history["epochs"]
+    assert len(epochs) == 6
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    assert history["final"]["test_accuracy"][-1] > 0.5      # chance is 0.1
+
+
+def test_train_writes_checkpoint_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    history = mftrain.train("spoerer-BT", limit=40, epochs=1, steps=3, features=4, out=str(out),
+                            progress=False, log=None, plot=False)
+    assert set(history) >= {"config", "parameters", "epochs", "final", "seconds"}
+    record = history["epochs"][0]
+    assert set(record) >= {"epoch", "loss", "train_accuracy", "test_accuracy", "seconds"}
+    assert len(record["test_accuracy"]) == 3
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["model_name"] == "spoerer-BT"
+    assert saved["config"]["size"] == 16 == mftrain.default_size("spoerer-BT")
+    mf.load(mftrain.build_model("spoerer-BT", 16, features=4), str(out / "model.npz"))
+
+
+def test_corruption_is_applied_and_clean_accuracy_reported():
+    history = mftrain.train("spoerer-B", limit=30, epochs=1, steps=2, features=4, size=8, corrupt="noise",
+                            progress=False, log=None)
+    assert len(history["epochs"][0]["clean_accuracy"]) == 2
+
+
+def test_clutter_trains_multilabel():
+    history = mftrain.train("spoerer-BT", limit=30, epochs=1, steps=2, features=4, size=8, corrupt="clutter",
+                            progress=False, log=None)
+    assert 0.0 <= history["final"]["test_accuracy"][-1] <= 1.0
+
+
+def test_interrupt_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real = mftrain.train_step
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:           # the first epoch (2 batches of 16) finishes, the second is interrupted
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mftrain, "train_step", flaky)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        mftrain.train("spoerer-B", limit=32, batch=16, epochs=3, features=4, size=8, out=str(out), progress=False,
+                      log=None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True
+    assert len(metrics["epochs"]) == 1
+    assert os.path.isfile(out / "model.npz")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model_name="nope"), "unknown model"),
+    (dict(data="imagenet"), "unknown data spec"),
+    (dict(epochs=-1), "epochs"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(corrupt="rain"), "corruption"),
+    (dict(lr=0.0), "learning rate"),
+    (dict(size=1), "size"),
+    (dict(model_name="lenet5", features=8), "features"),
+])
+def test_bad_arguments_raise_value_errors(kwargs, match):
+    args = dict(limit=8, epochs=1, progress=False, log=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        mftrain.train(**args)
