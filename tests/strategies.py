@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the test suite."""
+"""Hypothesis strategies and float64 helpers shared by the test suite."""
 
 import numpy as np
 from hypothesis import strategies as st
@@ -24,3 +24,17 @@ def floats64(shape, seed):
 
 
 seeds = st.integers(0, 2**31 - 1)
+
+
+def to64(module):
+    """Convert a module's parameters and buffers to float64 in place (for finite differences)."""
+    for t in module.parameters() + module.buffers():
+        t.data = t.data.astype(np.float64)
+    return module
+
+
+def t64(array, requires_grad=False):
+    """A float64 tensor of ``array``."""
+    import minifb as mf
+
+    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)

@@ -9,16 +9,12 @@ import minifb as mf
 from minifb import nn
 from minifb.testing import gradcheck
 
-
-def to64(module):
-    """Convert a module's parameters and buffers to float64 in place (for finite differences)."""
-    for t in module.parameters() + module.buffers():
-        t.data = t.data.astype(np.float64)
-    return module
+from strategies import to64
+from strategies import t64 as _t64
 
 
 def t64(array, requires_grad=True):
-    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)
+    return _t64(array, requires_grad)
 
 
 def rng(seed=0):

@@ -7,15 +7,7 @@ import minifb as mf
 from minifb import nn
 from minifb.testing import gradcheck
 
-
-def to64(module):
-    for t in module.parameters() + module.buffers():
-        t.data = t.data.astype(np.float64)
-    return module
-
-
-def t64(array, requires_grad=False):
-    return mf.tensor(np.asarray(array, dtype=np.float64), dtype="float64", requires_grad=requires_grad)
+from strategies import to64, t64
 
 
 def flatten_state(state):

@@ -7,7 +7,29 @@ from .module import Module, describe
 __all__ = ["Chain", "SkipConnection", "Parallel"]
 
 
-class Chain(Module):
+class LayerSequence:
+    """Sequence behaviour shared by the containers that hold ``self.layers``.
+
+    Indexing returns a layer; slicing returns a new container of the same type
+    sharing those layers; ``len`` and iteration go over the layers.
+    """
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return type(self)(*self.layers[index])
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def _repr_args(self):
+        return [describe(layer) for layer in self.layers]
+
+
+class Chain(LayerSequence, Module):
     """Apply layers one after another: ``y = layers[-1](...layers[1](layers[0](x)))``.
 
     Any callable can be a layer (a Module, ``mf.relu``, a lambda).  Indexing
@@ -33,20 +55,6 @@ class Chain(Module):
         for layer in self.layers:
             x = layer(x)
         return x
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return Chain(*self.layers[index])
-        return self.layers[index]
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def _repr_args(self):
-        return [describe(layer) for layer in self.layers]
 
 
 class SkipConnection(Module):

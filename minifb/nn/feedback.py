@@ -40,7 +40,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor, no_grad
-from .containers import Chain
+from .containers import Chain, LayerSequence
 from .module import Module, describe
 
 __all__ = ["Splitter", "Merger", "FeedbackChain", "FeedbackTree"]
@@ -236,7 +236,7 @@ def _walk_markers(layers):
             yield from _walk_markers(layer.layers)
 
 
-class FeedbackChain(Module):
+class FeedbackChain(LayerSequence, Module):
     """A chain of layers with feedback; one call is one timestep.
 
     ``state, y = net(state, x)``: the layers run in order on ``x``; each
@@ -346,19 +346,6 @@ class FeedbackChain(Module):
         xp = backend.array_module(x.data)
         return {name: Tensor(xp.zeros(v.shape, dtype=x.dtype)) for name, v in ctx.new.items()}
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return type(self)(*self.layers[index])
-        return self.layers[index]
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def _repr_args(self):
-        return [describe(layer) for layer in self.layers]
 
 
 class FeedbackTree(FeedbackChain):
