@@ -177,8 +177,7 @@ def linear(x, w, b=None) -> Tensor:
                          f"{w.shape[1] if w.ndim == 2 else '?'}, got input of shape {x.shape}")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape {w.shape}")
-    y = mm.MatMul.apply(x, transpose(w))
-    return y if b is None else bias_act(y, b, "identity", axis=-1)
+    return mm.Linear.apply(x, w) if b is None else mm.Linear.apply(x, w, b)
 
 
 # ---- movement -------------------------------------------------------------------

@@ -324,7 +324,13 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     """
     xp = backend.array_module(x, gy)
     cols = _im2col(x, geom, gy.shape[2:])                       # recomputed, never kept
-    gw = xp.matmul(_by_group(gy, geom.groups), cols.transpose(0, 2, 1))
+    gyg = _by_group(gy, geom.groups)                            # (G, K/G, M)
+    # The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
+    # smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
+    if gyg.shape[1] >= cols.shape[1]:
+        gw = xp.matmul(gyg, cols.transpose(0, 2, 1))
+    else:
+        gw = xp.ascontiguousarray(xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1))
     return gw.reshape(w_shape)
 
 

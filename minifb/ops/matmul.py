@@ -6,6 +6,7 @@ For ``C = A @ B`` the gradients are ``dA = dC @ Bᵀ`` and ``dB = Aᵀ @ dC``
 removed again from the gradient.
 """
 
+from ..backend import array_module
 from ..tensor import Function
 
 
@@ -50,3 +51,43 @@ class MatMul(Function):
             else:
                 gb = _swap_last(a) @ grad
         return ga, gb
+
+
+class Linear(Function):
+    """``x @ w.T + b`` as one op: the affine map of Dense layers and recurrent cells.
+
+    ``x`` (..., in), ``w`` (out, in), optional ``b`` (out,).  Gradients:
+    ``dx = dy @ w``, ``dw = dyᵀ @ x`` (leading axes folded into one large
+    product), ``db = Σ dy`` over the leading axes.  Written as one op rather
+    than transpose + matmul + bias add, it records one node instead of three,
+    adds the bias in place into the fresh product, and yields ``dw`` directly
+    in ``w``'s (out, in) layout, so per-timestep weight gradients accumulate
+    as contiguous arrays.
+    """
+
+    def forward(self, x, w, b=None):
+        self.x = x if self.needs[1] else None
+        self.w = w if self.needs[0] else None
+        y = x @ w.T
+        if b is not None:
+            if array_module(y).result_type(y.dtype, b.dtype) == y.dtype:
+                y += b            # y is a fresh array: add in place
+            else:
+                y = y + b
+        return y
+
+    def backward(self, grad):
+        gx = grad @ self.w if self.needs[0] else None
+        gw = None
+        if self.needs[1]:
+            x = self.x
+            if x.ndim == 1:
+                gw = grad[:, None] * x[None, :]
+            else:
+                gw = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        if len(self.needs) == 2:
+            return gx, gw
+        gb = None
+        if self.needs[2]:
+            gb = grad if grad.ndim == 1 else grad.reshape(-1, grad.shape[-1]).sum(axis=0)
+        return gx, gw, gb

@@ -1,0 +1,844 @@
+"""One runner for minifb's benchmarks: feedback networks, an LSTM and micro-ops, side by side with PyTorch.
+
+Usage::
+
+    python benchmarks/run.py [--quick | --smoke] [--json FILE] [--threads N] [--only W1,W2,...]
+    python benchmarks/run.py --profile W2 --threads 1      # cProfile of minifb's step
+
+Workloads (float32, batch-first / NCHW).  A *step* is the forward pass over all
+timesteps + the loss + backprop-through-time + one SGD update (lr 0.01):
+
+* **W1 dense feedback** -- x (64, 784) fed for T=8 steps, state s (64, 128) from
+  zeros; ``a = x + relu(s Wfb + bfb)`` (a Merger), ``h1 = relu(a W1 + b1)``,
+  ``h2 = relu(h1 W2 + b2)`` (the Splitter), ``logits = h2 W3 + b3``; mean
+  cross-entropy of the last step.  ``nn.FeedbackChain`` + ``nn.Recur``.
+* **W2 conv feedback** -- x (32, 1, 28, 28) for T=4 steps, state s2 (32, 64, 14, 14);
+  ``a1 = relu(conv 1->32 3x3 p1)(x) + convT(64->32, k4 s2 p1)(s2)``,
+  ``a2 = relu(conv 32->64 3x3 s2 p1)(a1)`` (the Splitter),
+  ``a3 = relu(conv 64->64 3x3 s2 p1)(a2)``, ``logits = Dense(3136->10)``; last-step
+  cross-entropy.  ``nn.FeedbackChain`` + ``nn.Recur``.
+* **W3 LSTM** -- one-hot vocabulary 64, hidden 256, sequence 32, batch 32,
+  Dense(256->64) at every step, mean cross-entropy over all steps
+  (``nn.LSTMCell`` in ``nn.Recur``; PyTorch peer: ``torch.nn.LSTMCell`` in a
+  Python loop, the same structure).
+* **W4 micro** -- conv2d, conv_transpose2d, matmul 1024^3, each forward +
+  backward; the cases and step functions are those of ``benchmarks/bench_micro.py``.
+
+How it measures:
+
+* minifb and PyTorch eager (``torch.set_num_threads(2)``, and NumPy's BLAS on 2
+  threads through threadpoolctl; ``--threads N`` changes both) run in the same
+  process, the PyTorch model holding a copy of minifb's initial weights; the
+  first loss of each must agree to 1e-4 (relative) or the row is flagged.
+* Steps alternate minifb, PyTorch, PyTorch, minifb, ... after warm-up; the
+  reported time is the median (20 steps; ``--quick``: up to 5, stopping after
+  ~5 s per case).  The headline ratio is the median of the per-pair ratios
+  (each minifb step against the PyTorch step beside it), which is robust to
+  the load of a shared machine drifting during the run; the ratio of the
+  medians and of the best steps are shown too.
+* GFLOP/s counts the matrix-product FLOPs of the step (3x the forward
+  GEMM/convolution FLOPs: forward, input gradient, weight gradient;
+  elementwise work ignored), against the machine's float32 GEMM rate measured
+  here (the better of NumPy's and PyTorch's 2048^3 ``matmul``).
+* Peak memory of a step (both libraries, comparable): measured in a child
+  process started with glibc's ``MALLOC_MMAP_THRESHOLD_=4096`` (so every
+  array is its own mapping and freeing it returns the pages to the OS, for
+  NumPy and PyTorch alike); after warm-up, the resident-set high-water mark is
+  reset (``/proc/self/clear_refs`` = 5) and the step's peak is
+  ``VmHWM - VmRSS before the step`` (the child runs both libraries on one
+  thread, never waiting for a busy core).  For minifb the ``tracemalloc`` peak of the
+  step is given as well (NumPy reports its buffers to tracemalloc; PyTorch does not).
+* Scaling table: W1 and W2 step time and peak memory for T = 1, 2, 4, 8, 16, 32
+  (``--quick``: 1, 2, 4); linearity is judged on a least-squares line through
+  the best-of-N step times.
+* On a GPU (CuPy present), the workloads also run on CuPy with the fused
+  kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
+
+``--quick`` runs in under 2 minutes; ``--smoke`` is a seconds-long run with
+small shapes used by the test suite.  The BLAS in use (threadpoolctl) and
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import operator
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+try:
+    import minifb  # noqa: F401
+except ImportError:  # a source checkout that is not installed
+    sys.path.insert(0, str(HERE.parent))
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import minifb as mf  # noqa: E402
+from minifb import functional as F  # noqa: E402
+from minifb import nn, optim  # noqa: E402
+
+LR = 0.01
+
+# steps: timed steps per case; warmup: untimed steps first; scaling_*: the T sweep
+SETTINGS = {
+    "full": {"steps": 20, "warmup": 3, "scaling_T": (1, 2, 4, 8, 16, 32), "scaling_steps": 7, "gemm_n": 2048,
+             "budget_s": None},
+    # quick: at most ~5 s of timed steps per case (at least 2 pairs), so it stays under 2 minutes even when
+    # the shared machine is busy
+    "quick": {"steps": 5, "warmup": 1, "scaling_T": (1, 2, 4), "scaling_steps": 3, "gemm_n": 1024,
+              "budget_s": 5.0},
+    "smoke": {"steps": 1, "warmup": 0, "scaling_T": (1, 2), "scaling_steps": 1, "gemm_n": 256, "budget_s": None},
+}
+
+# workload shapes; --smoke shrinks them
+SHAPES = {
+    "full": {"W1": {"batch": 64, "T": 8}, "W2": {"batch": 32, "T": 4}, "W3": {"batch": 32, "T": 32}},
+    "smoke": {"W1": {"batch": 8, "T": 2}, "W2": {"batch": 2, "T": 2}, "W3": {"batch": 4, "T": 3}},
+}
+
+TARGETS = {"W1": 1.2, "W2": 1.5, "W3": 1.5, "conv2d": 1.5, "conv_transpose2d": 1.5, "matmul": 1.1}
+MEMORY_TARGETS = {"W2": 1.5}
+
+
+# ================================================================================ helpers
+def _import_torch(threads: int = 2):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+_BLAS_LIMIT = None
+
+
+def _limit_blas(threads: int) -> None:
+    """Run NumPy's BLAS on ``threads`` threads (needs threadpoolctl; without it the BLAS default stays)."""
+    global _BLAS_LIMIT
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    _BLAS_LIMIT = threadpool_limits(limits=threads, user_api="blas")
+
+
+def _t(torch, a):
+    """A PyTorch tensor holding a copy of a minifb parameter / array."""
+    return torch.tensor(np.asarray(a.data if hasattr(a, "data") else a))
+
+
+def _copy_linear(torch, tl, dense):
+    with torch.no_grad():
+        tl.weight.copy_(_t(torch, dense.weight))
+        tl.bias.copy_(_t(torch, dense.bias))
+
+
+class Case:
+    """One benchmark case: a minifb step, an optional PyTorch step, and the step's GEMM FLOPs."""
+
+    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None):
+        self.name, self.desc = name, desc
+        self.mf_step, self.torch_step, self.flops = mf_step, torch_step, flops
+        self.sync = sync or (lambda: None)
+
+
+# ================================================================================ workloads
+def _labels(rng, n, classes):
+    return rng.integers(0, classes, size=n)
+
+
+def build_w1(torch, batch=64, T=8, device="cpu"):
+    """W1: dense feedback network (see the module docstring)."""
+    mf.manual_seed(1)
+    rng = np.random.default_rng(1)
+    x_np = rng.standard_normal((batch, 784), dtype=np.float32)
+    y_np = _labels(rng, batch, 10)
+    net = nn.FeedbackChain(
+        nn.Merger("s", nn.Dense(128, 784, mf.relu), operator.add),
+        nn.Dense(784, 512, mf.relu),
+        nn.Dense(512, 128, mf.relu),
+        nn.Splitter("s"),
+        nn.Dense(128, 10),
+    )
+    rnet = nn.Recur(net, {"s": mf.zeros(batch, 128)})
+    if device != "cpu":
+        rnet.to(device)
+    opt = optim.SGD(rnet.parameters(), lr=LR)
+    x = mf.tensor(x_np, device=device)
+    y = mf.tensor(y_np, device=device)
+
+    def mf_step():
+        rnet.reset()
+        for _ in range(T):
+            logits = rnet(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    torch_step = None
+    if torch is not None and device == "cpu":
+        tn = torch.nn
+        fb, l1, l2, l3 = tn.Linear(128, 784), tn.Linear(784, 512), tn.Linear(512, 128), tn.Linear(128, 10)
+        for tl, dense in zip((fb, l1, l2, l3), (net.layers[0].op, net.layers[1], net.layers[2], net.layers[4])):
+            _copy_linear(torch, tl, dense)
+        params = [p for m in (fb, l1, l2, l3) for p in m.parameters()]
+        topt = torch.optim.SGD(params, lr=LR)
+        tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        relu = torch.relu
+
+        def torch_step():
+            s = torch.zeros(batch, 128)
+            for _ in range(T):
+                a = tx + relu(fb(s))
+                s = relu(l2(relu(l1(a))))
+                logits = l3(s)
+            loss = torch.nn.functional.cross_entropy(logits, ty)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+            return float(loss.item())
+
+    fwd = 2 * batch * (128 * 784 + 784 * 512 + 512 * 128 + 128 * 10)
+    return Case("W1", f"dense feedback B={batch} T={T}", mf_step, torch_step, 3 * fwd * T)
+
+
+def build_w2(torch, batch=32, T=4, device="cpu"):
+    """W2: convolutional feedback network (see the module docstring)."""
+    mf.manual_seed(2)
+    rng = np.random.default_rng(2)
+    x_np = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
+    y_np = _labels(rng, batch, 10)
+    net = nn.FeedbackChain(
+        nn.Conv(1, 32, 3, mf.relu, padding=1),
+        nn.Merger("s2", nn.ConvTranspose(64, 32, 4, stride=2, padding=1), operator.add),
+        nn.Conv(32, 64, 3, mf.relu, stride=2, padding=1),
+        nn.Splitter("s2"),
+        nn.Conv(64, 64, 3, mf.relu, stride=2, padding=1),
+        nn.Flatten(),
+        nn.Dense(3136, 10),
+    )
+    rnet = nn.Recur(net, {"s2": mf.zeros(batch, 64, 14, 14)})
+    if device != "cpu":
+        rnet.to(device)
+    opt = optim.SGD(rnet.parameters(), lr=LR)
+    x = mf.tensor(x_np, device=device)
+    y = mf.tensor(y_np, device=device)
+
+    def mf_step():
+        rnet.reset()
+        for _ in range(T):
+            logits = rnet(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    torch_step = None
+    if torch is not None and device == "cpu":
+        tn = torch.nn
+        c1 = tn.Conv2d(1, 32, 3, padding=1)
+        ct = tn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
+        c2 = tn.Conv2d(32, 64, 3, stride=2, padding=1)
+        c3 = tn.Conv2d(64, 64, 3, stride=2, padding=1)
+        d = tn.Linear(3136, 10)
+        ours = (net.layers[0], net.layers[1].op, net.layers[2], net.layers[4], net.layers[6])
+        for tl, layer in zip((c1, ct, c2, c3, d), ours):
+            _copy_linear(torch, tl, layer)
+        params = [p for m in (c1, ct, c2, c3, d) for p in m.parameters()]
+        topt = torch.optim.SGD(params, lr=LR)
+        tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        relu = torch.relu
+
+        def torch_step():
+            s = torch.zeros(batch, 64, 14, 14)
+            for _ in range(T):
+                a1 = relu(c1(tx)) + ct(s)
+                s = relu(c2(a1))
+                logits = d(relu(c3(s)).flatten(1))
+            loss = torch.nn.functional.cross_entropy(logits, ty)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+            return float(loss.item())
+
+    fwd = 2 * batch * (32 * 28 * 28 * 1 * 9        # conv1
+                       + 64 * 14 * 14 * 32 * 16    # convT (input pixels x C_in x C_out x k^2)
+                       + 64 * 14 * 14 * 32 * 9     # conv2
+                       + 64 * 7 * 7 * 64 * 9       # conv3
+                       + 3136 * 10)                # dense
+    return Case("W2", f"conv feedback B={batch} T={T}", mf_step, torch_step, 3 * fwd * T)
+
+
+def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
+    """W3: LSTM language-model step over a one-hot sequence."""
+    mf.manual_seed(3)
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, vocab, size=(T + 1, batch))
+    onehot = np.eye(vocab, dtype=np.float32)[tokens[:-1]]           # (T, B, V)
+    targets = tokens[1:]                                            # (T, B)
+    cell = nn.LSTMCell(vocab, hidden)
+    head = nn.Dense(hidden, vocab)
+    zeros = mf.zeros(batch, hidden)
+    rnet = nn.Recur(cell, (zeros, mf.zeros(batch, hidden)))
+    if device != "cpu":
+        rnet.to(device)
+        head.to(device)
+    opt = optim.SGD(rnet.parameters() + head.parameters(), lr=LR)
+    xs = [mf.tensor(onehot[t], device=device) for t in range(T)]
+    ys = [mf.tensor(targets[t], device=device) for t in range(T)]
+
+    def mf_step():
+        rnet.reset()
+        total = None
+        for t in range(T):
+            loss_t = F.cross_entropy(head(rnet(xs[t])), ys[t])
+            total = loss_t if total is None else total + loss_t
+        loss = total * (1.0 / T)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    torch_step = None
+    if torch is not None and device == "cpu":
+        tcell = torch.nn.LSTMCell(vocab, hidden)
+        thead = torch.nn.Linear(hidden, vocab)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(tcell, name).copy_(_t(torch, getattr(cell, name)))
+        _copy_linear(torch, thead, head)
+        topt = torch.optim.SGD(list(tcell.parameters()) + list(thead.parameters()), lr=LR)
+        txs = [torch.from_numpy(onehot[t]) for t in range(T)]
+        tys = [torch.from_numpy(targets[t]) for t in range(T)]
+        ce = torch.nn.functional.cross_entropy
+
+        def torch_step():
+            h = torch.zeros(batch, hidden)
+            c = torch.zeros(batch, hidden)
+            total = None
+            for t in range(T):
+                h, c = tcell(txs[t], (h, c))
+                loss_t = ce(thead(h), tys[t])
+                total = loss_t if total is None else total + loss_t
+            loss = total * (1.0 / T)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+            return float(loss.item())
+
+    fwd = 2 * batch * (vocab * 4 * hidden + hidden * 4 * hidden + hidden * vocab)
+    return Case("W3", f"LSTM V={vocab} H={hidden} T={T} B={batch}", mf_step, torch_step, 3 * fwd * T)
+
+
+def _shrink(name, arrays):
+    """Small versions of the micro cases' arrays (for ``--smoke``): same ops, tiny shapes."""
+    if name == "matmul":
+        return [a[:64, :64].copy() for a in arrays], "64x64 @ 64x64"
+    x, w, b = arrays
+    if name == "conv2d":
+        return [x[:2, :8, :10, :10].copy(), w[:8, :8].copy(), b[:8].copy()], "N=2 C=8 10x10 K=8 3x3 pad 1"
+    return [x[:2, :8, :5, :5].copy(), w[:8, :4].copy(), b[:4].copy()], "N=2 8->4 5x5->10x10 k4 s2 p1"
+
+
+def build_micro(torch, device="cpu", small=False):
+    """W4: the micro cases of ``bench_micro.py`` (its cases and step functions reused), one Case each."""
+    import bench_micro  # benchmarks/bench_micro.py, owned by the conv author
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for name, shape, fn, torch_name, arrays, options in bench_micro._cases(rng):
+        if small:
+            arrays, shape = _shrink(name, arrays)
+        if device != "cpu":
+            from minifb import backend
+            arrays = [backend.to_device(a, device) for a in arrays]
+        with mf.no_grad():
+            out_shape = fn(*[mf.Tensor(a) for a in arrays], **options).shape
+        grad_out = rng.standard_normal(out_shape, dtype=np.float32)
+        if device != "cpu":
+            grad_out = backend.to_device(grad_out, device)
+        mf_step = bench_micro._minifb_step(fn, arrays, options, grad_out)
+        torch_step = None
+        if torch is not None and device == "cpu":
+            torch_step = bench_micro._torch_step(torch, torch_name, arrays, options, grad_out)
+        if name == "matmul":
+            fwd = 2 * arrays[0].shape[0] * arrays[0].shape[1] * arrays[1].shape[1]
+        elif name == "conv2d":
+            w = arrays[1]
+            fwd = 2 * out_shape[0] * out_shape[2] * out_shape[3] * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+        else:  # conv_transpose2d: input pixels x C_in x C_out x k^2
+            x, w = arrays[0], arrays[1]
+            fwd = 2 * x.shape[0] * x.shape[2] * x.shape[3] * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+        cases.append(Case(name, shape, mf_step, torch_step, 3 * fwd))
+    return cases
+
+
+def build(name, torch, mode, T=None, device="cpu"):
+    """Build the named case (``W1``, ``W2``, ``W3``) at this mode's shapes, optionally with another T."""
+    shapes = dict(SHAPES["smoke" if mode == "smoke" else "full"][name])
+    if T is not None:
+        shapes["T"] = T
+    fn = {"W1": build_w1, "W2": build_w2, "W3": build_w3}[name]
+    return fn(torch, device=device, **shapes)
+
+
+# ================================================================================ measuring
+def _run_step(step):
+    """Call ``step`` (after a collection, so garbage of the other library is not timed); return seconds."""
+    gc.collect()
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None) -> dict:
+    """Median step times of minifb and PyTorch, alternating (mf, pt, pt, mf, ...).
+
+    With ``budget_s``, stop after the pair that passes that many seconds (at least 2 pairs).
+    """
+    first_mf = case.mf_step()
+    case.sync()
+    first_pt = case.torch_step() if case.torch_step else None
+    for _ in range(max(warmup - 1, 0)):
+        case.mf_step()
+        if case.torch_step:
+            case.torch_step()
+    mine, theirs = [], []
+
+    def mf_timed():
+        gc.collect()
+        t0 = time.perf_counter()
+        case.mf_step()
+        case.sync()
+        return time.perf_counter() - t0
+
+    started = time.perf_counter()
+    for i in range(steps):
+        if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
+            break
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for who in order:
+            if who == 0:
+                mine.append(mf_timed())
+            elif case.torch_step:
+                theirs.append(_run_step(case.torch_step))
+    row = {"name": case.name, "desc": case.desc, "flops": case.flops, "steps": len(mine),
+           "minifb_s": statistics.median(mine), "minifb_all_s": mine,
+           "torch_s": statistics.median(theirs) if theirs else None}
+    row["ratio"] = row["minifb_s"] / row["torch_s"] if row["torch_s"] else None
+    # median of the ratios of neighbouring steps: robust to the machine's load drifting during the run
+    row["ratio_paired"] = statistics.median(m / t for m, t in zip(mine, theirs)) if theirs else None
+    row["torch_all_s"] = theirs
+    # best-of-N: the step least disturbed by other processes (this machine is shared)
+    row["minifb_best_s"] = min(mine)
+    row["torch_best_s"] = min(theirs) if theirs else None
+    row["ratio_best"] = min(mine) / min(theirs) if theirs else None
+    if first_mf is not None and first_pt is not None and isinstance(first_mf, float):
+        row["first_loss_minifb"], row["first_loss_torch"] = first_mf, first_pt
+        row["loss_match"] = abs(first_mf - first_pt) <= 1e-4 * max(1.0, abs(first_pt))
+    return row
+
+
+def gemm_rate(torch, n: int) -> dict:
+    """The machine's float32 GEMM rate (GFLOP/s): the better of NumPy's and PyTorch's best n^3 matmul."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2 * n ** 3
+    reps = 7 if n >= 1024 else 20
+
+    def rate(fn):
+        fn()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return flops / min(times) / 1e9  # best of: the rate the machine can reach
+
+    out = {"n": n, "numpy_gflops": rate(lambda: a @ b)}
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        out["torch_gflops"] = rate(lambda: ta @ tb)
+    out["peak_gflops"] = max(v for k, v in out.items() if k.endswith("_gflops"))
+    return out
+
+
+def environment() -> dict:
+    """What the numbers depend on: CPU, BLAS (threadpoolctl), OpenBLAS variables, versions."""
+    info = {"python": platform.python_version(), "numpy": np.__version__, "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "prefix", "architecture", "version", "num_threads")}
+                        for d in threadpool_info()]
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    try:
+        import torch
+
+        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+# ---- peak memory, in a child process -------------------------------------------------------------
+def _status_kb(field):
+    m = re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(m.group(1)) if m else None
+
+
+def _peak_rss_delta(step):
+    """Bytes the resident set grows by at the peak of ``step()`` (Linux: VmHWM after clear_refs=5)."""
+    gc.collect()
+    before = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    step()
+    return (_status_kb("VmHWM") - before) * 1024
+
+
+def _tracemalloc_peak(step):
+    gc.collect()
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def memory_child(spec: dict) -> dict:
+    """Run in the child: peak memory of each requested case, both libraries."""
+    torch = _import_torch(1)  # peak memory does not depend on it; one thread never waits for a busy core
+    _limit_blas(1)
+    gc.freeze()  # the import's objects: later collections need not walk them
+    results = {}
+    repeats = 2 if spec["mode"] == "full" else 1
+    for key, (name, T) in spec["cases"].items():
+        if name in ("W1", "W2", "W3"):
+            case = build(name, torch, spec["mode"], T=T)
+        else:
+            case = next(c for c in build_micro(torch, small=spec["mode"] == "smoke") if c.name == name)
+        out = {}
+        for lib, step in (("minifb", case.mf_step), ("torch", case.torch_step)):
+            if step is None:
+                continue
+            step()  # warm-up: weights' gradients, optimiser state and BLAS buffers exist from now on
+            out[f"{lib}_peak_rss"] = min(_peak_rss_delta(step) for _ in range(repeats))
+        out["minifb_tracemalloc"] = _tracemalloc_peak(case.mf_step)
+        results[key] = out
+        del case
+        gc.collect()
+    return results
+
+
+def measure_memory(cases: dict, mode: str, threads: int) -> dict:
+    """Start the memory child (fixed mmap threshold) and return its results, or an error entry."""
+    if not Path("/proc/self/clear_refs").exists():
+        return {"error": "peak RSS needs Linux /proc (clear_refs)"}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4096")
+    spec = json.dumps({"cases": cases, "mode": mode, "threads": threads})
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child", spec],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "memory child failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- GPU ----------------------------------------------------------------------------------------
+def gpu_section(mode: str, steps: int, warmup: int) -> dict:
+    """The workloads on CuPy, fused kernels on and off; skipped without a GPU."""
+    from minifb import backend, kernels
+
+    if not backend.cuda_available():
+        return {"skipped": "no CuPy with a GPU"}
+    cp = backend.cupy_or_none()
+    rows = []
+    for name in ("W1", "W2", "W3", "micro"):
+        timings = {}
+        for kmode in ("cuda", "off"):
+            with kernels.use(kmode):
+                cases = build_micro(None, device="cuda", small=mode == "smoke") if name == "micro" else \
+                    [build(name, None, mode, device="cuda")]
+                for case in cases:
+                    case.sync = cp.cuda.Device().synchronize
+                    r = time_case(case, steps, warmup)
+                    timings.setdefault(case.name, {"name": case.name, "desc": case.desc, "flops": case.flops})
+                    timings[case.name][f"{'fused' if kmode == 'cuda' else 'unfused'}_s"] = r["minifb_s"]
+        for row in timings.values():
+            row["fused_speedup"] = row["unfused_s"] / row["fused_s"]
+            rows.append(row)
+    return {"device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": rows}
+
+
+# ================================================================================ reporting
+def _mib(b):
+    return "n/a" if b is None else f"{b / 2 ** 20:.1f}"
+
+
+def _ms(s):
+    return "n/a" if s is None else f"{s * 1e3:.1f}"
+
+
+def markdown_main(rows, gemm) -> str:
+    peak = gemm["peak_gflops"]
+    lines = [f"float32 GEMM rate of this machine: {peak:.1f} GFLOP/s "
+             f"(NumPy {gemm['numpy_gflops']:.1f}, PyTorch {gemm.get('torch_gflops', float('nan')):.1f}; "
+             f"{gemm['n']}^3)", "",
+             "| case | shape | minifb ms | PyTorch ms | minifb/PyTorch: paired (medians, best) | target | minifb GFLOP/s (% of GEMM) "
+             "| PyTorch GFLOP/s | minifb peak MiB (RSS / tracemalloc) | PyTorch peak MiB (RSS) | mem ratio "
+             "| first loss equal |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        ratio = "n/a" if r["ratio"] is None else \
+            f"**{r['ratio_paired']:.2f}x** ({r['ratio']:.2f}x, {r['ratio_best']:.2f}x)"
+        target = TARGETS.get(r["name"])
+        mark = "" if r["ratio"] is None or target is None else (" ok" if r["ratio_paired"] <= target else " MISS")
+        g_mf = r["flops"] / r["minifb_s"] / 1e9
+        g_pt = "n/a" if r["torch_s"] is None else f"{r['flops'] / r['torch_s'] / 1e9:.1f}"
+        mem = r.get("memory", {})
+        mem_ratio = r.get("memory_ratio")
+        mr = "n/a" if mem_ratio is None else f"{mem_ratio:.2f}x"
+        if r["name"] in MEMORY_TARGETS and mem_ratio is not None:
+            mr += " ok" if mem_ratio <= MEMORY_TARGETS[r["name"]] else " MISS"
+        loss = r.get("loss_match")
+        loss_s = "n/a" if loss is None else (f"yes ({r['first_loss_minifb']:.5f})" if loss else
+                                              f"NO ({r['first_loss_minifb']:.6f} vs {r['first_loss_torch']:.6f})")
+        lines.append(f"| {r['name']} | {r['desc']} | {_ms(r['minifb_s'])} | {_ms(r['torch_s'])} | {ratio}{mark} | "
+                     f"{'' if target is None else f'<= {target}x'} | {g_mf:.1f} ({100 * g_mf / peak:.0f}%) | {g_pt} | "
+                     f"{_mib(mem.get('minifb_peak_rss'))} / {_mib(mem.get('minifb_tracemalloc'))} | "
+                     f"{_mib(mem.get('torch_peak_rss'))} | {mr} | {loss_s} |")
+    return "\n".join(lines)
+
+
+def markdown_scaling(scaling) -> str:
+    lines = ["| case | T | minifb ms (median / best) | PyTorch ms (median / best) | ratio (paired) "
+             "| minifb best ms / T | minifb peak MiB (RSS) | PyTorch peak MiB (RSS) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, entry in scaling.items():
+        for r in entry["rows"]:
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio_paired']:.2f}x"
+            mem = r.get("memory", {})
+            lines.append(f"| {name} | {r['T']} | {_ms(r['minifb_s'])} / {_ms(r['minifb_best_s'])} | "
+                         f"{_ms(r['torch_s'])} / {_ms(r['torch_best_s'])} | {ratio} | "
+                         f"{r['minifb_best_s'] / r['T'] * 1e3:.2f} | {_mib(mem.get('minifb_peak_rss'))} | "
+                         f"{_mib(mem.get('torch_peak_rss'))} |")
+    notes = [f"- {name}: {entry['note']}" for name, entry in scaling.items()]
+    return "\n".join(lines + [""] + notes)
+
+
+def _marginal(times, Ts):
+    """Cost of one more timestep between consecutive T values: (t(T2) - t(T1)) / (T2 - T1)."""
+    return np.diff(np.asarray(times, dtype=float)) / np.diff(Ts)
+
+
+def linearity_note(rows) -> str:
+    """Say whether the step cost grows linearly in T.
+
+    Judged on the best-of-N step times (on a shared machine the medians carry the other processes'
+    load): the cost of one more timestep, measured between consecutive T values, must stay within
+    25% of its median.  An interval where PyTorch's marginal cost jumps the same way is reported
+    as machine load rather than minifb.
+    """
+    Ts = np.array([r["T"] for r in rows], dtype=float)
+    if len(Ts) < 3:
+        return "too few T values to judge linearity"
+    marg = _marginal([r["minifb_best_s"] for r in rows], Ts)
+    dev = marg / np.median(marg) - 1
+    off = [i for i in range(len(marg)) if abs(dev[i]) > 0.25]
+    spans = [f"{int(Ts[i])}->{int(Ts[i + 1])}" for i in range(len(marg))]
+    text = (f"minifb ms per added timestep {', '.join(f'{m * 1e3:.1f}' for m in marg)} "
+            f"(T {', '.join(spans)}): ")
+    if not off:
+        text += "linear in T (each within 25% of the median)"
+    else:
+        pt = [r.get("torch_best_s") for r in rows]
+        load = []
+        if all(p is not None for p in pt):
+            pmarg = _marginal(pt, Ts)
+            pdev = pmarg / np.median(pmarg) - 1
+            load = [i for i in off if abs(pdev[i]) > 0.25 and np.sign(pdev[i]) == np.sign(dev[i])]
+        own = [i for i in off if i not in load]
+        parts = []
+        if own:
+            parts.append("NOT linear: " + ", ".join(f"T {spans[i]} {100 * dev[i]:+.0f}%" for i in own))
+        if load:
+            parts.append(", ".join(f"T {spans[i]}" for i in load)
+                         + " off the line for PyTorch too (machine load during those steps)")
+        text += "; ".join(parts)
+    mems = [r.get("memory", {}).get("minifb_peak_rss") for r in rows]
+    if all(m is not None for m in mems):
+        mb, ma = np.polyfit(Ts, np.array(mems, dtype=float), 1)
+        text += f"; peak memory ~ {ma / 2 ** 20:.1f} MiB + {mb / 2 ** 20:.2f} MiB x T"
+    return text
+
+
+def profile(name: str, mode: str, steps: int, top: int = 25) -> None:
+    """Print the top entries (by own time) of a cProfile of ``steps`` minifb steps of one case."""
+    import cProfile
+    import pstats
+
+    if name in ("W1", "W2", "W3"):
+        case = build(name, None, mode)
+    else:
+        case = next(c for c in build_micro(None, small=mode == "smoke") if c.name == name)
+    case.mf_step()  # warm-up
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(steps):
+        case.mf_step()
+    prof.disable()
+    print(f"{name}: {steps} steps, {(time.perf_counter() - t0) / steps * 1e3:.1f} ms/step under cProfile")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+# ================================================================================ main
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and T values (< 2 minutes)")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (for tests)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the T sweep")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks. "
+                             "On a busy machine 1 thread gives steadier ratios (no spinning thread waits for a core)")
+    parser.add_argument("--profile", metavar="CASE",
+                        help="profile CASE's minifb step with cProfile (W1, W2, W3, conv2d, ...) and exit")
+    parser.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))))
+        return {}
+    if args.profile:
+        _limit_blas(args.threads)
+        profile(args.profile, "smoke" if args.smoke else "full", steps=3 if args.quick else 10)
+        return {}
+
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    cfg = SETTINGS[mode]
+    only = {s for s in args.only.split(",") if s}
+    threads = 1 if mode == "smoke" else args.threads  # smoke: 1 thread, no spinning on a busy machine
+    torch = _import_torch(threads)
+    _limit_blas(threads)
+    gc.freeze()  # keep the per-step collections (outside the timed region) short
+    started = time.perf_counter()
+    result = {"mode": mode, "threads": threads, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+              "environment": environment(), "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
+              "memory_method": "peak RSS delta of one step in a child with MALLOC_MMAP_THRESHOLD_=4096 "
+                               "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
+    result["gemm"] = gemm_rate(torch, cfg["gemm_n"])
+
+    # ---- main table
+    cases = [build(n, torch, mode) for n in ("W1", "W2", "W3") if not only or n in only]
+    if not only or only & {"conv2d", "conv_transpose2d", "matmul", "micro"}:
+        cases += [c for c in build_micro(torch, small=mode == "smoke") if not only or "micro" in only or c.name in only]
+    rows = []
+    for case in cases:
+        rows.append(time_case(case, cfg["steps"], cfg["warmup"], cfg["budget_s"]))
+        print(f"  timed {case.name}: {rows[-1]['minifb_s'] * 1e3:.1f} ms vs "
+              f"{_ms(rows[-1]['torch_s'])} ms", file=sys.stderr)
+    del cases
+    gc.collect()
+
+    # ---- scaling
+    scaling = {}
+    if not args.no_scaling:
+        for name in ("W1", "W2"):
+            if only and name not in only:
+                continue
+            srows = []
+            for T in cfg["scaling_T"]:
+                budget = None if cfg["budget_s"] is None else cfg["budget_s"] / 2
+                r = time_case(build(name, torch, mode, T=T), cfg["scaling_steps"], 1, budget)
+                r["T"] = T
+                srows.append(r)
+            scaling[name] = {"rows": srows}
+            print(f"  scaled {name}", file=sys.stderr)
+
+    # ---- memory (one child for every case)
+    mem_cases = {r["name"]: (r["name"], None) for r in rows}
+    for name, entry in scaling.items():
+        for r in entry["rows"]:
+            if mode != "smoke":
+                mem_cases[f"{name}@T={r['T']}"] = (name, r["T"])
+    memory = measure_memory(mem_cases, mode, threads)
+    result["memory_error"] = memory.get("error")
+    for r in rows:
+        r["memory"] = memory.get(r["name"], {})
+        m = r["memory"]
+        if m.get("torch_peak_rss"):
+            r["memory_ratio"] = m["minifb_peak_rss"] / m["torch_peak_rss"]
+    for name, entry in scaling.items():
+        for r in entry["rows"]:
+            r["memory"] = memory.get(f"{name}@T={r['T']}", {})
+        entry["note"] = linearity_note(entry["rows"])
+
+    result["rows"], result["scaling"] = rows, scaling
+    result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"])
+    result["targets_met"] = {r["name"]: (r["ratio_paired"] <= TARGETS[r["name"]]) for r in rows
+                             if r["ratio"] is not None and r["name"] in TARGETS}
+    for name, limit in MEMORY_TARGETS.items():
+        r = next((r for r in rows if r["name"] == name), None)
+        if r is not None and r.get("memory_ratio") is not None:
+            result["targets_met"][f"{name} memory"] = r["memory_ratio"] <= limit
+    result["elapsed_s"] = time.perf_counter() - started
+
+    env = result["environment"]
+    blas = env["blas"] if isinstance(env["blas"], str) else ", ".join(
+        f"{b['prefix']} {b['version'] or ''} {b['architecture'] or ''} x{b['num_threads']}".strip()
+        for b in env["blas"])
+    print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
+          f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
+          f"torch {env['torch']})\n")
+    print(markdown_main(rows, result["gemm"]))
+    if result["memory_error"]:
+        print(f"\n(peak memory not measured: {result['memory_error']})")
+    if scaling:
+        print("\n## Scaling in T\n")
+        print(markdown_scaling(scaling))
+    gpu = result["gpu"]
+    print("\n## GPU (CuPy, fused kernels on/off)\n")
+    if "skipped" in gpu:
+        print(f"skipped: {gpu['skipped']}")
+    else:
+        print(f"device: {gpu['device']}\n\n| case | shape | fused ms | unfused ms | fused speedup |\n"
+              "| --- | --- | ---: | ---: | ---: |")
+        for r in gpu["rows"]:
+            print(f"| {r['name']} | {r['desc']} | {_ms(r['fused_s'])} | {_ms(r['unfused_s'])} | "
+                  f"{r['fused_speedup']:.2f}x |")
+    print(f"\n(total {result['elapsed_s']:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()

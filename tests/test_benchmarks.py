@@ -1,0 +1,48 @@
+"""The benchmark runner runs end to end and writes its JSON (how fast it is is never asserted)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("minifb_bench_run", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runner_smoke_writes_json(tmp_path, capsys):
+    """``run.py --smoke --json FILE``: tiny shapes, every section, valid JSON with the expected keys."""
+    pytest.importorskip("torch")
+    runner = _load_runner()
+    out = tmp_path / "results.json"
+    runner.main(["--smoke", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "| W1 |" in printed and "Scaling in T" in printed
+
+    result = json.loads(out.read_text())
+    for key in ("mode", "environment", "gemm", "rows", "scaling", "gpu", "targets_met", "memory_method"):
+        assert key in result, key
+    assert result["mode"] == "smoke"
+    assert result["gemm"]["peak_gflops"] > 0
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["W1", "W2", "W3", "conv2d", "conv_transpose2d", "matmul"]
+    for row in result["rows"]:
+        for key in ("minifb_s", "torch_s", "ratio", "flops", "memory"):
+            assert key in row, (row["name"], key)
+        assert row["minifb_s"] > 0 and row["flops"] > 0
+    for row in result["rows"][:3]:  # same initial weights: the first losses agree
+        assert row["loss_match"], (row["name"], row["first_loss_minifb"], row["first_loss_torch"])
+    if result["memory_error"] is None:
+        assert result["rows"][0]["memory"]["minifb_peak_rss"] >= 0
+        assert result["rows"][0]["memory"]["minifb_tracemalloc"] > 0
+    assert set(result["scaling"]) == {"W1", "W2"}
+    assert [r["T"] for r in result["scaling"]["W1"]["rows"]] == [1, 2]
+
+    runner.main(["--profile", "W1", "--smoke", "--quick"])  # the profiling entry point runs too
+    assert "ms/step under cProfile" in capsys.readouterr().out
