@@ -27,8 +27,10 @@ with the output width innermost: it is gathered from a read-only
 ``sliding_window_view`` of the padded input with one contiguous copy (after a
 cheap copy that pads and puts channels before the batch, see
 :func:`_channels_first`); this order was measured fastest for NumPy's matrix
-product.  No ``np.add.at`` and no Python loop over batch elements or pixels:
-the only Python loops run over the ``kh * kw`` kernel taps.
+product.  On NumPy each primitive builds it for a block of a few batch
+elements at a time in buffers reused across blocks (see ``_BLOCK_BYTES``).
+No ``np.add.at`` and no Python loop over batch elements or pixels: the only
+Python loops run over the ``kh * kw`` kernel taps and a few batch blocks.
 
 ``# KERNEL HOOK`` comments mark where fused GPU kernels may take over.
 """
@@ -213,18 +215,58 @@ def _padded(x, pad, fill=0.0):
     return out
 
 
-def _channels_first(x, pad):
+# Batch blocking (NumPy only).  A whole-batch column matrix is large (the conv2d micro-benchmark's
+# (576, 32*28*28) float32 matrix is 58 MB) and was allocated fresh in every call: its first touch
+# page-faults (measured: a third of a conv2d step) and it streams through memory twice, once written by
+# the gather and once read by the product.  So on the CPU every primitive walks the batch in blocks of
+# ~_BLOCK_BYTES of columns, reusing one set of buffers (allocated once per call, never kept) that stay
+# in cache between the gather, the product and col2im; products write into their destination with
+# ``out=``.  Measured (conv2d micro shapes, 1 / 2 threads): forward 36.9 -> 24.3 / 26.7 -> 19.3 ms,
+# input gradient 36.8 -> 30.8 / 27.3 -> 26.3, weight gradient 33.5 -> 25.1 / 24.8 -> 20.4; the whole
+# conv2d step 108 -> 84 ms at 1 thread (benchmarks/NOTES.md, P2).  Blocks of 1-16 MB measured alike.
+# On a GPU (or with the fused kernels) the batch is one block, as before.
+_BLOCK_BYTES = 4 << 20
+
+
+def _batch_blocks(x, bytes_per_sample):
+    """``[(n0, n1), ...]`` covering ``x``'s batch in blocks of about ``_BLOCK_BYTES`` (one on a GPU)."""
+    n = x.shape[0]
+    if n == 0 or backend.array_module(x) is not np or kernels.should_use(x):
+        return [(0, n)]
+    nb = max(1, min(n, _BLOCK_BYTES // max(1, bytes_per_sample)))
+    return [(n0, min(n0 + nb, n)) for n0 in range(0, n, nb)]
+
+
+class _Scratch:
+    """Buffers reused across the batch blocks of one call; ``get(name, shape, dtype)`` returns a view of
+    the buffer called ``name``, (re)allocated only when it is too small.  Contents are not kept."""
+
+    def __init__(self, xp):
+        self.xp, self.flat = xp, {}
+
+    def get(self, name, shape, dtype):
+        size = int(np.prod(shape))
+        buf = self.flat.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self.flat[name] = self.xp.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def _channels_first(x, pad, scratch):
     """``x`` (N, C, H, W) as a contiguous, zero-padded ``(C, N, H + pt + pb, W + pl + pr)`` array.
 
     One copy does both the padding and the swap of N and C; the gather in
     :func:`_im2col` then reads whole ``(N, OH, OW)`` blocks per channel and
     tap, which measured ~1.5x faster than gathering from the NCHW layout.
+    The buffer comes from ``scratch``, so its border is zeroed here.
     """
-    xp = backend.array_module(x)
     pt, pb, pl, pr = pad
     n, c, h, w = x.shape
-    shape = (c, n, h + pt + pb, w + pl + pr)
-    out = xp.zeros(shape, dtype=x.dtype) if any(pad) else xp.empty(shape, dtype=x.dtype)
+    out = scratch.get("padded", (c, n, h + pt + pb, w + pl + pr), x.dtype)
+    out[:, :, :pt] = 0
+    out[:, :, pt + h:] = 0
+    out[:, :, :, :pl] = 0
+    out[:, :, :, pl + w:] = 0
     out[:, :, pt:pt + h, pl:pl + w] = x.transpose(1, 0, 2, 3)
     return out
 
@@ -241,8 +283,8 @@ def _windows(x, geom, out_hw):
     return view[:, :, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, ::dh, ::dw]
 
 
-def _im2col(x, geom, out_hw):
-    """Column matrix ``(G, C/G * kh * kw, N * OH * OW)`` of ``x`` (N, C, H, W).
+def _im2col(x, geom, out_hw, scratch):
+    """Column matrix ``(G, C/G * kh * kw, N * OH * OW)`` of ``x`` (N, C, H, W), in a ``scratch`` buffer.
 
     ``cols[g, (c, i, j), (n, oh, ow)] = x_pad[n, g*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``,
     the output width innermost.
@@ -254,13 +296,14 @@ def _im2col(x, geom, out_hw):
     if kernels.should_use(x):  # fused gather (kernels/im2col.cu), same (c, i, j) x (n, oh, ow) order
         cols = kernels.im2col(x, kh, kw, geom.stride, (geom.pad[0], geom.pad[2]), geom.dilation, out_hw=out_hw)
         return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
-    win = _windows(_channels_first(x, geom.pad), geom, out_hw)       # (C, N, OH, OW, kh, kw) view
-    cols = xp.ascontiguousarray(win.transpose(0, 4, 5, 1, 2, 3))      # (C, kh, kw, N, OH, OW): one gather
+    win = _windows(_channels_first(x, geom.pad, scratch), geom, out_hw)   # (C, N, OH, OW, kh, kw) view
+    cols = scratch.get("cols", (c, kh, kw, n) + tuple(out_hw), x.dtype)
+    xp.copyto(cols, win.transpose(0, 4, 5, 1, 2, 3))                      # (C, kh, kw, N, OH, OW): one gather
     return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
 
 
-def _col2im(cols, n, c, in_hw, geom, out_hw):
-    """Adjoint of :func:`_im2col`: add the columns back into an ``(N, C, H, W)`` image.
+def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
+    """Adjoint of :func:`_im2col`: add the columns back into an ``(N, C, H, W)`` image (``out`` if given).
 
     One strided slice-addition per kernel tap (``kh * kw`` of them), each
     vectorised over channels, batch and output pixels, into a padded
@@ -274,21 +317,31 @@ def _col2im(cols, n, c, in_hw, geom, out_hw):
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     # KERNEL HOOK: col2im
     if kernels.should_use(cols):  # gather per input pixel, no atomics (kernels/im2col.cu)
-        return kernels.col2im(cols.reshape(c * kh * kw, n * oh * ow), (n, c, h, w), kh, kw, geom.stride,
-                              (pt, pl), geom.dilation, out_hw=out_hw)
-    buf = xp.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
+        gx = kernels.col2im(cols.reshape(c * kh * kw, n * oh * ow), (n, c, h, w), kh, kw, geom.stride,
+                            (pt, pl), geom.dilation, out_hw=out_hw)
+        if out is None:
+            return gx
+        out[...] = gx
+        return out
+    buf = scratch.get("image", (c, n, h + pt + pb, w + pl + pr), cols.dtype)
+    buf.fill(0)
     for i in range(kh):
         for j in range(kw):
             r, q = i * dh, j * dw
             buf[:, :, r: r + sh * (oh - 1) + 1: sh, q: q + sw * (ow - 1) + 1: sw] += cols[:, i, j]
-    return xp.ascontiguousarray(buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+    if out is None:
+        out = xp.empty((n, c, h, w), dtype=cols.dtype)
+    out[...] = buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
+    return out
 
 
-def _by_group(g, groups):
-    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)`` (one copy)."""
+def _by_group(g, groups, scratch):
+    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)`` (one copy into a ``scratch`` buffer)."""
     xp = backend.array_module(g)
     n, k, oh, ow = g.shape
-    return xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, k // groups, n * oh * ow)
+    out = scratch.get("by_group", (k, n, oh, ow), g.dtype)
+    xp.copyto(out, g.transpose(1, 0, 2, 3))
+    return out.reshape(groups, k // groups, n * oh * ow)
 
 
 def _conv_forward(x, w, geom, out_hw, b=None):
@@ -297,13 +350,20 @@ def _conv_forward(x, w, geom, out_hw, b=None):
     ``y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
     """
     xp = backend.array_module(x, w)
-    n, k, g = x.shape[0], w.shape[0], geom.groups
-    cols = _im2col(x, geom, out_hw)                      # (G, C/G*kh*kw, M)
-    y = xp.matmul(w.reshape(g, k // g, -1), cols)        # (G, K/G, M)
-    y = y.reshape(k, n, out_hw[0], out_hw[1])
-    if b is not None:
-        y += b.reshape(k, 1, 1, 1)
-    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
+    n, c = x.shape[:2]
+    k, g = w.shape[0], geom.groups
+    (oh, ow), (kh, kw) = out_hw, geom.kernel
+    wm = w.reshape(g, k // g, -1)
+    y = xp.empty((n, k, oh, ow), dtype=xp.result_type(x, w))
+    scratch = _Scratch(xp)
+    for n0, n1 in _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize):
+        cols = _im2col(x[n0:n1], geom, out_hw, scratch)                    # (G, C/G*kh*kw, nb*OH*OW)
+        yb = scratch.get("y", (g, k // g, cols.shape[2]), y.dtype)
+        xp.matmul(wm, cols, out=yb)
+        y[n0:n1] = yb.reshape(k, n1 - n0, oh, ow).transpose(1, 0, 2, 3)
+        if b is not None:
+            y[n0:n1] += b.reshape(k, 1, 1)
+    return y
 
 
 def _conv_grad_input(gy, w, geom, in_hw):
@@ -312,9 +372,17 @@ def _conv_grad_input(gy, w, geom, in_hw):
     n, k, oh, ow = gy.shape
     g = geom.groups
     c = w.shape[1] * g
-    wm = w.reshape(g, k // g, -1)                               # (G, K/G, C/G*kh*kw)
-    cols = xp.matmul(wm.transpose(0, 2, 1), _by_group(gy, g))   # (G, C/G*kh*kw, M)
-    return _col2im(cols, n, c, in_hw, geom, (oh, ow))
+    wt = w.reshape(g, k // g, -1).transpose(0, 2, 1)                       # (G, C/G*kh*kw, K/G)
+    blocks = _batch_blocks(gy, wt.shape[1] * g * oh * ow * gy.dtype.itemsize)
+    dtype = xp.result_type(gy, w)
+    gx = xp.empty((n, c) + tuple(in_hw), dtype=dtype) if len(blocks) > 1 else None   # else col2im's
+    scratch = _Scratch(xp)
+    for n0, n1 in blocks:
+        gyg = _by_group(gy[n0:n1], g, scratch)                              # (G, K/G, nb*OH*OW)
+        cols = xp.matmul(wt, gyg, out=scratch.get("cols", (g, wt.shape[1], gyg.shape[2]), dtype))
+        part = _col2im(cols, n1 - n0, c, in_hw, geom, (oh, ow), scratch,
+                       out=None if gx is None else gx[n0:n1])
+    return part if gx is None else gx
 
 
 def _conv_grad_weight(x, gy, geom, w_shape):
@@ -323,14 +391,20 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     ``gw[k, c, i, j] = sum_{n, oh, ow} gy[n, k, oh, ow] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
     """
     xp = backend.array_module(x, gy)
-    cols = _im2col(x, geom, gy.shape[2:])                       # recomputed, never kept
-    gyg = _by_group(gy, geom.groups)                            # (G, K/G, M)
-    # The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
-    # smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
-    if gyg.shape[1] >= cols.shape[1]:
-        gw = xp.matmul(gyg, cols.transpose(0, 2, 1))
-    else:
-        gw = xp.ascontiguousarray(xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1))
+    k, c, kh, kw = w_shape
+    g = geom.groups
+    oh, ow = gy.shape[2:]
+    gw = xp.zeros((g, k // g, c * kh * kw), dtype=xp.result_type(x, gy))
+    scratch = _Scratch(xp)
+    for n0, n1 in _batch_blocks(x, x.shape[1] * kh * kw * oh * ow * x.dtype.itemsize):
+        cols = _im2col(x[n0:n1], geom, (oh, ow), scratch)                  # recomputed, never kept
+        gyg = _by_group(gy[n0:n1], g, scratch)                              # (G, K/G, nb*OH*OW)
+        # The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
+        # smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
+        if gyg.shape[1] >= cols.shape[1]:
+            gw += xp.matmul(gyg, cols.transpose(0, 2, 1))
+        else:
+            gw += xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)
     return gw.reshape(w_shape)
 
 
