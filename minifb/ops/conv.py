@@ -305,10 +305,12 @@ def _im2col(x, geom, out_hw, scratch):
 def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
     """Adjoint of :func:`_im2col`: add the columns back into an ``(N, C, H, W)`` image (``out`` if given).
 
-    One strided slice-addition per kernel tap (``kh * kw`` of them), each
+    Stride 1: one slice-addition per kernel tap (``kh * kw`` of them), each
     vectorised over channels, batch and output pixels, into a padded
     ``(C, N, Hp, Wp)`` buffer (same order as the columns, so the additions
-    stream); one final copy crops the padding and restores NCHW.
+    stream); one final copy crops the padding and restores NCHW.  Stride > 1:
+    the same additions per stride phase into a dense buffer, each phase then
+    copied into its strided rows/columns of the result (see below).
     """
     xp = backend.array_module(cols)
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.kernel, geom.stride, geom.dilation, out_hw
@@ -323,15 +325,55 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
             return gx
         out[...] = gx
         return out
-    buf = scratch.get("image", (c, n, h + pt + pb, w + pl + pr), cols.dtype)
-    buf.fill(0)
-    for i in range(kh):
-        for j in range(kw):
-            r, q = i * dh, j * dw
-            buf[:, :, r: r + sh * (oh - 1) + 1: sh, q: q + sw * (ow - 1) + 1: sw] += cols[:, i, j]
+    hp, wp = h + pt + pb, w + pl + pr
     if out is None:
         out = xp.empty((n, c, h, w), dtype=cols.dtype)
-    out[...] = buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
+    if sh == sw == 1:
+        buf = scratch.get("image", (c, n, hp, wp), cols.dtype)
+        buf.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                r, q = i * dh, j * dw
+                buf[:, :, r: r + oh, q: q + ow] += cols[:, i, j]
+        out[...] = buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
+        return out
+    # Stride > 1, phase (sub-pixel) decomposition: a tap at offset (i*dh, j*dw) only reaches the padded
+    # rows/columns congruent to it mod (sh, sw).  So each phase (py, px) sums its own taps, clipped to the
+    # part inside the padding, into a dense (C, N, ~H/sh, ~W/sw) buffer with unit-stride additions (the
+    # first one an assignment when that tap covers the whole phase, else after a fill), and is written
+    # into the NCHW result by one strided copy: sh*sw strided writes instead of kh*kw strided
+    # read-modify-writes, and no padded image.  Measured (W2 shapes, 1 thread): benchmarks/NOTES.md, P3.
+    for py in range(sh):
+        a0, a1 = max(0, -(-(pt - py) // sh)), -(-(pt + h - py) // sh)    # phase rows inside the crop
+        for px in range(sw):
+            b0, b1 = max(0, -(-(pl - px) // sw)), -(-(pl + w - px) // sw)
+            if a1 <= a0 or b1 <= b0:
+                continue
+            y0, x0 = py + sh * a0 - pt, px + sw * b0 - pl
+            dst = out[:, :, y0: y0 + sh * (a1 - a0 - 1) + 1: sh, x0: x0 + sw * (b1 - b0 - 1) + 1: sw]
+            # (tap, first and last phase row and column it reaches), clipped to [a0, a1) x [b0, b1)
+            taps = [(cols[:, i, j], max(a0, a), min(a1, a + oh), max(b0, b), min(b1, b + ow), a, b)
+                    for i in range(kh) if (i * dh) % sh == py
+                    for j in range(kw) if (j * dw) % sw == px
+                    for a, b in [(i * dh // sh, j * dw // sw)]]
+            taps = [t for t in taps if t[1] < t[2] and t[3] < t[4]]
+            if not taps:
+                dst[...] = 0
+                continue
+            full = [k for k, t in enumerate(taps) if t[1:5] == (a0, a1, b0, b1)]
+            if full and len(taps) == 1:                                     # one tap: copy it
+                tap, r0, r1, q0, q1, a, b = taps[0]
+                dst[...] = tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b].transpose(1, 0, 2, 3)
+                continue
+            ph = scratch.get("phase", (c, n, a1 - a0, b1 - b0), cols.dtype)
+            if full:
+                tap, r0, r1, q0, q1, a, b = taps.pop(full[0])
+                ph[...] = tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b]
+            else:
+                ph.fill(0)
+            for tap, r0, r1, q0, q1, a, b in taps:
+                ph[:, :, r0 - a0: r1 - a0, q0 - b0: q1 - b0] += tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b]
+            dst[...] = ph.transpose(1, 0, 2, 3)
     return out
 
 
