@@ -140,6 +140,23 @@ def _t(torch, a):
     return torch.tensor(np.asarray(a.data if hasattr(a, "data") else a))
 
 
+def _last_step_loss_step(rnet, opt, x, y, T):
+    """The minifb step of the feedback workloads (W1, W2): T timesteps from the reset state,
+    cross-entropy of the last step's logits, backprop through time, one SGD update."""
+
+    def step():
+        rnet.reset()
+        for _ in range(T):
+            logits = rnet(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    return step
+
+
 def _copy_linear(torch, tl, dense):
     with torch.no_grad():
         tl.weight.copy_(_t(torch, dense.weight))
@@ -180,15 +197,7 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
     x = mf.tensor(x_np, device=device)
     y = mf.tensor(y_np, device=device)
 
-    def mf_step():
-        rnet.reset()
-        for _ in range(T):
-            logits = rnet(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.item())
+    mf_step = _last_step_loss_step(rnet, opt, x, y, T)
 
     torch_step = None
     if torch is not None and device == "cpu":
@@ -239,15 +248,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
     x = mf.tensor(x_np, device=device)
     y = mf.tensor(y_np, device=device)
 
-    def mf_step():
-        rnet.reset()
-        for _ in range(T):
-            logits = rnet(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.item())
+    mf_step = _last_step_loss_step(rnet, opt, x, y, T)
 
     torch_step = None
     if torch is not None and device == "cpu":
