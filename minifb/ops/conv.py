@@ -223,9 +223,11 @@ def _padded(x, pad, fill=0.0):
 # in cache between the gather, the product and col2im; products write into their destination with
 # ``out=``.  Measured (conv2d micro shapes, 1 / 2 threads): forward 36.9 -> 24.3 / 26.7 -> 19.3 ms,
 # input gradient 36.8 -> 30.8 / 27.3 -> 26.3, weight gradient 33.5 -> 25.1 / 24.8 -> 20.4; the whole
-# conv2d step 108 -> 84 ms at 1 thread (benchmarks/NOTES.md, P2).  Blocks of 1-16 MB measured alike.
-# On a GPU (or with the fused kernels) the batch is one block, as before.
-_BLOCK_BYTES = 4 << 20
+# conv2d step 108 -> 84 ms at 1 thread (benchmarks/NOTES.md, P2).  16 MB blocks then beat 4 MB ones at
+# 2 threads in two alternated runner pairs (conv2d 67.1/68.8 -> 59.8/58.1 ms, conv_transpose2d and W2
+# unchanged; NOTES "Block size"), so 16 MB it is.  On a GPU (or with the fused kernels) the batch is one
+# block, as before.
+_BLOCK_BYTES = 16 << 20
 
 
 def _batch_blocks(x, bytes_per_sample):
