@@ -175,8 +175,10 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     frac = src - lo
     w = np.zeros((n_out, n_in))
     rows = np.arange(n_out)
-    np.add.at(w, (rows, lo), 1.0 - frac)
-    np.add.at(w, (rows, hi), frac)
+    # Each (row, column) pair appears at most once per assignment (rows are distinct), so plain fancy
+    # indexing is exact; the second adds because lo == hi at the clamped edge.
+    w[rows, lo] = 1.0 - frac
+    w[rows, hi] += frac
     return w
 
 
