@@ -59,11 +59,7 @@ class Parameter(Tensor):
     """
 
     def __init__(self, data, requires_grad: bool = True):
-        if isinstance(data, Tensor):
-            data = data.data
-        elif not _is_backend_array(data):
-            data = np.asarray(data, dtype=backend.DEFAULT_DTYPE)
-        super().__init__(data, requires_grad=requires_grad)
+        super().__init__(_as_backend_array(data), requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter(" + super().__repr__() + ")"
@@ -82,14 +78,19 @@ class Buffer(Tensor):
     """
 
     def __init__(self, data):
-        if isinstance(data, Tensor):
-            data = data.data
-        elif not _is_backend_array(data):
-            data = np.asarray(data, dtype=backend.DEFAULT_DTYPE)
-        super().__init__(data, requires_grad=False)
+        super().__init__(_as_backend_array(data), requires_grad=False)
 
     def __repr__(self):
         return "Buffer(" + super().__repr__() + ")"
+
+
+def _as_backend_array(data):
+    """The backend array of a Tensor, a NumPy/CuPy array as it is, anything else as float32 NumPy."""
+    if isinstance(data, Tensor):
+        return data.data
+    if _is_backend_array(data):
+        return data
+    return np.asarray(data, dtype=backend.DEFAULT_DTYPE)
 
 
 def _is_backend_array(data) -> bool:
