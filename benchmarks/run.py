@@ -36,6 +36,11 @@ How it measures:
   (each minifb step against the PyTorch step beside it), which is robust to
   the load of a shared machine drifting during the run; the ratio of the
   medians and of the best steps are shown too.
+* Before every timed step: a garbage collection and a 0.15 s pause
+  (``SETTLE_S``), so that the step does not share the cores with the other
+  library's worker threads still spinning from its last step (OpenBLAS's
+  spin for ~0.1 s); without it PyTorch steps that followed minifb steps ran
+  up to 2x slower and the ratios flattered minifb.
 * GFLOP/s counts the matrix-product FLOPs of the step (3x the forward
   GEMM/convolution FLOPs: forward, input gradient, weight gradient;
   elementwise work ignored), against the machine's float32 GEMM rate measured
@@ -400,18 +405,34 @@ def build(name, torch, mode, T=None, device="cpu"):
 
 
 # ================================================================================ measuring
-def _run_step(step):
-    """Call ``step`` (after a collection, so garbage of the other library is not timed); return seconds."""
+# Pause before each timed step so that neither library's idle worker threads are still spinning from its
+# previous step: OpenBLAS's workers busy-wait about 0.1 s (2^28 cycles) after a call, so without it every
+# PyTorch step that follows a minifb step starts with one of the two cores taken, which made PyTorch look
+# up to 2x slower than it is (benchmarks/NOTES.md, "Settle").  --smoke sets it to 0; the environment
+# variable MINIFB_BENCH_SETTLE_S overrides it.
+SETTLE_S = float(os.environ.get("MINIFB_BENCH_SETTLE_S", "0.15"))
+
+
+def _settle(settle_s):
     gc.collect()
+    if settle_s > 0:
+        time.sleep(settle_s)
+
+
+def _run_step(step, settle_s=0.0):
+    """Call ``step`` (after a collection and a pause of ``settle_s``, see ``SETTLE_S``); return seconds."""
+    _settle(settle_s)
     t0 = time.perf_counter()
     step()
     return time.perf_counter() - t0
 
 
-def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None) -> dict:
+def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None,
+              settle_s: float = SETTLE_S) -> dict:
     """Median step times of minifb and PyTorch, alternating (mf, pt, pt, mf, ...).
 
-    With ``budget_s``, stop after the pair that passes that many seconds (at least 2 pairs).
+    With ``budget_s``, stop after the pair that passes that many seconds (at least 2 pairs; pauses not
+    counted).  Before each timed step: a garbage collection and a pause of ``settle_s`` seconds.
     """
     first_mf = case.mf_step()
     case.sync()
@@ -423,22 +444,21 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     mine, theirs = [], []
 
     def mf_timed():
-        gc.collect()
+        _settle(settle_s)
         t0 = time.perf_counter()
         case.mf_step()
         case.sync()
         return time.perf_counter() - t0
 
-    started = time.perf_counter()
     for i in range(steps):
-        if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
+        if budget_s is not None and i >= 2 and sum(mine) + sum(theirs) > budget_s:
             break
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for who in order:
             if who == 0:
                 mine.append(mf_timed())
             elif case.torch_step:
-                theirs.append(_run_step(case.torch_step))
+                theirs.append(_run_step(case.torch_step, settle_s))
     row = {"name": case.name, "desc": case.desc, "flops": case.flops, "steps": len(mine),
            "minifb_s": statistics.median(mine), "minifb_all_s": mine,
            "torch_s": statistics.median(theirs) if theirs else None}
@@ -665,7 +685,8 @@ def linearity_note(rows) -> str:
     Judged on the best-of-N step times (on a shared machine the medians carry the other processes'
     load): the cost of one more timestep, measured between consecutive T values, must stay within
     25% of its median.  An interval where PyTorch's marginal cost jumps the same way is reported
-    as machine load rather than minifb.
+    as shared with PyTorch (machine load, or the workload itself: W1's gradients reach float32's
+    subnormal range at T = 32, which slows both libraries' arithmetic; benchmarks/NOTES.md).
     """
     Ts = np.array([r["T"] for r in rows], dtype=float)
     if len(Ts) < 3:
@@ -691,7 +712,8 @@ def linearity_note(rows) -> str:
             parts.append("NOT linear: " + ", ".join(f"T {spans[i]} {100 * dev[i]:+.0f}%" for i in own))
         if load:
             parts.append(", ".join(f"T {spans[i]}" for i in load)
-                         + " off the line for PyTorch too (machine load during those steps)")
+                         + " off the line for PyTorch too (shared cause: machine load or the workload's numbers, "
+                         "e.g. subnormal gradients)")
         text += "; ".join(parts)
     mems = [r.get("memory", {}).get("minifb_peak_rss") for r in rows]
     if all(m is not None for m in mems):
@@ -747,11 +769,12 @@ def main(argv=None) -> dict:
     cfg = SETTINGS[mode]
     only = {s for s in args.only.split(",") if s}
     threads = 1 if mode == "smoke" else args.threads  # smoke: 1 thread, no spinning on a busy machine
+    settle = 0.0 if mode == "smoke" else SETTLE_S
     torch = _import_torch(threads)
     _limit_blas(threads)
     gc.freeze()  # keep the per-step collections (outside the timed region) short
     started = time.perf_counter()
-    result = {"mode": mode, "threads": threads, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+    result = {"mode": mode, "threads": threads, "settle_s": settle, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
               "environment": environment(), "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
               "memory_method": "peak RSS delta of one step in a child with MALLOC_MMAP_THRESHOLD_=4096 "
                                "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
@@ -763,7 +786,7 @@ def main(argv=None) -> dict:
         cases += [c for c in build_micro(torch, small=mode == "smoke") if not only or "micro" in only or c.name in only]
     rows = []
     for case in cases:
-        rows.append(time_case(case, cfg["steps"], cfg["warmup"], cfg["budget_s"]))
+        rows.append(time_case(case, cfg["steps"], cfg["warmup"], cfg["budget_s"], settle))
         print(f"  timed {case.name}: {rows[-1]['minifb_s'] * 1e3:.1f} ms vs "
               f"{_ms(rows[-1]['torch_s'])} ms", file=sys.stderr)
     del cases
@@ -778,7 +801,7 @@ def main(argv=None) -> dict:
             srows = []
             for T in cfg["scaling_T"]:
                 budget = None if cfg["budget_s"] is None else cfg["budget_s"] / 2
-                r = time_case(build(name, torch, mode, T=T), cfg["scaling_steps"], 1, budget)
+                r = time_case(build(name, torch, mode, T=T), cfg["scaling_steps"], 1, budget, settle)
                 r["T"] = T
                 srows.append(r)
             scaling[name] = {"rows": srows}
