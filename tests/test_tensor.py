@@ -10,7 +10,7 @@ from hypothesis import given, settings
 import minifb as mf
 from minifb.tensor import unbroadcast
 
-from strategies import broadcastable_pair
+from strategies import broadcastable_pair, t64
 
 
 def test_gradient_accumulates_until_cleared():
@@ -145,3 +145,58 @@ def test_to_cuda_and_back_is_differentiable():
     y = (x.to("cuda") * 3).to("cpu").sum()
     y.backward()
     np.testing.assert_allclose(x.grad, [3, 3])
+
+
+# ---------------------------------------------------------------- deferred weight gradients (ProductSum)
+def test_weight_shared_over_timesteps_gets_the_summed_gradient():
+    """Linear's weight gradient is a ProductSum per use; backward stacks them into one product."""
+    from minifb import functional as F
+    from minifb.testing import gradcheck
+
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((3, 5)) for _ in range(4)]
+    w = t64(rng.standard_normal((6, 5)), requires_grad=True)
+    b = t64(rng.standard_normal(6), requires_grad=True)
+    loss = None
+    for x in xs:
+        y = F.linear(t64(x), w, b)
+        term = (y * y).sum()
+        loss = term if loss is None else loss + term
+    loss.backward()
+    expected = sum(2 * (x @ w.data.T + b.data)[:, :, None] * x[:, None, :] for x in xs).sum(axis=0)
+    np.testing.assert_allclose(w.grad, expected, rtol=1e-12, atol=1e-12)
+    assert type(w.grad) is np.ndarray and w.grad.shape == (6, 5)
+
+    def f(w, b):
+        return sum(((F.linear(t64(x), w, b)) ** 2).sum() for x in xs)
+    assert gradcheck(f, t64(w.data, requires_grad=True), t64(b.data, requires_grad=True))
+
+
+def test_deferred_and_plain_gradients_of_one_weight_add_up():
+    """A weight used by linear (deferred) and by an elementwise op (a plain array) in either order."""
+    from minifb import functional as F
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3))
+    for plain_first in (True, False):
+        w = t64(rng.standard_normal((2, 3)), requires_grad=True)
+        plain = (w * w).sum()
+        lin = F.linear(t64(x), w).sum()
+        (plain + lin if plain_first else lin + plain).backward()
+        expected = 2 * w.data + np.ones((4, 2)).T @ x
+        np.testing.assert_allclose(w.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_product_sum_combines_and_evaluates():
+    from minifb.tensor import ProductSum
+
+    rng = np.random.default_rng(9)
+    pairs = [(rng.standard_normal((3, k)), rng.standard_normal((k, 2))) for k in (1, 4, 2)]
+    extra = rng.standard_normal((3, 2))
+    total = ProductSum(*pairs[0])
+    total = ProductSum.combine(total, ProductSum(*pairs[1]))
+    total = ProductSum.combine(extra, total)
+    total = ProductSum.combine(total, ProductSum(*pairs[2]))
+    expected = sum(a @ b for a, b in pairs) + extra
+    np.testing.assert_allclose(total.evaluate(), expected, rtol=1e-12, atol=1e-12)
+    assert total.shape == (3, 2) and total.dtype == np.float64

@@ -7,7 +7,7 @@ removed again from the gradient.
 """
 
 from ..backend import array_module
-from ..tensor import Function
+from ..tensor import Function, ProductSum
 
 
 def _swap_last(x):
@@ -84,7 +84,8 @@ class Linear(Function):
             if x.ndim == 1:
                 gw = grad[:, None] * x[None, :]
             else:
-                gw = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+                # kept as a product: backward stacks the T timesteps' products of one weight (ProductSum)
+                gw = ProductSum(grad.reshape(-1, grad.shape[-1]).T, x.reshape(-1, x.shape[-1]))
         if len(self.needs) == 2:
             return gx, gw
         gb = None
