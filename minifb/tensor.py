@@ -369,18 +369,27 @@ class ProductSum:
     ``T * batch`` (``[a_1 .. a_T] @ [b_1; ..; b_T]``): W3's recurrent weight
     gradient 4.9 -> 2.1 ms per step (benchmarks/NOTES.md, P7).
 
+    The factors are kept alive until then, so once they hold more than
+    :data:`MAX_FACTOR_RATIO` times the elements of the result, the terms so far
+    are evaluated into ``extra`` and dropped: the memory a deferred sum holds
+    stays within a small multiple of the weight's own size, whatever T is.
+
     Attributes:
         terms: list of ``(a, b)`` pairs, ``a`` of shape (m, k_i), ``b`` of shape (k_i, n).
         extra: an array added to the sum (a gradient that arrived already computed), or None.
         shape, dtype: those of the result.
     """
 
-    __slots__ = ("terms", "extra", "shape", "dtype")
+    __slots__ = ("terms", "extra", "shape", "dtype", "held")
+
+    #: Evaluate the pending terms once their factors hold this many times the result's elements.
+    MAX_FACTOR_RATIO = 2
 
     def __init__(self, a, b):
         self.terms, self.extra = [(a, b)], None
         self.shape = (a.shape[0], b.shape[1])
         self.dtype = backend.array_module(a).result_type(a, b)
+        self.held = a.size + b.size
 
     @staticmethod
     def combine(first, second):
@@ -389,21 +398,28 @@ class ProductSum:
             first, second = second, first
         if type(second) is ProductSum:
             first.terms.extend(second.terms)
+            first.held += second.held
             second = second.extra
         if second is not None:
             first.extra = second if first.extra is None else first.extra + second
+        if first.held > ProductSum.MAX_FACTOR_RATIO * first.shape[0] * first.shape[1]:
+            first.extra, first.terms, first.held = first.evaluate(), [], 0
         return first
 
     def evaluate(self):
         """The sum as one fresh array."""
-        xp = backend.array_module(self.terms[0][0])
-        if len(self.terms) == 1:
-            a, b = self.terms[0]
-            out = a @ b
+        if not self.terms:
+            out = self.extra.copy()
         else:
-            out = xp.concatenate([a for a, _ in self.terms], axis=1) @ xp.concatenate([b for _, b in self.terms])
-        if self.extra is not None:
-            out += self.extra
+            xp = backend.array_module(self.terms[0][0])
+            if len(self.terms) == 1:
+                a, b = self.terms[0]
+                out = a @ b
+            else:
+                out = (xp.concatenate([a for a, _ in self.terms], axis=1)
+                       @ xp.concatenate([b for _, b in self.terms]))
+            if self.extra is not None:
+                out += self.extra
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out

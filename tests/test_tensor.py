@@ -200,3 +200,18 @@ def test_product_sum_combines_and_evaluates():
     expected = sum(a @ b for a, b in pairs) + extra
     np.testing.assert_allclose(total.evaluate(), expected, rtol=1e-12, atol=1e-12)
     assert total.shape == (3, 2) and total.dtype == np.float64
+
+
+def test_product_sum_evaluates_early_to_bound_its_memory(monkeypatch):
+    """Once the factors outgrow MAX_FACTOR_RATIO x the result, the terms are folded into ``extra``."""
+    from minifb.tensor import ProductSum
+
+    monkeypatch.setattr(ProductSum, "MAX_FACTOR_RATIO", 1)
+    rng = np.random.default_rng(10)
+    pairs = [(rng.standard_normal((4, 3)), rng.standard_normal((3, 5))) for _ in range(6)]
+    total = ProductSum(*pairs[0])
+    for a, b in pairs[1:]:
+        total = ProductSum.combine(total, ProductSum(a, b))
+        assert total.held <= 2 * (4 * 3 + 3 * 5) + 20   # never more than ~ the limit plus one term
+    assert total.extra is not None
+    np.testing.assert_allclose(total.evaluate(), sum(a @ b for a, b in pairs), rtol=1e-12, atol=1e-12)
