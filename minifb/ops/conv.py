@@ -388,10 +388,15 @@ def _by_group(g, groups, scratch):
     return out.reshape(groups, k // groups, n * oh * ow)
 
 
-def _conv_forward(x, w, geom, out_hw, b=None):
+def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     """Convolution: ``x`` (N, C, H, W), ``w`` (K, C/G, kh, kw) -> (N, K, OH, OW).
 
     ``y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
+
+    With ``weight_grad_for`` (an (N, K', OH, OW) array), returns ``(y, gw)``:
+    ``gw = _conv_grad_weight(x, weight_grad_for, ...)`` computed from the same
+    column matrix of ``x`` instead of gathering it a second time (a transposed
+    convolution's backward needs both; see :class:`ConvTranspose2d`).
     """
     xp = backend.array_module(x, w)
     n, c = x.shape[:2]
@@ -399,6 +404,10 @@ def _conv_forward(x, w, geom, out_hw, b=None):
     (oh, ow), (kh, kw) = out_hw, geom.kernel
     wm = w.reshape(g, k // g, -1)
     y = xp.empty((n, k, oh, ow), dtype=xp.result_type(x, w))
+    gw = None
+    if weight_grad_for is not None:
+        gw = xp.zeros((g, weight_grad_for.shape[1] // g, c // g * kh * kw),
+                      dtype=xp.result_type(x, weight_grad_for))
     scratch = _Scratch(xp)
     for n0, n1 in _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize):
         cols = _im2col(x[n0:n1], geom, out_hw, scratch)                    # (G, C/G*kh*kw, nb*OH*OW)
@@ -407,11 +416,18 @@ def _conv_forward(x, w, geom, out_hw, b=None):
         y[n0:n1] = yb.reshape(k, n1 - n0, oh, ow).transpose(1, 0, 2, 3)
         if b is not None:
             y[n0:n1] += b.reshape(k, 1, 1)
-    return y
+        if gw is not None:
+            gw += _weight_product(_by_group(weight_grad_for[n0:n1], g, scratch), cols)
+    return y if gw is None else (y, gw)
 
 
-def _conv_grad_input(gy, w, geom, in_hw):
-    """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W)."""
+def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
+    """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
+
+    With ``weight_grad_of`` (the convolution's input ``x``), returns ``(gx, gw)``,
+    ``gw = _conv_grad_weight(x, gy, ...)`` sharing ``gy``'s (K, N*OH*OW) layout
+    copy with the input gradient (a convolution's backward needs both).
+    """
     xp = backend.array_module(gy, w)
     n, k, oh, ow = gy.shape
     g = geom.groups
@@ -420,13 +436,30 @@ def _conv_grad_input(gy, w, geom, in_hw):
     blocks = _batch_blocks(gy, wt.shape[1] * g * oh * ow * gy.dtype.itemsize)
     dtype = xp.result_type(gy, w)
     gx = xp.empty((n, c) + tuple(in_hw), dtype=dtype) if len(blocks) > 1 else None   # else col2im's
+    x = weight_grad_of
+    gw = None if x is None else xp.zeros((g, k // g, wt.shape[1]), dtype=xp.result_type(x, gy))
     scratch = _Scratch(xp)
     for n0, n1 in blocks:
         gyg = _by_group(gy[n0:n1], g, scratch)                              # (G, K/G, nb*OH*OW)
         cols = xp.matmul(wt, gyg, out=scratch.get("cols", (g, wt.shape[1], gyg.shape[2]), dtype))
         part = _col2im(cols, n1 - n0, c, in_hw, geom, (oh, ow), scratch,
                        out=None if gx is None else gx[n0:n1])
-    return part if gx is None else gx
+        if gw is not None:                                                  # col2im is done with "cols"
+            gw += _weight_product(gyg, _im2col(x[n0:n1], geom, (oh, ow), scratch))
+    gx = part if gx is None else gx
+    return gx if gw is None else (gx, gw)
+
+
+def _weight_product(gyg, cols):
+    """``gyg (G, K/G, M) @ cols(G, C/G*kh*kw, M)ᵀ`` -> (G, K/G, C/G*kh*kw), the weight gradient of one batch block.
+
+    The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
+    smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
+    """
+    xp = backend.array_module(gyg, cols)
+    if gyg.shape[1] >= cols.shape[1]:
+        return xp.matmul(gyg, cols.transpose(0, 2, 1))
+    return xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)
 
 
 def _conv_grad_weight(x, gy, geom, w_shape):
@@ -442,13 +475,7 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     scratch = _Scratch(xp)
     for n0, n1 in _batch_blocks(x, x.shape[1] * kh * kw * oh * ow * x.dtype.itemsize):
         cols = _im2col(x[n0:n1], geom, (oh, ow), scratch)                  # recomputed, never kept
-        gyg = _by_group(gy[n0:n1], g, scratch)                              # (G, K/G, nb*OH*OW)
-        # The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
-        # smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
-        if gyg.shape[1] >= cols.shape[1]:
-            gw += xp.matmul(gyg, cols.transpose(0, 2, 1))
-        else:
-            gw += xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)
+        gw += _weight_product(_by_group(gy[n0:n1], g, scratch), cols)
     return gw.reshape(w_shape)
 
 
@@ -477,8 +504,14 @@ class Conv2d(Function):
         return _conv_forward(x, w, geom, out_hw, b)
 
     def backward(self, grad):
-        gx = _conv_grad_input(grad, self.w, self.geom, self.in_hw) if self.needs[0] else None
-        gw = _conv_grad_weight(self.x, grad, self.geom, self.w_shape) if self.needs[1] else None
+        gx = gw = None
+        if self.needs[0] and self.needs[1]:   # both: one pass over the batch shares grad's layout copy
+            gx, gw = _conv_grad_input(grad, self.w, self.geom, self.in_hw, weight_grad_of=self.x)
+            gw = gw.reshape(self.w_shape)
+        elif self.needs[0]:
+            gx = _conv_grad_input(grad, self.w, self.geom, self.in_hw)
+        elif self.needs[1]:
+            gw = _conv_grad_weight(self.x, grad, self.geom, self.w_shape)
         if len(self.needs) == 2:
             return gx, gw
         return gx, gw, (_bias_grad(grad) if self.needs[2] else None)
@@ -508,8 +541,14 @@ class ConvTranspose2d(Function):
         return y
 
     def backward(self, grad):
-        gx = _conv_forward(grad, self.w, self.geom, self.in_hw) if self.needs[0] else None
-        gw = _conv_grad_weight(grad, self.x, self.geom, self.w_shape) if self.needs[1] else None
+        gx = gw = None
+        if self.needs[0] and self.needs[1]:   # both: grad's column matrix is gathered once for the two
+            gx, gw = _conv_forward(grad, self.w, self.geom, self.in_hw, weight_grad_for=self.x)
+            gw = gw.reshape(self.w_shape)
+        elif self.needs[0]:
+            gx = _conv_forward(grad, self.w, self.geom, self.in_hw)
+        elif self.needs[1]:
+            gw = _conv_grad_weight(grad, self.x, self.geom, self.w_shape)
         if len(self.needs) == 2:
             return gx, gw
         return gx, gw, (_bias_grad(grad) if self.needs[2] else None)
