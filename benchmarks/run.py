@@ -145,9 +145,16 @@ def _t(torch, a):
     return torch.tensor(np.asarray(a.data if hasattr(a, "data") else a))
 
 
-def _last_step_loss_step(rnet, opt, x, y, T):
-    """The minifb step of the feedback workloads (W1, W2): T timesteps from the reset state,
-    cross-entropy of the last step's logits, backprop through time, one SGD update."""
+def _last_step_loss_step(net, initial_state, x_np, y_np, T, device):
+    """The minifb step of the feedback workloads (W1, W2): ``net`` wrapped in ``nn.Recur`` from
+    ``initial_state``, T timesteps from the reset state, cross-entropy of the last step's logits,
+    backprop through time, one SGD update (lr ``LR``) on ``device``."""
+    rnet = nn.Recur(net, initial_state)
+    if device != "cpu":
+        rnet.to(device)
+    opt = optim.SGD(rnet.parameters(), lr=LR)
+    x = mf.tensor(x_np, device=device)
+    y = mf.tensor(y_np, device=device)
 
     def step():
         rnet.reset()
@@ -195,14 +202,7 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
         nn.Splitter("s"),
         nn.Dense(128, 10),
     )
-    rnet = nn.Recur(net, {"s": mf.zeros(batch, 128)})
-    if device != "cpu":
-        rnet.to(device)
-    opt = optim.SGD(rnet.parameters(), lr=LR)
-    x = mf.tensor(x_np, device=device)
-    y = mf.tensor(y_np, device=device)
-
-    mf_step = _last_step_loss_step(rnet, opt, x, y, T)
+    mf_step = _last_step_loss_step(net, {"s": mf.zeros(batch, 128)}, x_np, y_np, T, device)
 
     torch_step = None
     if torch is not None and device == "cpu":
@@ -246,14 +246,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
         nn.Flatten(),
         nn.Dense(3136, 10),
     )
-    rnet = nn.Recur(net, {"s2": mf.zeros(batch, 64, 14, 14)})
-    if device != "cpu":
-        rnet.to(device)
-    opt = optim.SGD(rnet.parameters(), lr=LR)
-    x = mf.tensor(x_np, device=device)
-    y = mf.tensor(y_np, device=device)
-
-    mf_step = _last_step_loss_step(rnet, opt, x, y, T)
+    mf_step = _last_step_loss_step(net, {"s2": mf.zeros(batch, 64, 14, 14)}, x_np, y_np, T, device)
 
     torch_step = None
     if torch is not None and device == "cpu":
@@ -419,7 +412,7 @@ def _settle(settle_s):
         time.sleep(settle_s)
 
 
-def _run_step(step, settle_s=0.0):
+def _run_step(step, settle_s):
     """Call ``step`` (after a collection and a pause of ``settle_s``, see ``SETTLE_S``); return seconds."""
     _settle(settle_s)
     t0 = time.perf_counter()
@@ -443,12 +436,9 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
             case.torch_step()
     mine, theirs = [], []
 
-    def mf_timed():
-        _settle(settle_s)
-        t0 = time.perf_counter()
+    def mf_step_synced():
         case.mf_step()
         case.sync()
-        return time.perf_counter() - t0
 
     for i in range(steps):
         if budget_s is not None and i >= 2 and sum(mine) + sum(theirs) > budget_s:
@@ -456,7 +446,7 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for who in order:
             if who == 0:
-                mine.append(mf_timed())
+                mine.append(_run_step(mf_step_synced, settle_s))
             elif case.torch_step:
                 theirs.append(_run_step(case.torch_step, settle_s))
     row = {"name": case.name, "desc": case.desc, "flops": case.flops, "steps": len(mine),
