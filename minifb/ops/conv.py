@@ -394,7 +394,7 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     ``y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
 
     With ``weight_grad_for`` (an (N, K', OH, OW) array), returns ``(y, gw)``:
-    ``gw = _conv_grad_weight(x, weight_grad_for, ...)`` computed from the same
+    ``gw = _conv_grad_weight(x, weight_grad_for, ...)``, shape (K', C/G, kh, kw), computed from the same
     column matrix of ``x`` instead of gathering it a second time (a transposed
     convolution's backward needs both; see :class:`ConvTranspose2d`).
     """
@@ -418,14 +418,14 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
             y[n0:n1] += b.reshape(k, 1, 1)
         if gw is not None:
             gw += _weight_product(_by_group(weight_grad_for[n0:n1], g, scratch), cols)
-    return y if gw is None else (y, gw)
+    return y if gw is None else (y, gw.reshape(weight_grad_for.shape[1], c // g, kh, kw))
 
 
 def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
 
     With ``weight_grad_of`` (the convolution's input ``x``), returns ``(gx, gw)``,
-    ``gw = _conv_grad_weight(x, gy, ...)`` sharing ``gy``'s (K, N*OH*OW) layout
+    ``gw = _conv_grad_weight(x, gy, ...)`` (``w``'s shape) sharing ``gy``'s (K, N*OH*OW) layout
     copy with the input gradient (a convolution's backward needs both).
     """
     xp = backend.array_module(gy, w)
@@ -447,7 +447,7 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
         if gw is not None:                                                  # col2im is done with "cols"
             gw += _weight_product(gyg, _im2col(x[n0:n1], geom, (oh, ow), scratch))
     gx = part if gx is None else gx
-    return gx if gw is None else (gx, gw)
+    return gx if gw is None else (gx, gw.reshape(w.shape))
 
 
 def _weight_product(gyg, cols):
@@ -507,7 +507,6 @@ class Conv2d(Function):
         gx = gw = None
         if self.needs[0] and self.needs[1]:   # both: one pass over the batch shares grad's layout copy
             gx, gw = _conv_grad_input(grad, self.w, self.geom, self.in_hw, weight_grad_of=self.x)
-            gw = gw.reshape(self.w_shape)
         elif self.needs[0]:
             gx = _conv_grad_input(grad, self.w, self.geom, self.in_hw)
         elif self.needs[1]:
@@ -544,7 +543,6 @@ class ConvTranspose2d(Function):
         gx = gw = None
         if self.needs[0] and self.needs[1]:   # both: grad's column matrix is gathered once for the two
             gx, gw = _conv_forward(grad, self.w, self.geom, self.in_hw, weight_grad_for=self.x)
-            gw = gw.reshape(self.w_shape)
         elif self.needs[0]:
             gx = _conv_forward(grad, self.w, self.geom, self.in_hw)
         elif self.needs[1]:
