@@ -3,7 +3,8 @@
 Shown seven ways: forward against naive loops written here; float64
 directional gradchecks; the adjoint identity <conv(x, w), g> = <x, conv_T(g, w)>;
 hypothesis over random shapes; PyTorch as an oracle (skipped when absent);
-error messages; non-contiguous inputs.
+error messages; non-contiguous inputs; batch blocks and the channels-first
+memory layout of the results.
 """
 
 import itertools
@@ -407,6 +408,55 @@ def test_non_contiguous_inputs():
         kind = "max" if fn is max_pool2d else "avg"
         np.testing.assert_allclose(fn(Tensor(p_nc), 3, 2, 1).data, ref_pool(p_nc, 3, 2, 1, kind), rtol=1e-12)
         assert gradcheck(lambda a: fn(a, 3, 2, 1), Tensor(p_nc, requires_grad=True))
+
+
+# ---------------------------------------------------------------- (8) batch blocks, memory layout
+def _forward_and_grads(fn, x, w, b, g, **kwargs):
+    ts = [_t(a) for a in (x, w, b)]
+    y = fn(*ts, **kwargs)
+    y.backward(g)
+    return [y.data] + [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("fn, make, params", [
+    (conv2d, _conv_inputs, dict(stride=1, padding=1, groups=2)),
+    (conv2d, _conv_inputs, dict(stride=(2, 3), padding=(2, 1), dilation=2)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=1, padding=1, groups=2)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=(2, 3), padding=1, output_padding=1)),
+], ids=lambda v: _label(v) if isinstance(v, dict) else getattr(v, "__name__", ""))
+def test_batch_blocks_give_the_unblocked_result(monkeypatch, fn, make, params):
+    """On NumPy the primitives walk the batch in blocks; one sample per block must change nothing."""
+    import minifb.ops.conv as conv_module
+
+    x, w, b = make(params.get("groups", 1), seed=31)
+    x = np.concatenate([x, x[::-1] * 0.5, x + 1.0])                # batch of 6
+    with_y = fn(_t(x, False), _t(w, False), _t(b, False), **params).data
+    g = _arr(*with_y.shape, seed=32)
+    whole = _forward_and_grads(fn, x, w, b, g, **params)
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1)               # one sample per block
+    blocked = _forward_and_grads(fn, x, w, b, g, **params)
+    for got, want in zip(blocked, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_channels_first_results_feed_the_next_layer():
+    """Results come back as NCHW-shaped views of channels-first memory; chaining them (and mixing them
+    with ordinary C-contiguous gradients) gives what contiguous copies of the same values give."""
+    x, w1, w2, wt = _arr(3, 4, 6, 6, seed=41), _arr(5, 4, 3, 3, seed=42), _arr(6, 5, 3, 3, seed=43), \
+        _arr(6, 5, 4, 4, seed=44)
+
+    def net(x, w1, w2, wt):
+        a = conv2d(x, w1, padding=1).relu()
+        s = conv2d(a, w2, stride=2, padding=1)
+        return a * conv_transpose2d(s, wt, stride=2, padding=1)
+
+    y = conv2d(_t(x), _t(w1), padding=1)
+    assert y.shape == (3, 5, 6, 6) and y.data.transpose(1, 0, 2, 3).flags.c_contiguous
+    out = net(*[_t(a) for a in (x, w1, w2, wt)]).data
+    a = np.maximum(ref_conv2d(x, w1, padding=1), 0)
+    s = ref_conv2d(a, w2, stride=2, padding=1)
+    np.testing.assert_allclose(out, a * ref_conv_transpose2d(s, wt, stride=2, padding=1), rtol=1e-10, atol=1e-10)
+    assert gradcheck(net, *[_t(v) for v in (x, w1, w2, wt)])
 
 
 @pytest.mark.parametrize("fn, w_shape, kwargs", [

@@ -254,6 +254,19 @@ class _Scratch:
         return buf[:size].reshape(shape)
 
 
+def _nchw_view(a):
+    """An ``(N, C, H, W)`` view of a contiguous ``(C, N, H, W)`` array: the layout the primitives return.
+
+    The matrix products here work on channels-first data (``(K, N * OH * OW)``), so on NumPy the
+    primitives write their results in that memory order and hand them out as NCHW-shaped views, the
+    same shape and values as a contiguous array, without the transposing copy.  NumPy's elementwise
+    operations keep an operand's memory order, so an activation's output stays channels-first too, and
+    the next convolution's layout copies (:func:`_channels_first`, :func:`_by_group`) become plain
+    block copies or disappear.  Measured: benchmarks/NOTES.md, P9.
+    """
+    return a.transpose(1, 0, 2, 3)
+
+
 def _channels_first(x, pad, scratch):
     """``x`` (N, C, H, W) as a contiguous, zero-padded ``(C, N, H + pt + pb, W + pl + pr)`` array.
 
@@ -328,8 +341,8 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
         out[...] = gx
         return out
     hp, wp = h + pt + pb, w + pl + pr
-    if out is None:
-        out = xp.empty((n, c, h, w), dtype=cols.dtype)
+    if out is None:                      # channels-first memory, like the columns (see _nchw_view)
+        out = _nchw_view(xp.empty((c, n, h, w), dtype=cols.dtype))
     if sh == sw == 1:
         buf = scratch.get("image", (c, n, hp, wp), cols.dtype)
         buf.fill(0)
@@ -383,6 +396,8 @@ def _by_group(g, groups, scratch):
     """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)`` (one copy into a ``scratch`` buffer)."""
     xp = backend.array_module(g)
     n, k, oh, ow = g.shape
+    if g.transpose(1, 0, 2, 3).flags.c_contiguous:   # already channels-first in memory: a view
+        return g.transpose(1, 0, 2, 3).reshape(groups, k // groups, n * oh * ow)
     out = scratch.get("by_group", (k, n, oh, ow), g.dtype)
     xp.copyto(out, g.transpose(1, 0, 2, 3))
     return out.reshape(groups, k // groups, n * oh * ow)
@@ -403,21 +418,28 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     k, g = w.shape[0], geom.groups
     (oh, ow), (kh, kw) = out_hw, geom.kernel
     wm = w.reshape(g, k // g, -1)
-    y = xp.empty((n, k, oh, ow), dtype=xp.result_type(x, w))
+    y_cn = xp.empty((k, n, oh, ow), dtype=xp.result_type(x, w))        # returned as an (N, K, ...) view
     gw = None
     if weight_grad_for is not None:
         gw = xp.zeros((g, weight_grad_for.shape[1] // g, c // g * kh * kw),
                       dtype=xp.result_type(x, weight_grad_for))
     scratch = _Scratch(xp)
-    for n0, n1 in _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize):
+    blocks = _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize)
+    for n0, n1 in blocks:
         cols = _im2col(x[n0:n1], geom, out_hw, scratch)                    # (G, C/G*kh*kw, nb*OH*OW)
-        yb = scratch.get("y", (g, k // g, cols.shape[2]), y.dtype)
-        xp.matmul(wm, cols, out=yb)
-        y[n0:n1] = yb.reshape(k, n1 - n0, oh, ow).transpose(1, 0, 2, 3)
-        if b is not None:
-            y[n0:n1] += b.reshape(k, 1, 1)
+        if len(blocks) == 1:                                               # the product is the result
+            xp.matmul(wm, cols, out=y_cn.reshape(g, k // g, cols.shape[2]))
+        else:
+            yb = scratch.get("y", (g, k // g, cols.shape[2]), y_cn.dtype)
+            xp.matmul(wm, cols, out=yb)
+            y_cn[:, n0:n1] = yb.reshape(k, n1 - n0, oh, ow)
         if gw is not None:
             gw += _weight_product(_by_group(weight_grad_for[n0:n1], g, scratch), cols)
+    if b is not None:
+        y_cn += b.reshape(k, 1, 1, 1)
+    y = _nchw_view(y_cn)
+    if kernels.should_use(y):           # the fused kernels read C-contiguous NCHW arrays
+        y = xp.ascontiguousarray(y)
     return y if gw is None else (y, gw.reshape(weight_grad_for.shape[1], c // g, kh, kw))
 
 
@@ -435,7 +457,7 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     wt = w.reshape(g, k // g, -1).transpose(0, 2, 1)                       # (G, C/G*kh*kw, K/G)
     blocks = _batch_blocks(gy, wt.shape[1] * g * oh * ow * gy.dtype.itemsize)
     dtype = xp.result_type(gy, w)
-    gx = xp.empty((n, c) + tuple(in_hw), dtype=dtype) if len(blocks) > 1 else None   # else col2im's
+    gx = _nchw_view(xp.empty((c, n) + tuple(in_hw), dtype=dtype)) if len(blocks) > 1 else None  # else col2im's
     x = weight_grad_of
     gw = None if x is None else xp.zeros((g, k // g, wt.shape[1]), dtype=xp.result_type(x, gy))
     scratch = _Scratch(xp)
