@@ -29,6 +29,10 @@ cheap copy that pads and puts channels before the batch, see
 :func:`_channels_first`); this order was measured fastest for NumPy's matrix
 product.  On NumPy each primitive builds it for a block of a few batch
 elements at a time in buffers reused across blocks (see ``_BLOCK_BYTES``).
+The products yield channels-first data, so the primitives return their
+results as NCHW-shaped views of ``(C, N, H, W)`` memory rather than
+transposing them back (:func:`_nchw_view`); shapes and values are those of
+any NCHW array.
 No ``np.add.at`` and no Python loop over batch elements or pixels: the only
 Python loops run over the ``kh * kw`` kernel taps and a few batch blocks.
 
@@ -257,7 +261,7 @@ class _Scratch:
 def _nchw_view(a):
     """An ``(N, C, H, W)`` view of a contiguous ``(C, N, H, W)`` array: the layout the primitives return.
 
-    The matrix products here work on channels-first data (``(K, N * OH * OW)``), so on NumPy the
+    The matrix products here work on channels-first data (``(K, N * OH * OW)``), so on the array path the
     primitives write their results in that memory order and hand them out as NCHW-shaped views, the
     same shape and values as a contiguous array, without the transposing copy.  NumPy's elementwise
     operations keep an operand's memory order, so an activation's output stays channels-first too, and
