@@ -263,7 +263,8 @@ def _nchw_view(a):
 
     The matrix products here work on channels-first data (``(K, N * OH * OW)``), so on the array path the
     primitives write their results in that memory order and hand them out as NCHW-shaped views, the
-    same shape and values as a contiguous array, without the transposing copy.  NumPy's elementwise
+    same shape and values as a contiguous array, without the transposing copy (the fused kernels make
+    their inputs contiguous themselves, ``kernels._f32``).  NumPy's elementwise
     operations keep an operand's memory order, so an activation's output stays channels-first too, and
     the next convolution's layout copies (:func:`_channels_first`, :func:`_by_group`) become plain
     block copies or disappear.  Measured: benchmarks/NOTES.md, P9.
@@ -397,14 +398,14 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
 
 
 def _by_group(g, groups, scratch):
-    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)`` (one copy into a ``scratch`` buffer)."""
-    xp = backend.array_module(g)
+    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)``: a view when ``g`` is already channels-first in
+    memory (see :func:`_nchw_view`), else one copy into a ``scratch`` buffer."""
     n, k, oh, ow = g.shape
-    if g.transpose(1, 0, 2, 3).flags.c_contiguous:   # already channels-first in memory: a view
-        return g.transpose(1, 0, 2, 3).reshape(groups, k // groups, n * oh * ow)
-    out = scratch.get("by_group", (k, n, oh, ow), g.dtype)
-    xp.copyto(out, g.transpose(1, 0, 2, 3))
-    return out.reshape(groups, k // groups, n * oh * ow)
+    channels_first = g.transpose(1, 0, 2, 3)
+    if not channels_first.flags.c_contiguous:
+        channels_first = scratch.get("by_group", (k, n, oh, ow), g.dtype)
+        backend.array_module(g).copyto(channels_first, g.transpose(1, 0, 2, 3))
+    return channels_first.reshape(groups, k // groups, n * oh * ow)
 
 
 def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
@@ -442,8 +443,6 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     if b is not None:
         y_cn += b.reshape(k, 1, 1, 1)
     y = _nchw_view(y_cn)
-    if kernels.should_use(y):           # the fused kernels read C-contiguous NCHW arrays
-        y = xp.ascontiguousarray(y)
     return y if gw is None else (y, gw.reshape(weight_grad_for.shape[1], c // g, kh, kw))
 
 
