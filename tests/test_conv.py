@@ -439,8 +439,8 @@ def test_batch_blocks_give_the_unblocked_result(monkeypatch, fn, make, params):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_channels_first_results_feed_the_next_layer():
-    """Results come back as NCHW-shaped views of channels-first memory; chaining them (and mixing them
+def test_channels_last_results_feed_the_next_layer():
+    """Results come back as NCHW-shaped views of channels-last memory; chaining them (and mixing them
     with ordinary C-contiguous gradients) gives what contiguous copies of the same values give."""
     x, w1, w2, wt = _arr(3, 4, 6, 6, seed=41), _arr(5, 4, 3, 3, seed=42), _arr(6, 5, 3, 3, seed=43), \
         _arr(6, 5, 4, 4, seed=44)
@@ -451,7 +451,7 @@ def test_channels_first_results_feed_the_next_layer():
         return a * conv_transpose2d(s, wt, stride=2, padding=1)
 
     y = conv2d(_t(x), _t(w1), padding=1)
-    assert y.shape == (3, 5, 6, 6) and y.data.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert y.shape == (3, 5, 6, 6) and y.data.transpose(0, 2, 3, 1).flags.c_contiguous
     out = net(*[_t(a) for a in (x, w1, w2, wt)]).data
     a = np.maximum(ref_conv2d(x, w1, padding=1), 0)
     s = ref_conv2d(a, w2, stride=2, padding=1)

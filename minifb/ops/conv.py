@@ -220,7 +220,7 @@ def _padded(x, pad, fill=0.0):
 
 
 # Batch blocking (NumPy only).  A whole-batch column matrix is large (the conv2d micro-benchmark's
-# (576, 32*28*28) float32 matrix is 58 MB) and was allocated fresh in every call: its first touch
+# (32*28*28, 576) float32 matrix is 58 MB) and was allocated fresh in every call: its first touch
 # page-faults (measured: a third of a conv2d step) and it streams through memory twice, once written by
 # the gather and once read by the product.  So on the CPU every primitive walks the batch in blocks of
 # ~_BLOCK_BYTES of columns, reusing one set of buffers (allocated once per call, never kept) that stay
@@ -229,15 +229,14 @@ def _padded(x, pad, fill=0.0):
 # input gradient 36.8 -> 30.8 / 27.3 -> 26.3, weight gradient 33.5 -> 25.1 / 24.8 -> 20.4; the whole
 # conv2d step 108 -> 84 ms at 1 thread (benchmarks/NOTES.md, P2).  16 MB blocks then beat 4 MB ones at
 # 2 threads in two alternated runner pairs (conv2d 67.1/68.8 -> 59.8/58.1 ms, conv_transpose2d and W2
-# unchanged; NOTES "Block size"), so 16 MB it is.  On a GPU (or with the fused kernels) the batch is one
-# block, as before.
+# unchanged; NOTES "Block size"), so 16 MB it is.  With the fused kernels the batch is one block.
 _BLOCK_BYTES = 16 << 20
 
 
 def _batch_blocks(x, bytes_per_sample):
     """``[(n0, n1), ...]`` covering ``x``'s batch in blocks of about ``_BLOCK_BYTES`` (one on a GPU)."""
     n = x.shape[0]
-    if n == 0 or backend.array_module(x) is not np or kernels.should_use(x):
+    if n == 0 or backend.array_module(x) is not np:
         return [(0, n)]
     nb = max(1, min(n, _BLOCK_BYTES // max(1, bytes_per_sample)))
     return [(n0, min(n0 + nb, n)) for n0 in range(0, n, nb)]
@@ -259,110 +258,92 @@ class _Scratch:
 
 
 def _nchw_view(a):
-    """An ``(N, C, H, W)`` view of a contiguous ``(C, N, H, W)`` array: the layout the primitives return.
+    """An ``(N, C, H, W)`` view of a contiguous ``(N, H, W, C)`` array: the layout the primitives return.
 
-    The matrix products here work on channels-first data (``(K, N * OH * OW)``), so on the array path the
-    primitives write their results in that memory order and hand them out as NCHW-shaped views, the
-    same shape and values as a contiguous array, without the transposing copy (the fused kernels make
-    their inputs contiguous themselves, ``kernels._f32``).  NumPy's elementwise
-    operations keep an operand's memory order, so an activation's output stays channels-first too, and
-    the next convolution's layout copies (:func:`_channels_first`, :func:`_by_group`) become plain
-    block copies or disappear.  Measured: benchmarks/NOTES.md, P9.
+    The array path works in channels-last memory ("NHWC", PyTorch's ``channels_last``): there a
+    kernel window's ``kw`` columns of all ``C`` channels lie side by side, so every gather copies runs
+    of ``kw * C`` numbers whatever the stride, and each product writes one pixel's ``K`` channels as
+    one row.  The results are handed out as NCHW-shaped views of that memory, the same shape and
+    values as a contiguous array, without a transposing copy.  NumPy's elementwise operations keep an
+    operand's memory order, so an activation's output stays channels-last too and the next
+    convolution's layout copy (:func:`_channels_last`) is a plain block copy.  Measured:
+    benchmarks/NOTES.md, P9 and P10.
     """
-    return a.transpose(1, 0, 2, 3)
+    return a.transpose(0, 3, 1, 2)
 
 
-def _channels_first(x, pad, scratch):
-    """``x`` (N, C, H, W) as a contiguous, zero-padded ``(C, N, H + pt + pb, W + pl + pr)`` array.
+def _channels_last(x, pad, scratch):
+    """``x`` (N, C, H, W) as a contiguous, zero-padded ``(N, H + pt + pb, W + pl + pr, C)`` array.
 
-    One copy does both the padding and the swap of N and C; the gather in
-    :func:`_im2col` then reads whole ``(N, OH, OW)`` blocks per channel and
-    tap, which measured ~1.5x faster than gathering from the NCHW layout.
-    The buffer comes from ``scratch``, so its border is zeroed here.
+    One copy does both the padding and the move of C last (a view, no copy, when there is no
+    padding and ``x`` is already channels-last memory).  The buffer comes from ``scratch``, so its
+    border is zeroed here.
     """
     pt, pb, pl, pr = pad
     n, c, h, w = x.shape
-    out = scratch.get("padded", (c, n, h + pt + pb, w + pl + pr), x.dtype)
-    out[:, :, :pt] = 0
-    out[:, :, pt + h:] = 0
-    out[:, :, :, :pl] = 0
-    out[:, :, :, pl + w:] = 0
-    out[:, :, pt:pt + h, pl:pl + w] = x.transpose(1, 0, 2, 3)
+    nhwc = x.transpose(0, 2, 3, 1)
+    if not any(pad) and nhwc.flags.c_contiguous:
+        return nhwc
+    out = scratch.get("padded", (n, h + pt + pb, w + pl + pr, c), x.dtype)
+    out[:, :pt] = 0
+    out[:, pt + h:] = 0
+    out[:, :, :pl] = 0
+    out[:, :, pl + w:] = 0
+    out[:, pt:pt + h, pl:pl + w] = nhwc
     return out
 
 
-def _windows(x, geom, out_hw):
-    """Read-only view ``(A, B, OH, OW, kh, kw)`` of the patch under each output pixel.
+def _windows(x, geom, out_hw, axes=(2, 3)):
+    """Read-only view of the patch under each output pixel: ``x``'s axes with the two spatial ones
+    (``axes``) cut down to ``(OH, OW)``, then ``(kh, kw)``.
 
-    ``x`` is an already padded 4-D array whose last two axes are H and W
-    (``(N, C, ...)`` for pooling, ``(C, N, ...)`` for :func:`_im2col`).
+    ``x`` is an already padded 4-D array: ``(N, C, Hp, Wp)`` for pooling (giving
+    ``(N, C, OH, OW, kh, kw)``), ``(N, Hp, Wp, C)`` with ``axes=(1, 2)`` for :func:`_im2col`
+    (giving ``(N, OH, OW, C, kh, kw)``).
     """
     xp = backend.array_module(x)
     (sh, sw), (dh, dw), (oh, ow) = geom.stride, geom.dilation, out_hw
-    view = xp.lib.stride_tricks.sliding_window_view(x, geom.span(), axis=(2, 3))
-    return view[:, :, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, ::dh, ::dw]
+    view = xp.lib.stride_tricks.sliding_window_view(x, geom.span(), axis=axes)
+    index = [slice(None)] * x.ndim + [slice(None, None, dh), slice(None, None, dw)]
+    index[axes[0]] = slice(None, sh * (oh - 1) + 1, sh)
+    index[axes[1]] = slice(None, sw * (ow - 1) + 1, sw)
+    return view[tuple(index)]
 
 
 def _im2col(x, geom, out_hw, scratch):
-    """Column matrix ``(G, C/G * kh * kw, N * OH * OW)`` of ``x`` (N, C, H, W), in a ``scratch`` buffer.
+    """Column matrix ``(N * OH * OW, G, kh * kw * C/G)`` of ``x`` (N, C, H, W), in a ``scratch`` buffer.
 
-    ``cols[g, (c, i, j), (n, oh, ow)] = x_pad[n, g*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``,
-    the output width innermost.
+    ``cols[(n, oh, ow), g, (i, j, c)] = x_pad[n, g*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``:
+    one row per output pixel, a group's channels innermost (one copy from the channels-last input).
     """
     xp = backend.array_module(x)
     n, c = x.shape[:2]
-    kh, kw = geom.kernel
-    # KERNEL HOOK: im2col
-    if kernels.should_use(x):  # fused gather (kernels/im2col.cu), same (c, i, j) x (n, oh, ow) order
-        cols = kernels.im2col(x, kh, kw, geom.stride, (geom.pad[0], geom.pad[2]), geom.dilation, out_hw=out_hw)
-        return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
-    win = _windows(_channels_first(x, geom.pad, scratch), geom, out_hw)   # (C, N, OH, OW, kh, kw) view
-    cols = scratch.get("cols", (c, kh, kw, n) + tuple(out_hw), x.dtype)
-    xp.copyto(cols, win.transpose(0, 4, 5, 1, 2, 3))                      # (C, kh, kw, N, OH, OW): one gather
-    return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
+    g, (kh, kw), (oh, ow) = geom.groups, geom.kernel, out_hw
+    win = _windows(_channels_last(x, geom.pad, scratch), geom, out_hw, axes=(1, 2))  # (N, OH, OW, C, kh, kw)
+    win = win.reshape(n, oh, ow, g, c // g, kh, kw)
+    cols = scratch.get("cols", (n, oh, ow, g, kh, kw, c // g), x.dtype)
+    xp.copyto(cols, win.transpose(0, 1, 2, 3, 5, 6, 4))                   # the one gather
+    return cols.reshape(n * oh * ow, g, kh * kw * (c // g))
 
 
-def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
-    """Adjoint of :func:`_im2col`: add the columns back into an ``(N, C, H, W)`` image (``out`` if given).
+def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
+    """Adjoint of :func:`_im2col`: add columns ``(N * OH * OW, G, kh * kw * C/G)`` back into ``out``,
+    a contiguous ``(N, H, W, C)`` (channels-last) array, which it overwrites and returns.
 
-    Stride 1: one slice-addition per kernel tap (``kh * kw`` of them), each
-    vectorised over channels, batch and output pixels, into a padded
-    ``(C, N, Hp, Wp)`` buffer (same order as the columns, so the additions
-    stream); one final copy crops the padding and restores NCHW.  Stride > 1:
-    the same additions per stride phase into a dense buffer, each phase then
-    copied into its strided rows/columns of the result (see below).
+    Phase (sub-pixel) decomposition: a tap at offset ``(i*dh, j*dw)`` only reaches the padded
+    rows/columns congruent to it mod ``(sh, sw)``.  So each phase ``(py, px)`` sums its own taps,
+    clipped to the part inside the padding, into a dense buffer with unit-stride additions (the first
+    one an assignment when that tap covers the whole phase, else after a fill), and is written into
+    its strided rows/columns of ``out`` by one copy: ``sh * sw`` strided writes instead of ``kh * kw``
+    strided read-modify-writes, and no padded image.  With stride 1 there is one phase, ``out``
+    itself.  Measured: benchmarks/NOTES.md, P3 and P10.
     """
     xp = backend.array_module(cols)
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.kernel, geom.stride, geom.dilation, out_hw
+    g, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.groups, geom.kernel, geom.stride, geom.dilation, out_hw
     pt, pb, pl, pr = geom.pad
     h, w = in_hw
-    cols = cols.reshape(c, kh, kw, n, oh, ow)
-    # KERNEL HOOK: col2im
-    if kernels.should_use(cols):  # gather per input pixel, no atomics (kernels/im2col.cu)
-        gx = kernels.col2im(cols.reshape(c * kh * kw, n * oh * ow), (n, c, h, w), kh, kw, geom.stride,
-                            (pt, pl), geom.dilation, out_hw=out_hw)
-        if out is None:
-            return gx
-        out[...] = gx
-        return out
-    hp, wp = h + pt + pb, w + pl + pr
-    if out is None:                      # channels-first memory, like the columns (see _nchw_view)
-        out = _nchw_view(xp.empty((c, n, h, w), dtype=cols.dtype))
-    if sh == sw == 1:
-        buf = scratch.get("image", (c, n, hp, wp), cols.dtype)
-        buf.fill(0)
-        for i in range(kh):
-            for j in range(kw):
-                r, q = i * dh, j * dw
-                buf[:, :, r: r + oh, q: q + ow] += cols[:, i, j]
-        out[...] = buf[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
-        return out
-    # Stride > 1, phase (sub-pixel) decomposition: a tap at offset (i*dh, j*dw) only reaches the padded
-    # rows/columns congruent to it mod (sh, sw).  So each phase (py, px) sums its own taps, clipped to the
-    # part inside the padding, into a dense (C, N, ~H/sh, ~W/sw) buffer with unit-stride additions (the
-    # first one an assignment when that tap covers the whole phase, else after a fill), and is written
-    # into the NCHW result by one strided copy: sh*sw strided writes instead of kh*kw strided
-    # read-modify-writes, and no padded image.  Measured (W2 shapes, 1 thread): benchmarks/NOTES.md, P3.
+    cols = cols.reshape(n, oh, ow, g, kh, kw, c // g)
+    out5 = out.reshape(n, h, w, g, c // g)
     for py in range(sh):
         a0, a1 = max(0, -(-(pt - py) // sh)), -(-(pt + h - py) // sh)    # phase rows inside the crop
         for px in range(sw):
@@ -370,9 +351,9 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
             if a1 <= a0 or b1 <= b0:
                 continue
             y0, x0 = py + sh * a0 - pt, px + sw * b0 - pl
-            dst = out[:, :, y0: y0 + sh * (a1 - a0 - 1) + 1: sh, x0: x0 + sw * (b1 - b0 - 1) + 1: sw]
+            dst = out5[:, y0: y0 + sh * (a1 - a0 - 1) + 1: sh, x0: x0 + sw * (b1 - b0 - 1) + 1: sw]
             # (tap, first and last phase row and column it reaches), clipped to [a0, a1) x [b0, b1)
-            taps = [(cols[:, i, j], max(a0, a), min(a1, a + oh), max(b0, b), min(b1, b + ow), a, b)
+            taps = [(cols[:, :, :, :, i, j], max(a0, a), min(a1, a + oh), max(b0, b), min(b1, b + ow), a, b)
                     for i in range(kh) if (i * dh) % sh == py
                     for j in range(kw) if (j * dw) % sw == px
                     for a, b in [(i * dh // sh, j * dw // sw)]]
@@ -380,32 +361,56 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out=None):
             if not taps:
                 dst[...] = 0
                 continue
+            phase = dst if sh == sw == 1 else scratch.get("phase", dst.shape, cols.dtype)
             full = [k for k, t in enumerate(taps) if t[1:5] == (a0, a1, b0, b1)]
-            if full and len(taps) == 1:                                     # one tap: copy it
-                tap, r0, r1, q0, q1, a, b = taps[0]
-                dst[...] = tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b].transpose(1, 0, 2, 3)
-                continue
-            ph = scratch.get("phase", (c, n, a1 - a0, b1 - b0), cols.dtype)
             if full:
                 tap, r0, r1, q0, q1, a, b = taps.pop(full[0])
-                ph[...] = tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b]
+                phase[...] = tap[:, r0 - a: r1 - a, q0 - b: q1 - b]
             else:
-                ph.fill(0)
+                phase.fill(0)
             for tap, r0, r1, q0, q1, a, b in taps:
-                ph[:, :, r0 - a0: r1 - a0, q0 - b0: q1 - b0] += tap[:, :, r0 - a: r1 - a, q0 - b: q1 - b]
-            dst[...] = ph.transpose(1, 0, 2, 3)
+                phase[:, r0 - a0: r1 - a0, q0 - b0: q1 - b0] += tap[:, r0 - a: r1 - a, q0 - b: q1 - b]
+            if phase is not dst:
+                dst[...] = phase
     return out
 
 
-def _by_group(g, groups, scratch):
-    """``(N, K, OH, OW)`` -> ``(G, K/G, N * OH * OW)``: a view when ``g`` is already channels-first in
-    memory (see :func:`_nchw_view`), else one copy into a ``scratch`` buffer."""
-    n, k, oh, ow = g.shape
-    channels_first = g.transpose(1, 0, 2, 3)
-    if not channels_first.flags.c_contiguous:
-        channels_first = scratch.get("by_group", (k, n, oh, ow), g.dtype)
-        backend.array_module(g).copyto(channels_first, g.transpose(1, 0, 2, 3))
-    return channels_first.reshape(groups, k // groups, n * oh * ow)
+def _rows(gy, groups, scratch):
+    """``(N, K, OH, OW)`` -> ``(N * OH * OW, G, K/G)``, one row per output pixel: a view when ``gy`` is
+    already channels-last memory (see :func:`_nchw_view`), else one copy into a ``scratch`` buffer."""
+    n, k, oh, ow = gy.shape
+    nhwc = gy.transpose(0, 2, 3, 1)
+    if not nhwc.flags.c_contiguous:
+        nhwc = scratch.get("rows", (n, oh, ow, k), gy.dtype)
+        backend.array_module(gy).copyto(nhwc, gy.transpose(0, 2, 3, 1))
+    return nhwc.reshape(n * oh * ow, groups, k // groups)
+
+
+def _weight_matrix(w, groups):
+    """A weight ``(K, C/G, kh, kw)`` as ``(G, K/G, kh * kw * C/G)``, columns in :func:`_im2col`'s
+    ``(i, j, c)`` order (a small copy)."""
+    k, cg, kh, kw = w.shape
+    return w.reshape(groups, k // groups, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(groups, k // groups, -1)
+
+
+def _weight_from_matrix(gw, w_shape):
+    """Inverse of :func:`_weight_matrix`: ``(G, K/G, kh * kw * C/G)`` -> a contiguous ``w_shape`` array."""
+    k, cg, kh, kw = w_shape
+    xp = backend.array_module(gw)
+    return xp.ascontiguousarray(gw.reshape(k, kh, kw, cg).transpose(0, 3, 1, 2))
+
+
+def _weight_product(rows, cols):
+    """``rows (M, G, K/G)ᵀ @ cols (M, G, L)`` per group -> (G, K/G, L), the weight gradient of one block.
+
+    The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
+    smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
+    """
+    xp = backend.array_module(rows, cols)
+    a, b = rows.transpose(1, 2, 0), cols.transpose(1, 0, 2)                 # (G, K/G, M), (G, M, L)
+    if a.shape[1] >= b.shape[2]:
+        return xp.matmul(a, b)
+    return xp.matmul(b.transpose(0, 2, 1), a.transpose(0, 2, 1)).transpose(0, 2, 1)
 
 
 def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
@@ -419,72 +424,61 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     convolution's backward needs both; see :class:`ConvTranspose2d`).
     """
     xp = backend.array_module(x, w)
+    # KERNEL HOOK: im2col
+    if kernels.should_use(x, w, weight_grad_for):
+        return _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for)
     n, c = x.shape[:2]
     k, g = w.shape[0], geom.groups
     (oh, ow), (kh, kw) = out_hw, geom.kernel
-    wm = w.reshape(g, k // g, -1)
-    y_cn = xp.empty((k, n, oh, ow), dtype=xp.result_type(x, w))        # returned as an (N, K, ...) view
+    wm = _weight_matrix(w, g).transpose(0, 2, 1)                            # (G, L, K/G)
+    y = xp.empty((n, oh, ow, k), dtype=xp.result_type(x, w))               # returned as an NCHW view
     gw = None
     if weight_grad_for is not None:
-        gw = xp.zeros((g, weight_grad_for.shape[1] // g, c // g * kh * kw),
+        gw = xp.zeros((g, weight_grad_for.shape[1] // g, wm.shape[1]),
                       dtype=xp.result_type(x, weight_grad_for))
     scratch = _Scratch(xp)
-    blocks = _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize)
-    for n0, n1 in blocks:
-        cols = _im2col(x[n0:n1], geom, out_hw, scratch)                    # (G, C/G*kh*kw, nb*OH*OW)
-        if len(blocks) == 1:                                               # the product is the result
-            xp.matmul(wm, cols, out=y_cn.reshape(g, k // g, cols.shape[2]))
-        else:
-            yb = scratch.get("y", (g, k // g, cols.shape[2]), y_cn.dtype)
-            xp.matmul(wm, cols, out=yb)
-            y_cn[:, n0:n1] = yb.reshape(k, n1 - n0, oh, ow)
+    for n0, n1 in _batch_blocks(x, c * kh * kw * oh * ow * x.dtype.itemsize):
+        cols = _im2col(x[n0:n1], geom, out_hw, scratch)                    # (nb*OH*OW, G, L)
+        xp.matmul(cols.transpose(1, 0, 2), wm, out=y[n0:n1].reshape(-1, g, k // g).transpose(1, 0, 2))
         if gw is not None:
-            gw += _weight_product(_by_group(weight_grad_for[n0:n1], g, scratch), cols)
+            gw += _weight_product(_rows(weight_grad_for[n0:n1], g, scratch), cols)
     if b is not None:
-        y_cn += b.reshape(k, 1, 1, 1)
-    y = _nchw_view(y_cn)
-    return y if gw is None else (y, gw.reshape(weight_grad_for.shape[1], c // g, kh, kw))
+        y += b
+    y = _nchw_view(y)
+    if gw is None:
+        return y
+    return y, _weight_from_matrix(gw, (weight_grad_for.shape[1], c // g, kh, kw))
 
 
 def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
 
-    With ``weight_grad_of`` (the convolution's input ``x``), returns ``(gx, gw)``,
-    ``gw = _conv_grad_weight(x, gy, ...)`` (``w``'s shape) sharing ``gy``'s (K, N*OH*OW) layout
-    copy with the input gradient (a convolution's backward needs both).
+    ``cols = gy_rows @ W`` then col2im.  With ``weight_grad_of`` (the convolution's input ``x``),
+    returns ``(gx, gw)``, ``gw = _conv_grad_weight(x, gy, ...)`` (``w``'s shape) sharing ``gy``'s
+    layout copy with the input gradient (a convolution's backward needs both).
     """
     xp = backend.array_module(gy, w)
+    # KERNEL HOOK: col2im
+    if kernels.should_use(gy, w, weight_grad_of):
+        return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
     n, k, oh, ow = gy.shape
     g = geom.groups
     c = w.shape[1] * g
-    wt = w.reshape(g, k // g, -1).transpose(0, 2, 1)                       # (G, C/G*kh*kw, K/G)
-    blocks = _batch_blocks(gy, wt.shape[1] * g * oh * ow * gy.dtype.itemsize)
+    wm = _weight_matrix(w, g)                                              # (G, K/G, L)
     dtype = xp.result_type(gy, w)
-    gx = _nchw_view(xp.empty((c, n) + tuple(in_hw), dtype=dtype)) if len(blocks) > 1 else None  # else col2im's
+    gx = xp.empty((n,) + tuple(in_hw) + (c,), dtype=dtype)                 # returned as an NCHW view
     x = weight_grad_of
-    gw = None if x is None else xp.zeros((g, k // g, wt.shape[1]), dtype=xp.result_type(x, gy))
+    gw = None if x is None else xp.zeros(wm.shape, dtype=xp.result_type(x, gy))
     scratch = _Scratch(xp)
-    for n0, n1 in blocks:
-        gyg = _by_group(gy[n0:n1], g, scratch)                              # (G, K/G, nb*OH*OW)
-        cols = xp.matmul(wt, gyg, out=scratch.get("cols", (g, wt.shape[1], gyg.shape[2]), dtype))
-        part = _col2im(cols, n1 - n0, c, in_hw, geom, (oh, ow), scratch,
-                       out=None if gx is None else gx[n0:n1])
-        if gw is not None:                                                  # col2im is done with "cols"
-            gw += _weight_product(gyg, _im2col(x[n0:n1], geom, (oh, ow), scratch))
-    gx = part if gx is None else gx
-    return gx if gw is None else (gx, gw.reshape(w.shape))
-
-
-def _weight_product(gyg, cols):
-    """``gyg (G, K/G, M) @ cols(G, C/G*kh*kw, M)ᵀ`` -> (G, K/G, C/G*kh*kw), the weight gradient of one batch block.
-
-    The larger output dimension goes first: OpenBLAS runs the long-inner-dimension product with the
-    smaller one first up to 20x slower (measured; benchmarks/NOTES.md, P1).
-    """
-    xp = backend.array_module(gyg, cols)
-    if gyg.shape[1] >= cols.shape[1]:
-        return xp.matmul(gyg, cols.transpose(0, 2, 1))
-    return xp.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)
+    for n0, n1 in _batch_blocks(gy, wm.shape[2] * g * oh * ow * gy.dtype.itemsize):
+        rows = _rows(gy[n0:n1], g, scratch)                                # (nb*OH*OW, G, K/G)
+        cols = scratch.get("cols", (rows.shape[0], g, wm.shape[2]), dtype)
+        xp.matmul(rows.transpose(1, 0, 2), wm, out=cols.transpose(1, 0, 2))
+        _col2im(cols, n1 - n0, c, in_hw, geom, (oh, ow), scratch, out=gx[n0:n1])
+        if gw is not None:                                                 # col2im is done with "cols"
+            gw += _weight_product(rows, _im2col(x[n0:n1], geom, (oh, ow), scratch))
+    gx = _nchw_view(gx)
+    return gx if gw is None else (gx, _weight_from_matrix(gw, w.shape))
 
 
 def _conv_grad_weight(x, gy, geom, w_shape):
@@ -493,14 +487,71 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     ``gw[k, c, i, j] = sum_{n, oh, ow} gy[n, k, oh, ow] * x_pad[n, g(k)*C/G + c, oh*sh + i*dh, ow*sw + j*dw]``
     """
     xp = backend.array_module(x, gy)
+    if kernels.should_use(x, gy):
+        return _fused_conv_grad_weight(x, gy, geom, w_shape)
     k, c, kh, kw = w_shape
     g = geom.groups
     oh, ow = gy.shape[2:]
-    gw = xp.zeros((g, k // g, c * kh * kw), dtype=xp.result_type(x, gy))
+    gw = xp.zeros((g, k // g, kh * kw * c), dtype=xp.result_type(x, gy))
     scratch = _Scratch(xp)
     for n0, n1 in _batch_blocks(x, x.shape[1] * kh * kw * oh * ow * x.dtype.itemsize):
         cols = _im2col(x[n0:n1], geom, (oh, ow), scratch)                  # recomputed, never kept
-        gw += _weight_product(_by_group(gy[n0:n1], g, scratch), cols)
+        gw += _weight_product(_rows(gy[n0:n1], g, scratch), cols)
+    return _weight_from_matrix(gw, w_shape)
+
+
+# The same three primitives on the fused kernels (kernels/im2col.cu), whose column matrix is
+# ``(C * kh * kw, N * OH * OW)``: rows ``(c, i, j)``, one column per output pixel (a GPU thread per
+# element, coalesced along the output width).  So the products run channels-first here and the
+# results are plain contiguous NCHW arrays; the array path above is the reference they are tested
+# against.
+def _fused_columns(x, geom, out_hw):
+    """The kernels' column matrix of ``x``, as ``(G, C/G * kh * kw, N * OH * OW)``."""
+    n, c = x.shape[:2]
+    (kh, kw), (pt, _, pl, _) = geom.kernel, geom.pad
+    cols = kernels.im2col(x, kh, kw, geom.stride, (pt, pl), geom.dilation, out_hw=out_hw)
+    return cols.reshape(geom.groups, c // geom.groups * kh * kw, n * out_hw[0] * out_hw[1])
+
+
+def _fused_rows(gy, groups):
+    """``gy`` (N, K, OH, OW) as ``(G, K/G, N * OH * OW)`` (one copy)."""
+    xp = backend.array_module(gy)
+    n, k, oh, ow = gy.shape
+    return xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, k // groups, n * oh * ow)
+
+
+def _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for):
+    xp = backend.array_module(x, w)
+    n, k, g = x.shape[0], w.shape[0], geom.groups
+    cols = _fused_columns(x, geom, out_hw)
+    y = xp.matmul(w.reshape(g, k // g, -1), cols).reshape(k, n, *out_hw)
+    y = xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    if weight_grad_for is None:
+        return y
+    gw = xp.matmul(_fused_rows(weight_grad_for, g), cols.transpose(0, 2, 1))
+    return y, gw.reshape((weight_grad_for.shape[1],) + w.shape[1:])
+
+
+def _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of):
+    xp = backend.array_module(gy, w)
+    n, k, oh, ow = gy.shape
+    g, (kh, kw), (pt, _, pl, _) = geom.groups, geom.kernel, geom.pad
+    c = w.shape[1] * g
+    rows = _fused_rows(gy, g)
+    cols = xp.matmul(w.reshape(g, k // g, -1).transpose(0, 2, 1), rows)    # (G, C/G*kh*kw, N*OH*OW)
+    gx = kernels.col2im(cols.reshape(c * kh * kw, n * oh * ow), (n, c) + tuple(in_hw), kh, kw,
+                        geom.stride, (pt, pl), geom.dilation, out_hw=(oh, ow))
+    if weight_grad_of is None:
+        return gx
+    gw = xp.matmul(rows, _fused_columns(weight_grad_of, geom, (oh, ow)).transpose(0, 2, 1))
+    return gx, gw.reshape(w.shape)
+
+
+def _fused_conv_grad_weight(x, gy, geom, w_shape):
+    xp = backend.array_module(x, gy)
+    gw = xp.matmul(_fused_rows(gy, geom.groups), _fused_columns(x, geom, gy.shape[2:]).transpose(0, 2, 1))
     return gw.reshape(w_shape)
 
 
