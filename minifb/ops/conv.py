@@ -276,13 +276,14 @@ def _channels_last(x, pad, scratch):
     """``x`` (N, C, H, W) as a contiguous, zero-padded ``(N, H + pt + pb, W + pl + pr, C)`` array.
 
     One copy does both the padding and the move of C last (a view, no copy, when there is no
-    padding and ``x`` is already channels-last memory).  The buffer comes from ``scratch``, so its
-    border is zeroed here.
+    padding and ``x`` is already channels-last memory).  A negative pad crops that many rows or
+    columns instead.  The buffer comes from ``scratch``, so its border is zeroed here.
     """
-    pt, pb, pl, pr = pad
+    x = x[:, :, max(0, -pad[0]): x.shape[2] - max(0, -pad[1]), max(0, -pad[2]): x.shape[3] - max(0, -pad[3])]
+    pt, pb, pl, pr = (max(0, p) for p in pad)
     n, c, h, w = x.shape
     nhwc = x.transpose(0, 2, 3, 1)
-    if not any(pad) and nhwc.flags.c_contiguous:
+    if not (pt or pb or pl or pr) and nhwc.flags.c_contiguous:
         return nhwc
     out = scratch.get("padded", (n, h + pt + pb, w + pl + pr, c), x.dtype)
     out[:, :pt] = 0
@@ -461,6 +462,9 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     # KERNEL HOOK: col2im
     if kernels.should_use(gy, w, weight_grad_of):
         return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
+    if geom.stride == (1, 1):
+        gx = _conv_forward(gy, *_full_correlation(w, geom, in_hw, gy.shape[2:]), in_hw)
+        return gx if weight_grad_of is None else (gx, _conv_grad_weight(weight_grad_of, gy, geom, w.shape))
     n, k, oh, ow = gy.shape
     g = geom.groups
     c = w.shape[1] * g
@@ -479,6 +483,22 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
             gw += _weight_product(rows, _im2col(x[n0:n1], geom, (oh, ow), scratch))
     gx = _nchw_view(gx)
     return gx if gw is None else (gx, _weight_from_matrix(gw, w.shape))
+
+
+def _full_correlation(w, geom, in_hw, out_hw):
+    """The weight and geometry of the convolution that is a stride-1 convolution's input gradient.
+
+    With stride 1, ``gx[n, c, y, x] = sum_{k, i, j} gy[n, k, y + pt - i*dh, x + pl - j*dw] * w[k, c, i, j]``
+    (``gy`` zero outside its ``out_hw``): the "full" correlation of the output gradient, padded by
+    ``d * (k - 1) - pt`` at the top and ``H + pt - OH`` at the bottom (a negative pad crops), with the kernel flipped in both directions and its two channel axes swapped (within each
+    group).  So it runs as :func:`_conv_forward`: one gather and one product, no col2im's
+    ``kh * kw`` read-modify-write passes (measured: benchmarks/NOTES.md, P10).
+    """
+    k, cg, kh, kw = w.shape
+    g, (dh, dw), (pt, _, pl, _) = geom.groups, geom.dilation, geom.pad
+    flipped = w.reshape(g, k // g, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    pad = (dh * (kh - 1) - pt, in_hw[0] + pt - out_hw[0], dw * (kw - 1) - pl, in_hw[1] + pl - out_hw[1])
+    return flipped.reshape(g * cg, k // g, kh, kw), _Geometry(geom.kernel, (1, 1), geom.dilation, pad, g)
 
 
 def _conv_grad_weight(x, gy, geom, w_shape):
