@@ -3,7 +3,7 @@
 Shown seven ways: forward against naive loops written here; float64
 directional gradchecks; the adjoint identity <conv(x, w), g> = <x, conv_T(g, w)>;
 hypothesis over random shapes; PyTorch as an oracle (skipped when absent);
-error messages; non-contiguous inputs; batch blocks and the channels-first
+error messages; non-contiguous inputs; batch blocks and the channels-last
 memory layout of the results.
 """
 
@@ -100,7 +100,7 @@ def ref_pool(x, kernel_size, stride=None, padding=0, kind="max"):
 # ---------------------------------------------------------------- grids
 CONV_GRID = [
     dict(stride=s, padding=p, dilation=d, groups=g)
-    for s, p, d, g in itertools.product([1, (2, 3)], [0, 1, (2, 1), "same", "valid"], [1, 2], [1, 2])
+    for s, p, d, g in itertools.product([1, (2, 3)], [0, 1, (2, 1), 3, "same", "valid"], [1, 2], [1, 2])
     if not (p == "same" and s != 1)
 ]
 TRANSPOSE_GRID = [

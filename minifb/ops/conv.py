@@ -8,11 +8,13 @@ dilation and output_padding are ints or ``(h, w)`` pairs.
 Three primitives do all the convolution work, and both ops are built from them:
 
 * :func:`_conv_forward` -- im2col + one matrix product (per group, batched):
-  ``y = W @ cols(x)``.
-* :func:`_conv_grad_input` -- the adjoint of that in ``x``: ``cols = W^T @ g``,
-  then col2im, which adds each of the ``kh * kw`` kernel taps back into a padded
-  buffer with one strided slice-addition per tap.
-* :func:`_conv_grad_weight` -- the adjoint in ``W``: ``gW = g @ cols(x)^T``,
+  ``y = cols(x) @ W``, one row per output pixel.
+* :func:`_conv_grad_input` -- the adjoint of that in ``x``.  With stride 1 it is
+  itself a convolution: the "full" correlation of the padded output gradient
+  with the flipped kernel (:func:`_full_correlation`).  With a larger stride,
+  ``cols = g @ W`` per kernel tap, then col2im, which adds each of the
+  ``kh * kw`` taps back into the image, one strided stride phase at a time.
+* :func:`_conv_grad_weight` -- the adjoint in ``W``: ``gW = g^T @ cols(x)``,
   with the column matrix *recomputed* rather than kept from the forward pass,
   so that what a recorded convolution holds on to is only its input and weight
   (under backprop-through-time every retained array is multiplied by T).
@@ -22,19 +24,18 @@ A transposed convolution *is* the adjoint of a convolution, so
 its forward is ``_conv_grad_input``, its input gradient is ``_conv_forward`` and
 its weight gradient is ``_conv_grad_weight`` with input and output exchanged.
 
-The column matrix has shape ``(groups, C_in/groups * kh * kw, N * OH * OW)``
-with the output width innermost: it is gathered from a read-only
-``sliding_window_view`` of the padded input with one contiguous copy (after a
-cheap copy that pads and puts channels before the batch, see
-:func:`_channels_first`); this order was measured fastest for NumPy's matrix
-product.  On NumPy each primitive builds it for a block of a few batch
-elements at a time in buffers reused across blocks (see ``_BLOCK_BYTES``).
-The products yield channels-first data, so the primitives return their
-results as NCHW-shaped views of ``(C, N, H, W)`` memory rather than
-transposing them back (:func:`_nchw_view`); shapes and values are those of
-any NCHW array.
+On the array path (NumPy, or CuPy without the fused kernels) the primitives
+work in channels-last memory, ``(N, H, W, C)``, as PyTorch's ``channels_last``
+format does: the column matrix ``(N * OH * OW, G, kh * kw * C/G)`` is gathered
+from a read-only ``sliding_window_view`` of the padded channels-last input with
+one copy whose contiguous runs are ``kw * C`` numbers long at any stride, and
+the results are handed out as NCHW-shaped views of channels-last memory
+(:func:`_nchw_view`); shapes and values are those of any NCHW array.  On NumPy
+each primitive builds its columns for a block of a few batch elements at a time
+in buffers reused across blocks (see ``_BLOCK_BYTES``).  The fused CUDA kernels
+keep their own channels-first column matrix (the ``_fused_*`` functions).
 No ``np.add.at`` and no Python loop over batch elements or pixels: the only
-Python loops run over the ``kh * kw`` kernel taps and a few batch blocks.
+Python loops run over the kernel taps, the stride phases and a few batch blocks.
 
 ``# KERNEL HOOK`` comments mark where fused GPU kernels may take over.
 """
