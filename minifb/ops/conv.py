@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..tensor import Function, Tensor
+from .reduce import channel_sum
 
 __all__ = [
     "Conv2d",
@@ -582,7 +583,7 @@ def _fused_conv_grad_weight(x, gy, geom, w_shape):
 
 
 def _bias_grad(gy):
-    return gy.sum(axis=(0, 2, 3))
+    return channel_sum(gy, 1)
 
 
 # --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from .. import kernels
 from ..backend import array_module
 from ..tensor import Function
 from .activation import sigmoid_array
+from .reduce import channel_sum
 
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
 
@@ -72,7 +73,7 @@ class BiasAct(Function):
         if self.act == "identity":
             gb = None
             if self.needs[1]:
-                gb = grad.sum(axis=tuple(i for i in range(grad.ndim) if i != self.axis))
+                gb = channel_sum(grad, self.axis)
             return grad, gb
         if kernels.should_use(grad):
             gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
@@ -80,8 +81,7 @@ class BiasAct(Function):
         gx = activation_grad(grad, self.y, self.act)
         gb = None
         if self.needs[1]:
-            reduce_axes = tuple(i for i in range(gx.ndim) if i != self.axis)
-            gb = gx.sum(axis=reduce_axes)
+            gb = channel_sum(gx, self.axis)
         return gx, gb
 
 
@@ -110,11 +110,11 @@ class MergeAct(Function):
     def backward(self, grad):
         if self.act == "identity" or self.a.dtype == bool:
             gfb = grad if self.act == "identity" else grad * self.a
-            gb = gfb.sum(axis=tuple(i for i in range(gfb.ndim) if i != self.axis)) if self.needs[2] else None
+            gb = channel_sum(gfb, self.axis) if self.needs[2] else None
             return grad, gfb, gb
         if kernels.should_use(grad):
             gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
         else:
             gfb = activation_grad(grad, self.a, self.act)
-            gb = gfb.sum(axis=tuple(i for i in range(gfb.ndim) if i != self.axis)) if self.needs[2] else None
+            gb = channel_sum(gfb, self.axis) if self.needs[2] else None
         return grad, gfb, (gb if self.needs[2] else None)
