@@ -20,14 +20,16 @@ from .reduce import channel_sum
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
 
 
-def activate(a, act):
-    """Apply a named activation to a raw array."""
+def activate(a, act, in_place=False):
+    """Apply a named activation to a raw array; ``in_place=True`` may overwrite ``a`` (a temporary)
+    instead of allocating the result, saving one pass over memory for relu and tanh."""
+    out = a if in_place else None
     if act == "relu":
-        return array_module(a).maximum(a, 0)
+        return array_module(a).maximum(a, 0, out=out)
     if act == "sigmoid":
         return sigmoid_array(a)
     if act == "tanh":
-        return array_module(a).tanh(a)
+        return array_module(a).tanh(a, out=out)
     return a
 
 
@@ -64,7 +66,7 @@ class BiasAct(Function):
         if kernels.should_use(x):
             y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
         else:
-            y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act)
+            y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act, in_place=True)
         # the identity's backward needs nothing; the others are written in terms of the output
         self.y = y if act != "identity" else None
         return y
@@ -95,7 +97,7 @@ class MergeAct(Function):
         if kernels.should_use(x):
             y, a = kernels.merger_forward(x, fb, bias, act, channel_view(x.shape, axis))
         else:
-            a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act)
+            a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act, in_place=True)
             y = x + a
         # Keep only what backward reads: nothing for the identity, a 1-byte mask for relu on the
         # array path (a is an intermediate no other op keeps, so this is 4x less BPTT memory).
