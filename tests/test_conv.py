@@ -143,6 +143,19 @@ def test_conv_transpose2d_forward_matches_loops(params):
     np.testing.assert_allclose(y.data, ref_conv_transpose2d(x, w, b, **params), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("params", [dict(padding=1), dict(padding="same", dilation=2),
+                                    dict(stride=(1, 2), padding=(0, 2)), dict(stride=2, padding=1)], ids=_label)
+def test_single_channel_input(params):
+    """One input channel (a grayscale image) takes a tap-major gather; also a transposed convolution
+    with one output channel, whose stride-1 input gradient gathers a one-channel gradient."""
+    x, w, b = _arr(3, 1, 9, 11, seed=51), _arr(5, 1, 3, 3, seed=52), _arr(5, seed=53)
+    y = conv2d(_t(x, False), _t(w, False), _t(b, False), **params)
+    np.testing.assert_allclose(y.data, ref_conv2d(x, w, b, **params), rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda x, w, b: conv2d(x, w, b, **params), _t(x), _t(w), _t(b), directions=2)
+    z, wt = _arr(3, 4, 6, 7, seed=54), _arr(4, 1, 3, 3, seed=55)
+    assert gradcheck(lambda z, wt: conv_transpose2d(z, wt, padding=1), _t(z), _t(wt), directions=2)
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("params", POOL_GRID, ids=_label)
 def test_pool_forward_matches_loops(params, kind):
