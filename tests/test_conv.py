@@ -143,6 +143,28 @@ def test_conv_transpose2d_forward_matches_loops(params):
     np.testing.assert_allclose(y.data, ref_conv_transpose2d(x, w, b, **params), rtol=1e-12, atol=1e-12)
 
 
+SUB_PIXEL_GRID = [
+    dict(stride=s, padding=p, groups=g)
+    for s, p, g in itertools.product([2, (2, 1), (1, 2), (4, 2)], [0, 1, (2, 3)], [1, 2])
+]
+
+
+@pytest.mark.parametrize("params", SUB_PIXEL_GRID, ids=_label)
+def test_kernels_a_whole_number_of_strides_long(params):
+    """Kernel (4, 2) with strides dividing it: the input gradient is one sub-pixel convolution plus a
+    depth-to-space copy.  Checked as a transposed convolution's forward (against the loops) and as
+    both ops' gradients (finite differences)."""
+    g = params["groups"]
+    x, w, b = _arr(2, 4, 5, 6, seed=61), _arr(4, 6 // g, 4, 2, seed=62), _arr(6, seed=63)
+    for op in (0, 1):                             # output_padding 1 along the strided axes
+        kwargs = dict(params, output_padding=tuple(min(op, s - 1) for s in _pair(params["stride"])))
+        y = conv_transpose2d(_t(x, False), _t(w, False), _t(b, False), **kwargs)
+        np.testing.assert_allclose(y.data, ref_conv_transpose2d(x, w, b, **kwargs), rtol=1e-12, atol=1e-12)
+        assert gradcheck(lambda x, w: conv_transpose2d(x, w, **kwargs), _t(x), _t(w), directions=2)
+    xc, wc = _arr(2, 4, 9, 8, seed=64), _arr(6, 4 // g, 4, 2, seed=65)
+    assert gradcheck(lambda x, w: conv2d(x, w, **params), _t(xc), _t(wc), directions=2)
+
+
 @pytest.mark.parametrize("params", [dict(padding=1), dict(padding="same", dilation=2),
                                     dict(stride=(1, 2), padding=(0, 2)), dict(stride=2, padding=1)], ids=_label)
 def test_single_channel_input(params):

@@ -9,9 +9,10 @@ Three primitives do all the convolution work, and both ops are built from them:
 
 * :func:`_conv_forward` -- im2col + one matrix product (per group, batched):
   ``y = cols(x) @ W``, one row per output pixel.
-* :func:`_conv_grad_input` -- the adjoint of that in ``x``.  With stride 1 it is
-  itself a convolution: the "full" correlation of the padded output gradient
-  with the flipped kernel (:func:`_full_correlation`).  With a larger stride,
+* :func:`_conv_grad_input` -- the adjoint of that in ``x``.  When the stride is 1,
+  or divides the kernel size, it is itself a convolution of the padded output
+  gradient with the flipped kernel, whose output channels are then moved back
+  into pixels (:func:`_sub_pixel`, :func:`_depth_to_space`).  Otherwise
   ``cols = g @ W`` per kernel tap, then col2im, which adds each of the
   ``kh * kw`` taps back into the image, one strided stride phase at a time.
 * :func:`_conv_grad_weight` -- the adjoint in ``W``: ``gW = g^T @ cols(x)``,
@@ -476,8 +477,11 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     # KERNEL HOOK: col2im
     if kernels.should_use(gy, w, weight_grad_of):
         return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
-    if geom.stride == (1, 1):
-        gx = _conv_forward(gy, *_full_correlation(w, geom, in_hw, gy.shape[2:]), in_hw)
+    if _sub_pixel_applies(geom):
+        weight, sub_geom, blocks, offset = _sub_pixel(w, geom, in_hw, gy.shape[2:])
+        gx = _conv_forward(gy, weight, sub_geom, blocks)
+        if geom.stride != (1, 1):
+            gx = _depth_to_space(gx, geom.stride, geom.groups, in_hw, offset)
         return gx if weight_grad_of is None else (gx, _conv_grad_weight(weight_grad_of, gy, geom, w.shape))
     n, k, oh, ow = gy.shape
     g = geom.groups
@@ -501,21 +505,61 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     return gx if gw is None else (gx, _weight_from_matrix(gw, w.shape))
 
 
-def _full_correlation(w, geom, in_hw, out_hw):
-    """The weight and geometry of the convolution that is a stride-1 convolution's input gradient.
+def _sub_pixel_applies(geom):
+    """Whether :func:`_sub_pixel` covers ``geom``: along each axis stride 1 (any dilation), or a
+    kernel that is a whole number of strides long with no dilation (every stride phase then has
+    the same number of taps)."""
+    return all(s == 1 or (k % s == 0 and d == 1) for k, s, d in zip(geom.kernel, geom.stride, geom.dilation))
 
-    With stride 1, ``gx[n, c, y, x] = sum_{k, i, j} gy[n, k, y + pt - i*dh, x + pl - j*dw] * w[k, c, i, j]``
-    (``gy`` zero outside its ``out_hw``): the "full" correlation of the output gradient, padded by
-    ``d * (k - 1) - pt`` at the top and ``H + pt - OH`` at the bottom (a negative pad crops), with the
-    kernel flipped in both directions and its two channel axes swapped (within each
-    group).  So it runs as :func:`_conv_forward`: one gather and one product, no col2im's
-    ``kh * kw`` read-modify-write passes (measured: benchmarks/NOTES.md, P10).
+
+def _sub_pixel(w, geom, in_hw, out_hw):
+    """The stride-1 convolution of the output gradient that computes a convolution's input gradient.
+
+    Split the padded input rows into blocks of ``s`` (stride) rows, ``y' = s * A + sy``.  A kernel of
+    ``k = s * m`` taps reaches block ``A`` from the output rows ``A - m + 1 .. A`` only, tap
+    ``i = s * (A - oh) + sy``.  So the whole gradient is one stride-1 convolution of ``gy`` with an
+    ``m x m'`` kernel (flipped, as the taps run backwards) and ``G * s * s' * C/G`` output channels,
+    one per ``(sy, sx, c)``: a "sub-pixel" convolution whose channels, moved back into the blocks
+    (:func:`_depth_to_space`), are the image.  With stride 1 this is the familiar "full" correlation
+    with the flipped kernel (dilation kept).  One gather and one product, instead of a product per
+    tap and col2im's read-modify-write passes (measured: benchmarks/NOTES.md, P11 and P16).
+
+    Returns:
+        ``(weight (G*s*s'*C/G, K/G, m, m'), geometry, blocks (A, B), offset)``: run
+        ``_conv_forward(gy, weight, geometry, blocks)``; image row ``y`` is block row
+        ``y + offset[0]``.  A negative pad in the geometry crops.
     """
     k, cg, kh, kw = w.shape
-    g, (dh, dw), (pt, _, pl, _) = geom.groups, geom.dilation, geom.pad
-    flipped = w.reshape(g, k // g, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    pad = (dh * (kh - 1) - pt, in_hw[0] + pt - out_hw[0], dw * (kw - 1) - pl, in_hw[1] + pl - out_hw[1])
-    return flipped.reshape(g * cg, k // g, kh, kw), _Geometry(geom.kernel, (1, 1), geom.dilation, pad, g)
+    g, (sh, sw), (pt, _, pl, _) = geom.groups, geom.stride, geom.pad
+    m, mw = kh // sh, kw // sw
+    d = tuple(dd if ss == 1 else 1 for dd, ss in zip(geom.dilation, geom.stride))
+    sub = w.reshape(g, k // g, cg, m, sh, mw, sw)[:, :, :, ::-1, :, ::-1, :]    # i = s * t + sy, t flipped
+    weight = sub.transpose(0, 4, 6, 2, 1, 3, 5).reshape(g * sh * sw * cg, k // g, m, mw)
+    a0, a1 = pt // sh, (pt + in_hw[0] - 1) // sh + 1                          # the blocks the image covers
+    b0, b1 = pl // sw, (pl + in_hw[1] - 1) // sw + 1
+    pad = (d[0] * (m - 1) - a0, a1 - out_hw[0], d[1] * (mw - 1) - b0, b1 - out_hw[1])
+    return weight, _Geometry((m, mw), (1, 1), d, pad, g), (a1 - a0, b1 - b0), (pt - sh * a0, pl - sw * b0)
+
+
+def _depth_to_space(y, stride, groups, in_hw, offset):
+    """The sub-pixel result ``y`` (N, G*s*s'*C/G, A, B) (channels-last memory) moved back into image
+    pixels: ``gx[n, y, x, (g, c)] = y[n, A, B, (g, sy, sx, c)]`` at ``y + offset = s * A + sy``, cropped
+    to ``in_hw``.  One strided copy per ``(sy, sx)``; returns an NCHW view of ``(N, H, W, C)`` memory."""
+    xp = backend.array_module(y)
+    (sh, sw), (h, w), g = stride, in_hw, groups
+    n, _, a, b = y.shape
+    cg = y.shape[1] // (g * sh * sw)
+    blocks = y.transpose(0, 2, 3, 1).reshape(n, a, b, g, sh, sw, cg)
+    gx = xp.empty((n, h, w, g * cg), dtype=y.dtype)
+    gx5 = gx.reshape(n, h, w, g, cg)
+    for sy in range(sh):
+        r0, r1 = max(0, -(-(offset[0] - sy) // sh)), min(a, (h - 1 + offset[0] - sy) // sh + 1)
+        for sx in range(sw):
+            q0, q1 = max(0, -(-(offset[1] - sx) // sw)), min(b, (w - 1 + offset[1] - sx) // sw + 1)
+            if r1 > r0 and q1 > q0:
+                y0, x0 = sh * r0 + sy - offset[0], sw * q0 + sx - offset[1]
+                gx5[:, y0:: sh, x0:: sw][:, : r1 - r0, : q1 - q0] = blocks[:, r0:r1, q0:q1, :, sy, sx]
+    return _nchw_view(gx)
 
 
 def _conv_grad_weight(x, gy, geom, w_shape):
