@@ -342,17 +342,18 @@ def _im2col(x, geom, out_hw, scratch):
 
 def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
     """Adjoint of :func:`_im2col`: add the columns back into ``out``, a contiguous ``(N, H, W, C)``
-    (channels-last) array, which it overwrites and returns.  ``cols`` is tap-major,
-    ``(kh * kw, N * OH * OW, G, C/G)``: each tap's contribution is one contiguous block, so the
-    additions below stream (measured ~6-19% faster than slicing taps out of im2col's order; NOTES, P10).
+    (channels-last) array, which it overwrites and returns.  Used for the input gradients
+    :func:`_sub_pixel` does not cover (a stride that does not divide the kernel, e.g. 3x3 stride 2).
+    ``cols`` is tap-major, ``(kh * kw, N * OH * OW, G, C/G)``: each tap's contribution is one
+    contiguous block, so the additions below stream (measured 6-19% faster than slicing taps out of
+    im2col's order; benchmarks/NOTES.md, P12).
 
-    Phase (sub-pixel) decomposition: a tap at offset ``(i*dh, j*dw)`` only reaches the padded
-    rows/columns congruent to it mod ``(sh, sw)``.  So each phase ``(py, px)`` sums its own taps,
-    clipped to the part inside the padding, into a dense buffer with unit-stride additions (the first
-    one an assignment when that tap covers the whole phase, else after a fill), and is written into
-    its strided rows/columns of ``out`` by one copy: ``sh * sw`` strided writes instead of ``kh * kw``
-    strided read-modify-writes, and no padded image.  With stride 1 there is one phase, ``out``
-    itself.  Measured: benchmarks/NOTES.md, P3 and P10.
+    Phase decomposition: a tap at offset ``(i*dh, j*dw)`` only reaches the padded rows/columns
+    congruent to it mod ``(sh, sw)``.  So each phase ``(py, px)`` sums its own taps, clipped to the
+    part inside the padding, into a dense buffer with unit-stride additions (the first one an
+    assignment when that tap covers the whole phase, else after a fill), and is written into its
+    strided rows/columns of ``out`` by one copy: ``sh * sw`` strided writes instead of ``kh * kw``
+    strided read-modify-writes, and no padded image (benchmarks/NOTES.md, P3).
     """
     xp = backend.array_module(cols)
     g, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.groups, geom.kernel, geom.stride, geom.dilation, out_hw
@@ -377,7 +378,7 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
             if not taps:
                 dst[...] = 0
                 continue
-            phase = dst if sh == sw == 1 else scratch.get("phase", dst.shape, cols.dtype)
+            phase = scratch.get("phase", dst.shape, cols.dtype)
             full = [k for k, t in enumerate(taps) if t[1:5] == (a0, a1, b0, b1)]
             if full:
                 tap, r0, r1, q0, q1, a, b = taps.pop(full[0])
@@ -386,8 +387,7 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
                 phase.fill(0)
             for tap, r0, r1, q0, q1, a, b in taps:
                 phase[:, r0 - a0: r1 - a0, q0 - b0: q1 - b0] += tap[:, r0 - a: r1 - a, q0 - b: q1 - b]
-            if phase is not dst:
-                dst[...] = phase
+            dst[...] = phase
     return out
 
 
@@ -469,9 +469,11 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
 def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
 
-    ``cols = gy_rows @ W`` then col2im.  With ``weight_grad_of`` (the convolution's input ``x``),
-    returns ``(gx, gw)``, ``gw = _conv_grad_weight(x, gy, ...)`` (``w``'s shape) sharing ``gy``'s
-    layout copy with the input gradient (a convolution's backward needs both).
+    When the stride is 1 or divides the kernel, one stride-1 convolution of ``gy`` (:func:`_sub_pixel`);
+    otherwise ``cols = gy_rows @ W`` per kernel tap, then col2im.  With ``weight_grad_of`` (the
+    convolution's input ``x``), returns ``(gx, gw)`` with ``gw = _conv_grad_weight(x, gy, ...)``
+    (``w``'s shape), in the col2im case from the same pass over the batch (a convolution's backward
+    needs both).
     """
     xp = backend.array_module(gy, w)
     # KERNEL HOOK: col2im
@@ -602,6 +604,7 @@ def _fused_rows(gy, groups):
 
 
 def _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for):
+    """:func:`_conv_forward` on the fused im2col kernel."""
     xp = backend.array_module(x, w)
     n, k, g = x.shape[0], w.shape[0], geom.groups
     cols = _fused_columns(x, geom, out_hw)
@@ -616,6 +619,7 @@ def _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for):
 
 
 def _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of):
+    """:func:`_conv_grad_input` on the fused col2im kernel (a gather per input pixel, no atomics)."""
     xp = backend.array_module(gy, w)
     n, k, oh, ow = gy.shape
     g, (kh, kw), (pt, _, pl, _) = geom.groups, geom.kernel, geom.pad
@@ -631,6 +635,7 @@ def _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of):
 
 
 def _fused_conv_grad_weight(x, gy, geom, w_shape):
+    """:func:`_conv_grad_weight` on the fused im2col kernel."""
     xp = backend.array_module(x, gy)
     gw = xp.matmul(_fused_rows(gy, geom.groups), _fused_columns(x, geom, gy.shape[2:]).transpose(0, 2, 1))
     return gw.reshape(w_shape)
