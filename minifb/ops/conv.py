@@ -301,9 +301,9 @@ def _windows(x, geom, out_hw, axes=(2, 3)):
     """Read-only view of the patch under each output pixel: ``x``'s axes with the two spatial ones
     (``axes``) cut down to ``(OH, OW)``, then ``(kh, kw)``.
 
-    ``x`` is an already padded 4-D array: ``(N, C, Hp, Wp)`` for pooling (giving
+    ``x`` is an already padded array: ``(N, C, Hp, Wp)`` for pooling (giving
     ``(N, C, OH, OW, kh, kw)``), ``(N, Hp, Wp, C)`` with ``axes=(1, 2)`` for :func:`_im2col`
-    (giving ``(N, OH, OW, C, kh, kw)``).
+    (giving ``(N, OH, OW, C, kh, kw)``), or ``(N, Hp, Wp)`` for its single-channel case.
     """
     xp = backend.array_module(x)
     (sh, sw), (dh, dw), (oh, ow) = geom.stride, geom.dilation, out_hw
@@ -340,6 +340,12 @@ def _im2col(x, geom, out_hw, scratch):
     return cols.reshape(n * oh * ow, g, kh * kw * (c // g))
 
 
+def _phase_span(p, s, pad, n):
+    """``(r0, r1)``: the block rows ``r`` of stride phase ``p`` whose padded row ``p + s * r`` lies in
+    the image, ``pad <= p + s * r < pad + n``."""
+    return max(0, -(-(pad - p) // s)), -(-(pad + n - p) // s)
+
+
 def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
     """Adjoint of :func:`_im2col`: add the columns back into ``out``, a contiguous ``(N, H, W, C)``
     (channels-last) array, which it overwrites and returns.  Used for the input gradients
@@ -362,9 +368,9 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
     cols = cols.reshape(kh, kw, n, oh, ow, g, c // g)
     out5 = out.reshape(n, h, w, g, c // g)
     for py in range(sh):
-        a0, a1 = max(0, -(-(pt - py) // sh)), -(-(pt + h - py) // sh)    # phase rows inside the crop
+        a0, a1 = _phase_span(py, sh, pt, h)                                  # phase rows inside the crop
         for px in range(sw):
-            b0, b1 = max(0, -(-(pl - px) // sw)), -(-(pl + w - px) // sw)
+            b0, b1 = _phase_span(px, sw, pl, w)
             if a1 <= a0 or b1 <= b0:
                 continue
             y0, x0 = py + sh * a0 - pt, px + sw * b0 - pl
@@ -555,9 +561,11 @@ def _depth_to_space(y, stride, groups, in_hw, offset):
     gx = xp.empty((n, h, w, g * cg), dtype=y.dtype)
     gx5 = gx.reshape(n, h, w, g, cg)
     for sy in range(sh):
-        r0, r1 = max(0, -(-(offset[0] - sy) // sh)), min(a, (h - 1 + offset[0] - sy) // sh + 1)
+        r0, r1 = _phase_span(sy, sh, offset[0], h)
+        r1 = min(a, r1)
         for sx in range(sw):
-            q0, q1 = max(0, -(-(offset[1] - sx) // sw)), min(b, (w - 1 + offset[1] - sx) // sw + 1)
+            q0, q1 = _phase_span(sx, sw, offset[1], w)
+            q1 = min(b, q1)
             if r1 > r0 and q1 > q0:
                 y0, x0 = sh * r0 + sy - offset[0], sw * q0 + sx - offset[1]
                 gx5[:, y0:: sh, x0:: sw][:, : r1 - r0, : q1 - q0] = blocks[:, r0:r1, q0:q1, :, sy, sx]
