@@ -377,6 +377,9 @@ def test_conv2d_channel_mismatch_message():
     ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="full"), r"conv2d: padding must be .*'same' or 'valid'"),
     ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="same", stride=2), r"conv2d: padding='same' needs stride 1"),
     ((2, 4, 5, 5), (6, 4, 3, 3), dict(dilation=(1, True)), r"conv2d: dilation must be an int or a pair"),
+    ((2, 4, 5, 5), (6, 4, 0, 3), {}, r"conv2d: weight shape \(6, 4, 0, 3\) .* has an empty dimension"),
+    ((2, 0, 5, 5), (6, 0, 3, 3), {}, r"conv2d: weight shape \(6, 0, 3, 3\) .* has an empty dimension"),
+    ((2, 4, 5, 5), (0, 4, 3, 3), {}, r"conv2d: weight shape \(0, 4, 3, 3\) .* has an empty dimension"),
 ])
 def test_conv2d_errors(x_shape, w_shape, kwargs, match):
     _raises(conv2d, _t(np.zeros(x_shape), False), _t(np.zeros(w_shape), False), match=match, **kwargs)
@@ -398,7 +401,10 @@ def test_conv2d_rejects_integer_input_and_non_tensor():
                                     r"but input has 5 channels \(shape \(2, 5, 4, 4\)\)"),
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(groups=3), r"conv_transpose2d: groups=3 does not divide the 4 input channels"),
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=2, output_padding=2),
-     r"conv_transpose2d: output_padding=2 must be smaller than stride=\(2, 2\) or dilation=\(1, 1\)"),
+     r"conv_transpose2d: output_padding=2 must be smaller than stride=\(2, 2\) or dilation=\(1, 1\) "
+     r"\(input shape \(2, 4, 4, 4\), weight shape \(4, 3, 3, 3\)\)"),
+    ((2, 4, 4, 4), (4, 0, 3, 3), {}, r"conv_transpose2d: weight shape \(4, 0, 3, 3\) .* has an empty dimension"),
+    ((2, 4, 4, 4), (4, 3, 3, 0), {}, r"conv_transpose2d: weight shape \(4, 3, 3, 0\) .* has an empty dimension"),
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(output_padding=1), r"output_padding=1 must be smaller"),
     ((2, 4, 1, 1), (4, 3, 1, 1), dict(padding=1), r"conv_transpose2d: output size \(-1, -1\) is not positive"),
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(padding="same"), r"conv_transpose2d: padding must be an int or a pair"),
@@ -406,6 +412,19 @@ def test_conv2d_rejects_integer_input_and_non_tensor():
 ])
 def test_conv_transpose2d_errors(x_shape, w_shape, kwargs, match):
     _raises(conv_transpose2d, _t(np.zeros(x_shape), False), _t(np.zeros(w_shape), False), match=match, **kwargs)
+
+
+@pytest.mark.parametrize("params", [dict(kernel_size=2, stride=2, padding=1), dict(kernel_size=3, stride=1, padding=1)])
+def test_max_pool_of_all_minus_inf_windows_routes_gradient_to_real_cells(params):
+    # the -inf padding ties with the window's -inf values; no upstream gradient may be dropped
+    x = _t(np.full((1, 2, 3, 3), -np.inf))
+    y = max_pool2d(x, **params)
+    y.backward(np.ones(y.shape))
+    assert x.grad.sum() == y.data.size
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x.data, requires_grad=True)
+    torch.nn.functional.max_pool2d(tx, **params).sum().backward()
+    np.testing.assert_array_equal(x.grad, tx.grad.numpy())
 
 
 @pytest.mark.parametrize("fn", [max_pool2d, avg_pool2d])

@@ -123,6 +123,13 @@ def _check_4d(fn, name, array, layout):
                         f"(shape {tuple(array.shape)})")
 
 
+def _check_weight(fn, w, layout):
+    _check_4d(fn, "weight", w, layout)
+    if min(w.shape) < 1:
+        raise ValueError(f"{fn}: weight shape {tuple(w.shape)} {layout} has an empty dimension; "
+                         f"each must be at least 1")
+
+
 def _check_bias(fn, b, channels, w_shape):
     if b is None:
         return
@@ -134,7 +141,7 @@ def _check_bias(fn, b, channels, w_shape):
 def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
     """Check conv2d's arguments and return its geometry and output size."""
     _check_4d(fn, "input", x, "(N, C, H, W)")
-    _check_4d(fn, "weight", w, "(C_out, C_in/groups, kh, kw)")
+    _check_weight(fn, w, "(C_out, C_in/groups, kh, kw)")
     groups = _check_groups(fn, groups)
     c_out, c_per_group, kh, kw = w.shape
     if c_out % groups:
@@ -175,7 +182,7 @@ def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
 def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation, groups):
     """Check conv_transpose2d's arguments and return its geometry and output size."""
     _check_4d(fn, "input", x, "(N, C_in, H, W)")
-    _check_4d(fn, "weight", w, "(C_in, C_out/groups, kh, kw)")
+    _check_weight(fn, w, "(C_in, C_out/groups, kh, kw)")
     groups = _check_groups(fn, groups)
     c_in, _, kh, kw = w.shape
     if c_in % groups:
@@ -194,7 +201,8 @@ def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation
     for op, s, d in ((oph, stride[0], dilation[0]), (opw, stride[1], dilation[1])):
         if op >= max(s, d):
             raise ValueError(f"{fn}: output_padding={output_padding!r} must be smaller than "
-                             f"stride={stride} or dilation={dilation}")
+                             f"stride={stride} or dilation={dilation} (input shape {tuple(x.shape)}, "
+                             f"weight shape {tuple(w.shape)})")
     geom = _Geometry((kh, kw), stride, dilation, (ph, ph, pw, pw), groups)
     span = geom.span()
     out_hw = tuple((n - 1) * s - 2 * p + e + op for n, s, p, e, op in
@@ -769,6 +777,14 @@ class MaxPool2d(Function):
         flat = win.reshape(x.shape[:2] + out_hw + (kh * kw,))         # one copy
         idx = flat.argmax(axis=-1)
         out = xp.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        lost = out == -np.inf
+        if lost.any():
+            # A window whose real values are all -inf ties with its -inf padding, and argmax may have
+            # picked a padding cell, whose gradient would be dropped.  Like PyTorch, route it to the
+            # window's first real cell instead.
+            inside = _windows(_padded(xp.ones((1, 1) + x.shape[2:], dtype=x.dtype), geom.pad), geom, out_hw)
+            first_inside = inside.reshape((1, 1) + out_hw + (kh * kw,)).argmax(axis=-1)
+            idx = xp.where(lost, first_inside, idx)
         if self.needs[0]:
             small = np.uint8 if kh * kw <= 256 else np.int64
             self.idx, self.in_shape, self.geom = idx.astype(small), x.shape, geom
