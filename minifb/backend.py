@@ -12,9 +12,81 @@ The random generator is an explicit object per device, seeded with
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 DEFAULT_DTYPE = np.float32
+
+_CATEGORIES = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}  # bool < integer < floating < complex
+
+
+def _category(dtype) -> int:
+    kind = np.dtype(dtype).kind
+    if kind not in _CATEGORIES:
+        raise TypeError(f"unsupported dtype {np.dtype(dtype)}: expected a boolean, integer or floating dtype")
+    return _CATEGORIES[kind]
+
+
+def promote_types(a, b) -> np.dtype:
+    """PyTorch's ``promote_types``: the higher category wins, so an integer with a float gives the float.
+
+    Within a category NumPy's rules apply (``float32`` with ``float64`` gives ``float64``).
+    """
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return np.dtype(a if ca > cb else b)
+    return np.promote_types(a, b)
+
+
+def _number_dtype(value) -> np.dtype:
+    if isinstance(value, bool):
+        return np.dtype(bool)
+    if isinstance(value, numbers.Integral):
+        return np.dtype(np.int64)
+    if isinstance(value, numbers.Real):
+        return np.dtype(DEFAULT_DTYPE)
+    return np.result_type(DEFAULT_DTYPE, np.complex64)
+
+
+def result_type(*values, floating: bool = False) -> np.dtype:
+    """The dtype of an elementwise op on ``values``: PyTorch's type promotion, float32 the default float.
+
+    ``values`` are arrays or tensors (anything with ``dtype`` and ``ndim``) and Python numbers. They
+    rank in three tiers: those with at least one dimension, 0-d ones, numbers. A lower tier decides
+    the dtype only when it is of a higher category (bool < integer < floating), and a Python float
+    then counts as float32.
+
+    Args:
+        *values: the operands.
+        floating: the op always gives a floating result (true division, ``exp``, ``sigmoid``, ...):
+            a boolean or integer result becomes float32.
+
+    Example:
+        >>> result_type(np.ones(2, np.int64), np.ones(2, np.float32))     # int with float: the float
+        dtype('float32')
+        >>> result_type(np.ones(2, np.float32), np.float64(1).reshape(()))  # a 0-d operand: same category
+        dtype('float32')
+        >>> result_type(np.ones(2, np.uint8), 255), result_type(np.ones(2, np.uint8), 0.5)
+        (dtype('uint8'), dtype('float32'))
+    """
+    tiers = [None, None, None]
+    for v in values:
+        if isinstance(v, numbers.Number):
+            tier, dtype = 2, _number_dtype(v)
+        else:
+            tier, dtype = (0 if v.ndim else 1), np.dtype(v.dtype)
+        tiers[tier] = dtype if tiers[tier] is None else promote_types(tiers[tier], dtype)
+    result = None
+    for dtype in reversed(tiers):  # from numbers up to tensors with dimensions
+        if dtype is not None and (result is None or _category(dtype) >= _category(result)):
+            result = dtype
+    if result is None:
+        raise ValueError("result_type: needs at least one operand")
+    if floating and _category(result) < 2:
+        result = np.dtype(DEFAULT_DTYPE)
+    return result
+
 
 _cupy = None          # the cupy module once it has been found usable
 _cupy_checked = False  # whether we have looked for it yet

@@ -20,17 +20,38 @@ def _dtype(dtype):
     return np.dtype(backend.DEFAULT_DTYPE if dtype is None else dtype)
 
 
+def _first_leaf(data):
+    while isinstance(data, (list, tuple)) and data:
+        data = data[0]
+    return data
+
+
+def _to_host(data):
+    """``data`` with every Tensor in a (nested) list replaced by a NumPy array of its values."""
+    if isinstance(data, Tensor):
+        return backend.to_numpy(data.data)
+    if isinstance(data, (list, tuple)):
+        return [_to_host(d) for d in data]
+    return data
+
+
 def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=None) -> Tensor:
-    """Make a tensor from array-like data (lists, NumPy/CuPy arrays, numbers, Tensors).
+    """Make a tensor from array-like data (lists, NumPy/CuPy arrays, numbers, Tensors, lists of Tensors).
 
     Floating-point data becomes float32 unless ``dtype`` says otherwise;
-    integer and boolean data keep their kind (for labels and masks).
+    integer and boolean data keep their kind (for labels and masks).  A
+    (nested) list of Tensors is stacked into one new tensor, on the CPU unless
+    ``device`` says otherwise.
 
     Example:
         >>> mf.tensor([[1, 2], [3, 4]], dtype="float32", requires_grad=True)
+        >>> mf.tensor([mf.tensor(1.0), mf.tensor(2.0)]).shape
+        (2,)
     """
     if isinstance(data, Tensor):
         data = data.data
+    elif isinstance(data, (list, tuple)) and isinstance(_first_leaf(data), Tensor):
+        data = _to_host(data)  # also for CUDA tensors, which refuse NumPy's implicit conversion
     if device is None:
         device = backend.device_of(data) if hasattr(data, "shape") else "cpu"
     device = backend.check_device(device)
@@ -76,11 +97,18 @@ def ones_like(t: Tensor, dtype=None) -> Tensor:
 
 
 def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
-    """Evenly spaced values as ``numpy.arange`` (integer dtype for integer arguments)."""
+    """Evenly spaced values as ``numpy.arange``: int64 for integer arguments, else float32.
+
+    Example:
+        >>> mf.arange(0.0, 1.0, 0.25)
+        tensor([0.  , 0.25, 0.5 , 0.75])
+    """
     xp = backend.xp_for(device or "cpu")
     if stop is None:
         start, stop = 0, start
-    return Tensor(xp.arange(start, stop, step, dtype=dtype))
+    if dtype is None:
+        dtype = backend.result_type(start, stop, step)
+    return Tensor(xp.arange(start, stop, step, dtype=np.dtype(dtype)))
 
 
 def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:

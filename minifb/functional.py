@@ -27,126 +27,261 @@ __all__ = [
 
 
 # ---- helpers ----------------------------------------------------------------
-def as_tensor(value, like: Tensor | None = None) -> Tensor:
-    """Return ``value`` as a Tensor; Python numbers take the dtype and device of ``like``."""
-    if isinstance(value, Tensor):
-        return value
-    if like is not None and isinstance(value, numbers.Number):
-        xp = backend.array_module(like.data)
-        dtype = like.dtype if like.dtype.kind == "f" or isinstance(value, numbers.Integral) else backend.DEFAULT_DTYPE
-        return Tensor(xp.asarray(value, dtype=dtype))
-    if like is not None:
-        return Tensor(backend.to_device(np.asarray(value) if not hasattr(value, "shape") else value, like.device))
-    return Tensor(np.asarray(value))
-
-
-def _pair(a, b):
-    if not isinstance(a, Tensor):
-        a = as_tensor(a, like=b)
-    if not isinstance(b, Tensor):
-        b = as_tensor(b, like=a)
-    return a, b
-
-
 def _check_tensor(name, arg, value):
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name}: argument {arg!r} must be a minifb Tensor, got {type(value).__name__}")
+        hint = " (wrap arrays with mf.tensor)" if hasattr(value, "shape") else ""
+        raise TypeError(f"{name}: argument {arg!r} must be a minifb Tensor, got {type(value).__name__}{hint}")
+
+
+def _cast(x: Tensor, dtype) -> Tensor:
+    """``x`` converted to ``dtype`` (differentiably), or ``x`` itself when it already has it."""
+    return x if x.dtype == dtype else movement.Cast.apply(x, dtype=dtype)
+
+
+def _operand(name, value):
+    """A value usable in :func:`backend.result_type`: Tensors, numbers and arrays as they are, a list or
+    tuple as a NumPy array whose floats are float32 (as :func:`minifb.tensor` makes them)."""
+    if isinstance(value, (Tensor, numbers.Number)) or (hasattr(value, "dtype") and hasattr(value, "ndim")):
+        return value
+    if isinstance(value, (list, tuple)):
+        array = np.asarray(value)
+        return array.astype(backend.DEFAULT_DTYPE) if array.dtype.kind == "f" else array
+    raise TypeError(f"{name}: expected Tensors, numbers or arrays, got {type(value).__name__}")
+
+
+def _float_dtype_of(values):
+    """The dtype of ``values`` when they are floating tensors of that one dtype and Python ints or floats
+    (which :func:`backend.result_type` would give too), else None."""
+    dtype = None
+    for v in values:
+        if isinstance(v, Tensor):
+            if dtype is None:
+                dtype = v.dtype
+            elif v.dtype != dtype:
+                return None
+        elif type(v) is not float and type(v) is not int:
+            return None
+    return dtype if dtype is not None and dtype.kind == "f" else None
+
+
+def _promote(name, *values, floating=False, device=None) -> list:
+    """The operands of an elementwise op as Tensors of one dtype, on one device.
+
+    This is the one place where minifb applies type promotion: the dtype is
+    :func:`backend.result_type`'s (PyTorch's rules with float32 as the default
+    float), Tensors of another dtype are cast to it, and numbers, lists and
+    arrays become tensors of it on the device of the first Tensor (else
+    ``device``, else the CPU).
+
+    Args:
+        name: the calling function, for error messages.
+        *values: Tensors, Python numbers, (nested) lists or arrays.
+        floating: the op gives a floating result (true division, ``exp``, ...).
+        device: where to put the operands when none of them is a Tensor.
+    """
+    dtype = _float_dtype_of(values)
+    if dtype is not None:  # the common case, float tensors of one dtype with Python numbers: no casts
+        if all(isinstance(v, Tensor) for v in values):
+            return list(values)
+        xp = backend.array_module(next(v.data for v in values if isinstance(v, Tensor)))
+        return [v if isinstance(v, Tensor) else Tensor(xp.asarray(v, dtype=dtype)) for v in values]
+    values = [_operand(name, v) for v in values]
+    dtype = backend.result_type(*values, floating=floating)
+    device = next((v.device for v in values if isinstance(v, Tensor)), device or "cpu")
+    out = []
+    for v in values:
+        if isinstance(v, Tensor):
+            out.append(_cast(v, dtype))
+        elif isinstance(v, numbers.Number):
+            out.append(Tensor(backend.xp_for(device).asarray(v, dtype=dtype)))
+        else:
+            out.append(Tensor(backend.to_device(v, device).astype(dtype, copy=False)))
+    return out
+
+
+def _floating(name, x, arg="x") -> Tensor:
+    """The input of a float-valued function (``exp``, ``sigmoid``, ...): a boolean or integer tensor
+    becomes float32."""
+    _check_tensor(name, arg, x)
+    return x if x.dtype.kind == "f" else _cast(x, backend.result_type(x, floating=True))
+
+
+def as_tensor(value, like: Tensor | None = None) -> Tensor:
+    """Return ``value`` as a Tensor, with the dtype type promotion gives it beside ``like``.
+
+    Lists of floats become float32, as in :func:`minifb.tensor`; a Python
+    number takes the dtype of ``like`` when that is of the same or a higher
+    category (a float next to an integer tensor gives float32).
+    """
+    if isinstance(value, Tensor):
+        return value
+    if like is None:
+        return _promote("as_tensor", value)[0]
+    return _promote("as_tensor", like, value)[1]
+
+
+def _check_broadcast(name, *shapes):
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {', '.join(str(tuple(s)) for s in shapes)} cannot be broadcast "
+                         f"together") from None
+
+
+def _elementwise(name, op, a, b, floating=False, **options) -> Tensor:
+    """Promote ``a`` and ``b`` and apply a broadcasting binary op, naming both shapes in a broadcast error."""
+    a, b = _promote(name, a, b, floating=floating)
+    try:
+        return op.apply(a, b, **options)
+    except ValueError:
+        _check_broadcast(name, a.shape, b.shape)
+        raise
 
 
 # ---- elementwise arithmetic -----------------------------------------------------
 def add(a, b) -> Tensor:
-    """Elementwise ``a + b`` with broadcasting."""
-    return ew.Add.apply(*_pair(a, b))
+    """Elementwise ``a + b`` with broadcasting.
+
+    Either operand may be a Python number, a list or an array; the result's
+    dtype follows PyTorch's type promotion (see :func:`minifb.backend.result_type`).
+    """
+    return _elementwise("add", ew.Add, a, b)
 
 
 def sub(a, b) -> Tensor:
     """Elementwise ``a - b`` with broadcasting."""
-    return ew.Sub.apply(*_pair(a, b))
+    return _elementwise("sub", ew.Sub, a, b)
 
 
 def mul(a, b) -> Tensor:
     """Elementwise ``a * b`` with broadcasting."""
-    return ew.Mul.apply(*_pair(a, b))
+    return _elementwise("mul", ew.Mul, a, b)
 
 
 def div(a, b) -> Tensor:
-    """Elementwise ``a / b`` with broadcasting."""
-    return ew.Div.apply(*_pair(a, b))
+    """Elementwise true division ``a / b`` with broadcasting; integers give float32."""
+    return _elementwise("div", ew.Div, a, b, floating=True)
 
 
 def neg(a) -> Tensor:
     """Elementwise ``-a``."""
+    _check_tensor("neg", "a", a)
     return ew.Neg.apply(a)
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
-    """Elementwise ``a ** b``; ``b`` may be a Python number or a tensor."""
+    """Elementwise ``a ** b``; ``b`` may be a Python number or a tensor.
+
+    Gradients follow PyTorch where the formulas are singular: zero for an
+    exponent of 0; with respect to a tensor exponent, zero at base 0 for
+    exponents >= 0 and NaN for a negative base.
+    """
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
-        return ew.PowScalar.apply(a, exponent=b)
-    return ew.Pow.apply(*_pair(a, b))
+        return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=b)
+    return _elementwise("pow", ew.Pow, a, b)
 
 
 def exp(x) -> Tensor:
     """Elementwise ``e ** x``."""
-    return ew.Exp.apply(x)
+    return ew.Exp.apply(_floating("exp", x))
 
 
 def log(x) -> Tensor:
     """Elementwise natural logarithm."""
-    return ew.Log.apply(x)
+    return ew.Log.apply(_floating("log", x))
 
 
 def sqrt(x) -> Tensor:
     """Elementwise square root."""
-    return ew.Sqrt.apply(x)
+    return ew.Sqrt.apply(_floating("sqrt", x))
 
 
 def abs(x) -> Tensor:  # noqa: A001
     """Elementwise absolute value."""
+    _check_tensor("abs", "x", x)
     return ew.Abs.apply(x)
 
 
 def maximum(a, b) -> Tensor:
     """Elementwise maximum of two tensors (ties split the gradient)."""
-    return ew.Maximum.apply(*_pair(a, b))
+    return _elementwise("maximum", ew.Maximum, a, b)
 
 
 def minimum(a, b) -> Tensor:
     """Elementwise minimum of two tensors (ties split the gradient)."""
-    return ew.Minimum.apply(*_pair(a, b))
+    return _elementwise("minimum", ew.Minimum, a, b)
 
 
 def where(condition, a, b) -> Tensor:
-    """Pick ``a`` where ``condition`` holds, else ``b`` (``condition`` is not differentiated)."""
+    """Pick ``a`` where ``condition`` holds, else ``b`` (``condition`` is not differentiated).
+
+    ``a`` and ``b`` may be numbers: ``where(x > 0, 1.0, 0.0)``.
+    """
     cond = condition.data if isinstance(condition, Tensor) else condition
-    a, b = _pair(a, b)
-    return ew.Where.apply(a, b, condition=cond)
+    if not hasattr(cond, "shape"):
+        cond = np.asarray(cond)
+    a, b = _promote("where", a, b, device=backend.device_of(cond))
+    try:
+        return ew.Where.apply(a, b, condition=cond)
+    except ValueError:
+        _check_broadcast("where", cond.shape, a.shape, b.shape)
+        raise
 
 
 def clip(x, low=None, high=None) -> Tensor:
-    """Clamp values to ``[low, high]`` (either bound may be ``None``)."""
-    return ew.Clip.apply(x, low=low, high=high)
+    """Clamp values to ``[low, high]``.
+
+    Args:
+        x: the tensor.
+        low, high: the bounds: numbers, tensors (e.g. 0-d) broadcastable to
+            ``x``'s shape, or ``None`` for no bound.  Bounds are constants:
+            no gradient flows into them.
+    """
+    _check_tensor("clip", "x", x)
+    low, high = (v if v is None or isinstance(v, Tensor) else _operand("clip", v) for v in (low, high))
+    dtype = backend.result_type(x, *[v for v in (low, high) if v is not None])
+    x = _cast(x, dtype)
+
+    def raw(bound):
+        if bound is None or isinstance(bound, numbers.Number):
+            return bound
+        array = backend.to_device(bound.data if isinstance(bound, Tensor) else bound, x.device)
+        try:
+            fits = np.broadcast_shapes(array.shape, x.shape) == x.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"clip: bound of shape {tuple(array.shape)} does not broadcast to the input's "
+                             f"shape {x.shape}")
+        return array.astype(dtype, copy=False)
+
+    return ew.Clip.apply(x, low=raw(low), high=raw(high))
 
 
 # ---- reductions --------------------------------------------------------------
 def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
     """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes)."""
-    return reduce.Sum.apply(x, axis=reduce.normalize_axis(axis, x.ndim), keepdims=keepdims)
+    _check_tensor("sum", "x", x)
+    return reduce.Sum.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="sum"), keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
-    """Arithmetic mean over ``axis``."""
-    return reduce.Mean.apply(x, axis=reduce.normalize_axis(axis, x.ndim), keepdims=keepdims)
+    """Arithmetic mean over ``axis``; a boolean or integer tensor gives float32."""
+    x = _floating("mean", x)
+    return reduce.Mean.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="mean"), keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
     """Maximum over ``axis``; tied maxima share the gradient equally."""
-    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim), keepdims=keepdims)
+    _check_tensor("max", "x", x)
+    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="max"), keepdims=keepdims)
 
 
 def min(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
     """Minimum over ``axis``; tied minima share the gradient equally."""
-    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim), keepdims=keepdims, minimum=True)
+    _check_tensor("min", "x", x)
+    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="min"), keepdims=keepdims,
+                            minimum=True)
 
 
 # ---- linear algebra ------------------------------------------------------------
@@ -157,7 +292,7 @@ def matmul(a, b) -> Tensor:
     """
     _check_tensor("matmul", "a", a)
     _check_tensor("matmul", "b", b)
-    return mm.MatMul.apply(a, b)
+    return mm.MatMul.apply(*_promote("matmul", a, b))
 
 
 def linear(x, w, b=None) -> Tensor:
@@ -172,12 +307,15 @@ def linear(x, w, b=None) -> Tensor:
         (..., out).
     """
     _check_tensor("linear", "x", x)
+    _check_tensor("linear", "w", w)
+    if b is not None:
+        _check_tensor("linear", "b", b)
     if w.ndim != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: weight of shape {w.shape} expects inputs with last dimension "
                          f"{w.shape[1] if w.ndim == 2 else '?'}, got input of shape {x.shape}")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape {w.shape}")
-    return mm.Linear.apply(x, w) if b is None else mm.Linear.apply(x, w, b)
+    return mm.Linear.apply(*_promote("linear", x, w, *([] if b is None else [b])))
 
 
 # ---- movement -------------------------------------------------------------------
@@ -189,6 +327,7 @@ def _shape_args(shape):
 
 def reshape(x, *shape) -> Tensor:
     """View ``x`` with a new shape (one ``-1`` allowed); shape as separate ints or one tuple."""
+    _check_tensor("reshape", "x", x)
     shape = _shape_args(shape)
     try:
         return movement.Reshape.apply(x, shape=shape)
@@ -198,15 +337,46 @@ def reshape(x, *shape) -> Tensor:
 
 def transpose(x, *axes) -> Tensor:
     """Permute axes; with no axes, reverse them (so a matrix is transposed)."""
+    _check_tensor("transpose", "x", x)
     axes = _shape_args(axes) if axes else tuple(reversed(range(x.ndim)))
-    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+    if len(axes) != x.ndim:
         raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return movement.Transpose.apply(x, axes=tuple(a % x.ndim for a in axes))
+    normalized = tuple(reduce.check_axis(a, x.ndim, fn="transpose") for a in axes)
+    if sorted(normalized) != list(range(x.ndim)):
+        raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return movement.Transpose.apply(x, axes=normalized)
 
 
-def flatten(x, start_axis=1) -> Tensor:
-    """Merge axes ``start_axis..`` into one: (N, C, H, W) -> (N, C·H·W)."""
-    return reshape(x, x.shape[:start_axis] + (-1,))
+def flatten(x, start_axis=1, end_axis=-1) -> Tensor:
+    """Merge axes ``start_axis..end_axis`` into one: (N, C, H, W) -> (N, C·H·W).
+
+    Never adds an axis: both axes must exist (a 1-D input with the default
+    ``start_axis=1`` is an error, as in PyTorch).  The one exception, as in
+    ``torch.flatten`` and ``ndarray.flatten``, is a 0-d tensor, which becomes
+    shape (1,).  :meth:`Tensor.flatten` defaults to ``start_axis=0``
+    (everything into one axis).
+
+    Args:
+        x: the tensor.
+        start_axis: first axis to merge (default 1: keep the batch axis).
+        end_axis: last axis to merge, inclusive (default -1: the last).
+
+    Example:
+        >>> F.flatten(mf.ones(2, 3, 4, 5)).shape, F.flatten(mf.ones(2, 3, 4, 5), 1, 2).shape
+        ((2, 60), (2, 12, 5))
+    """
+    _check_tensor("flatten", "x", x)
+    start = reduce.check_axis(start_axis, x.ndim, "start_axis", fn="flatten")
+    end = reduce.check_axis(end_axis, x.ndim, "end_axis", fn="flatten")
+    if x.ndim == 0:
+        return reshape(x, 1)
+    if start > end:
+        raise ValueError(f"flatten: start_axis={start_axis} comes after end_axis={end_axis} "
+                         f"for a tensor of shape {x.shape}")
+    merged = 1
+    for n in x.shape[start:end + 1]:
+        merged *= n
+    return reshape(x, x.shape[:start] + (merged,) + x.shape[end + 1:])
 
 
 def getitem(x, index) -> Tensor:
@@ -218,13 +388,22 @@ def getitem(x, index) -> Tensor:
     return movement.GetItem.apply(x, index=index)
 
 
-def concat(xs, axis=0) -> Tensor:
-    """Join tensors along an existing axis; all other dimensions must agree."""
+def _tensor_list(name, xs) -> list:
     xs = list(xs)
     if not xs:
-        raise ValueError("concat: needs at least one tensor")
+        raise ValueError(f"{name}: needs at least one tensor")
+    for i, t in enumerate(xs):
+        _check_tensor(name, f"xs[{i}]", t)
+    return _promote(name, *xs)
+
+
+def concat(xs, axis=0) -> Tensor:
+    """Join tensors along an existing axis; all other dimensions must agree."""
+    xs = _tensor_list("concat", xs)
     ndim = xs[0].ndim
-    axis = reduce.normalize_axis(axis, ndim)[0]
+    if ndim == 0:
+        raise ValueError("concat: 0-d tensors cannot be concatenated (use stack)")
+    axis = reduce.check_axis(axis, ndim, fn="concat")
     for t in xs[1:]:
         if t.ndim != ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, xs[0].shape)) if i != axis):
             raise ValueError(f"concat: shapes {[tuple(t.shape) for t in xs]} differ outside axis {axis}")
@@ -232,18 +411,21 @@ def concat(xs, axis=0) -> Tensor:
 
 
 def stack(xs, axis=0) -> Tensor:
-    """Join equal-shaped tensors along a new axis."""
-    xs = list(xs)
-    if not xs:
-        raise ValueError("stack: needs at least one tensor")
+    """Join equal-shaped tensors along a new axis (``axis`` in ``[-ndim - 1, ndim]``)."""
+    xs = _tensor_list("stack", xs)
     if any(t.shape != xs[0].shape for t in xs):
         raise ValueError(f"stack: all shapes must be equal, got {[tuple(t.shape) for t in xs]}")
-    axis = axis % (xs[0].ndim + 1)
+    n = xs[0].ndim + 1
+    if not reduce._is_int(axis) or not -n <= axis < n:
+        raise ValueError(f"stack: axis={axis!r} is out of range for stacking {n - 1}-d tensors "
+                         f"(expected an int in [{-n}, {n - 1}])")
+    axis = int(axis) % n
     return movement.Stack.apply(*xs, axis=axis)
 
 
 def pad(x, pad_width, value=0.0) -> Tensor:
     """Constant padding; ``pad_width`` is ``((before, after), ...)`` per axis as in ``numpy.pad``."""
+    _check_tensor("pad", "x", x)
     pad_width = tuple((int(a), int(b)) for a, b in pad_width)
     if len(pad_width) != x.ndim or any(a < 0 or b < 0 for a, b in pad_width):
         raise ValueError(f"pad: pad_width {pad_width} must give one non-negative (before, after) pair "
@@ -253,50 +435,61 @@ def pad(x, pad_width, value=0.0) -> Tensor:
 
 def broadcast_to(x, shape) -> Tensor:
     """Broadcast ``x`` to ``shape`` (NumPy rules); backward sums over broadcast axes."""
+    _check_tensor("broadcast_to", "x", x)
     return movement.BroadcastTo.apply(x, shape=tuple(shape))
 
 
 # ---- activations ------------------------------------------------------------------
 def relu(x) -> Tensor:
     """Rectified linear unit ``max(x, 0)``."""
+    _check_tensor("relu", "x", x)
     return activation.ReLU.apply(x)
 
 
 def leaky_relu(x, negative_slope=0.01) -> Tensor:
     """``x`` for positive inputs, ``negative_slope·x`` otherwise."""
-    return activation.LeakyReLU.apply(x, negative_slope=negative_slope)
+    return activation.LeakyReLU.apply(_floating("leaky_relu", x), negative_slope=negative_slope)
 
 
 def sigmoid(x) -> Tensor:
     """Logistic function ``1 / (1 + e^-x)``, stable for large ``|x|``."""
-    return activation.Sigmoid.apply(x)
+    return activation.Sigmoid.apply(_floating("sigmoid", x))
 
 
 def tanh(x) -> Tensor:
     """Hyperbolic tangent."""
-    return activation.Tanh.apply(x)
+    return activation.Tanh.apply(_floating("tanh", x))
 
 
 def softplus(x) -> Tensor:
     """``log(1 + e^x)``, stable for large ``|x|``."""
-    return activation.Softplus.apply(x)
+    return activation.Softplus.apply(_floating("softplus", x))
 
 
 def gelu(x, approximate="none") -> Tensor:
     """Gaussian error linear unit ``x·Φ(x)``; ``approximate="tanh"`` uses the tanh formula."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return activation.GELU.apply(x, approximate=approximate)
+    return activation.GELU.apply(_floating("gelu", x), approximate=approximate)
+
+
+def _one_axis(fn, axis, ndim) -> tuple:
+    """The single axis a softmax normalises over, as a tuple: ``(axis,)``, or ``()`` for a 0-d tensor."""
+    if not reduce._is_int(axis):
+        raise TypeError(f"{fn}: axis must be one int (the axis to normalise over), got {axis!r}")
+    return (reduce.check_axis(axis, ndim, fn=fn),) if ndim else ()
 
 
 def softmax(x, axis=-1) -> Tensor:
-    """``exp(x) / sum(exp(x))`` along ``axis`` (stable)."""
-    return sm.Softmax.apply(x, axis=reduce.normalize_axis(axis, x.ndim)[0])
+    """``exp(x) / sum(exp(x))`` along one axis ``axis`` (stable)."""
+    x = _floating("softmax", x)
+    return sm.Softmax.apply(x, axis=_one_axis("softmax", axis, x.ndim))
 
 
 def log_softmax(x, axis=-1) -> Tensor:
-    """``x - logsumexp(x)`` along ``axis`` (stable)."""
-    return sm.LogSoftmax.apply(x, axis=reduce.normalize_axis(axis, x.ndim)[0])
+    """``x - logsumexp(x)`` along one axis ``axis`` (stable)."""
+    x = _floating("log_softmax", x)
+    return sm.LogSoftmax.apply(x, axis=_one_axis("log_softmax", axis, x.ndim))
 
 
 def activation_name(fn):
@@ -307,7 +500,7 @@ def activation_name(fn):
 
 
 def _check_bias(name, x, bias, axis):
-    if bias.ndim != 1 or bias.shape[0] != x.shape[axis]:
+    if x.ndim == 0 or bias.ndim != 1 or bias.shape[0] != x.shape[axis]:
         raise ValueError(f"{name}: bias of shape {bias.shape} does not match {x.shape[axis]} channels "
                          f"on axis {axis} of input shape {x.shape}")
 
@@ -322,7 +515,7 @@ def bias_act(x, bias, act="identity", axis=1) -> Tensor:
     """
     if act not in fused.ACTIVATIONS:
         raise ValueError(f"bias_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
-    axis = reduce.normalize_axis(axis, x.ndim)[0]
+    axis = reduce.check_axis(axis, x.ndim, fn="bias_act")
     _check_bias("bias_act", x, bias, axis)
     return fused.BiasAct.apply(x, bias, act=act, axis=axis)
 
@@ -339,7 +532,7 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
         raise ValueError(f"merge_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
     if x.shape != fb.shape:
         raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
-    axis = reduce.normalize_axis(axis, x.ndim)[0]
+    axis = reduce.check_axis(axis, x.ndim, fn="merge_act")
     _check_bias("merge_act", x, bias, axis)
     return fused.MergeAct.apply(x, fb, bias, act=act, axis=axis)
 
@@ -392,10 +585,14 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    logits = _floating("cross_entropy", logits, "logits")
+    if logits.ndim < 2:
+        raise ValueError(f"cross_entropy: logits must have shape (N, C) or (N, C, d1, ...), "
+                         f"got shape {logits.shape}")
     labels_data = labels.data if isinstance(labels, Tensor) else backend.to_device(np.asarray(labels), logits.device)
     if labels_data.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels_data.dtype}")
-    if logits.ndim < 2 or labels_data.shape != logits.shape[:1] + logits.shape[2:]:
+    if labels_data.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need labels of shape "
                          f"{logits.shape[:1] + logits.shape[2:]}, got {labels_data.shape}")
     if labels_data.size and (int(labels_data.min()) < 0 or int(labels_data.max()) >= logits.shape[1]):
@@ -406,7 +603,7 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
 
 def mse_loss(pred, target, reduction="mean") -> Tensor:
     """Squared error ``(pred - target)²``, averaged (default) or summed; shapes must match exactly."""
-    pred, target = _pair(pred, target)
+    pred, target = _promote("mse_loss", pred, target)
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction shape {pred.shape} and target shape {target.shape} differ")
     if reduction not in _REDUCTIONS:
@@ -416,7 +613,7 @@ def mse_loss(pred, target, reduction="mean") -> Tensor:
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tensor:
     """Sigmoid cross-entropy ``-[y·log σ(z) + (1-y)·log(1-σ(z))]``, computed stably from logits."""
-    logits, targets = _pair(logits, targets)
+    logits, targets = _promote("binary_cross_entropy_with_logits", logits, targets)
     if logits.shape != targets.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"targets shape {targets.shape} differ")
@@ -426,7 +623,11 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tenso
 
 
 def dropout(x, p=0.5, training=True) -> Tensor:
-    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (identity when not training)."""
+    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (identity when not training).
+
+    A boolean or integer input is first converted to float32.
+    """
+    x = _floating("dropout", x)
     if not 0 <= p < 1:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0:

@@ -8,8 +8,16 @@ from . import functional as F
 from .tensor import Tensor
 
 
-def _reflected(fn):
-    return lambda self, other: fn(other, self)
+def _reflected(fn, symbol, name):
+    """The reflected operator ``other <symbol> self``, for a left operand that is not a Tensor."""
+    def reflected(self, other):
+        return fn(other, self)
+
+    reflected.__name__ = reflected.__qualname__ = name
+    reflected.__doc__ = (f"``other {symbol} self``: Python calls this when the left operand (a number, "
+                         f"list or array) does not handle ``{symbol}`` with a Tensor; see "
+                         f":func:`minifb.functional.{fn.__name__}`.")
+    return reflected
 
 
 def _compare(name):
@@ -32,23 +40,31 @@ def _reshape(self, *shape):
     return F.reshape(self, *shape)
 
 
+def _flatten(self, start_axis=0, end_axis=-1):
+    """Merge axes ``start_axis..end_axis`` into one; by default everything, as ``ndarray.flatten``.
+
+    See :func:`minifb.functional.flatten` (whose ``start_axis`` defaults to 1).
+    """
+    return F.flatten(self, start_axis, end_axis)
+
+
 def _T(self):
     """The tensor with its axes reversed (a matrix transposed)."""
     return F.transpose(self)
 
 
 Tensor.__add__ = F.add
-Tensor.__radd__ = _reflected(F.add)
+Tensor.__radd__ = _reflected(F.add, "+", "__radd__")
 Tensor.__sub__ = F.sub
-Tensor.__rsub__ = _reflected(F.sub)
+Tensor.__rsub__ = _reflected(F.sub, "-", "__rsub__")
 Tensor.__mul__ = F.mul
-Tensor.__rmul__ = _reflected(F.mul)
+Tensor.__rmul__ = _reflected(F.mul, "*", "__rmul__")
 Tensor.__truediv__ = F.div
-Tensor.__rtruediv__ = _reflected(F.div)
+Tensor.__rtruediv__ = _reflected(F.div, "/", "__rtruediv__")
 Tensor.__pow__ = F.pow
-Tensor.__rpow__ = _reflected(F.pow)
+Tensor.__rpow__ = _reflected(F.pow, "**", "__rpow__")
 Tensor.__matmul__ = F.matmul
-Tensor.__rmatmul__ = _reflected(F.matmul)
+Tensor.__rmatmul__ = _reflected(F.matmul, "@", "__rmatmul__")
 Tensor.__neg__ = F.neg
 Tensor.__abs__ = F.abs
 Tensor.__getitem__ = F.getitem
@@ -62,7 +78,7 @@ Tensor.min = F.min
 Tensor.reshape = _reshape
 Tensor.transpose = _transpose
 Tensor.T = property(_T)
-Tensor.flatten = F.flatten
+Tensor.flatten = _flatten
 Tensor.exp = F.exp
 Tensor.log = F.log
 Tensor.sqrt = F.sqrt

@@ -25,6 +25,8 @@ This module knows no particular op: the arithmetic operators and methods of
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 
 import numpy as np
@@ -39,12 +41,23 @@ class _Tape:
 
 
 class no_grad:
-    """Context manager (and decorator) under which no operation is recorded.
+    """Context manager and decorator under which no operation is recorded.
+
+    As a decorator it may be written with or without parentheses, and it also
+    wraps generator functions: recording is off while the generator's body
+    runs, and back to the caller's setting at each ``yield``.
 
     Example:
         >>> with no_grad():
         ...     y = x * 2          # y.requires_grad is False
+        >>> @no_grad
+        ... def evaluate(model, x):
+        ...     return model(x)
     """
+
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)  # bare ``@no_grad``: decorate ``fn`` at once
 
     def __enter__(self):
         self._previous = _Tape.enabled
@@ -56,7 +69,31 @@ class no_grad:
         return False
 
     def __call__(self, fn):
-        import functools
+        """Decorate ``fn`` (a function or a generator function) to run under ``no_grad``."""
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args, **kwargs):
+                gen = fn(*args, **kwargs)
+                try:
+                    with no_grad():
+                        value = next(gen)
+                    while True:
+                        try:
+                            sent = yield value
+                        except GeneratorExit:
+                            with no_grad():
+                                gen.close()
+                            raise
+                        except BaseException as err:
+                            with no_grad():
+                                value = gen.throw(err)
+                        else:
+                            with no_grad():
+                                value = gen.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+            return generator
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -219,6 +256,36 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
+    def _scalar(self, kind):
+        if self.size != 1:
+            raise ValueError(f"only one-element tensors can be converted to Python scalars, "
+                             f"got shape {self.shape} ({kind}())")
+        return self.data.item()
+
+    def __float__(self):
+        """``float(t)`` for a one-element tensor (``float(loss)``)."""
+        return float(self._scalar("float"))
+
+    def __int__(self):
+        """``int(t)`` for a one-element tensor (truncates like ``int`` of a float)."""
+        return int(self._scalar("int"))
+
+    def __array__(self, dtype=None, copy=None):
+        """The values for NumPy (``np.asarray(t)``), sharing memory where possible; CPU tensors only.
+
+        A CUDA tensor raises TypeError rather than copying silently: use
+        :meth:`numpy` (or ``.to("cpu")``) to copy it to the host.
+        """
+        if self.device != "cpu":
+            raise TypeError(f"cannot convert a {self.device} tensor to a NumPy array implicitly; "
+                            f"use .numpy() or .to('cpu') to copy it to host memory first")
+        array = self.data
+        if dtype is not None and array.dtype != dtype:
+            if copy is False:
+                raise ValueError(f"converting a tensor of dtype {array.dtype} to {np.dtype(dtype)} needs a copy")
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
     def tolist(self):
         """The values as nested Python lists."""
         return self.numpy().tolist()
@@ -273,8 +340,10 @@ class Tensor:
         """Back-propagate from this tensor, adding gradients into the leaves' ``.grad``.
 
         Args:
-            grad: the gradient of some scalar with respect to this tensor, same
-                shape; may be omitted when this tensor has one element.
+            grad: the gradient of some scalar with respect to this tensor: a
+                Tensor, array or number of the same shape (converted to this
+                tensor's dtype and device); may be omitted when this tensor has
+                one element.
             retain_graph: keep the ops' saved arrays so that backward can run
                 through this graph again (off by default to free memory).
         """
@@ -287,9 +356,12 @@ class Tensor:
                 raise ValueError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
             grad = xp.ones(self.shape, dtype=self.dtype)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = backend.to_device(grad if hasattr(grad, "shape") else xp.asarray(grad), self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
+            if grad.dtype != self.dtype:  # gradients always have their tensor's dtype
+                grad = grad.astype(self.dtype)
 
         root = self if self._ctx is None else self._ctx
         waiting = _consumer_counts(root)  # per node: how many consumers have not sent their gradient yet

@@ -44,3 +44,26 @@ def test_like_and_arange():
     assert mf.zeros_like(x).dtype == np.float64 and mf.ones_like(x).numpy().sum() == 6
     np.testing.assert_array_equal(mf.arange(4).numpy(), [0, 1, 2, 3])
     assert mf.full((2, 2), 3.0).numpy().sum() == 12
+
+
+def test_tensor_from_a_nested_list_of_tensors():
+    t = mf.tensor([mf.tensor(1.0), mf.tensor(2.0)])
+    assert t.dtype == np.float32 and t.shape == (2,)
+    np.testing.assert_array_equal(t.numpy(), [1.0, 2.0])
+    rows = [[mf.tensor([1.0, 2.0]), mf.tensor([3.0, 4.0])], [mf.ones(2), mf.zeros(2)]]
+    nested = mf.tensor(rows)
+    assert nested.shape == (2, 2, 2)
+    np.testing.assert_array_equal(nested.numpy()[0], [[1, 2], [3, 4]])
+    losses = [(mf.ones(3, requires_grad=True) * i).sum() for i in range(3)]
+    stacked = mf.tensor(losses)
+    assert not stacked.requires_grad and stacked.numpy().tolist() == [0.0, 3.0, 6.0]
+    assert mf.tensor([mf.tensor(1), mf.tensor(2)]).dtype.kind == "i"
+
+
+def test_arange_with_float_arguments_gives_float32():
+    t = mf.arange(0.0, 1.0, 0.25)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t.numpy(), [0.0, 0.25, 0.5, 0.75])
+    assert mf.arange(0, 1, 0.5).dtype == np.float32 and mf.arange(2.0).dtype == np.float32
+    assert mf.arange(3).dtype == np.int64 and mf.arange(np.int32(3)).dtype == np.int64
+    assert mf.arange(3, dtype="float64").dtype == np.float64

@@ -3,6 +3,8 @@
 Convolutions and pooling live in tests/test_conv.py.
 """
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -287,3 +289,261 @@ def test_dropout_scales_and_masks():
     assert F.dropout(x, 0.5, training=False) is x
     with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\)"):
         F.dropout(x, 1.0)
+
+
+# ---- axis checks (audit defects 1, 2, 3) --------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes(min_dims=1, max_dims=4), data=st.data())
+def test_out_of_range_axes_raise_instead_of_wrapping(shape, data):
+    x = mf.ones(*shape)
+    n = len(shape)
+    bad = data.draw(st.one_of(st.integers(n, n + 4), st.integers(-n - 4, -n - 1)), label="bad axis")
+    with pytest.raises(ValueError, match="transpose: axis.*out of range"):
+        x.transpose(*([bad] + list(range(1, n))))
+    bad_stack = data.draw(st.one_of(st.integers(n + 1, n + 5), st.integers(-n - 5, -n - 2)), label="bad stack")
+    with pytest.raises(ValueError, match="stack: axis.*out of range"):
+        F.stack([x, x], axis=bad_stack)
+    with pytest.raises(ValueError, match="concat: axis.*out of range"):
+        F.concat([x, x], axis=bad)
+    good = data.draw(st.integers(-n - 1, n), label="stack axis")
+    assert F.stack([x, x], axis=good).shape == np.stack([x.numpy()] * 2, axis=good).shape
+
+
+def test_transpose_and_stack_examples_from_the_audit():
+    with pytest.raises(ValueError, match=r"transpose: axis=5 is out of range for a 2-d tensor"):
+        mf.ones(2, 3).transpose(0, 5)
+    with pytest.raises(ValueError, match=r"stack: axis=5 is out of range for stacking 1-d tensors"):
+        F.stack([mf.ones(3)] * 2, axis=5)
+    with pytest.raises(ValueError, match="concat: 0-d tensors"):
+        F.concat([mf.tensor(1.0), mf.tensor(2.0)])
+
+
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+@pytest.mark.parametrize("axis", [None, (1, 0), (1,), [0], 1.0])
+def test_softmax_needs_one_int_axis(fn, axis):
+    with pytest.raises(TypeError, match=f"{fn.__name__}: axis must be one int"):
+        fn(mf.randn(2, 3), axis=axis)
+
+
+def test_softmax_of_0d_tensor_and_numpy_int_axis():
+    np.testing.assert_allclose(F.softmax(mf.tensor(3.0), axis=0).numpy(), 1.0)
+    np.testing.assert_allclose(F.log_softmax(mf.tensor(3.0), axis=-1).numpy(), 0.0)
+    x = t64(np.random.default_rng(0).standard_normal((2, 3)))
+    gradcheck(lambda t: F.softmax(t, axis=np.int64(0)), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes(min_dims=0, max_dims=4), data=st.data())
+def test_flatten_never_adds_an_axis(shape, data):
+    a = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    x = mf.tensor(a)
+    assert x.flatten().shape == a.flatten().shape            # the method merges everything, like ndarray
+    np.testing.assert_array_equal(x.flatten().numpy(), a.flatten())
+    if len(shape) >= 2:
+        assert F.flatten(x).shape == (shape[0], int(np.prod(shape[1:])))   # what nn.Flatten relies on
+        start = data.draw(st.integers(0, len(shape) - 1), label="start")
+        end = data.draw(st.integers(start, len(shape) - 1), label="end")
+        want = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+        assert F.flatten(x, start, end).shape == want
+        assert F.flatten(x, start - len(shape), end - len(shape)).shape == want
+    else:
+        with pytest.raises(ValueError, match="flatten: start_axis=1 is out of range"):
+            F.flatten(x)
+    assert F.flatten(x, 0).ndim == 1
+
+
+def test_flatten_of_empty_batch_and_bad_order():
+    assert F.flatten(mf.zeros(0, 3, 4)).shape == (0, 12)
+    assert mf.ones(5).flatten().shape == (5,)
+    with pytest.raises(ValueError, match="start_axis=2 comes after end_axis=1"):
+        F.flatten(mf.ones(2, 3, 4), 2, 1)
+    gradcheck(lambda t: F.flatten(t, 0, 1) * 2, t64(np.random.default_rng(1).standard_normal((2, 3, 4))))
+
+
+# ---- pow gradients at singular points (defect 4) -------------------------------------------
+def test_pow_gradient_is_zero_for_a_zero_exponent():
+    for exponent in (0, 0.0, mf.tensor(0.0), mf.tensor([0.0, 0.0])):
+        x = mf.tensor([0.0, 1.0], requires_grad=True)
+        (x ** exponent).sum().backward()
+        np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
+def test_pow_gradients_match_pytorch_at_singular_points():
+    torch = pytest.importorskip("torch")
+    base = np.array([-2.0, 0.0, 0.0, 3.0, 0.0, 0.0, -1.5, 0.0, 2.0])
+    expo = np.array([0.5, 0.0, 1.0, -1.0, -1.0, 2.0, 0.0, 0.5, 0.0])
+    a, b = t64(base), t64(expo)
+    with np.errstate(all="ignore"):
+        (a ** b).sum().backward()
+    at = torch.tensor(base, requires_grad=True)
+    bt = torch.tensor(expo, requires_grad=True)
+    (at ** bt).sum().backward()
+    np.testing.assert_allclose(a.grad, at.grad.numpy(), equal_nan=True)
+    np.testing.assert_allclose(b.grad, bt.grad.numpy(), equal_nan=True)
+    for p in (0, 2, 0.5, -1.0):
+        x = t64(np.array([0.0, 1.0, 2.5]))
+        xt = torch.tensor([0.0, 1.0, 2.5], dtype=torch.float64, requires_grad=True)
+        with np.errstate(all="ignore"):
+            (x ** p).sum().backward()
+        (xt ** p).sum().backward()
+        np.testing.assert_allclose(x.grad, xt.grad.numpy(), equal_nan=True)
+
+
+# ---- type promotion (defects 5, 7, 8) --------------------------------------------------------
+DTYPES = ["bool", "uint8", "int32", "int64", "float32", "float64"]
+MASK = [True, False]
+
+
+def _operand_values(dtype, ndim, rng):
+    values = rng.integers(1, 4, size=(2,) * ndim)
+    return np.asarray(values.astype(dtype) if dtype != "bool" else values > 1)
+
+
+def _torch_op(torch, op, a, b):
+    if op == "where":
+        return torch.where(torch.tensor(MASK), a, b)
+    if op == "maximum" and not isinstance(b, torch.Tensor):   # torch.maximum takes tensors only
+        b = torch.tensor(b, dtype=torch.result_type(a, b))
+    return getattr(torch, op)(a, b)
+
+
+def _mf_op(op, a, b):
+    return F.where(mf.tensor(MASK), a, b) if op == "where" else getattr(F, op)(a, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(op=st.sampled_from(["add", "mul", "div", "maximum", "where"]), da=st.sampled_from(DTYPES),
+       db=st.sampled_from(DTYPES + ["int", "float", "bool_scalar"]), nda=st.integers(0, 1), ndb=st.integers(0, 1),
+       seed=seeds)
+def test_type_promotion_matches_pytorch(op, da, db, nda, ndb, seed):
+    """Result dtypes of tensors with tensors (of any rank, 0-d included) and with Python numbers."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    a = _operand_values(da, nda, rng)
+    b = {"int": 3, "float": 2.5, "bool_scalar": True}.get(db)
+    if b is None:
+        b = _operand_values(db, ndb, rng)
+    want = _torch_op(torch, op, torch.from_numpy(a), torch.from_numpy(b) if isinstance(b, np.ndarray) else b)
+    got = _mf_op(op, mf.tensor(a, dtype=a.dtype), mf.tensor(b, dtype=b.dtype) if isinstance(b, np.ndarray) else b)
+    assert got.dtype == np.dtype(str(want.dtype).replace("torch.", "")), (a.dtype, b, got.dtype, want.dtype)
+    np.testing.assert_allclose(got.numpy().astype(np.float64), want.numpy().astype(np.float64), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sigmoid", "tanh", "softplus", "gelu", "softmax",
+                                  "log_softmax", "leaky_relu", "mean"])
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int64"])
+def test_float_valued_functions_of_integer_tensors_give_float32(name, dtype):
+    x = mf.tensor(np.array([1, 2, 3]).astype(dtype))
+    out = getattr(F, name)(x)
+    assert out.dtype == np.float32
+    expected = getattr(F, name)(mf.tensor(np.array([1, 2, 3]).astype(dtype).astype(np.float64), dtype="float64"))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_promotion_examples_from_the_audit():
+    assert mf.sigmoid(mf.tensor([1, 2])).dtype == np.float32
+    np.testing.assert_allclose(mf.sigmoid(mf.tensor([1, 2])).numpy(), 1 / (1 + np.exp(-np.array([1.0, 2.0]))),
+                               rtol=1e-6)
+    assert (mf.tensor([1, 2]) + mf.ones(2)).dtype == np.float32
+    assert (mf.tensor([1, 2]) * 0.5).dtype == np.float32 and (0.5 * mf.tensor([1, 2])).dtype == np.float32
+    img = mf.tensor(np.array([0, 51, 255], dtype=np.uint8))
+    assert (img / 255).dtype == np.float32 and (img + 1).dtype == np.uint8
+    assert (mf.tensor([3, 4]) / mf.tensor([2, 2])).dtype == np.float32
+    assert (mf.tensor([1, 2]) @ mf.ones(2)).dtype == np.float32
+    assert F.concat([mf.tensor([1, 2]), mf.ones(2)]).dtype == np.float32
+    assert (mf.ones(2) * mf.tensor(2.0, dtype="float64")).dtype == np.float32   # a 0-d operand does not widen
+    assert (mf.ones(2) * mf.ones(2, dtype="float64")).dtype == np.float64
+
+
+def test_promoted_float_operands_get_gradients_of_their_own_dtype():
+    x = mf.randn(3, requires_grad=True)
+    s = mf.tensor(2.0, dtype="float64", requires_grad=True)
+    y = x * s
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32 and s.grad.dtype == np.float64
+    np.testing.assert_allclose(s.grad, x.numpy().sum(), rtol=1e-6)
+    gradcheck(lambda a, b: a * b, t64(np.ones(3)), t64(np.array(2.0)))
+
+
+def test_dropout_of_an_integer_tensor_gives_float32():
+    mf.manual_seed(0)
+    y = F.dropout(mf.tensor([1, 2, 3, 4]), 0.5)
+    assert y.dtype == np.float32
+    assert set(np.unique(y.numpy())) <= {0.0, 2.0, 4.0, 6.0, 8.0}
+    assert F.dropout(mf.tensor([1, 2]), 0.5, training=False).dtype == np.float32
+
+
+def test_lists_take_the_default_float_dtype():
+    x = mf.ones(2)
+    assert (x + [1.0, 2.0]).dtype == np.float32
+    assert ([1.0, 2.0] - x).dtype == np.float32
+    assert (x * (1, 2)).dtype == np.float32
+    assert (mf.tensor([1, 2]) + [1, 2]).dtype == np.int64
+    np.testing.assert_array_equal((x + [1.0, 2.0]).numpy(), [2.0, 3.0])
+
+
+def test_two_non_tensor_operands_make_tensors():
+    mask = mf.tensor([True, False, True])
+    out = F.where(mask, 1.0, 2.0)
+    assert out.dtype == np.float32 and out.shape == (3,)
+    np.testing.assert_array_equal(out.numpy(), [1.0, 2.0, 1.0])
+    assert F.where(mask.numpy(), 1, 0).dtype == np.int64
+    total = F.add(1.0, 2.0)
+    assert isinstance(total, mf.Tensor) and total.dtype == np.float32 and total.item() == 3.0
+    assert F.mul(2, 3).item() == 6 and F.div(1, 4).dtype == np.float32
+
+
+# ---- clear errors (defect 11) ------------------------------------------------------------------
+def test_cross_entropy_says_which_logit_shapes_are_accepted():
+    with pytest.raises(ValueError, match=r"cross_entropy: logits must have shape \(N, C\) or \(N, C, d1, \.\.\.\), "
+                                         r"got shape \(3,\)"):
+        F.cross_entropy(mf.randn(3), 1)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: F.cross_entropy(np.ones((2, 3)), [0, 1]), "cross_entropy: argument 'logits' must be a minifb Tensor"),
+    (lambda: F.linear(mf.ones(2, 3), np.ones((4, 3))), "linear: argument 'w' must be a minifb Tensor, got ndarray"),
+    (lambda: F.linear(mf.ones(2, 3), mf.ones(4, 3), np.ones(4)), "linear: argument 'b' must be a minifb Tensor"),
+    (lambda: F.linear(np.ones((2, 3)), mf.ones(4, 3)), "linear: argument 'x' must be a minifb Tensor"),
+    (lambda: F.softmax(np.ones(3)), "softmax: argument 'x' must be a minifb Tensor"),
+    (lambda: F.sum(np.ones(3)), "sum: argument 'x' must be a minifb Tensor"),
+    (lambda: F.stack([mf.ones(2), np.ones(2)]), r"stack: argument 'xs\[1\]' must be a minifb Tensor"),
+])
+def test_numpy_arrays_where_tensors_are_expected_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes(min_dims=1, max_dims=3, min_side=2), data=st.data(), name=st.sampled_from(
+    ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]))
+def test_broadcast_errors_name_the_op_and_both_shapes(shape, data, name):
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    other = list(shape)
+    other[axis] += 1
+    a, b = mf.ones(*shape), mf.ones(*other)
+    with pytest.raises(ValueError, match=rf"{name}: shapes {re.escape(str(tuple(shape)))}, "
+                                         rf"{re.escape(str(tuple(other)))} cannot be broadcast together"):
+        getattr(F, name)(a, b)
+
+
+def test_broadcast_errors_of_operators_where_and_batched_matmul():
+    with pytest.raises(ValueError, match=r"add: shapes \(3,\), \(4,\) cannot be broadcast"):
+        mf.randn(3) + mf.randn(4)
+    with pytest.raises(ValueError, match=r"where: shapes \(2,\), \(3,\), \(3,\) cannot be broadcast"):
+        F.where(mf.tensor([True, False]), mf.ones(3), mf.zeros(3))
+    with pytest.raises(ValueError, match=r"matmul: batch dimensions \(2,\) and \(3,\) cannot be broadcast together: "
+                                         r"\(2, 2, 3\) @ \(3, 3, 5\)"):
+        mf.randn(2, 2, 3) @ mf.randn(3, 3, 5)
+
+
+def test_clip_accepts_tensor_bounds():
+    x = t64(np.array([-1.0, 0.2, 0.7, 0.4]))
+    y = x.clip(mf.tensor(0.0), mf.tensor(0.5))
+    np.testing.assert_allclose(y.numpy(), [0.0, 0.2, 0.5, 0.4])
+    assert y.dtype == np.float64
+    gradcheck(lambda t: F.clip(t, mf.tensor(-0.5, dtype="float64"), mf.tensor([0.1, 0.3, 0.5, 0.6])), x)
+    assert F.clip(mf.tensor([1, 2, 3]), 1.5).dtype == np.float32
+    with pytest.raises(ValueError, match=r"clip: bound of shape \(3,\) does not broadcast to the input's shape \(4,\)"):
+        F.clip(x, mf.zeros(3))

@@ -1,11 +1,14 @@
-"""Tests of minifb.ops.reduce helpers on raw arrays (the differentiable reductions are tested through
-``Tensor`` methods in test_tensor.py and test_functional.py)."""
+"""Tests of minifb.ops.reduce helpers: axis normalisation and reductions on raw arrays (the
+differentiable reductions are otherwise tested through ``Tensor`` methods in test_tensor.py and
+test_functional.py)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minifb.ops.reduce import channel_sum
+import minifb as mf
+from minifb.ops.reduce import channel_sum, check_axis, normalize_axis
 
 from strategies import floats64, seeds, shapes
 
@@ -25,3 +28,48 @@ def test_channel_sum_matches_numpy_in_every_memory_order(shape, seed, data):
         assert got.shape == (shape[axis],) and got.dtype == layout.dtype
         tol = 1e-4 if layout.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(a).sum()))
+
+
+@settings(max_examples=80, deadline=None)
+@given(ndim=st.integers(0, 4), data=st.data())
+def test_normalize_axis_accepts_valid_ints_of_any_int_type(ndim, data):
+    """Valid axes are ints in [-ndim, ndim) (a 0-d tensor takes 0 and -1, as in PyTorch), Python or NumPy."""
+    n = max(ndim, 1)
+    axis = data.draw(st.integers(-n, n - 1), label="axis")
+    as_type = data.draw(st.sampled_from([int, np.int64, np.int32]), label="type")
+    want = () if ndim == 0 else (axis % ndim,)
+    assert normalize_axis(as_type(axis), ndim) == want
+    assert normalize_axis((as_type(axis),), ndim) == want
+    assert check_axis(as_type(axis), ndim) == axis % n
+    bad = data.draw(st.one_of(st.integers(n, n + 5), st.integers(-n - 5, -n - 1)), label="bad")
+    with pytest.raises(ValueError, match="out of range"):
+        normalize_axis(bad, ndim)
+    with pytest.raises(ValueError, match="out of range"):
+        check_axis(as_type(bad), ndim)
+    assert normalize_axis(None, ndim) == tuple(range(ndim))
+
+
+def test_normalize_axis_rejects_non_ints():
+    for bad in (1.0, "0", True):
+        with pytest.raises(TypeError, match="axis must be an int"):
+            normalize_axis(bad, 2)
+    with pytest.raises(TypeError, match="sum: axis must be an int"):
+        normalize_axis((0, 1.5), 2, fn="sum")
+    with pytest.raises(ValueError, match="repeats"):
+        normalize_axis((0, -2), 2)
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min"])
+def test_reductions_of_0d_tensors_and_numpy_int_axes(name):
+    x = mf.tensor(2.5, dtype="float64", requires_grad=True)
+    for axis in (0, -1, (0,), np.int64(0)):
+        for keepdims in (False, True):
+            out = getattr(x, name)(axis=axis, keepdims=keepdims)
+            assert out.shape == () and out.item() == 2.5
+    getattr(x, name)(axis=0).backward()
+    assert x.grad == 1.0
+    with pytest.raises(ValueError, match=f"{name}: axis=1 is out of range for a 0-d tensor"):
+        getattr(x, name)(axis=1)
+    y = mf.tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_allclose(getattr(y, name)(axis=np.int64(1)).numpy(),
+                               getattr(np, name)(y.numpy(), axis=1))

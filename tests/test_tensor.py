@@ -215,3 +215,106 @@ def test_product_sum_evaluates_early_to_bound_its_memory(monkeypatch):
         assert total.held <= 2 * (4 * 3 + 3 * 5) + 20   # never more than ~ the limit plus one term
     assert total.extra is not None
     np.testing.assert_allclose(total.evaluate(), sum(a @ b for a, b in pairs), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- audit fixes
+def test_backward_seed_takes_the_tensors_dtype_and_checks_its_shape():
+    x = mf.ones(2, requires_grad=True)
+    x.backward(mf.tensor([1.0, 2.0], dtype="float64"))
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0])
+    y = mf.ones(2, requires_grad=True)
+    (y * 3).backward(np.array([1, 2]))              # an integer array seed
+    assert y.grad.dtype == np.float32
+    np.testing.assert_array_equal(y.grad, [3.0, 6.0])
+    z = mf.ones(2, requires_grad=True)
+    (z * 1).backward([0.5, 0.5])
+    np.testing.assert_array_equal(z.grad, [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"gradient shape \(3,\) does not match tensor shape \(2,\)"):
+        (z * 2).backward(mf.ones(3, dtype="float64"))
+    s = mf.tensor(2.0, dtype="float64", requires_grad=True)
+    (s * s).backward(1)
+    assert s.grad.dtype == np.float64 and s.grad == 4.0
+
+
+def test_no_grad_as_a_bare_decorator():
+    x = mf.tensor([1.0], requires_grad=True)
+
+    @mf.no_grad
+    def f(t):
+        """Doubles."""
+        return t * 2
+
+    assert not f(x).requires_grad and mf.is_grad_enabled()
+    assert f.__name__ == "f" and f.__doc__ == "Doubles."
+
+
+@pytest.mark.parametrize("decorator", [mf.no_grad, mf.no_grad()], ids=["bare", "called"])
+def test_no_grad_decorates_generator_functions(decorator):
+    x = mf.tensor([1.0], requires_grad=True)
+
+    @decorator
+    def steps(t, n):
+        for i in range(n):
+            received = yield t * (i + 1)
+            if received is not None:
+                yield received * t
+        return "done"
+
+    gen = steps(x, 3)
+    first = next(gen)
+    assert not first.requires_grad
+    assert mf.is_grad_enabled() and (x * 2).requires_grad   # recording is back on between the yields
+    assert not gen.send(mf.tensor([4.0])).requires_grad
+    assert all(not y.requires_grad for y in gen)
+    assert mf.is_grad_enabled()
+
+    def delegate():
+        return (yield from steps(x, 1))
+    outer = delegate()
+    next(outer)
+    with pytest.raises(StopIteration) as stop:
+        next(outer)
+    assert stop.value.value == "done"
+    gen = steps(x, 5)
+    next(gen)
+    gen.close()
+    assert mf.is_grad_enabled()
+
+
+def test_numpy_conversion_and_python_scalars():
+    t = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
+    a = np.asarray(t)
+    assert type(a) is np.ndarray and a.dtype == np.float32 and a.shape == (2, 2)
+    np.testing.assert_array_equal(a, t.numpy())
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert np.array(t, copy=True) is not t.data
+    assert np.asarray([mf.tensor(1.0), mf.tensor(2.0)]).dtype == np.float32
+    assert isinstance(np.ones(2) + mf.ones(2), mf.Tensor)   # NumPy still defers to Tensor's operators
+    assert float(mf.tensor(2.5)) == 2.5 and float(mf.tensor([[2.5]])) == 2.5
+    assert int(mf.tensor(3.9)) == 3 and int(mf.tensor([7])) == 7
+    loss = (mf.ones(3, requires_grad=True) * 2).sum()
+    assert f"{float(loss):.1f}" == "6.0"
+    for convert in (float, int):
+        with pytest.raises(ValueError, match=r"only one-element tensors.*shape \(2,\)"):
+            convert(mf.ones(2))
+
+
+def test_numpy_conversion_of_a_cuda_tensor_is_refused(monkeypatch):
+    from minifb import backend
+
+    t = mf.ones(2)
+    monkeypatch.setattr(backend, "device_of", lambda array: "cuda")
+    with pytest.raises(TypeError, match=r"cannot convert a cuda tensor to a NumPy array.*\.numpy\(\)"):
+        np.asarray(t)
+
+
+def test_reflected_operators_have_docstrings():
+    for name, symbol in [("__radd__", "+"), ("__rsub__", "-"), ("__rmul__", "*"), ("__rtruediv__", "/"),
+                         ("__rpow__", "**"), ("__rmatmul__", "@")]:
+        method = getattr(mf.Tensor, name)
+        assert method.__name__ == name
+        assert method.__doc__ and f"other {symbol} self" in method.__doc__
+    assert mf.Tensor.flatten.__doc__
+    np.testing.assert_allclose((2 ** mf.tensor([1.0, 3.0])).numpy(), [2.0, 8.0])
+    np.testing.assert_allclose((1 - mf.tensor([1.0, 3.0])).numpy(), [0.0, -2.0])

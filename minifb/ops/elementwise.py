@@ -4,6 +4,8 @@ All binary ops broadcast like NumPy; :meth:`Function.apply` undoes the
 broadcasting in backward.
 """
 
+import numpy as np
+
 from ..backend import array_module
 from ..tensor import Function
 
@@ -67,25 +69,34 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """``a ** b`` for tensors; d/da = b·a^(b-1), d/db = a^b·log(a)."""
+    """``a ** b`` for tensors; d/da = b·a^(b-1), d/db = a^b·log(a).
+
+    As in PyTorch, d/da is 0 where ``b == 0`` (not ``0·0^-1 = NaN``), and
+    d/db is 0 where ``a == 0`` and ``b >= 0`` (the limit of ``0^b·log 0``); a
+    negative base gives a NaN d/db, as ``log(a)`` is undefined there.
+    """
 
     def forward(self, a, b):
         out = a ** b
-        self.a, self.b, self.out = a, b, out
+        self.a, self.b = a, b
+        self.out = out if self.needs[1] else None
         return out
 
     def backward(self, grad):
         xp = array_module(grad)
-        ga = grad * self.b * self.a ** (self.b - 1) if self.needs[0] else None
-        gb = None
-        if self.needs[1]:
-            safe = xp.where(self.a > 0, self.a, 1)
-            gb = grad * self.out * xp.log(safe)
+        a, b = self.a, self.b
+        zero = grad.dtype.type(0)
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):  # the masked-out entries may be inf or NaN
+            if self.needs[0]:
+                ga = grad * xp.where(b == 0, zero, b * a ** (b - 1))
+            if self.needs[1]:
+                gb = grad * xp.where((a == 0) & (b >= 0), zero, self.out * xp.log(a))
         return ga, gb
 
 
 class PowScalar(Function):
-    """``a ** p`` for a Python number ``p``; d/da = p·a^(p-1)."""
+    """``a ** p`` for a Python number ``p``; d/da = p·a^(p-1) (0 for ``p == 0``, as in PyTorch)."""
 
     def forward(self, a, *, exponent):
         self.a, self.p = a, exponent
@@ -93,6 +104,8 @@ class PowScalar(Function):
 
     def backward(self, grad):
         p = self.p
+        if p == 0:
+            return (array_module(grad).zeros_like(grad),)
         return (grad * (p * self.a ** (p - 1)).astype(grad.dtype, copy=False),)
 
 

@@ -25,7 +25,11 @@ class MatMul(Function):
         self.a = a if self.needs[1] else None
         self.a_ndim, self.b_ndim = a.ndim, b.ndim
         self.b = b if self.needs[0] else None
-        return a @ b
+        try:
+            return a @ b
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast "
+                             f"together: {a.shape} @ {b.shape}") from None
 
     def backward(self, grad):
         a, b = self.a, self.b  # a is kept only if b needs a gradient, and vice versa

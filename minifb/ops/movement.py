@@ -1,5 +1,5 @@
 """Ops that move values around without arithmetic: reshape, transpose,
-indexing, concatenation, stacking, padding and moving between devices.
+indexing, concatenation, stacking, padding, changing the dtype and moving between devices.
 
 Each backward is the inverse movement of the gradient.
 """
@@ -125,3 +125,13 @@ class ToDevice(Function):
 
     def backward(self, grad):
         return (backend.to_device(grad, self.source),)
+
+
+class Cast(Function):
+    """Convert to another dtype (type promotion); the gradient is converted back by ``apply``."""
+
+    def forward(self, x, *, dtype):
+        return x.astype(dtype)
+
+    def backward(self, grad):
+        return (grad,)

@@ -4,23 +4,57 @@ The backward of a reduction broadcasts the output gradient back over the
 reduced axes, so it first re-inserts them as size-1 axes.
 """
 
+import numpy as np
+
 from ..backend import array_module
 from ..tensor import Function
 
 
-def normalize_axis(axis, ndim, name="axis"):
-    """Return ``axis`` as a sorted tuple of non-negative ints (``None`` = all axes)."""
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_axis(axis, ndim, name="axis", fn=None) -> int:
+    """Return one axis as a non-negative int, checking that it is an int in ``[-ndim, ndim)``.
+
+    As in PyTorch, a 0-d tensor accepts ``0`` and ``-1`` (both returned as 0).
+
+    Args:
+        axis: the axis, an int (Python or NumPy).
+        ndim: the number of dimensions it indexes.
+        name: the argument's name, for the error message.
+        fn: the calling function's name, prefixed to the error message.
+
+    Raises:
+        TypeError: ``axis`` is not an int.
+        ValueError: ``axis`` is out of range.
+    """
+    prefix = f"{fn}: " if fn else ""
+    if not _is_int(axis):
+        raise TypeError(f"{prefix}{name} must be an int, got {axis!r}")
+    n = max(ndim, 1)
+    if not -n <= axis < n:
+        raise ValueError(f"{prefix}{name}={int(axis)} is out of range for a {ndim}-d tensor "
+                         f"(expected an int in [{-n}, {n - 1}])")
+    return int(axis) % n
+
+
+def normalize_axis(axis, ndim, name="axis", fn=None) -> tuple:
+    """Return ``axis`` (an int, a tuple/list of ints, or ``None`` for all axes) as a sorted tuple of
+    non-negative ints; each is checked by :func:`check_axis`.  A 0-d tensor gives ``()``."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"{name}={axis!r} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
+    prefix = f"{fn}: " if fn else ""
+    if _is_int(axis):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{prefix}{name} must be an int, a tuple of ints or None, got {axis!r}")
+    out = [check_axis(a, ndim, name, fn) for a in axes]
     if len(set(out)) != len(out):
-        raise ValueError(f"{name}={axis!r} repeats an axis")
-    return tuple(sorted(out))
+        raise ValueError(f"{prefix}{name}={axis!r} repeats an axis")
+    return () if ndim == 0 else tuple(sorted(out))
 
 
 def channel_sum(a, axis):

@@ -1,5 +1,9 @@
 """Softmax and log-softmax along one axis, computed stably.
 
+``axis`` may be an int or a tuple of ints as in NumPy reductions; the
+functions in :mod:`minifb.functional` pass a one-element tuple, or ``()`` for a
+0-d tensor (whose softmax is 1).
+
 Subtracting the row maximum before ``exp`` changes nothing mathematically and
 keeps every exponent <= 0, so nothing overflows.
 """
