@@ -107,31 +107,57 @@ class _FlatParameters:
     Each parameter's ``.data`` becomes a reshaped view into ``self.data``, and
     each per-parameter state array a view into its flat buffer, so updating the
     flat buffers updates the parameters and ``state_dict`` sees the same values.
-    If anything replaces a parameter's array (``module.to``, loading weights),
-    :meth:`intact` notices and the optimiser packs again, copying the values.
+    If anything replaces a parameter's array or a state array (``module.to``,
+    loading weights, ``Optimizer.load_state_dict``), :meth:`intact` notices and
+    the optimiser packs again, copying the values.
+
+    Attributes:
+        fresh: one flag per parameter, True where it had none of the state
+            buffers yet (they start as zeros here); the optimiser's first flat
+            update reads and clears them.
     """
 
     def __init__(self, params, states, keys):
         xp = backend.array_module(params[0].data)
         sizes = [p.data.size for p in params]
+        self.keys = tuple(keys)
         self.data = xp.concatenate([p.data.reshape(-1) for p in params])
         self.buffers = {}
         for key in keys:
             self.buffers[key] = xp.concatenate(
                 [s[key].reshape(-1) if key in s else xp.zeros(n, dtype=np.float32) for s, n in zip(states, sizes)])
-        self.step = states[0].get("step", 0)
-        self.fresh = not keys or not any(key in states[0] for key in keys)  # no state yet: the first step
-        self.views, start = [], 0
+        self.fresh = [bool(keys) and not any(key in s for key in keys) for s in states]
+        self.bounds, self.views, self.state_views, start = [], [], [], 0
         for p, s, n in zip(params, states, sizes):
             p.data = self.data[start:start + n].reshape(p.data.shape)
             for key in keys:
                 s[key] = self.buffers[key][start:start + n].reshape(p.data.shape)
+            self.bounds.append((start, start + n))
             self.views.append(p.data)
+            self.state_views.append(tuple(s[key] for key in keys))
             start += n
 
+    def runs(self):
+        """Split the flat range into maximal runs of parameters that agree on ``fresh``.
+
+        Returns:
+            A list of ``(start, stop, fresh)``; one entry when every parameter
+            agrees, which is the usual case (one kernel launch).
+        """
+        runs = []
+        for (start, stop), fresh in zip(self.bounds, self.fresh):
+            if runs and runs[-1][2] == fresh:
+                runs[-1] = (runs[-1][0], stop, fresh)
+            else:
+                runs.append((start, stop, fresh))
+        return runs
+
     def intact(self, params, states) -> bool:
-        """Whether every parameter still lives in this flat buffer."""
-        return all(p.data is v for p, v in zip(params, self.views)) and len(params) == len(self.views)
+        """Whether every parameter and every state buffer still lives in these flat buffers."""
+        return (len(params) == len(self.views) == len(states)
+                and all(p.data is v for p, v in zip(params, self.views))
+                and all(s.get(key) is v for s, views in zip(states, self.state_views)
+                        for key, v in zip(self.keys, views)))
 
 
 # ---------------------------------------------------------------------------
@@ -158,6 +184,7 @@ class Optimizer:
     def __init__(self, params):
         self.params = _param_list(params, type(self).__name__)
         self.state = [{} for _ in self.params]
+        self._flat = None  # the fused path's flat buffers, packed on its first step
 
     def zero_grad(self) -> None:
         """Forget every parameter's gradient (sets ``p.grad = None``)."""
@@ -208,9 +235,9 @@ class Optimizer:
             return False
         if len({s.get("step", 0) for s in self.state}) > 1:
             return False
-        flat = getattr(self, "_flat", None)
-        if flat is None or not flat.intact(self.params, self.state):
-            flat = self._flat = _FlatParameters(self.params, self.state, self.flat_state_keys)
+        flat, keys = getattr(self, "_flat", None), tuple(self.flat_state_keys)
+        if flat is None or flat.keys != keys or not flat.intact(self.params, self.state):
+            flat = self._flat = _FlatParameters(self.params, self.state, keys)
         xp = backend.array_module(flat.data)
         grad = xp.concatenate([p.grad.reshape(-1) for p in self.params])
         self.update_flat(flat.data, grad, flat)
@@ -264,6 +291,7 @@ class Optimizer:
             if k in self.hyperparameters:
                 setattr(self, k, tuple(v) if isinstance(v, list) else v)
         self.state = new
+        self._flat = None  # the flat buffers hold the old state: pack again from the loaded one
 
     def __repr__(self):
         hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
@@ -288,20 +316,23 @@ class SGD(Optimizer):
         params: iterable of parameter Tensors.
         lr: learning rate, >= 0.
         momentum: momentum factor, >= 0 (0 disables the buffer).
-        dampening: dampening of the momentum, >= 0 (this and the following
-            arguments are keyword-only, as their order differs between
-            libraries).
-        nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
         weight_decay: L2 penalty coefficient, >= 0.
+        dampening: dampening of the momentum, >= 0 (this and ``nesterov`` are
+            keyword-only, as their order differs between libraries).
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
 
     Example:
+        >>> net = nn.Dense(3, 1)
         >>> opt = SGD(net.parameters(), lr=0.1, momentum=0.9)
+        >>> loss = (net(mf.randn(4, 3)) ** 2).mean()
         >>> opt.zero_grad(); loss.backward(); opt.step()
+        >>> SGD(net.parameters(), 0.1, 0.9, 1e-4)   # lr, momentum, weight_decay
+        SGD(2 parameters, lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0001)
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
-    def __init__(self, params, lr, momentum=0.0, *, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, *, dampening=0.0, nesterov=False):
         self.lr = _number("SGD", "lr", lr)
         self.momentum = _number("SGD", "momentum", momentum)
         self.dampening = _number("SGD", "dampening", dampening)
@@ -313,6 +344,7 @@ class SGD(Optimizer):
         super().__init__(params)
 
     def update(self, w, g, state):
+        """Apply the SGD rule to one raw array ``w`` (in place) from its gradient ``g`` and ``state``."""
         buf = state.get("momentum_buffer")
         if _fused(g, w, buf):
             xp = backend.array_module(w)
@@ -338,14 +370,22 @@ class SGD(Optimizer):
 
     @property
     def flat_state_keys(self):
+        """``("momentum_buffer",)`` when momentum is on, else ``()``: the state the flat path packs."""
         return ("momentum_buffer",) if self.momentum else ()
 
     def update_flat(self, w, g, flat):
-        first = flat.fresh
-        flat.fresh = False
-        buf = flat.buffers["momentum_buffer"] if self.momentum else backend.array_module(w).empty(1, np.float32)
-        kernels.sgd_update(w, g, buf, self.lr, self.momentum, self.dampening,
-                           self.weight_decay, self.nesterov, first_step=first)
+        """Apply the SGD rule to the flat buffer ``w`` of all parameters from the flat gradient ``g``.
+
+        Parameters without a momentum buffer yet (``flat.fresh``) take ``b = g``
+        as on their first step; one launch covers each run of parameters that
+        agree on that, so usually the whole buffer.
+        """
+        xp = backend.array_module(w)
+        for start, stop, first in flat.runs():
+            buf = flat.buffers["momentum_buffer"][start:stop] if self.momentum else xp.empty(1, np.float32)
+            kernels.sgd_update(w[start:stop], g[start:stop], buf, self.lr, self.momentum, self.dampening,
+                               self.weight_decay, self.nesterov, first_step=first)
+        flat.fresh = [False] * len(flat.fresh)
 
 
 # ---------------------------------------------------------------------------
@@ -370,6 +410,7 @@ class Adam(Optimizer):
             for decoupled weight decay).
 
     Example:
+        >>> net = nn.Dense(3, 1)
         >>> opt = Adam(net.parameters(), lr=1e-3)
     """
 
@@ -385,6 +426,7 @@ class Adam(Optimizer):
         super().__init__(params)
 
     def update(self, w, g, state):
+        """Apply the Adam rule to one raw array ``w`` (in place) from its gradient ``g`` and ``state``."""
         xp = backend.array_module(w, g)
         beta1, beta2 = self.betas
         weight_decay = self.weight_decay
@@ -417,15 +459,16 @@ class Adam(Optimizer):
     fused_flat = True
 
     def update_flat(self, w, g, flat):
+        """Apply the Adam rule to the flat buffer ``w`` of all parameters (one shared step count)."""
         weight_decay = self.weight_decay
         if weight_decay and self.decoupled:
             w *= 1.0 - self.lr * weight_decay
             weight_decay = 0.0
-        flat.step += 1
+        step = self.state[0].get("step", 0) + 1  # read each time: a per-parameter step may have run since
         for s in self.state:
-            s["step"] = flat.step
+            s["step"] = step
         kernels.adam_update(w, g, flat.buffers["exp_avg"], flat.buffers["exp_avg_sq"], self.lr, self.betas[0],
-                            self.betas[1], self.eps, weight_decay, flat.step)
+                            self.betas[1], self.eps, weight_decay, step)
 
 
 class AdamW(Adam):
@@ -442,6 +485,7 @@ class AdamW(Adam):
         weight_decay: decoupled weight decay coefficient, >= 0 (default 0.01).
 
     Example:
+        >>> net = nn.Dense(3, 1)
         >>> opt = AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     """
 
@@ -475,9 +519,11 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
         (0.0 when no parameter has a gradient).
 
     Example:
-        >>> loss.backward()
+        >>> net = nn.Dense(3, 1)
+        >>> (net(mf.randn(4, 3)) ** 2).mean().backward()
         >>> norm = clip_grad_norm(net.parameters(), max_norm=1.0)
-        >>> opt.step()
+        >>> bool(norm > 0)
+        True
     """
     if isinstance(params, Tensor):
         params = [params]

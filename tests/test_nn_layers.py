@@ -144,6 +144,45 @@ def test_conv_errors():
         nn.ConvTranspose(3, 4, 3)(mf.randn(1, 4, 5, 5))
 
 
+def test_conv_errors_from_the_convolution_name_the_layer():
+    with pytest.raises(ValueError, match=r"^Conv\(4, 6, 5\): conv2d: kernel of dilated size \(5, 5\)"):
+        nn.Conv(4, 6, 5)(mf.randn(2, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"^Conv\(4, 6, 5\): conv2d: .*input shape \(1, 4, 3, 3\)"):
+        nn.Conv(4, 6, 5)(mf.randn(4, 3, 3))                       # unbatched: the same error
+    with pytest.raises(ValueError, match=r"^ConvTranspose\(4, 6, 3, padding=3\): conv_transpose2d: output size"):
+        nn.ConvTranspose(4, 6, 3, padding=3)(mf.randn(2, 4, 2, 2))
+    with pytest.raises(ValueError, match=r"^MaxPool\(4\): max_pool2d: kernel \(4, 4\) is larger"):
+        nn.MaxPool(4)(mf.randn(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: nn.Conv(4, 6, 3, stride=0), r"Conv: stride must be a positive int"),
+    (lambda: nn.Conv(4, 6, 3, stride=(1, 2, 3)), r"Conv: stride"),
+    (lambda: nn.Conv(4, 6, 3, stride=1.5), r"Conv: stride"),
+    (lambda: nn.Conv(4, 6, 3, dilation=0), r"Conv: dilation"),
+    (lambda: nn.Conv(4, 6, 3, padding=-1), r"Conv: padding must be an int >= 0"),
+    (lambda: nn.Conv(4, 6, 3, padding="full"), r"Conv: padding must be an int, a pair of ints, 'same' or 'valid'"),
+    (lambda: nn.Conv(4, 6, 3, padding="same", stride=2), r"Conv: padding='same' needs stride 1"),
+    (lambda: nn.ConvTranspose(4, 6, 3, stride=0), r"ConvTranspose: stride"),
+    (lambda: nn.ConvTranspose(4, 6, 3, padding="same"), r"ConvTranspose: padding"),
+    (lambda: nn.ConvTranspose(4, 6, 3, padding=(1, -1)), r"ConvTranspose: padding"),
+    (lambda: nn.ConvTranspose(4, 6, 3, dilation=(1, 0)), r"ConvTranspose: dilation"),
+    (lambda: nn.ConvTranspose(4, 6, 3, output_padding=-1), r"ConvTranspose: output_padding"),
+    (lambda: nn.ConvTranspose(4, 6, 3, stride=2, output_padding=2), r"ConvTranspose: output_padding=2 must be"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_conv_geometry_is_checked_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_conv_geometry_accepts_what_the_functions_accept():
+    assert nn.Conv(4, 6, 3, stride=(1, 2), padding=(0, 1), dilation=(2, 1))(mf.randn(1, 4, 9, 9)).shape == (1, 6, 5, 5)
+    assert nn.Conv(4, 6, 3, padding="valid")(mf.randn(1, 4, 5, 5)).shape == (1, 6, 3, 3)
+    assert nn.Conv(4, 6, 3, padding=np.int64(1)).padding == 1
+    assert nn.ConvTranspose(4, 6, 3, stride=1, dilation=2, output_padding=1)(mf.randn(1, 4, 3, 3)).shape \
+        == (1, 6, 8, 8)
+
+
 # ---- pooling, flatten, dropout, lambda --------------------------------------------------------
 def test_pooling_layers():
     x = mf.tensor(rng().standard_normal((2, 3, 6, 6)).astype(np.float32))
@@ -177,7 +216,25 @@ def test_dropout_train_and_eval():
     drop.eval()
     np.testing.assert_array_equal(drop(mf.ones(10)).numpy(), np.ones(10))
     with pytest.raises(ValueError, match="Dropout"):
-        nn.Dropout(1.0)
+        nn.Dropout(1.5)
+    with pytest.raises(ValueError, match="Dropout"):
+        nn.Dropout(-0.1)
+
+
+def test_dropout_p_one_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = rng().standard_normal((3, 4)).astype(np.float32)
+    drop = nn.Dropout(1.0)
+    xt, tt = mf.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, yt = drop(xt), torch.nn.Dropout(1.0)(tt)
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())      # all zeros
+    assert y.dtype == np.float32 and y.shape == (3, 4)
+    y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_array_equal(xt.grad, tt.grad.numpy())            # zero gradient, not None
+    drop.eval()
+    np.testing.assert_array_equal(drop(mf.tensor(x)).numpy(), x)
+    assert repr(drop) == "Dropout(1.0)"
 
 
 def test_lambda_layer():
@@ -224,6 +281,42 @@ def test_batchnorm_running_stats_by_hand():
     np.testing.assert_allclose(y, [[-1, -1], [1, 1]], atol=1e-4)
     np.testing.assert_allclose(bn.running_mean.numpy(), [1.0, 6.0])          # 0.5·0 + 0.5·mean
     np.testing.assert_allclose(bn.running_var.numpy(), [1.5, 4.5])           # 0.5·1 + 0.5·unbiased var
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 3, 4, 4)])
+def test_batchnorm_cumulative_moving_average_matches_pytorch(shape):
+    torch = pytest.importorskip("torch")
+    bn = nn.BatchNorm(3, momentum=None)
+    ref = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d}[len(shape)](3, momentum=None)
+    for step in range(4):
+        x = rng(step).standard_normal(shape).astype(np.float32) * (step + 1) + step
+        y, yt = bn(mf.tensor(x)), ref(torch.tensor(x))
+        np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.running_mean.numpy(), ref.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.numpy(), ref.running_var.numpy(), rtol=1e-5, atol=1e-6)
+        assert int(bn.num_batches_tracked.numpy()) == int(ref.num_batches_tracked) == step + 1
+    bn.eval(), ref.eval()
+    x = rng(9).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(bn(mf.tensor(x)).numpy(), ref(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert int(bn.num_batches_tracked.numpy()) == 4                  # evaluation does not count
+    assert sorted(bn.state_dict()) == ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
+    assert repr(bn) == "BatchNorm(3, momentum=None)"
+
+
+def test_batchnorm_cumulative_average_by_hand_and_state_dict():
+    bn = nn.BatchNorm(1, momentum=None)
+    batches = [np.array([[1.0], [3.0]], np.float32), np.array([[5.0], [9.0]], np.float32)]
+    for x in batches:
+        bn(mf.tensor(x))
+    np.testing.assert_allclose(bn.running_mean.numpy(), [(2.0 + 7.0) / 2])   # mean of the batch means
+    np.testing.assert_allclose(bn.running_var.numpy(), [(2.0 + 8.0) / 2])    # mean of the unbiased variances
+    copy = nn.BatchNorm(1, momentum=None)
+    copy.load_state_dict(bn.state_dict())
+    assert int(copy.num_batches_tracked.numpy()) == 2
+    copy(mf.tensor(np.array([[0.0], [2.0]], np.float32)))                    # the third batch weighs 1/3
+    np.testing.assert_allclose(copy.running_mean.numpy(), [(2.0 + 7.0 + 1.0) / 3], rtol=1e-6)
+    with pytest.raises(ValueError, match="momentum"):
+        nn.BatchNorm(3, momentum=1.5)
 
 
 def test_batchnorm_gradients_float64_and_activation():

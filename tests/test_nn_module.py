@@ -151,6 +151,29 @@ def test_to_keeps_parameter_objects(device):
     assert net(mf.randn(4, 3, device=device)).device == device
 
 
+def test_repr_shows_sub_modules_in_lists_tuples_and_dicts():
+    assert repr(Custom()) == (
+        "Custom(\n"
+        "  blocks=[Dense(3, 4), (Dense(4, 4),)],\n"
+        "  heads={'a': Dense(4, 1), 'b': Dense(4, 2, bias=False)},\n"
+        ")")
+
+    class Wide(nn.Module):
+        def __init__(self):
+            self.sizes = [1, 2]                                     # no modules: not shown
+            self.pair = (nn.Dense(2, 2), nn.Dense(2, 3))
+            self.stages = [nn.Conv(16, 32, 3, mf.relu, padding=1), nn.Conv(32, 64, 3, mf.relu, padding=1)]
+
+    assert repr(Wide()) == (
+        "Wide(\n"
+        "  pair=(Dense(2, 2), Dense(2, 3)),\n"
+        "  stages=[\n"
+        "    Conv(16, 32, 3, relu, padding=1),\n"
+        "    Conv(32, 64, 3, relu, padding=1),\n"
+        "  ],\n"
+        ")")
+
+
 def test_repr_is_flux_like():
     merger = nn.Merger("s1", nn.Dense(5, 10, mf.relu), operator.add)
     assert repr(merger) == 'Merger("s1", Dense(5, 10, relu), +)'

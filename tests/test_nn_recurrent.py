@@ -252,6 +252,36 @@ def test_cell_errors():
         conv((mf.zeros(1, 3, 4, 4), mf.zeros(1, 3, 4, 4)), mf.randn(1, 2, 5, 5))
 
 
+@pytest.mark.parametrize("call,match", [
+    (lambda: nn.RNNCell(3, 4)(mf.zeros(5, 4), mf.randn(2, 3)),
+     r"^RNNCell\(3, 4, tanh\): state h of shape \(5, 4\) does not fit input of shape \(2, 3\) \(expected \(2, 4\)\)"),
+    (lambda: nn.GRUCell(3, 4)(mf.zeros(5, 4), mf.randn(2, 3)),
+     r"^GRUCell\(3, 4\): state h of shape \(5, 4\) does not fit input of shape \(2, 3\)"),
+    (lambda: nn.LSTMCell(3, 4)((mf.zeros(5, 4), mf.zeros(2, 4)), mf.randn(2, 3)),
+     r"^LSTMCell\(3, 4\): state h of shape \(5, 4\) does not fit"),
+    (lambda: nn.LSTMCell(3, 4)((mf.zeros(2, 4), mf.zeros(5, 4)), mf.randn(2, 3)),
+     r"^LSTMCell\(3, 4\): state c of shape \(5, 4\) does not fit"),
+    (lambda: nn.RNNCell(3, 4)(mf.zeros(2, 4), mf.randn(3)),          # a state may not enlarge the batch
+     r"^RNNCell\(3, 4, tanh\): state h of shape \(2, 4\) does not fit input of shape \(3,\)"),
+    (lambda: nn.GRUCell(3, 4)(mf.zeros(2, 4), mf.randn(2, 5)),
+     r"^GRUCell\(3, 4\): expected input of shape \(\.\.\., 3\), got \(2, 5\)"),
+], ids=["rnn-h", "gru-h", "lstm-h", "lstm-c", "rnn-enlarged", "gru-input"])
+def test_cell_state_must_fit_the_input_batch(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "gru", "lstm"])
+def test_an_unbatched_state_still_broadcasts_into_the_batch(name):
+    cell = CELLS[name]()
+    x = mf.randn(2, 3)
+    state = (mf.zeros(4), mf.zeros(4)) if name == "lstm" else mf.zeros(4)
+    batched = (mf.zeros(2, 4), mf.zeros(2, 4)) if name == "lstm" else mf.zeros(2, 4)
+    _, y = cell(state, x)
+    _, y_batched = cell(batched, x)
+    np.testing.assert_allclose(y.numpy(), y_batched.numpy(), rtol=1e-6)
+
+
 def test_recur_errors():
     with pytest.raises(TypeError, match="Recur: cell must be callable"):
         nn.Recur(3)

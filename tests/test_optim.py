@@ -125,8 +125,8 @@ def test_argument_validation():
         optim.SGD(p, lr=-0.1)
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD(p, lr=0.1, nesterov=True)
-    with pytest.raises(TypeError):  # dampening/nesterov/weight_decay are keyword-only (orders differ)
-        optim.SGD(p, 0.1, 0.9, 1e-4)
+    with pytest.raises(TypeError):  # dampening and nesterov are keyword-only (orders differ)
+        optim.SGD(p, 0.1, 0.9, 1e-4, 0.1)
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas"):
@@ -278,3 +278,106 @@ def test_clip_grad_norm_matches_pytorch():
         assert total == pytest.approx(float(ttotal), rel=1e-10)
         for p, tp in zip(ours, theirs):
             np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-10)
+
+
+# ---- the fused flat-buffer path (kernels.use("emulate") on the CPU, CuPy on a GPU) -----------------
+FUSED_SGD_CASES = [
+    dict(lr=0.1, momentum=0.9, weight_decay=0.01),
+    dict(lr=0.1, momentum=0.9, nesterov=True),
+    dict(lr=0.1, momentum=0.9, dampening=0.5),
+    dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.02),
+]
+# (step, parameter) pairs whose gradient is missing: some parameters then have a momentum
+# buffer and others not when the flat buffers are packed
+MISSING_GRADS = [(), ((0, 0),), ((0, 1),), ((0, 2),), ((0, 0), (1, 0)), ((0, 0), (0, 2)), ((2, 1),)]
+
+
+@pytest.mark.parametrize("missing", MISSING_GRADS, ids=str)
+@pytest.mark.parametrize("kw", FUSED_SGD_CASES, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
+def test_fused_sgd_matches_pytorch_in_every_mix_of_buffer_states(kw, missing):
+    torch = pytest.importorskip("torch")
+    from minifb import kernels
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,), (2,)]]
+    ours = [Tensor(w.copy(), requires_grad=True) for w in init]
+    plain = [Tensor(w.copy(), requires_grad=True) for w in init]
+    theirs = [torch.tensor(w.copy(), requires_grad=True) for w in init]
+    opt, ref, topt = optim.SGD(ours, **kw), optim.SGD(plain, **kw), torch.optim.SGD(theirs, **kw)
+    for step in range(5):
+        for k, (p, q, tp) in enumerate(zip(ours, plain, theirs)):
+            g = rng.standard_normal(p.shape).astype(np.float32)
+            p.grad, q.grad, tp.grad = g.copy(), g.copy(), torch.tensor(g)
+            if (step, k) in missing:
+                p.grad = q.grad = tp.grad = None
+        with kernels.use("emulate"):
+            opt.step()
+        with kernels.use("off"):
+            ref.step()
+        topt.step()
+        for p, q, tp in zip(ours, plain, theirs):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, 0.1, momentum=0.9),
+                                  lambda ps: optim.SGD(ps, 0.1, momentum=0.9, dampening=0.4),
+                                  lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.AdamW(ps, lr=0.1)],
+                         ids=["sgd", "sgd-dampening", "adam", "adamw"])
+def test_fused_load_state_dict_replaces_the_flat_state(make):
+    from minifb import kernels
+    w = np.random.default_rng(0).standard_normal(4).astype(np.float32)
+    a, b = Tensor(w.copy(), requires_grad=True), Tensor(w.copy(), requires_grad=True)
+    opt_a, opt_b = make([a]), make([b])
+    with kernels.use("emulate"):
+        for _ in range(3):
+            a.grad = np.full(4, 1.0, np.float32)
+            opt_a.step()
+        b.grad = np.full(4, -5.0, np.float32)
+        opt_b.step()                                  # b's flat buffers now hold other state
+        opt_b.load_state_dict(opt_a.state_dict())
+        b.data[...] = a.data
+        for _ in range(2):
+            a.grad, b.grad = np.full(4, 0.5, np.float32), np.full(4, 0.5, np.float32)
+            opt_a.step()
+            opt_b.step()
+    np.testing.assert_array_equal(b.data, a.data)
+    for key, value in opt_a.state[0].items():
+        np.testing.assert_array_equal(opt_b.state[0][key], value)
+
+
+def test_fused_adam_step_count_follows_per_parameter_steps():
+    """Steps taken on the per-parameter path in between must not leave the fused path's step count stale."""
+    from minifb import kernels
+    w = np.random.default_rng(1).standard_normal(3).astype(np.float32)
+    a, b = Tensor(w.copy(), requires_grad=True), Tensor(w.copy(), requires_grad=True)
+    opt_a, opt_b = optim.Adam([a], lr=0.1), optim.Adam([b], lr=0.1)
+    for mode in ["emulate", "off", "emulate"]:
+        a.grad, b.grad = np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32)
+        with kernels.use(mode):
+            opt_a.step()
+        with kernels.use("off"):
+            opt_b.step()
+    assert opt_a.state[0]["step"] == opt_b.state[0]["step"] == 3
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-5)
+
+
+def test_sgd_weight_decay_is_the_fourth_positional_argument():
+    expected = run(optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-2)
+    p = Tensor(W0.copy(), requires_grad=True)
+    opt = optim.SGD([p], 0.1, 0.9, 1e-2)
+    assert opt.weight_decay == 1e-2 and opt.dampening == 0.0
+    for g in GRADS:
+        p.grad = g.copy()
+        opt.step()
+    np.testing.assert_array_equal(p.data, expected)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import minifb as mf
+    from minifb import nn
+
+    mf.manual_seed(0)
+    result = doctest.testmod(optim, extraglobs={"mf": mf, "nn": nn, "np": np})
+    assert result.attempted > 0 and result.failed == 0

@@ -119,3 +119,30 @@ def test_loads_onto_the_module_device(tmp_path):
     cpu = serialization.load(Block(seed=2), tmp_path / "from_gpu.npz")
     for k, v in values(cpu).items():
         np.testing.assert_array_equal(v, values(Block(seed=0))[k])
+
+
+@pytest.mark.parametrize("name", ["file", "allow_pickle"])
+def test_names_that_are_savez_keywords_round_trip(tmp_path, name):
+    def make(value):
+        module = Module()
+        setattr(module, name, Parameter(np.full(2, value, np.float32)))
+        module.other = Parameter(np.full(3, value, np.float32))
+        return module
+
+    path = serialization.save(make(1.5), tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as f:                # still a plain .npz
+        assert sorted(f.files) == sorted([name, "other"])
+        np.testing.assert_array_equal(f[name], [1.5, 1.5])
+    dst = serialization.load(make(0.0), path)
+    np.testing.assert_array_equal(getattr(dst, name).numpy(), [1.5, 1.5])
+    np.testing.assert_array_equal(dst.other.numpy(), [1.5, 1.5, 1.5])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import minifb as mf
+    from minifb import nn
+
+    result = doctest.testmod(serialization, extraglobs={"mf": mf, "nn": nn, "np": np})
+    assert result.attempted > 0 and result.failed == 0

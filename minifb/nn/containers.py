@@ -52,6 +52,7 @@ class Chain(LayerSequence, Module):
         self.layers = list(layers)
 
     def forward(self, x):
+        """Apply the layers in order; the shapes are the first layer's input and the last one's output."""
         for layer in self.layers:
             x = layer(x)
         return x
@@ -77,6 +78,7 @@ class SkipConnection(Module):
         self.connection = connection
 
     def forward(self, x):
+        """Return ``connection(layer(x), x)``; the shapes are those of ``layer`` and ``connection``."""
         return self.connection(self.layer(x), x)
 
     def _repr_args(self):
@@ -105,6 +107,7 @@ class Parallel(Module):
         self.layers = list(layers)
 
     def forward(self, x):
+        """Return ``connection(l1(x), l2(x), ...)``; each branch takes ``x``, the output shape is ``connection``'s."""
         return self.connection(*(layer(x) for layer in self.layers))
 
     def _repr_args(self):

@@ -66,6 +66,7 @@ class Splitter(Module):
         self.name = name
 
     def forward(self, x):
+        """Raise: a Splitter passes ``x`` unchanged only inside a FeedbackChain or FeedbackTree."""
         raise RuntimeError(f'Splitter("{self.name}") was called outside a FeedbackChain/FeedbackTree; '
                            "Splitters only work directly in one (or in a Chain nested in one)")
 
@@ -108,6 +109,7 @@ class Merger(Module):
         self.combine = combine
 
     def forward(self, x):
+        """Raise: a Merger needs the feedback state (see :meth:`merge`, same shape in and out)."""
         raise RuntimeError(f'Merger("{self.name}") was called outside a FeedbackChain/FeedbackTree; '
                            "it needs the feedback state, so put it in one")
 

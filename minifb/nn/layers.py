@@ -41,11 +41,16 @@ def kaiming_uniform_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
-def _pair(name: str, value, layer: str) -> tuple:
-    """An int or a pair of ints as a pair (for kernel sizes)."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
-        raise ValueError(f"{layer}: {name} must be a positive int or a pair of them, got {value!r}")
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _pair(name: str, value, layer: str, minimum: int = 1) -> tuple:
+    """An int or a pair of ints, each at least ``minimum``, as a pair (kernel sizes, strides, ...)."""
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(_is_int(v) and v >= minimum for v in pair):
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{layer}: {name} must be {what} or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair)
 
 
@@ -87,6 +92,7 @@ class AffineLayer(Module):
         return y if self.activation is None else self.activation(y)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return ``activation(linear(x) + bias)``; the shapes are the subclass's (see its Shapes)."""
         y, axis = self.pre_activation(x)
         return self.finish(y, axis)
 
@@ -126,6 +132,7 @@ class Dense(AffineLayer):
         self.activation = activation
 
     def pre_activation(self, x):
+        """Return ``(x @ weight.T, last axis)``: ``(..., in_features) -> (..., out_features)``, no bias."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
@@ -152,16 +159,39 @@ class _ConvBase(AffineLayer):
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
 
+    def _check_geometry(self, name, stride, padding, dilation, output_padding=None):
+        """Check stride, padding, dilation (and output_padding) at construction, naming the layer."""
+        stride = _pair("stride", stride, name)
+        dilation = _pair("dilation", dilation, name)
+        if isinstance(padding, str) and output_padding is None:
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int, a pair of ints, 'same' or 'valid', "
+                                 f"got {padding!r}")
+            if padding == "same" and stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
+        else:
+            _pair("padding", padding, name, minimum=0)
+        if output_padding is not None:
+            for op, st, d in zip(_pair("output_padding", output_padding, name, minimum=0), stride, dilation):
+                if op >= max(st, d):
+                    raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than "
+                                     f"stride={stride} or dilation={dilation}")
+
     def pre_activation(self, x):
+        """Return ``(conv(x, weight), channel axis)``: ``([N,] C_in, H, W) -> ([N,] C_out, OH, OW)``, no bias."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W) "
                              f"or ({self.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.ndim == 3:  # one image: add a batch axis and take it away again
-            y = self._convolve(F.reshape(x, (1,) + tuple(x.shape)))
-            return F.reshape(y, y.shape[1:]), 0
-        return self._convolve(x), 1
+        batched = x.ndim == 4
+        if not batched:  # one image: add a batch axis and take it away again
+            x = F.reshape(x, (1,) + tuple(x.shape))
+        try:
+            y = self._convolve(x)
+        except ValueError as e:  # e.g. an input smaller than the kernel: say which layer
+            raise ValueError(f"{self!r}: {e}") from e
+        return (y, 1) if batched else (F.reshape(y, y.shape[1:]), 0)
 
     def _repr_args(self):
         args = [str(self.in_channels), str(self.out_channels), _show(self.kernel_size)] + self._tail_args()
@@ -203,6 +233,7 @@ class Conv(_ConvBase):
         self._check_groups("Conv", in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair("kernel_size", kernel_size, "Conv")
+        self._check_geometry("Conv", stride, padding, dilation)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, int(groups)
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = kaiming_uniform_bound(fan_in)
@@ -244,6 +275,9 @@ class ConvTranspose(_ConvBase):
         self._check_groups("ConvTranspose", in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair("kernel_size", kernel_size, "ConvTranspose")
+        if isinstance(padding, str):
+            raise ValueError(f"ConvTranspose: padding must be an int or a pair of ints, got {padding!r}")
+        self._check_geometry("ConvTranspose", stride, padding, dilation, output_padding)
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
         self.dilation, self.groups = dilation, int(groups)
         # PyTorch computes the fan-in of a transposed convolution from weight.shape[1]
@@ -267,8 +301,12 @@ class _Pool(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
+        """Pool each channel: ``(N, C, H, W) -> (N, C, OH, OW)``."""
         _check_images(self, x)
-        return type(self)._fn(x, self.kernel_size, stride=self.stride, padding=self.padding)
+        try:
+            return type(self)._fn(x, self.kernel_size, stride=self.stride, padding=self.padding)
+        except ValueError as e:  # e.g. a window larger than the input: say which layer
+            raise ValueError(f"{self!r}: {e}") from e
 
     def _repr_args(self):
         args = [repr(self.kernel_size)]
@@ -320,6 +358,7 @@ class GlobalMaxPool(Module):
     """
 
     def forward(self, x):
+        """Return the maximum of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``."""
         _check_images(self, x)
         return F.max(x, axis=(2, 3), keepdims=True)
 
@@ -336,6 +375,7 @@ class GlobalMeanPool(Module):
     """
 
     def forward(self, x):
+        """Return the mean of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``."""
         _check_images(self, x)
         return F.mean(x, axis=(2, 3), keepdims=True)
 
@@ -352,6 +392,7 @@ class Flatten(Module):
     """
 
     def forward(self, x):
+        """Flatten all axes after the first: ``(N, d1, d2, ...) -> (N, d1·d2·...)``."""
         if x.ndim < 2:
             raise ValueError(f"Flatten: expected a batch of at least 2 dimensions, got shape {tuple(x.shape)}")
         return F.flatten(x, 1)
@@ -366,21 +407,29 @@ class Dropout(Module):
     In evaluation mode (``model.eval()``) it is the identity.
 
     Args:
-        p: drop probability in ``[0, 1)``.
+        p: drop probability in ``[0, 1]``; with ``p = 1`` training mode gives
+            all zeros (as PyTorch: ``x * 0``).
 
     Example:
         >>> drop = nn.Dropout(0.5)
         >>> drop.eval()(mf.ones(4)).tolist()
         [1.0, 1.0, 1.0, 1.0]
+        >>> nn.Dropout(1.0)(mf.ones(3)).tolist()
+        [0.0, 0.0, 0.0]
     """
 
     def __init__(self, p: float = 0.5):
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
         self.p = float(p)
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training)
+        """Drop elements in training mode (identity in evaluation mode); the shape is unchanged."""
+        if not self.training:
+            return x
+        if self.p == 1:
+            return x * 0.0  # everything dropped; F.dropout refuses p = 1, its 1 / (1 - p) scaling undefined
+        return F.dropout(x, self.p)
 
     def _repr_args(self):
         return [repr(self.p)]
@@ -393,14 +442,18 @@ class BatchNorm(Module):
     Training mode: ``y = activation(gamma * (x - mean) / sqrt(var + eps) + beta)``
     with the batch's mean and (biased) variance over every axis but 1, and
     ``running = (1 - momentum) * running + momentum * batch_stat`` (the running
-    variance uses the unbiased batch variance).  Evaluation mode uses the
-    running statistics.
+    variance uses the unbiased batch variance).  With ``momentum=None`` the
+    running statistics are the plain average over all batches seen (PyTorch's
+    cumulative moving average): ``momentum = 1 / num_batches_tracked``.
+    Evaluation mode uses the running statistics.
 
     Args:
         num_features: the number of channels C.
         activation: a callable applied to the result, or ``None`` (Flux's argument).
         eps: added to the variance.
-        momentum: weight of the new batch in the running statistics.
+        momentum: weight of the new batch in the running statistics, in
+            ``[0, 1]``, or ``None`` for the cumulative average (this adds the
+            buffer ``num_batches_tracked``, a 0-d int64 count).
         affine: learn ``weight`` (gamma, ones) and ``bias`` (beta, zeros).
 
     Shapes:
@@ -413,20 +466,25 @@ class BatchNorm(Module):
         (8, 3, 4, 4)
     """
 
-    def __init__(self, num_features: int, activation=None, *, eps: float = 1e-5, momentum: float = 0.1,
+    def __init__(self, num_features: int, activation=None, *, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True):
         if num_features < 1:
             raise ValueError(f"BatchNorm: num_features must be positive, got {num_features}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum!r}")
         self.num_features = int(num_features)
         self.activation = activation
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps, self.momentum = float(eps), None if momentum is None else float(momentum)
         dtype = backend.DEFAULT_DTYPE
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
         self.running_mean = Buffer(np.zeros(num_features, dtype))
         self.running_var = Buffer(np.ones(num_features, dtype))
+        if momentum is None:
+            self.num_batches_tracked = Buffer(np.zeros((), np.int64))
 
     def forward(self, x):
+        """Normalise each channel: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``, shape unchanged."""
         if not isinstance(x, Tensor) or x.ndim not in (2, 3, 4) or x.shape[1] != self.num_features:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self!r}: expected input of shape (N, {self.num_features}, ...) with 2 to 4 "
@@ -458,6 +516,9 @@ class BatchNorm(Module):
 
     def _update_running(self, mean, var, count):
         m = self.momentum
+        if m is None:
+            self.num_batches_tracked.data += 1  # in place: a 0-d array stays an array
+            m = 1.0 / float(self.num_batches_tracked.data)
         with no_grad():
             batch_mean = mean.data.reshape(-1)
             batch_var = var.data.reshape(-1) * (count / (count - 1))
@@ -503,6 +564,7 @@ class LRN(Module):
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
 
     def forward(self, x):
+        """Normalise across neighbouring channels: ``(N, C, ...)``, shape unchanged."""
         if not isinstance(x, Tensor) or x.ndim < 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self!r}: expected input of shape (N, C, ...), got {shape}")
@@ -537,6 +599,7 @@ class Lambda(Module):
         self.fn = fn
 
     def forward(self, x):
+        """Return ``fn(x)``; the shapes are ``fn``'s."""
         return self.fn(x)
 
     def _repr_args(self):

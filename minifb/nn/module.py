@@ -118,6 +118,7 @@ class Module:
 
     # ---- calling -------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
+        """Compute the output from the inputs; each subclass documents its shapes."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
     def __call__(self, *args, **kwargs):
@@ -301,12 +302,14 @@ class Module:
     def _repr_args(self) -> list:
         """The argument strings shown by ``repr``; layers override this.
 
-        The default shows the direct sub-modules as ``name=...``.
+        The default shows the direct sub-modules as ``name=...``, including
+        those kept in lists, tuples and dicts (``blocks=[Dense(2, 2), ...]``).
         """
         out = []
         for name, value in self._public_attributes():
-            if isinstance(value, Module):
-                out.append(f"{name}={value!r}")
+            shown = _repr_modules(value)
+            if shown is not None:
+                out.append(f"{name}={shown}")
         return out
 
     def __repr__(self):
@@ -363,6 +366,29 @@ def format_call(name: str, args: list, width: int = 80) -> str:
 def _raw(value):
     """The backend array behind a Tensor, or the value itself."""
     return value.data if isinstance(value, Tensor) else value
+
+
+def _repr_modules(value):
+    """The repr of ``value`` showing only the Modules in it (through lists, tuples and dicts), or ``None``."""
+    if isinstance(value, Module):
+        return repr(value)
+    if isinstance(value, dict):
+        shown = [(k, _repr_modules(v)) for k, v in value.items()]
+        items, brackets = [f"{k!r}: {r}" for k, r in shown if r is not None], "{}"
+    elif isinstance(value, (list, tuple)):
+        items = [r for r in map(_repr_modules, value) if r is not None]
+        brackets = "[]" if isinstance(value, list) else "()"
+        if isinstance(value, tuple) and len(items) == 1:
+            items[0] += ","
+    else:
+        return None
+    if not items:
+        return None
+    one = brackets[0] + ", ".join(items) + brackets[1]
+    if len(one) <= 60 and "\n" not in one:
+        return one
+    inner = "\n".join(textwrap.indent(item, "  ") + "," for item in items)
+    return f"{brackets[0]}\n{inner}\n{brackets[1]}"
 
 
 def _direct_modules(items):

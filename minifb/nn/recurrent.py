@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
@@ -96,6 +98,7 @@ class Recur(Module):
         self._state = value
 
     def forward(self, x):
+        """One step: ``state, y = cell(state, x)``; returns ``y`` (the shapes are the cell's)."""
         if self._state is None:
             if not hasattr(self.cell, "initial_state"):
                 raise ValueError(f"Recur: no initial state given and {describe(self.cell)} has no "
@@ -152,6 +155,14 @@ def unroll(recur, xs) -> list:
 
 
 # ---- the classic cells --------------------------------------------------------------------
+def _broadcast(a: tuple, b: tuple):
+    """The broadcast of two shapes, or ``None`` when they do not broadcast."""
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        return None
+
+
 class _Cell(Module):
     """Shared parts of RNNCell, LSTMCell and GRUCell: PyTorch's parameter names and init."""
 
@@ -185,9 +196,22 @@ class _Cell(Module):
             shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
             raise ValueError(f"{self!r}: expected state {what} of shape (..., {self.hidden_size}), got {shape}")
 
+    def _check_step(self, x, **state):
+        """Check the input and each state tensor, and that the state's batch axes fit the input's.
+
+        A state may be unbatched (or broadcast) into the batch (a learned initial
+        state), but never enlarge it.
+        """
+        self._check_input(x)
+        batch = tuple(x.shape[:-1])
+        for what, t in state.items():
+            self._check_hidden(t, what)
+            if _broadcast(tuple(t.shape[:-1]), batch) != batch:
+                raise ValueError(f"{self!r}: state {what} of shape {tuple(t.shape)} does not fit input of shape "
+                                 f"{tuple(x.shape)} (expected {batch + (self.hidden_size,)})")
+
     def _gates(self, x, h):
         """``(x W_ih^T + b_ih, h W_hh^T + b_hh)``, each (..., gates·H)."""
-        self._check_input(x)
         return F.linear(x, self.weight_ih, self.bias_ih), F.linear(h, self.weight_hh, self.bias_hh)
 
     def _chunk(self, t, k):
@@ -230,8 +254,8 @@ class RNNCell(_Cell):
         self.activation = activation
 
     def forward(self, h, x):
-        self._check_input(x)
-        self._check_hidden(h)
+        """One step: ``h`` (..., H) and ``x`` (..., input_size) -> ``(h', y)``, each (..., H)."""
+        self._check_step(x, h=h)
         pre = F.linear(x, self.weight_ih) + F.linear(h, self.weight_hh)
         act = F.activation_name(self.activation)
         if self.bias_ih is not None and act is not None:  # one fused op for both biases and the activation
@@ -274,11 +298,11 @@ class LSTMCell(_Cell):
         return h, Tensor(h.data.copy())
 
     def forward(self, state, x):
+        """One step: ``(h, c)``, each (..., H), and ``x`` (..., input_size) -> ``((h', c'), y)``, y (..., H)."""
         if not (isinstance(state, tuple) and len(state) == 2):
             raise TypeError(f"{self!r}: the state must be the pair (h, c), got {type(state).__name__}")
         h, c = state
-        self._check_hidden(h, "h")
-        self._check_hidden(c, "c")
+        self._check_step(x, h=h, c=c)
         gi, gh = self._gates(x, h)
         # one fused op for the gate activations and both state updates (a kernel on the GPU);
         # its output is [h' | c'] along the last axis
@@ -308,7 +332,8 @@ class GRUCell(_Cell):
     gates = 3
 
     def forward(self, h, x):
-        self._check_hidden(h)
+        """One step: ``h`` (..., H) and ``x`` (..., input_size) -> ``(h', y)``, each (..., H)."""
+        self._check_step(x, h=h)
         gi, gh = self._gates(x, h)
         h = F.gru_pointwise(gi, gh, h)  # r, z, n and (1 - z) * n + z * h in one fused op
         return h, h
@@ -361,6 +386,7 @@ class ConvLSTMCell(Module):
             raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W), got {shape}")
 
     def forward(self, state, x):
+        """One step: ``(h, c)``, each (N, Hc, H, W), and ``x`` (N, C_in, H, W) -> ``((h', c'), y)``."""
         if not (isinstance(state, tuple) and len(state) == 2):
             raise TypeError(f"{self!r}: the state must be the pair (h, c), got {type(state).__name__}")
         self._check_input(x)
