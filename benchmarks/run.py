@@ -113,6 +113,10 @@ SHAPES = {
     "smoke": {"W1": {"batch": 8, "T": 2}, "W2": {"batch": 2, "T": 2}, "W3": {"batch": 4, "T": 3}},
 }
 
+WORKLOADS = ("W1", "W2", "W3")
+MICRO_CASES = ("conv2d", "conv_transpose2d", "matmul")
+"""The case names: ``--profile`` takes one of them, ``--only`` a comma-separated list (``micro``: all three)."""
+
 TARGETS = {"W1": 1.2, "W2": 1.5, "W3": 1.5, "conv2d": 1.5, "conv_transpose2d": 1.5, "matmul": 1.1}
 MEMORY_TARGETS = {"W2": 1.5}
 
@@ -717,7 +721,7 @@ def profile(name: str, mode: str, steps: int, top: int = 25) -> None:
     import cProfile
     import pstats
 
-    if name in ("W1", "W2", "W3"):
+    if name in WORKLOADS:
         case = build(name, None, mode)
     else:
         case = next(c for c in build_micro(None, small=mode == "smoke") if c.name == name)
@@ -733,18 +737,44 @@ def profile(name: str, mode: str, steps: int, top: int = 25) -> None:
 
 
 # ================================================================================ main
+def _case_list(text: str) -> set:
+    """``--only``: comma-separated case names, each one of ``WORKLOADS``, ``MICRO_CASES`` or ``micro``."""
+    valid = WORKLOADS + MICRO_CASES + ("micro",)
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = sorted(names - set(valid))
+    if unknown or not names:
+        what = f"unknown case(s) {', '.join(map(repr, unknown))}" if unknown else f"no case names in {text!r}"
+        raise argparse.ArgumentTypeError(f"{what}; choose from {', '.join(valid)}")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    """``--threads``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> dict:
+    """Parse the command line, run the benchmarks, print the tables; return the results as a dict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and T values (< 2 minutes)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (for tests)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    parser.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    parser.add_argument("--only", type=_case_list, default=set(), metavar="CASE,...",
+                        help=f"comma-separated cases to run, from {', '.join(WORKLOADS + MICRO_CASES)} "
+                             "and micro (all three micro cases); default: all")
     parser.add_argument("--no-scaling", action="store_true", help="skip the T sweep")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=_positive_int, default=2,
                         help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks. "
                              "On a busy machine 1 thread gives steadier ratios (no spinning thread waits for a core)")
-    parser.add_argument("--profile", metavar="CASE",
-                        help="profile CASE's minifb step with cProfile (W1, W2, W3, conv2d, ...) and exit")
+    parser.add_argument("--profile", metavar="CASE", choices=WORKLOADS + MICRO_CASES,
+                        help=f"profile CASE's minifb step with cProfile and exit; one of "
+                             f"{', '.join(WORKLOADS + MICRO_CASES)}")
     parser.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -757,7 +787,7 @@ def main(argv=None) -> dict:
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = SETTINGS[mode]
-    only = {s for s in args.only.split(",") if s}
+    only = args.only
     threads = 1 if mode == "smoke" else args.threads  # smoke: 1 thread, no spinning on a busy machine
     settle = 0.0 if mode == "smoke" else SETTLE_S
     torch = _import_torch(threads)
@@ -771,8 +801,8 @@ def main(argv=None) -> dict:
     result["gemm"] = gemm_rate(torch, cfg["gemm_n"])
 
     # ---- main table
-    cases = [build(n, torch, mode) for n in ("W1", "W2", "W3") if not only or n in only]
-    if not only or only & {"conv2d", "conv_transpose2d", "matmul", "micro"}:
+    cases = [build(n, torch, mode) for n in WORKLOADS if not only or n in only]
+    if not only or only & {*MICRO_CASES, "micro"}:
         cases += [c for c in build_micro(torch, small=mode == "smoke") if not only or "micro" in only or c.name in only]
     rows = []
     for case in cases:

@@ -12,7 +12,8 @@ Subcommands::
 ``train`` writes ``DIR/model.npz`` (after every epoch, so Ctrl-C keeps the last
 checkpoint), ``DIR/metrics.json`` and ``DIR/curves.png``. ``evaluate`` reads the
 run's ``metrics.json`` beside the weights for its defaults (model, size, steps).
-Bad arguments give one line on stderr and exit status 2; Ctrl-C exits with 130.
+Bad arguments, and files or folders that cannot be read or written, give one line
+on stderr (``minifb: error: ...``) and exit status 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -36,8 +38,19 @@ class UsageError(Exception):
     """A bad command line; its message is printed as one line."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, never breaking a line inside a hyphenated name (``spoerer-BLT``)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of printing usage and exiting."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(message)
@@ -77,8 +90,11 @@ def _choice(options, what):
 
 
 def _model_name(text):
+    """A name from ``models.MODEL_NAMES``; a Spoerer kind alone (``BLT``) is short for ``spoerer-BLT``."""
     from . import models
 
+    if text in models.SPOERER_KINDS:
+        return f"spoerer-{text}"
     if text not in models.MODEL_NAMES:
         raise argparse.ArgumentTypeError(f"unknown model {text!r}: expected one of {', '.join(models.MODEL_NAMES)}")
     return text
@@ -92,6 +108,19 @@ def _model_list(text):
 
 
 _D = mftrain.DEFAULTS
+_DEVICES = ("cpu", "cuda")
+
+
+def _one_of(names) -> str:
+    return "one of " + ", ".join(names)
+
+
+def _model_help() -> str:
+    from . import models
+
+    return f"{_one_of(models.MODEL_NAMES)} (a Spoerer kind alone, e.g. BLT, is short for spoerer-BLT)"
+
+
 COMPARE_MODELS = ("spoerer-B", "spoerer-BK", "spoerer-BF", "spoerer-BL", "spoerer-BT", "spoerer-BLT")
 """What ``minifb compare`` trains by default: the feedforward control B and its two wider controls (BK: larger
 kernels, BF: more feature maps; closer to the recurrent models' parameter counts, as in Spoerer et al.), then
@@ -110,13 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, epochs_default, size_help="default 16 for spoerer-*, 28 for lenet5*"):
         p.add_argument("--data", default=_D["data"], help="digits (shipped, default) or mnist:DIR")
-        p.add_argument("--steps", type=_int_at_least(1), default=_D["steps"], help="timesteps T per image")
-        p.add_argument("--epochs", type=_int_at_least(0), default=epochs_default)
-        p.add_argument("--batch", type=_int_at_least(1), default=_D["batch"])
-        p.add_argument("--lr", type=_positive_float, default=_D["lr"], help="peak learning rate (cosine decay)")
-        p.add_argument("--optimizer", type=_choice(mftrain.OPTIMIZERS, "optimizer"), default=_D["optimizer"])
-        p.add_argument("--device", type=_choice(("cpu", "cuda"), "device"), default=_D["device"])
-        p.add_argument("--seed", type=int, default=_D["seed"])
+        p.add_argument("--steps", type=_int_at_least(1), default=_D["steps"], help="timesteps T per image (default %(default)s)")
+        p.add_argument("--epochs", type=_int_at_least(0), default=epochs_default,
+                       help="passes over the training set (default %(default)s)")
+        p.add_argument("--batch", type=_int_at_least(1), default=_D["batch"],
+                       help="images per optimiser step (default %(default)s)")
+        p.add_argument("--lr", type=_positive_float, default=_D["lr"],
+                       help="peak learning rate, cosine decay (default %(default)s)")
+        p.add_argument("--optimizer", type=_choice(mftrain.OPTIMIZERS, "optimizer"), default=_D["optimizer"],
+                       metavar="NAME", help=f"{_one_of(mftrain.OPTIMIZERS)} (default %(default)s)")
+        p.add_argument("--device", type=_choice(_DEVICES, "device"), default=_D["device"], metavar="DEVICE",
+                       help=f"{_one_of(_DEVICES)} (default %(default)s)")
+        p.add_argument("--seed", type=int, default=_D["seed"],
+                       help="seed of the weights, the data split and the corruptions (default %(default)s)")
         p.add_argument("--size", type=_int_at_least(2), default=None,
                        help=f"image side in pixels ({size_help})")
         p.add_argument("--features", type=_int_at_least(1), default=None,
@@ -125,43 +160,56 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use only the first N training and N test images")
         p.add_argument("--truncate", type=_int_at_least(1), default=None,
                        help="truncated BPTT: detach the state every K steps")
-        p.add_argument("--clip", type=_positive_float, default=_D["clip"], help="gradient-norm clip")
-        p.add_argument("--weight-decay", type=float, default=_D["weight_decay"])
+        p.add_argument("--clip", type=_positive_float, default=_D["clip"],
+                       help="gradient-norm clip (default %(default)s)")
+        p.add_argument("--weight-decay", type=float, default=_D["weight_decay"],
+                       help="L2 penalty for sgd and adam, decoupled decay for adamw (default %(default)s; "
+                            "adamw uses 0.01 when it is 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     corruptions = _choice(mfdata.CORRUPTIONS, "corruption")
+    corrupt_names = _one_of(mfdata.CORRUPTIONS)
     p = sub.add_parser("train", help="train a model with the recurrent protocol")
-    p.add_argument("--model", type=_model_name, default=_D["model_name"])
-    p.add_argument("--corrupt", type=corruptions, default="none", help="train and test on corrupted images")
+    p.add_argument("--model", type=_model_name, default=_D["model_name"], metavar="MODEL",
+                   help=f"{_model_help()}; default %(default)s")
+    p.add_argument("--corrupt", type=corruptions, default="none", metavar="NAME",
+                   help=f"train and test on corrupted images: {corrupt_names} (default %(default)s)")
     p.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
     common(p, _D["epochs"])
 
     p = sub.add_parser("evaluate", help="accuracy per timestep of saved weights")
     p.add_argument("--weights", required=True, help="a model.npz written by minifb train")
-    p.add_argument("--model", type=_model_name, default=None, help="default: from metrics.json beside the weights")
-    p.add_argument("--corrupt", type=corruptions, default="none")
+    p.add_argument("--model", type=_model_name, default=None, metavar="MODEL",
+                   help=f"{_model_help()}; default: from metrics.json beside the weights")
+    p.add_argument("--corrupt", type=corruptions, default="none", metavar="NAME",
+                   help=f"test on corrupted images: {corrupt_names} (default %(default)s)")
     p.add_argument("--level", type=float, default=None, help="corruption strength (default per corruption)")
     p.add_argument("--data", default=None, help="default: from metrics.json, else digits")
     p.add_argument("--size", type=_int_at_least(2), default=None, help="default: from metrics.json")
     p.add_argument("--features", type=_int_at_least(1), default=None, help="default: from metrics.json")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="default: from metrics.json")
-    p.add_argument("--seed", type=int, default=None, help="split and corruption seed")
-    p.add_argument("--limit", type=_int_at_least(1), default=None)
-    p.add_argument("--device", type=_choice(("cpu", "cuda"), "device"), default="cpu")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the data split and the corruption (default: from metrics.json, else 0)")
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N test images")
+    p.add_argument("--device", type=_choice(_DEVICES, "device"), default="cpu", metavar="DEVICE",
+                   help=f"{_one_of(_DEVICES)} (default %(default)s)")
 
     p = sub.add_parser("compare", help="feedforward control against feedback models, matched budgets")
-    p.add_argument("--models", type=_model_list, default=list(COMPARE_MODELS),
-                   help=f"comma-separated, control first (default {','.join(COMPARE_MODELS)})")
-    p.add_argument("--corrupt", type=corruptions, default="debris",
-                   help="training corruption (default debris, as in Spoerer et al.; none trains on clean digits)")
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--models", type=_model_list, default=list(COMPARE_MODELS), metavar="MODEL,...",
+                   help=f"comma-separated, control first, each {_model_help()} "
+                        f"(default {', '.join(COMPARE_MODELS)})")
+    p.add_argument("--corrupt", type=corruptions, default="debris", metavar="NAME",
+                   help=f"training corruption: {corrupt_names} (default debris, as in Spoerer et al.; "
+                        "none trains on clean digits)")
+    p.add_argument("--out", default="runs/compare", help="output directory (default %(default)s)")
     common(p, _D["epochs"], size_help=f"default {COMPARE_SIZE}, or 28 with a LeNet model")
 
     p = sub.add_parser("show", help="print a model with its feedback paths; optionally write Graphviz .dot")
-    p.add_argument("model", type=_model_name)
+    p.add_argument("model", type=_model_name, metavar="MODEL", help=_model_help())
     p.add_argument("--size", type=_int_at_least(2), default=None,
                    help="image side (default 16 for spoerer-*, 28 for lenet5*)")
-    p.add_argument("--features", type=_int_at_least(1), default=None)
+    p.add_argument("--features", type=_int_at_least(1), default=None,
+                   help="feature maps per layer of spoerer-* models (default 32)")
     p.add_argument("--dot", default=None, help="write a Graphviz .dot file here")
     return parser
 
@@ -234,7 +282,11 @@ def cmd_evaluate(args) -> int:
     net = mftrain.build_model(model, size, classes=ds.classes, channels=ds.image_shape[0], features=features)
     try:
         load(net, args.weights)
-    except (KeyError, ValueError) as err:
+    except KeyError as err:
+        raise ValueError(f"{args.weights} does not fit {model} at size {size}: {err}") from None
+    except ValueError as err:
+        if "does not match" not in str(err):  # not a weights file at all: load's message says so
+            raise
         raise ValueError(f"{args.weights} does not fit {model} at size {size}: {err}") from None
     net.to(args.device)
     x, y = mftrain.corrupted(ds, ds.x_test, ds.y_test, args.corrupt, np.random.default_rng(seed + 1), args.level)
@@ -436,7 +488,18 @@ def render_text(net, title: str | None = None) -> str:
     (``+-->``) at the next timestep; nested Chains are indented.
 
     Example:
-        >>> print(render_text(models.build("lenet5_fb", input_size=16)))
+        >>> import operator
+        >>> net = nn.FeedbackChain(nn.Merger("h", nn.Dense(4, 4), operator.add),
+        ...                        nn.Dense(4, 4, mf.relu), nn.Splitter("h"))
+        >>> print(render_text(net))
+             FeedbackChain(
+        +-->   Merger("h", Dense(4, 4), +)
+        |      Dense(4, 4, relu)
+        +---   Splitter("h")   (fed back at the next timestep)
+             )
+        <BLANKLINE>
+        1 feedback path(s), each from a Splitter to a Merger one timestep later:
+          Splitter("h") -> Merger("h") via Dense(4, 4)
     """
     rows = _flatten(net)
     paths = _paths(rows)
@@ -520,7 +583,11 @@ def main(argv=None) -> int:
     """Run the ``minifb`` command line; return the exit status (0 ok, 2 bad arguments, 130 interrupted).
 
     Example:
-        >>> main(["show", "lenet5_fb"])
+        >>> main(["show", "spoerer-BT", "--size", "8"])  # doctest: +ELLIPSIS
+        spoerer-BT for 1x8x8 images, 13,994 parameters
+        ...
+        1 feedback path(s), each from a Splitter to a Merger one timestep later:
+          Splitter("l2") -> Merger("l2") via ConvTranspose(...)
         0
     """
     parser = build_parser()
@@ -530,7 +597,11 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"minifb: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except OSError as err:  # a file or directory that cannot be read or written
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        print("minifb: error: " + " ".join(text.split()), file=sys.stderr)
+        return 2
+    except ValueError as err:
         print("minifb: error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

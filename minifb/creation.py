@@ -45,6 +45,8 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
 
     Example:
         >>> mf.tensor([[1, 2], [3, 4]], dtype="float32", requires_grad=True)
+        tensor([[1., 2.],
+                [3., 4.]], requires_grad=True)
         >>> mf.tensor([mf.tensor(1.0), mf.tensor(2.0)]).shape
         (2,)
     """

@@ -581,7 +581,8 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
         A scalar, or per-sample losses for ``"none"``.
 
     Example:
-        >>> F.cross_entropy(mf.randn(4, 10, requires_grad=True), mf.tensor([1, 0, 9, 3]))
+        >>> F.cross_entropy(mf.zeros(4, 10, requires_grad=True), mf.tensor([1, 0, 9, 3]))  # uniform: log 10
+        tensor(2.3026, grad_fn=CrossEntropy)
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -625,11 +626,14 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tenso
 def dropout(x, p=0.5, training=True) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (identity when not training).
 
-    A boolean or integer input is first converted to float32.
+    A boolean or integer input is first converted to float32. With ``p = 1``
+    training gives zeros (as in PyTorch; there is nothing left to scale).
     """
     x = _floating("dropout", x)
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
         return x
+    if p == 1:
+        return x * 0.0
     return dropout_ops.Dropout.apply(x, p=p)

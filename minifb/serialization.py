@@ -56,8 +56,10 @@ def save(module, path) -> str:
         ``path`` as a string.
 
     Example:
-        >>> mf.save(net, "checkpoint.npz")  # doctest: +SKIP
-        'checkpoint.npz'
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     mf.save(nn.Dense(3, 2), f"{folder}/checkpoint.npz").endswith("/checkpoint.npz")
+        True
     """
     _check_module("save", module)
     path = os.fspath(path)
@@ -95,15 +97,32 @@ def load(module, path):
     Raises:
         ValueError: the file's names or shapes differ from the module's; the
             message lists the missing names, the unexpected names and each
-            shape difference.  Nothing is changed in that case.
+            shape difference; or the file is not an ``.npz`` archive.
+            Nothing is changed in that case.
         FileNotFoundError: no such file.
 
     Example:
-        >>> net = mf.load(models.lenet5(), "lenet5.npz")  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = mf.save(nn.Dense(3, 2), f"{folder.name}/dense.npz")
+        >>> net = mf.load(nn.Dense(3, 2), path)          # a fresh Dense with the saved values
+        >>> mf.load(nn.Dense(3, 4), path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: load: '.../dense.npz' does not match Dense
+          shape differences: weight: file (2, 3) vs module (4, 3); bias: file (2,) vs module (4,)
+        >>> folder.cleanup()
     """
     _check_module("load", module)
     path = os.fspath(path)
-    with np.load(path, allow_pickle=False) as f:
+    not_weights = f"load: {path!r} is not a minifb weights file (an .npz archive written by minifb.save)"
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile):  # neither .npz nor .npy: NumPy would try to unpickle it
+        raise ValueError(not_weights) from None
+    if not hasattr(npz, "files"):  # a single .npy array
+        raise ValueError(not_weights)
+    with npz as f:
         arrays = {name: f[name] for name in f.files}
     expected = _expected_shapes(module)
     missing = [n for n in expected if n not in arrays]

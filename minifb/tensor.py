@@ -48,11 +48,16 @@ class no_grad:
     runs, and back to the caller's setting at each ``yield``.
 
     Example:
+        >>> x = mf.randn(3, requires_grad=True)
         >>> with no_grad():
-        ...     y = x * 2          # y.requires_grad is False
+        ...     y = x * 2
+        >>> y.requires_grad
+        False
         >>> @no_grad
-        ... def evaluate(model, x):
-        ...     return model(x)
+        ... def double(x):
+        ...     return x * 2
+        >>> double(x).requires_grad
+        False
     """
 
     def __new__(cls, fn=None):

@@ -46,3 +46,33 @@ def test_runner_smoke_writes_json(tmp_path, capsys):
 
     runner.main(["--profile", "W1", "--smoke", "--quick"])  # the profiling entry point runs too
     assert "ms/step under cProfile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "nope"], "unknown case(s) 'nope'"),
+    (["--only", "Matmul"], "unknown case(s) 'Matmul'"),
+    (["--only", "W1,W9"], "unknown case(s) 'W9'"),
+    (["--only", ","], "no case names"),
+    (["--profile", "nope"], "invalid choice: 'nope'"),
+    (["--threads", "0"], "must be at least 1"),
+    (["--threads", "-3"], "must be at least 1"),
+    (["--threads", "two"], "expected an integer"),
+])
+def test_runner_rejects_bad_arguments(argv, message, capsys):
+    """A bad case name or thread count is an argparse error (exit 2) naming the valid cases, before any work."""
+    runner = _load_runner()
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if "--threads" not in argv:
+        for name in ("W1", "W2", "W3", "conv2d", "conv_transpose2d", "matmul"):
+            assert name in err
+
+
+def test_runner_case_names_are_the_built_cases():
+    """``MICRO_CASES`` (what ``--only``/``--profile`` accept) names exactly the micro cases the runner builds."""
+    runner = _load_runner()
+    assert tuple(c.name for c in runner.build_micro(None, small=True)) == runner.MICRO_CASES
+    assert runner._case_list("W1,micro") == {"W1", "micro"}

@@ -166,3 +166,62 @@ def test_python_dash_m_runs():
     bad = subprocess.run([sys.executable, "-m", "minifb", "train", "--epochs", "-3"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_short_spoerer_names_are_accepted(capsys):
+    """``--model BLT`` is short for ``spoerer-BLT`` (and the default output folder uses the full name)."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--model", "BLT"]).model == "spoerer-BLT"
+    assert parser.parse_args(["compare", "--models", "B,spoerer-BT"]).models == ["spoerer-B", "spoerer-BT"]
+    code, out, _ = run(capsys, "show", "BT")
+    assert code == 0 and out.startswith("spoerer-BT for 1x16x16 images")
+    code, _, err = run(capsys, "show", "blt")
+    assert code == 2 and "unknown model 'blt'" in err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare"])
+def test_help_gives_choices_and_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of cpu, cuda (default cpu)" in text
+    assert "one of lenet5, lenet5_fb, spoerer-B, spoerer-BK, spoerer-BF, spoerer-BL, spoerer-BT, spoerer-BLT" in text
+    assert "one of none, noise, saltpepper, debris, clutter" in text
+    if command != "evaluate":
+        for phrase in ("one of sgd, adam, adamw (default adam)", "passes over the training set (default 4)",
+                       "images per optimiser step (default 32)", "(default 0)", "adamw (default 0.0",
+                       "timesteps T per image (default 4)"):
+            assert phrase in text, phrase
+    if command == "train":
+        assert "default spoerer-BLT" in text
+
+
+def test_file_system_errors_give_one_line_and_exit_2(tmp_path, capsys):
+    """A path that cannot be written (here: below a plain file) is a one-line error, not a traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "train", "--out", str(blocker / "run"), *TINY)
+    assert code == 2 and err.strip() == f"minifb: error: {blocker / 'run'}: Not a directory"
+    code, _, err = run(capsys, "show", "spoerer-BLT", "--dot", str(blocker / "net.dot"))
+    assert code == 2 and err.strip().splitlines() == [f"minifb: error: {blocker / 'net.dot'}: Not a directory"]
+
+
+def test_evaluate_refuses_a_file_that_is_not_weights(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a weights file\n")
+    code, _, err = run(capsys, "evaluate", "--weights", str(bad), "--model", "spoerer-BT", "--limit", "10")
+    assert code == 2
+    assert err.strip() == f"minifb: error: load: {str(bad)!r} is not a minifb weights file " \
+                          "(an .npz archive written by minifb.save)"
+    assert "allow_pickle" not in err
+
+
+def test_cli_docstring_examples_run():
+    """pytest's --doctest-modules skips ``__main__.py``, so its examples are run here."""
+    import doctest
+
+    from minifb import models, nn
+
+    result = doctest.testmod(cli, extraglobs={"mf": mf, "nn": nn, "models": models, "np": np})
+    assert result.attempted > 0 and result.failed == 0

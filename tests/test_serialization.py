@@ -146,3 +146,16 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(serialization, extraglobs={"mf": mf, "nn": nn, "np": np})
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("content", [b"not a weights file\n", b"", b"PK\x03\x04truncated", "npy"])
+def test_load_refuses_a_file_that_is_not_an_npz_archive(content, tmp_path):
+    path = tmp_path / "weights.npz"
+    if content == "npy":  # a single array, not an archive of named arrays
+        with open(path, "wb") as fh:
+            np.save(fh, np.zeros(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a minifb weights file") as info:
+        serialization.load(Block(), path)
+    assert "allow_pickle" not in str(info.value)

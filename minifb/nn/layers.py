@@ -427,8 +427,6 @@ class Dropout(Module):
         """Drop elements in training mode (identity in evaluation mode); the shape is unchanged."""
         if not self.training:
             return x
-        if self.p == 1:
-            return x * 0.0  # everything dropped; F.dropout refuses p = 1, its 1 / (1 - p) scaling undefined
         return F.dropout(x, self.p)
 
     def _repr_args(self):
