@@ -221,6 +221,7 @@ def where(condition, a, b) -> Tensor:
     if not hasattr(cond, "shape"):
         cond = np.asarray(cond)
     a, b = _promote("where", a, b, device=backend.device_of(cond))
+    cond = backend.to_device(cond, a.device)
     try:
         return ew.Where.apply(a, b, condition=cond)
     except ValueError:
@@ -590,7 +591,9 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
     if logits.ndim < 2:
         raise ValueError(f"cross_entropy: logits must have shape (N, C) or (N, C, d1, ...), "
                          f"got shape {logits.shape}")
-    labels_data = labels.data if isinstance(labels, Tensor) else backend.to_device(np.asarray(labels), logits.device)
+    labels_data = labels.data if isinstance(labels, Tensor) else labels
+    if not hasattr(labels_data, "shape"):
+        labels_data = np.asarray(labels_data)
     if labels_data.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels_data.dtype}")
     if labels_data.shape != logits.shape[:1] + logits.shape[2:]:
@@ -599,6 +602,7 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
     if labels_data.size and (int(labels_data.min()) < 0 or int(labels_data.max()) >= logits.shape[1]):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
                          f"got range [{int(labels_data.min())}, {int(labels_data.max())}]")
+    labels_data = backend.to_device(labels_data, logits.device)  # checked on the host when they came from there
     return loss.CrossEntropy.apply(logits, labels=labels_data, reduction=reduction)
 
 

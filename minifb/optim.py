@@ -539,10 +539,12 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     if not grads:
         return 0.0
     xp = backend.array_module(*grads)
+    # one device-to-host transfer for the total, not one per parameter
     if math.isinf(norm_type):
-        total = max(float(xp.abs(g).max()) if g.size else 0.0 for g in grads)
+        parts = [xp.abs(g).max() for g in grads if g.size]
+        total = float(xp.stack(parts).max()) if parts else 0.0
     else:
-        total = sum(float((xp.abs(g).astype(np.float64) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
+        total = float(sum((xp.abs(g).astype(np.float64) ** norm_type).sum() for g in grads)) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"clip_grad_norm: the total norm of order {norm_type} of the gradients is {total}")
     coef = max_norm / (total + 1e-6)

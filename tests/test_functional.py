@@ -552,3 +552,12 @@ def test_clip_accepts_tensor_bounds():
     assert F.clip(mf.tensor([1, 2, 3]), 1.5).dtype == np.float32
     with pytest.raises(ValueError, match=r"clip: bound of shape \(3,\) does not broadcast to the input's shape \(4,\)"):
         F.clip(x, mf.zeros(3))
+
+
+def test_cross_entropy_takes_labels_as_tensor_list_or_array():
+    logits = mf.randn(3, 4, requires_grad=True)
+    losses = [F.cross_entropy(logits, labels).item()
+              for labels in (mf.tensor([1, 0, 3]), [1, 0, 3], np.array([1, 0, 3]), (1, 0, 3))]
+    assert losses[0] == losses[1] == losses[2] == losses[3]
+    with pytest.raises(ValueError, match=r"cross_entropy: labels must lie in \[0, 4\), got range \[0, 4\]"):
+        F.cross_entropy(logits, [1, 0, 4])

@@ -777,8 +777,8 @@ class MaxPool2d(Function):
         flat = win.reshape(x.shape[:2] + out_hw + (kh * kw,))         # one copy
         idx = flat.argmax(axis=-1)
         out = xp.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
-        lost = out == -np.inf
-        if lost.any():
+        lost = out == -np.inf if any(geom.pad) else None
+        if lost is not None and lost.any():
             # A window whose real values are all -inf ties with its -inf padding, and argmax may have
             # picked a padding cell, whose gradient would be dropped.  Like PyTorch, route it to the
             # window's first real cell instead.

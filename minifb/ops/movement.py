@@ -59,6 +59,8 @@ class GetItem(Function):
         size = 1
         for n in self.shape:
             size *= n
+        if grad.size == 0:  # nothing was picked (CuPy's bincount cannot take an empty input)
+            return (xp.zeros(self.shape, dtype=grad.dtype),)
         positions = xp.arange(size).reshape(self.shape)[self.index]
         summed = xp.bincount(positions.ravel(), weights=grad.ravel(), minlength=size)
         return (summed.astype(grad.dtype).reshape(self.shape),)
