@@ -25,3 +25,25 @@ def rand64():
         return mf.tensor(rng.standard_normal(shape), dtype="float64", requires_grad=requires_grad, device=device)
 
     return make
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch):
+    """Record the names of the kernels launched during the test (and skip without a C++ compiler,
+    which the emulation needs)."""
+    import os
+    import shutil
+
+    from minifb import kernels
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+    names = []
+    real = kernels.launch
+
+    def recording(file, name, *args, **kw):
+        names.append(name)
+        return real(file, name, *args, **kw)
+
+    monkeypatch.setattr(kernels, "launch", recording)
+    return names

@@ -546,3 +546,58 @@ def test_empty_batch():
     y.backward(np.zeros(y.shape))
     assert x.grad.shape == x.shape and np.all(w.grad == 0)
     assert conv_transpose2d(_t(np.zeros((0, 6, 3, 3))), w, stride=2).shape == (0, 4, 7, 7)
+
+
+# ---------------------------------------------------------------- (9) the fused kernels against the array path
+def _run_mode(fn, arrays, g, mode, **kwargs):
+    """Output and all input gradients of ``fn`` on float32 ``arrays`` with kernels in ``mode``."""
+    from minifb import kernels
+
+    ts = [Tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
+    with kernels.use(mode):
+        y = fn(*ts, **kwargs)
+        y.backward(g.astype(np.float32))
+    return [np.asarray(y.data)] + [t.grad for t in ts]
+
+
+FUSED_CONV = [
+    (conv2d, _conv_inputs, dict(stride=1, padding=1, groups=2)),
+    (conv2d, _conv_inputs, dict(stride=1, padding=2, dilation=2, groups=2)),
+    (conv2d, _conv_inputs, dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=2)),
+    (conv2d, _conv_inputs, dict(stride=2, padding=1, dilation=2, groups=1)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=1, padding=1, groups=2)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=2, padding=1, output_padding=1, dilation=2, groups=2)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=(2, 3), padding=(1, 0), dilation=(1, 2), groups=2)),
+]
+
+
+@pytest.mark.parametrize("fn, make, params", FUSED_CONV,
+                         ids=lambda v: _label(v) if isinstance(v, dict) else getattr(v, "__name__", ""))
+def test_fused_conv_kernels_match_array_path(fn, make, params, kernel_launches):
+    """Under kernels.use("emulate") the im2col/col2im path gives the array path's values and gradients
+    (input, weight and bias), grouped and dilated included."""
+    x, w, b = make(params.get("groups", 1), seed=51)
+    y = fn(_t(x, False), _t(w, False), _t(b, False), **params).data
+    g = _arr(*y.shape, seed=52)
+    want = _run_mode(fn, (x, w, b), g, "off", **params)
+    got = _run_mode(fn, (x, w, b), g, "emulate", **params)
+    assert {"im2col", "col2im"} <= set(kernel_launches), sorted(set(kernel_launches))
+    for name, a, e in zip(["y", "dx", "dw", "db"], got, want):
+        assert a.dtype == np.float32 and a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("params", POOL_GRID + [
+    dict(kernel_size=3, stride=1, padding=(1, 0)),
+    dict(kernel_size=3, stride=1, padding=(0, 1)),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
+], ids=_label)
+def test_max_pool_kernels_match_array_path(params, kernel_launches):
+    x = _arr(2, 3, 7, 6, seed=61)
+    y = max_pool2d(_t(x, False), **params).data
+    g = _arr(*y.shape, seed=62)
+    want = _run_mode(max_pool2d, (x,), g, "off", **params)
+    got = _run_mode(max_pool2d, (x,), g, "emulate", **params)
+    assert {"maxpool_fwd", "maxpool_bwd"} <= set(kernel_launches)
+    np.testing.assert_array_equal(got[0], want[0])              # a pure selection: exact
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)

@@ -42,9 +42,22 @@ def test_binary_op_gradients_with_broadcasting(name, pair, seed):
 @settings(max_examples=20, deadline=None)
 @given(pair=broadcastable_pair(), seed=seeds)
 def test_broadcast_result_shape_matches_numpy(pair, seed):
-    a, b = floats64(pair[0], seed), floats64(pair[1], seed)
-    assert (t64(a) * t64(b)).shape == (a * b).shape
-    assert (t64(a) + t64(b)).grad is None
+    a, b = floats64(pair[0], seed), floats64(pair[1], seed + 1)
+    ta, tb = t64(a), t64(b)
+    out = ta * tb
+    assert out.shape == (a * b).shape
+    np.testing.assert_allclose(out.numpy(), a * b, rtol=1e-15)
+    g = floats64(out.shape, seed + 2)
+    out.backward(g)
+    # each operand's gradient is the product rule's, summed back over the axes broadcasting stretched
+    for t, own, other in ((ta, a, b), (tb, b, a)):
+        full = np.broadcast_to(g * other, out.shape)
+        lead = full.ndim - own.ndim
+        summed = full.sum(axis=tuple(range(lead))) if lead else full
+        stretched = tuple(i for i, n in enumerate(own.shape) if n == 1 and summed.shape[i] != 1)
+        expected = summed.sum(axis=stretched, keepdims=True) if stretched else summed
+        assert t.grad.shape == own.shape
+        np.testing.assert_allclose(t.grad, expected, rtol=1e-12, atol=1e-12)
 
 
 UNARY = {
@@ -63,6 +76,68 @@ def test_unary_op_gradients(name, shape, seed):
     x = floats64(shape, seed)
     x[np.abs(x) < 1e-3] += 0.01  # keep away from kinks where the derivative jumps
     gradcheck(UNARY[name], t64(x))
+
+
+@pytest.mark.parametrize("fn,a_wins", [(F.maximum, np.greater), (F.minimum, np.less)])
+def test_maximum_minimum_ties_split_the_gradient_equally(fn, a_wins):
+    """At a tie each side gets half the gradient (PyTorch's convention); elsewhere the winner gets all."""
+    a = np.array([1.0, 2.0, 3.0, -1.0, 0.0, 5.0])
+    b = np.array([1.0, 1.0, 4.0, -1.0, 0.5, 5.0])
+    g = np.array([0.3, -1.2, 2.0, 0.7, -0.4, 1.5])
+    ta, tb = t64(a), t64(b)
+    out = fn(ta, tb)
+    out.backward(g)
+    wa = np.where(a == b, 0.5, a_wins(a, b).astype(float))
+    np.testing.assert_array_equal(ta.grad, g * wa)
+    np.testing.assert_array_equal(tb.grad, g * (1 - wa))
+    np.testing.assert_array_equal(ta.grad + tb.grad, g)  # the gradient is split, never duplicated
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_minimum_ties_match_pytorch(name):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    a = rng.integers(-2, 3, (4, 5)).astype(np.float64)        # small integers: many ties
+    b = rng.integers(-2, 3, (5,)).astype(np.float64)           # broadcast: ties sum over the batch axis
+    g = rng.standard_normal((4, 5))
+    ta, tb = t64(a), t64(b)
+    getattr(F, name)(ta, tb).backward(g)
+    pa, pb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    getattr(torch, name)(pa, pb).backward(torch.tensor(g))
+    assert (a == b).any()
+    np.testing.assert_allclose(ta.grad, pa.grad.numpy(), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(tb.grad, pb.grad.numpy(), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("low,high", [(-0.5, 0.7), (-0.5, None), (None, 0.7)])
+def test_clip_gradient_passes_at_the_bounds(low, high):
+    """A value exactly on a bound is not clipped: its gradient passes (PyTorch's clamp convention)."""
+    x = np.array([-1.0, -0.5, 0.0, 0.7, 1.0, -0.5, 0.7])
+    g = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    t = t64(x)
+    F.clip(t, low, high).backward(g)
+    inside = np.ones_like(x, dtype=bool)
+    if low is not None:
+        inside &= x >= low
+    if high is not None:
+        inside &= x <= high
+    np.testing.assert_array_equal(t.grad, g * inside)
+    torch = pytest.importorskip("torch")
+    p = torch.tensor(x, requires_grad=True)
+    torch.clamp(p, low, high).backward(torch.tensor(g))
+    np.testing.assert_array_equal(t.grad, p.grad.numpy())
+
+
+@settings(max_examples=25, deadline=None)
+@given(pair=broadcastable_pair(), seed=seeds)
+def test_broadcast_to_values_and_gradients(pair, seed):
+    shape, other = pair
+    target = np.broadcast_shapes(shape, other)
+    x = t64(floats64(other, seed))
+    y = F.broadcast_to(x, target)
+    assert y.shape == tuple(target)
+    np.testing.assert_array_equal(y.numpy(), np.broadcast_to(x.numpy(), target))
+    gradcheck(lambda t: F.broadcast_to(t, target), x)
 
 
 def test_non_contiguous_inputs(rand64):
@@ -208,6 +283,17 @@ def test_cross_entropy(reduction, rand64):
     np.testing.assert_allclose(F.cross_entropy(logits, labels, reduction=reduction).numpy(), expected)
 
 
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])
+def test_softmax_and_log_softmax_along_every_axis(fn, axis):
+    rng = np.random.default_rng(axis + 7)
+    x = t64(rng.standard_normal((2, 3, 4)))
+    gradcheck(lambda t: fn(t, axis=axis), x)
+    e = np.exp(x.numpy() - x.numpy().max(axis=axis, keepdims=True))
+    s = e / e.sum(axis=axis, keepdims=True)
+    np.testing.assert_allclose(fn(x, axis=axis).numpy(), s if fn is F.softmax else np.log(s), rtol=1e-12)
+
+
 def test_cross_entropy_spatial(rand64):
     labels = mf.tensor(np.random.default_rng(0).integers(0, 3, size=(2, 4, 5)))
     gradcheck(lambda z: F.cross_entropy(z, labels), rand64(2, 3, 4, 5))
@@ -234,6 +320,22 @@ def test_mse_and_bce(rand64):
     np.testing.assert_allclose(F.binary_cross_entropy_with_logits(a, y).item(), expected)
     with pytest.raises(ValueError, match=r"mse_loss: prediction shape \(3, 4\) and target shape \(4,\)"):
         F.mse_loss(a, rand64(4))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bce_with_logits_and_mse_gradients_for_both_arguments(reduction):
+    rng = np.random.default_rng(21)
+    z, y = t64(rng.standard_normal((3, 4))), t64(rng.random((3, 4)))   # soft targets in [0, 1)
+    gradcheck(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction=reduction), z, y)
+    p, q = t64(rng.standard_normal((3, 4))), t64(rng.standard_normal((3, 4)))
+    gradcheck(lambda a, b: F.mse_loss(a, b, reduction=reduction), p, q)
+    zn, yn = z.numpy(), y.numpy()
+    bce = -(yn * np.log(1 / (1 + np.exp(-zn))) + (1 - yn) * np.log(1 - 1 / (1 + np.exp(-zn))))
+    sq = (p.numpy() - q.numpy()) ** 2
+    reduce = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[reduction]
+    np.testing.assert_allclose(F.binary_cross_entropy_with_logits(z, y, reduction=reduction).numpy(), reduce(bce),
+                               rtol=1e-12)
+    np.testing.assert_allclose(F.mse_loss(p, q, reduction=reduction).numpy(), reduce(sq), rtol=1e-12)
 
 
 def test_losses_match_pytorch():
@@ -267,6 +369,55 @@ def test_bias_act_and_merge_act(act, shape, axis, rand64):
     pre = fb.numpy() + b.numpy().reshape(bshape)
     ref = {"identity": pre, "relu": np.maximum(pre, 0), "sigmoid": 1 / (1 + np.exp(-pre)), "tanh": np.tanh(pre)}
     np.testing.assert_allclose(F.merge_act(x, fb, b, act, axis=axis).numpy(), x.numpy() + ref[act], rtol=1e-12)
+
+
+def _run_fused(fn, arrays, grad, mode):
+    """Value and input gradients of ``fn`` on float32 tensors of ``arrays``, with kernels in ``mode``."""
+    from minifb import kernels
+
+    ts = [mf.tensor(a, requires_grad=True) for a in arrays]
+    with kernels.use(mode):
+        out = fn(*ts)
+        out.backward(grad)
+    return [out.numpy()] + [t.grad for t in ts]
+
+
+# channel axes other than 1, including shapes whose axis-1 size equals the channel count (so a kernel
+# that read the channel from axis 1 would not fail on the bias size but give wrong values)
+FUSED_CASES = [((2, 3, 3, 4), 2), ((2, 3, 4, 3), -1), ((3, 2, 5), 0), ((4, 5, 3), 2), ((2, 3, 4), 1)]
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape,axis", FUSED_CASES)
+def test_bias_act_and_merge_act_kernels_match_array_path(act, shape, axis, kernel_launches):
+    rng = np.random.default_rng(len(shape) * 10 + axis)
+    x, fb, g = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    b = rng.standard_normal(shape[axis]).astype(np.float32)
+    for fn, arrays in ((lambda u, c: F.bias_act(u, c, act, axis=axis), (x, b)),
+                       (lambda u, v, c: F.merge_act(u, v, c, act, axis=axis), (x, fb, b))):
+        want = _run_fused(fn, arrays, g, "off")
+        got = _run_fused(fn, arrays, g, "emulate")
+        for a, e in zip(got, want):
+            assert a.dtype == np.float32
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+    assert {"bias_act_fwd", "merger_fwd"} <= set(kernel_launches)
+    if act != "identity":  # the identity's backward needs no kernel
+        assert {"bias_act_bwd", "merger_bwd"} <= set(kernel_launches), sorted(set(kernel_launches))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_kernel_matches_array_path(reduction, kernel_launches):
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((6, 7)) * 3).astype(np.float32)
+    labels = mf.tensor(rng.integers(0, 7, 6))
+    g = np.float32(1.7) if reduction != "none" else rng.standard_normal(6).astype(np.float32)
+    fn = lambda z: F.cross_entropy(z, labels, reduction=reduction)  # noqa: E731
+    want = _run_fused(fn, [logits], g, "off")
+    got = _run_fused(fn, [logits], g, "emulate")
+    assert "softmax_xent" in kernel_launches
+    assert got[0].shape == want[0].shape == ((6,) if reduction == "none" else ())
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
 
 
 def test_bias_act_errors(rand64):

@@ -178,6 +178,8 @@ def test_merger(device, shape, act, with_bias, seed):
     close(dfb, rdfb)
     if with_bias:
         close(db, rdb, rtol=1e-4, atol=1e-4)
+    else:
+        assert db is None and rdb is None
 
 
 @SETTINGS
@@ -288,7 +290,17 @@ def test_maxpool_nan_and_ties():
         y, arg = K.maxpool_forward(x, 2)
     ry, rarg = R.maxpool_forward_ref(x, 2)
     np.testing.assert_array_equal(host(arg), rarg)
-    np.testing.assert_array_equal(np.isnan(host(y)), np.isnan(ry))
+    np.testing.assert_array_equal(host(y), ry)            # NaN where the reference has NaN, equal maxima elsewhere
+    np.testing.assert_array_equal(ry, [[[[np.nan, np.nan]]]])  # a NaN in the window wins, as in PyTorch
+    # ties: the first maximum in row-major window order is the argmax; no NaN, so the maxima are compared
+    x = np.array([[[[2.0, 2.0, 1.0, 5.0], [0.0, 2.0, 5.0, 5.0]]]], dtype=np.float32)
+    with K.use("emulate"):
+        y, arg = K.maxpool_forward(x, 2)
+    ry, rarg = R.maxpool_forward_ref(x, 2)
+    np.testing.assert_array_equal(host(y), ry)
+    np.testing.assert_array_equal(host(y), [[[[2.0, 5.0]]]])
+    np.testing.assert_array_equal(host(arg), rarg)
+    np.testing.assert_array_equal(host(arg), [[[[0, 3]]]])
 
 
 @SETTINGS
@@ -509,10 +521,30 @@ def test_asan_clean_run_passes():
     assert r.returncode == 0 and "finished" in r.stdout, r.stderr[-3000:]
 
 
-def test_asan_suite_mode_is_active_when_requested():
-    """Under MINIFB_KERNELS_ASAN=1 every emulated launch in this file uses the ASan build."""
-    if K.asan_enabled():
-        assert K._device_of((np.zeros(1),)) == "emulate+asan"
+def test_asan_suite_mode_is_active_when_requested(monkeypatch):
+    """Under MINIFB_KERNELS_ASAN=1 every emulated launch uses the ASan build, otherwise the plain one."""
+    requested = os.environ.get("MINIFB_KERNELS_ASAN", "") not in ("", "0")
+    assert K.asan_enabled() == requested          # this run: what the environment asked for
+    assert K._device_of((np.zeros(1),)) == ("emulate+asan" if requested else "emulate")
+    assert "-fsanitize=address" in K.emu_flags(asan=True) and "-fsanitize=address" not in K.emu_flags()
+
+    loaded = []
+
+    class FakeModule:
+        def get_function(self, name):
+            return lambda grid, block, args: None
+
+    def fake_load_module(file, device, defines=()):
+        loaded.append(device)
+        return FakeModule()
+
+    monkeypatch.setattr(K, "load_module", fake_load_module)
+    y = np.zeros(8, dtype=np.float32)
+    for value, device in [("1", "emulate+asan"), ("0", "emulate"), ("", "emulate")]:
+        monkeypatch.setenv("MINIFB_KERNELS_ASAN", value)   # read at call time, as the suite mode needs
+        assert K.asan_enabled() == (device == "emulate+asan")
+        K.launch(PROBE, "oob_write", (1,), (8,), (y, np.int32(8), np.int32(0)))
+        assert loaded[-1] == device
 
 
 # ------------------------------------------------------------------------------------------------ end to end

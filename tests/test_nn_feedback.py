@@ -138,6 +138,68 @@ def test_fused_merger_with_broadcasting_state_falls_back():
     np.testing.assert_allclose(merger.merge(x, {"m": s}).numpy(), (x + op(s)).numpy(), rtol=1e-6)
 
 
+AFFINE_OPS = {   # name: (op factory, stream shape, state shape)
+    "dense_sigmoid": (lambda: nn.Dense(4, 4, mf.sigmoid), (3, 4), (3, 4)),
+    "dense_identity": (lambda: nn.Dense(4, 4), (3, 4), (3, 4)),           # fused for + too
+    "conv_sigmoid": (lambda: nn.Conv(2, 2, 3, mf.sigmoid, padding=1), (2, 2, 4, 4), (2, 2, 4, 4)),
+    "convT_sigmoid": (lambda: nn.ConvTranspose(3, 2, 4, mf.sigmoid, stride=2, padding=1), (2, 2, 4, 4),
+                      (2, 3, 2, 2)),
+}
+COMBINES = {"add": operator.add, "sub": operator.sub, "truediv": operator.truediv}
+
+
+@pytest.mark.parametrize("op_name,combine_name", [
+    (o, c) for o in AFFINE_OPS for c in ("sub", "truediv")
+    if not (o == "dense_identity" and c == "truediv")                   # no denominator near zero
+])
+def test_merger_with_sub_and_truediv_of_an_affine_op(op_name, combine_name):
+    """Only + has a fused epilogue: - and / must give combine(x, op(s)) exactly, in value and gradient."""
+    make_op, shape, state_shape = AFFINE_OPS[op_name]
+    combine = COMBINES[combine_name]
+    mf.manual_seed(0)
+    op = to64(make_op())
+    rng = np.random.default_rng(1)
+    x = t64(rng.standard_normal(shape), requires_grad=True)
+    s = t64(rng.standard_normal(state_shape), requires_grad=True)
+    merger = nn.Merger("m", op, combine)
+    np.testing.assert_allclose(merger.merge(x, {"m": s}).numpy(), combine(x.numpy(), op(s).numpy()), rtol=1e-12)
+    gradcheck(lambda x, s, w, b: merger.merge(x, {"m": s}), x, s, op.weight, op.bias)
+
+
+@pytest.mark.parametrize("op_name", ["dense_sigmoid", "conv_sigmoid", "convT_sigmoid"])
+@pytest.mark.parametrize("combine_name", list(COMBINES))
+def test_merger_under_emulated_kernels_matches_the_array_path(op_name, combine_name, kernel_launches):
+    """float32 under kernels.use("emulate") against the same Merger with kernels off: values (also against
+    combine(x, op(s)) by hand) and the gradients of the stream, the state and the op's parameters."""
+    from minifb import kernels
+
+    make_op, shape, state_shape = AFFINE_OPS[op_name]
+    combine = COMBINES[combine_name]
+    mf.manual_seed(0)
+    op = make_op()
+    rng = np.random.default_rng(2)
+    xa, sa = (rng.standard_normal(sh).astype(np.float32) for sh in (shape, state_shape))
+    g = rng.standard_normal(shape).astype(np.float32)
+    merger = nn.Merger("m", op, combine)
+
+    def run_mode(mode):
+        x, s = mf.tensor(xa, requires_grad=True), mf.tensor(sa, requires_grad=True)
+        op.zero_grad()
+        with kernels.use(mode):
+            y = merger.merge(x, {"m": s})
+            y.backward(g)
+        return [y.numpy(), x.grad, s.grad, op.weight.grad.copy(), op.bias.grad.copy()]
+
+    want = run_mode("off")
+    got = run_mode("emulate")
+    assert ("merger_fwd" in kernel_launches) == (combine is operator.add), sorted(set(kernel_launches))
+    by_hand = combine(xa.astype(np.float64), op(mf.tensor(sa)).numpy().astype(np.float64))
+    for result in (want, got):
+        np.testing.assert_allclose(result[0], by_hand, rtol=1e-4, atol=1e-5)
+    for name, a, e in zip(["y", "dx", "ds", "dw", "db"], got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 # ---- BPTT gradients ---------------------------------------------------------------------------
 def _bptt_check(net, xs, state0):
     params = net.parameters()
@@ -223,6 +285,74 @@ def test_recur_equals_the_explicitly_unrolled_graph():
     np.testing.assert_allclose(through_recur.numpy(), expected.numpy(), rtol=1e-12)
     np.testing.assert_allclose(rnet.state["fork1"].numpy(), ys[-1].numpy(), rtol=1e-12)
     for p, want in zip((w1, b1, w2, b2), grads):
+        np.testing.assert_allclose(p.grad, want, rtol=1e-10, atol=1e-12)
+
+
+def _tree_net():
+    """A FeedbackTree with a Merger: bottom_t = d1(x_t) + m(top_{t-1}); top_t = d2(bottom_{t-1});
+    y_t = d3(top_{t-1})."""
+    mf.manual_seed(6)
+    return to64(nn.FeedbackTree(
+        nn.Dense(3, 4, mf.tanh),
+        nn.Merger("top", nn.Dense(2, 4, mf.tanh), operator.add),
+        nn.Splitter("bottom"),
+        nn.Dense(4, 2, mf.sigmoid),
+        nn.Splitter("top"),
+        nn.Dense(2, 2),
+    ))
+
+
+def test_bptt_feedback_tree_matches_finite_differences():
+    net = _tree_net()
+    rng = np.random.default_rng(7)
+    xs = [t64(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(4)]
+    state0 = {k: t64(rng.standard_normal(v.shape) * 0.5, requires_grad=True)
+              for k, v in net.initial_state(xs[0]).items()}
+    assert list(state0) == ["bottom", "top"]
+    _bptt_check(net, xs, state0)
+
+    def loss(bottom, top, *xs):
+        ys, _ = run(net, {"bottom": bottom, "top": top}, xs)
+        return mf.stack(ys)
+
+    gradcheck(loss, state0["bottom"], state0["top"], *xs)
+
+
+def test_recur_of_a_feedback_tree_equals_the_explicitly_unrolled_graph():
+    net = _tree_net()
+    d1, merger, d2, d3 = net.layers[0], net.layers[1], net.layers[3], net.layers[5]
+    m = merger.op
+    params = [d1.weight, d1.bias, m.weight, m.bias, d2.weight, d2.bias, d3.weight, d3.bias]
+    assert len(params) == len(net.parameters())
+    rng = np.random.default_rng(8)
+    T = 5
+    xs = [t64(rng.standard_normal((2, 3))) for _ in range(T)]
+    bottom0, top0 = t64(rng.standard_normal((2, 4))), t64(rng.standard_normal((2, 2)))
+    g = rng.standard_normal((T, 2, 2))
+
+    rnet = nn.Recur(net, {"bottom": bottom0, "top": top0})
+    through_recur = mf.stack(nn.unroll(rnet, xs))
+    through_recur.backward(g)
+    grads = [p.grad.copy() for p in params]
+    for p in params:
+        p.grad = None
+
+    def dense(layer, v, act=None):
+        out = v @ layer.weight.transpose() + layer.bias
+        return out if act is None else act(out)
+
+    bottom, top, ys = bottom0, top0, []
+    for x in xs:                                    # the graph written out with plain ops
+        new_bottom = dense(d1, x, mf.tanh) + dense(m, top, mf.tanh)
+        new_top = dense(d2, bottom, mf.sigmoid)     # the stream continues with the previous bottom
+        ys.append(dense(d3, top))                   # ... and with the previous top
+        bottom, top = new_bottom, new_top
+    expected = mf.stack(ys)
+    expected.backward(g)
+    np.testing.assert_allclose(through_recur.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rnet.state["bottom"].numpy(), bottom.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(rnet.state["top"].numpy(), top.numpy(), rtol=1e-12)
+    for p, want in zip(params, grads):
         np.testing.assert_allclose(p.grad, want, rtol=1e-10, atol=1e-12)
 
 

@@ -1,5 +1,7 @@
 """Layers: shapes, values (against NumPy and PyTorch), float64 gradients, init and errors."""
 
+import operator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -242,6 +244,47 @@ def test_lambda_layer():
     assert layer(mf.ones(2)).tolist() == [3.0, 3.0] and layer.parameters() == []
     with pytest.raises(TypeError, match="Lambda"):
         nn.Lambda(3)
+
+
+# ---- containers: Chain, SkipConnection, Parallel ------------------------------------------------
+def _dense64(n_in, n_out, act=None, seed=0):
+    mf.manual_seed(seed)
+    return to64(nn.Dense(n_in, n_out, act))
+
+
+def test_skip_connection_passes_layer_output_first():
+    """connection(layer(x), x), in that order: checked with order-sensitive connections."""
+    layer = _dense64(3, 3, mf.tanh, seed=1)
+    x = t64(rng(1).standard_normal((2, 3)))
+    fx, xv = layer(x).numpy(), x.numpy()
+    np.testing.assert_allclose(nn.SkipConnection(layer, operator.sub)(x).numpy(), fx - xv, rtol=1e-12)
+    cat = nn.SkipConnection(layer, lambda a, b: mf.concat([a, b], axis=1))
+    np.testing.assert_allclose(cat(x).numpy(), np.concatenate([fx, xv], axis=1), rtol=1e-12)
+    first = nn.SkipConnection(layer, lambda a, b: a)
+    np.testing.assert_allclose(first(x).numpy(), fx, rtol=1e-12)
+
+
+def test_parallel_passes_branch_outputs_in_order():
+    branches = [_dense64(3, 2, seed=s) for s in (2, 3, 4)]
+    x = t64(rng(2).standard_normal((2, 3)))
+    outs = [b(x).numpy() for b in branches]
+    np.testing.assert_allclose(nn.Parallel(operator.sub, *branches[:2])(x).numpy(), outs[0] - outs[1], rtol=1e-12)
+    cat = nn.Parallel(lambda *ys: mf.concat(list(ys), axis=1), *branches)
+    np.testing.assert_allclose(cat(x).numpy(), np.concatenate(outs, axis=1), rtol=1e-12)
+    div = nn.Parallel(lambda a, b, c: (a - b) / (c * c + 1.0), *branches)
+    np.testing.assert_allclose(div(x).numpy(), (outs[0] - outs[1]) / (outs[2] ** 2 + 1), rtol=1e-12)
+
+
+def test_containers_gradients_float64():
+    """Chain, SkipConnection and Parallel (nested) against finite differences, input and parameters."""
+    inner = nn.Chain(_dense64(3, 4, mf.tanh, seed=5), _dense64(4, 3, seed=6))
+    skip = nn.SkipConnection(inner, operator.sub)
+    par = nn.Parallel(lambda a, b: mf.concat([a, b * a], axis=1), skip, nn.Chain(_dense64(3, 3, mf.sigmoid, seed=7)))
+    net = nn.Chain(par, mf.relu, _dense64(6, 2, seed=8))
+    x = t64(rng(3).standard_normal((4, 3)))
+    assert len(net.parameters()) == 8
+    gradcheck(lambda x, *ps: net(x), x, *net.parameters())
+    gradcheck(lambda x, *ps: skip(x), x, *skip.parameters())
 
 
 # ---- BatchNorm -------------------------------------------------------------------------------

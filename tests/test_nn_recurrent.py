@@ -84,6 +84,55 @@ def test_conv_lstm_cell_matches_finite_differences():
     gradcheck(loss, h0, c0, *xs, cell.conv.weight, cell.conv.bias, atol=1e-6, rtol=1e-5)
 
 
+# activations the fused epilogue does not cover (None is the identity epilogue): (minifb, NumPy) pairs
+RNN_ACTIVATIONS = {
+    "none": (None, lambda a: a),
+    "leaky_relu": (mf.leaky_relu, lambda a: np.where(a > 0, a, 0.01 * a)),
+    "lambda": (lambda t: mf.softplus(t) - 1.0, lambda a: np.logaddexp(0, a) - 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RNN_ACTIVATIONS))
+def test_rnn_cell_with_any_activation_is_the_elman_formula(name):
+    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh) over several steps: values by NumPy, gradients of
+    every parameter, the inputs and the initial state against the same graph written with plain ops,
+    and against finite differences."""
+    act, act_np = RNN_ACTIVATIONS[name]
+    mf.manual_seed(3)
+    cell = to64(nn.RNNCell(3, 4, act))
+    rng = np.random.default_rng(7)
+    for p in (cell.bias_ih, cell.bias_hh):          # distinct, clearly non-zero biases
+        p.data = rng.standard_normal(4)
+    xs = [t64(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(3)]
+    h0 = t64(rng.standard_normal((2, 4)) * 0.5, requires_grad=True)
+    g = rng.standard_normal((3, 2, 4))
+    params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    wi, wh, bi, bh = (p.numpy() for p in params)
+
+    h, expected = h0.numpy(), []
+    for x in xs:
+        h = act_np(x.numpy() @ wi.T + bi + h @ wh.T + bh)
+        expected.append(h)
+    ys, _ = run_cell(cell, h0, xs)
+    np.testing.assert_allclose(mf.stack(ys).numpy(), np.stack(expected), rtol=1e-12, atol=1e-12)
+
+    mf.stack(ys).backward(g)
+    got = [t.grad.copy() for t in params + xs + [h0]]
+    for t in params + xs + [h0]:
+        t.grad = None
+    hand, plain = h0, []
+    for x in xs:
+        pre = x @ cell.weight_ih.transpose() + cell.bias_ih + hand @ cell.weight_hh.transpose() + cell.bias_hh
+        hand = pre if act is None else act(pre)
+        plain.append(hand)
+    mf.stack(plain).backward(g)
+    for t, want in zip(params + xs + [h0], got):
+        np.testing.assert_allclose(want, t.grad, rtol=1e-10, atol=1e-12)
+
+    gradcheck(lambda h0, *xs: mf.stack(run_cell(cell, h0, xs)[0]), h0, *xs)
+    gradcheck(lambda *ps: mf.stack(run_cell(cell, h0, xs)[0]), *params)
+
+
 # ---- against PyTorch ------------------------------------------------------------------------------
 def _torch_cell(torch, name, cell):
     cls = {"rnn_tanh": torch.nn.RNNCell, "rnn_relu": torch.nn.RNNCell,

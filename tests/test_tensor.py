@@ -10,7 +10,7 @@ from hypothesis import given, settings
 import minifb as mf
 from minifb.tensor import unbroadcast
 
-from strategies import broadcastable_pair, t64
+from strategies import broadcastable_pair, floats64, seeds, t64
 
 
 def test_gradient_accumulates_until_cleared():
@@ -109,14 +109,23 @@ def test_gradient_only_flows_where_needed():
 
 
 @settings(max_examples=40, deadline=None)
-@given(pair=broadcastable_pair())
-def test_unbroadcast_inverts_broadcasting(pair):
+@given(pair=broadcastable_pair(), seed=seeds)
+def test_unbroadcast_inverts_broadcasting(pair, seed):
     shape, other = pair
     out_shape = np.broadcast_shapes(shape, other)
-    g = np.ones(out_shape)
+    g = floats64(out_shape, seed)
     reduced = unbroadcast(g, other)
     assert reduced.shape == tuple(other)
-    assert reduced.sum() == g.sum()
+    # the explicit adjoint of broadcasting: sum the added leading axes, then the stretched size-1 axes
+    lead = len(out_shape) - len(other)
+    expected = g.sum(axis=tuple(range(lead)))
+    for i, n in enumerate(other):
+        if n == 1:
+            expected = expected.sum(axis=i, keepdims=True)
+    np.testing.assert_allclose(reduced, expected.reshape(other), rtol=1e-12, atol=1e-12)
+    # adjoint identity: <broadcast(v), g> = <v, unbroadcast(g)>
+    v = floats64(other, seed + 1)
+    assert np.isclose((np.broadcast_to(v, out_shape) * g).sum(), (v * reduced).sum(), rtol=1e-10, atol=1e-10)
 
 
 def test_dtype_is_preserved_float32():
