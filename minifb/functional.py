@@ -50,18 +50,21 @@ def _operand(name, value):
 
 
 def _float_dtype_of(values):
-    """The dtype of ``values`` when they are floating tensors of that one dtype and Python ints or floats
-    (which :func:`backend.result_type` would give too), else None."""
-    dtype = None
+    """``(dtype, numbers_too)``: the dtype of ``values`` when they are floating tensors of that one dtype and
+    Python ints or floats (which :func:`backend.result_type` would give too), else None; and whether there
+    are numbers among them.  This check runs on every op, so it is kept to a few attribute reads."""
+    dtype, numbers_too = None, False
     for v in values:
         if isinstance(v, Tensor):
             if dtype is None:
-                dtype = v.dtype
-            elif v.dtype != dtype:
-                return None
-        elif type(v) is not float and type(v) is not int:
-            return None
-    return dtype if dtype is not None and dtype.kind == "f" else None
+                dtype = v.data.dtype
+            elif v.data.dtype != dtype:
+                return None, False
+        elif type(v) is float or type(v) is int:
+            numbers_too = True
+        else:
+            return None, False
+    return (dtype, numbers_too) if dtype is not None and dtype.kind == "f" else (None, False)
 
 
 def _promote(name, *values, floating=False, device=None) -> list:
@@ -79,9 +82,9 @@ def _promote(name, *values, floating=False, device=None) -> list:
         floating: the op gives a floating result (true division, ``exp``, ...).
         device: where to put the operands when none of them is a Tensor.
     """
-    dtype = _float_dtype_of(values)
+    dtype, numbers_too = _float_dtype_of(values)
     if dtype is not None:  # the common case, float tensors of one dtype with Python numbers: no casts
-        if all(isinstance(v, Tensor) for v in values):
+        if not numbers_too:
             return list(values)
         xp = backend.array_module(next(v.data for v in values if isinstance(v, Tensor)))
         return [v if isinstance(v, Tensor) else Tensor(xp.asarray(v, dtype=dtype)) for v in values]

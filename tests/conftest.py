@@ -29,15 +29,9 @@ def rand64():
 
 @pytest.fixture
 def kernel_launches(monkeypatch):
-    """Record the names of the kernels launched during the test (and skip without a C++ compiler,
-    which the emulation needs)."""
-    import os
-    import shutil
-
+    """Record the names of the kernels launched during the test."""
     from minifb import kernels
 
-    if shutil.which(os.environ.get("CXX", "g++")) is None:
-        pytest.skip("kernel emulation needs a C++ compiler")
     names = []
     real = kernels.launch
 
@@ -47,3 +41,14 @@ def kernel_launches(monkeypatch):
 
     monkeypatch.setattr(kernels, "launch", recording)
     return names
+
+
+@pytest.fixture
+def emulated_kernel_launches(kernel_launches):
+    """:func:`kernel_launches` for a test that runs the CPU emulation: skipped without a C++ compiler."""
+    import os
+    import shutil
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+    return kernel_launches

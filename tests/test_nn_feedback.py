@@ -168,7 +168,7 @@ def test_merger_with_sub_and_truediv_of_an_affine_op(op_name, combine_name):
 
 @pytest.mark.parametrize("op_name", ["dense_sigmoid", "conv_sigmoid", "convT_sigmoid"])
 @pytest.mark.parametrize("combine_name", list(COMBINES))
-def test_merger_under_emulated_kernels_matches_the_array_path(op_name, combine_name, kernel_launches):
+def test_merger_under_emulated_kernels_matches_the_array_path(op_name, combine_name, emulated_kernel_launches):
     """float32 under kernels.use("emulate") against the same Merger with kernels off: values (also against
     combine(x, op(s)) by hand) and the gradients of the stream, the state and the op's parameters."""
     from minifb import kernels
@@ -192,7 +192,7 @@ def test_merger_under_emulated_kernels_matches_the_array_path(op_name, combine_n
 
     want = run_mode("off")
     got = run_mode("emulate")
-    assert ("merger_fwd" in kernel_launches) == (combine is operator.add), sorted(set(kernel_launches))
+    assert ("merger_fwd" in emulated_kernel_launches) == (combine is operator.add), sorted(set(emulated_kernel_launches))
     by_hand = combine(xa.astype(np.float64), op(mf.tensor(sa)).numpy().astype(np.float64))
     for result in (want, got):
         np.testing.assert_allclose(result[0], by_hand, rtol=1e-4, atol=1e-5)

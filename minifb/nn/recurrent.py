@@ -206,7 +206,8 @@ class _Cell(Module):
         batch = tuple(x.shape[:-1])
         for what, t in state.items():
             self._check_hidden(t, what)
-            if _broadcast(tuple(t.shape[:-1]), batch) != batch:
+            state_batch = tuple(t.shape[:-1])
+            if state_batch != batch and _broadcast(state_batch, batch) != batch:
                 raise ValueError(f"{self!r}: state {what} of shape {tuple(t.shape)} does not fit input of shape "
                                  f"{tuple(x.shape)} (expected {batch + (self.hidden_size,)})")
 

@@ -369,7 +369,6 @@ def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
     strided rows/columns of ``out`` by one copy: ``sh * sw`` strided writes instead of ``kh * kw``
     strided read-modify-writes, and no padded image (benchmarks/NOTES.md, P3).
     """
-    xp = backend.array_module(cols)
     g, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geom.groups, geom.kernel, geom.stride, geom.dilation, out_hw
     pt, pb, pl, pr = geom.pad
     h, w = in_hw
