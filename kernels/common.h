@@ -27,7 +27,7 @@ __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf
 
 __device__ __forceinline__ float act_apply(int act, float v) {
     switch (act) {
-        case MINIFB_ACT_RELU: return v > 0.0f ? v : 0.0f;
+        case MINIFB_ACT_RELU: return v < 0.0f ? 0.0f : v;  // keeps a NaN, as numpy.maximum(v, 0) does
         case MINIFB_ACT_SIGMOID: return sigmoid_f(v);
         case MINIFB_ACT_TANH: return tanhf(v);
         default: return v;

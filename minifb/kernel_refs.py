@@ -259,6 +259,11 @@ def maxpool_forward_ref(x, kernel_size, stride=None, padding=0):
                      for i in range(kh) for j in range(kw)])
     k = wins.argmax(axis=0)
     y = xp.take_along_axis(wins, k[None], axis=0)[0]
+    # an all -inf window ties with its padding: name its first real cell, as the kernel (and PyTorch) do
+    inside = xp.pad(xp.ones((H, W), dtype=bool), ((ph, ph), (pw, pw)))
+    first_inside = xp.stack([inside[i: i + sh * (OH - 1) + 1: sh, j: j + sw * (OW - 1) + 1: sw]
+                             for i in range(kh) for j in range(kw)]).argmax(axis=0)
+    k = xp.where(y == -np.inf, first_inside, k)
     oh = xp.arange(OH).reshape(OH, 1)
     ow = xp.arange(OW).reshape(1, OW)
     h = oh * sh - ph + k // kw

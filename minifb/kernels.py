@@ -510,6 +510,19 @@ def _check_gates(gi, gh, state, G, cell):
                          f"{tuple(state.shape)} (expected (B, {G}*H) each)")
 
 
+def _check_shapes(what, state, **arrays):
+    """Check that each array is (B, H) like ``state``, or (B, G*H) when given as ``(array, G)``: the
+    kernels index them all from B and H alone, so a wrong shape would read or write out of bounds."""
+    if state.ndim != 2:
+        raise ValueError(f"{what}: state must be (B, H), got shape {tuple(state.shape)}")
+    B, H = state.shape
+    for name, a in arrays.items():
+        a, g = a if isinstance(a, tuple) else (a, 1)
+        if tuple(a.shape) != (B, g * H):
+            raise ValueError(f"{what}: {name} must have shape {(B, g * H)} to match the state "
+                             f"{(B, H)}, got {tuple(a.shape)}")
+
+
 def lstm_cell_forward(gi, gh, c):
     """One fused LSTM step after the matrix products.
 
@@ -545,6 +558,7 @@ def lstm_cell_backward(dh, dc, gates, c, c_new):
     c, c_new, gates = _f32(c, "c"), _f32(c_new, "c_new"), _f32(gates, "gates")
     dh = xp.zeros_like(c) if dh is None else _f32(dh, "dh")
     dc = xp.zeros_like(c) if dc is None else _f32(dc, "dc")
+    _check_shapes("LSTMCell backward", c, dh=dh, dc=dc, c_new=c_new, gates=(gates, 4))
     B, H = c.shape
     dgates, dc_prev = xp.empty_like(gates), xp.empty_like(c)
     if c.size:
@@ -578,6 +592,7 @@ def gru_cell_backward(dh, saved, h):
     """Backward of :func:`gru_cell_forward`: (dgi (B, 3H), dgh (B, 3H), dh_prev pointwise part (B, H))."""
     xp = _xp(saved, h)
     dh, saved, h = _f32(dh, "dh"), _f32(saved, "saved"), _f32(h, "h")
+    _check_shapes("GRUCell backward", h, dh=dh, saved=(saved, 4))
     B, H = h.shape
     dgi, dgh, dh_prev = (xp.empty((B, 3 * H), dtype=np.float32), xp.empty((B, 3 * H), dtype=np.float32),
                          xp.empty_like(h))

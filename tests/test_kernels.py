@@ -594,3 +594,48 @@ def test_end_to_end_feedback_training_step_matches_without_kernels(monkeypatch):
     for name, g in grads_off.items():
         err = np.linalg.norm(grads_on[name] - g) / max(np.linalg.norm(g), 1e-12)
         assert err <= 1e-5, (name, err)
+
+
+def test_relu_kernels_keep_nan():
+    # numpy.maximum(NaN, 0) is NaN (so is PyTorch's relu): a diverging run must not be hidden on a GPU
+    x = np.array([[np.nan, -1.0, 2.0]], dtype=np.float32)
+    with K.use("emulate"):
+        y = K.bias_act(x, None, "relu", 1)
+        merged, _ = K.merger_forward(np.zeros_like(x), x, None, "relu")   # 0 + relu(feedback)
+    for got in (y, merged):
+        np.testing.assert_array_equal(host(got), R.bias_act_ref(x, None, "relu", 1))
+        assert np.isnan(host(got)[0, 0])
+
+
+@pytest.mark.parametrize("wrong", ["dh", "dc", "c_new", "gates"])
+def test_lstm_backward_rejects_mismatched_shapes(wrong):
+    B, H = 4, 3
+    rng = np.random.default_rng(0)
+    arrays = dict(dh=rand(rng, B, H), dc=rand(rng, B, H), gates=rand(rng, B, 4 * H), c=rand(rng, B, H),
+                  c_new=rand(rng, B, H))
+    arrays[wrong] = arrays[wrong][:1]            # a batch of 1 where the state has 4: would read past the end
+    with K.use("emulate"), pytest.raises(ValueError, match=rf"LSTMCell backward: {wrong} must have shape"):
+        K.lstm_cell_backward(arrays["dh"], arrays["dc"], arrays["gates"], arrays["c"], arrays["c_new"])
+
+
+@pytest.mark.parametrize("wrong", ["dh", "saved"])
+def test_gru_backward_rejects_mismatched_shapes(wrong):
+    B, H = 4, 3
+    rng = np.random.default_rng(0)
+    arrays = dict(dh=rand(rng, B, H), saved=rand(rng, B, 4 * H), h=rand(rng, B, H))
+    arrays[wrong] = arrays[wrong][:, :-1]
+    with K.use("emulate"), pytest.raises(ValueError, match=rf"GRUCell backward: {wrong} must have shape"):
+        K.gru_cell_backward(arrays["dh"], arrays["saved"], arrays["h"])
+
+
+@pytest.mark.parametrize("k, s, p", [(2, 1, 1), (3, 2, 1), ((2, 3), 1, (1, 0))])
+def test_maxpool_all_minus_inf_windows_name_a_real_cell(k, s, p):
+    x = np.full((1, 2, 3, 4), -np.inf, dtype=np.float32)
+    with K.use("emulate"):
+        y, arg = K.maxpool_forward(x, k, s, p)
+    ry, rarg = R.maxpool_forward_ref(x, k, s, p)
+    np.testing.assert_array_equal(host(arg), rarg)
+    assert (rarg >= 0).all() and (rarg < x.shape[2] * x.shape[3]).all()
+    g = np.ones(ry.shape, dtype=np.float32)
+    dx = R.maxpool_backward_ref(g, rarg, x.shape, k, s, p)
+    assert dx.sum() == g.sum()                   # every output's gradient lands on a real input cell
