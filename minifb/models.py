@@ -183,7 +183,8 @@ def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> Fee
 
 
 def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> FeedbackModel:
-    """LeNet-5 (LeCun et al., 1998) as in FeedbackNets.jl, with ReLUs and a logit output.
+    """LeNet-5 (LeCun et al., 1998), the layers of FeedbackNets.jl's ``lenet5`` but with ReLUs (its
+    default is tanh) and a logit output (it ends in a softmax; minifb's losses take logits).
 
     Layers: ``Conv(channels, 6, 5, relu, padding=2)``, ``MaxPool(2)``,
     ``Conv(6, 16, 5, relu)``, ``MaxPool(2)``, ``Conv(16, 120, 5, relu)``,
