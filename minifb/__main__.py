@@ -10,7 +10,8 @@ Subcommands::
     minifb show     MODEL [--size 16] [--dot FILE]
 
 ``train`` writes ``DIR/model.npz`` (after every epoch, so Ctrl-C keeps the last
-checkpoint), ``DIR/metrics.json`` and ``DIR/curves.png``. ``evaluate`` reads the
+checkpoint), ``DIR/metrics.json`` and ``DIR/curves.png``, first removing those of
+an earlier run in ``DIR``. ``evaluate`` reads the
 run's ``metrics.json`` beside the weights for its defaults (model, size, steps).
 Bad arguments, and files or folders that cannot be read or written, give one line
 on stderr (``minifb: error: ...``) and exit status 2; Ctrl-C exits with 130.
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME", help=f"{_one_of(mftrain.OPTIMIZERS)} (default %(default)s)")
         p.add_argument("--device", type=_choice(_DEVICES, "device"), default=_D["device"], metavar="DEVICE",
                        help=f"{_one_of(_DEVICES)} (default %(default)s)")
-        p.add_argument("--seed", type=int, default=_D["seed"],
+        p.add_argument("--seed", type=_int_at_least(0), default=_D["seed"],
                        help="seed of the weights, the data split and the corruptions (default %(default)s)")
         p.add_argument("--size", type=_int_at_least(2), default=None,
                        help=f"image side in pixels ({size_help})")
@@ -158,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="feature maps per layer of spoerer-* models (default 32)")
         p.add_argument("--limit", type=_int_at_least(1), default=None,
                        help="use only the first N training and N test images")
-        p.add_argument("--truncate", type=_int_at_least(1), default=None,
-                       help="truncated BPTT: detach the state every K steps")
+        p.add_argument("--truncate", type=_int_at_least(1), default=None, metavar="K",
+                       help="truncated BPTT: detach the state every K steps (K at most --steps)")
         p.add_argument("--clip", type=_positive_float, default=_D["clip"],
                        help="gradient-norm clip (default %(default)s)")
         p.add_argument("--weight-decay", type=float, default=_D["weight_decay"],
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_int_at_least(2), default=None, help="default: from metrics.json")
     p.add_argument("--features", type=_int_at_least(1), default=None, help="default: from metrics.json")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="default: from metrics.json")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=_int_at_least(0), default=None,
                    help="seed of the data split and the corruption (default: from metrics.json, else 0)")
     p.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N test images")
     p.add_argument("--device", type=_choice(_DEVICES, "device"), default="cpu", metavar="DEVICE",
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_kwargs(args):
+    if args.truncate is not None and args.truncate > args.steps:
+        raise UsageError(f"argument --truncate: must be at most --steps ({args.steps}), got {args.truncate}")
     return dict(data=args.data, steps=args.steps, epochs=args.epochs, batch=args.batch, lr=args.lr,
                 optimizer=args.optimizer, device=args.device, seed=args.seed, limit=args.limit, size=args.size,
                 truncate=args.truncate, clip=args.clip, weight_decay=args.weight_decay,
@@ -238,12 +241,15 @@ def _check_device(device):
 def cmd_train(args) -> int:
     _check_device(args.device)
     out = args.out or os.path.join("runs", args.model)
+    kwargs = _train_kwargs(args)
+    record = {}  # filled in as the run goes, so after Ctrl-C it tells whether this run wrote a checkpoint
     try:
-        history = mftrain.train(model_name=args.model, corrupt=args.corrupt, out=out, **_train_kwargs(args))
+        history = mftrain.train(model_name=args.model, corrupt=args.corrupt, out=out, history=record, **kwargs)
     except KeyboardInterrupt:
-        ckpt = os.path.join(out, "model.npz")
-        print("\ninterrupted: " + (f"the last finished epoch's checkpoint is in {ckpt}" if os.path.exists(ckpt)
-                                   else "no epoch had finished, so no checkpoint was written"), file=sys.stderr)
+        epoch = record.get("checkpoint_epoch")
+        print("\ninterrupted: " + (f"the checkpoint after epoch {epoch} is in {os.path.join(out, 'model.npz')}"
+                                   if epoch is not None else "no epoch had finished, so no checkpoint was written"),
+              file=sys.stderr)
         return 130
     final = history["final"]["test_accuracy"]
     print(f"test accuracy per timestep: {_steps_text(final)}")
@@ -259,6 +265,19 @@ def _steps_text(accs) -> str:
     return "  ".join(f"t{t}={a:.4f}" for t, a in enumerate(accs, 1))
 
 
+def _run_config(path) -> dict:
+    """The ``"config"`` object of a run's ``metrics.json``; ValueError when the file is not one."""
+    with open(path) as fh:
+        try:
+            metrics = json.load(fh)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a minifb metrics file: {err}") from None
+    config = metrics.get("config", {}) if isinstance(metrics, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a minifb metrics file: expected a JSON object with a \"config\" object")
+    return config
+
+
 def cmd_evaluate(args) -> int:
     from .serialization import load
 
@@ -268,8 +287,7 @@ def cmd_evaluate(args) -> int:
     config = {}
     meta = os.path.join(os.path.dirname(os.path.abspath(args.weights)), "metrics.json")
     if os.path.isfile(meta):
-        with open(meta) as fh:
-            config = json.load(fh).get("config", {})
+        config = _run_config(meta)
     model = args.model or config.get("model_name")
     if model is None:
         raise ValueError("evaluate: give --model (no metrics.json beside the weights to read it from)")

@@ -467,7 +467,7 @@ def add_noise(x: np.ndarray, std: float, rng: np.random.Generator, clip: bool = 
 
     Args:
         x: Images in raw pixel space, shape ``(N, 1, H, W)``.
-        std: Standard deviation of the noise (>= 0).
+        std: Standard deviation of the noise (finite, >= 0).
         rng: Random generator.
         clip: Clip the result to ``[0, 1]``.
 
@@ -475,8 +475,8 @@ def add_noise(x: np.ndarray, std: float, rng: np.random.Generator, clip: bool = 
         Noisy images, shape ``(N, 1, H, W)``, float32.
     """
     x = _as_images(x)
-    if std < 0:
-        raise ValueError(f"noise std must be >= 0, got {std!r}")
+    if not (np.isfinite(std) and std >= 0):
+        raise ValueError(f"noise std must be a finite number >= 0, got {std!r}")
     out = x + rng.normal(0.0, std, size=x.shape).astype(np.float32)
     return np.clip(out, 0.0, 1.0) if clip else out
 

@@ -418,6 +418,29 @@ def corrupted(ds, x, y, name: str, rng, level=None):
     return ds.standardise(raw), labels
 
 
+def _test_set(ds, corrupt: str, seed: int):
+    """The test images and labels a run is scored on: one fixed draw of ``corrupt`` (seeded by ``seed + 1``)."""
+    return corrupted(ds, ds.x_test, ds.y_test, corrupt, np.random.default_rng(seed + 1))
+
+
+def _check_schedule(steps, epochs, batch, truncate, clip, corrupt):
+    """Check the training-loop arguments of :func:`fit`; return ``(steps, epochs, batch, truncate, corrupt)``."""
+    steps = _check_positive("train", "steps", steps)
+    batch = _check_positive("train", "batch", batch)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
+    if truncate is not None:
+        truncate = _check_positive("train", "truncate", truncate)
+        if truncate > steps:
+            raise ValueError(f"train: truncate must be at most steps ({steps}), got {truncate} "
+                             "(None is full BPTT)")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"train: clip must be positive or None, got {clip!r}")
+    if str(corrupt).lower() not in mfdata.CORRUPTIONS:
+        raise ValueError(f"unknown corruption {corrupt!r}: expected one of {', '.join(mfdata.CORRUPTIONS)}")
+    return steps, int(epochs), batch, truncate, str(corrupt).lower()
+
+
 def _progress(iterable, total, desc, enabled):
     """Wrap ``iterable`` in a tqdm bar when tqdm is installed and ``enabled``; else return it."""
     if not enabled:
@@ -458,22 +481,12 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
         "test_accuracy" (list of T), "clean_accuracy" (list of T, with a
         corruption), "lr", "seconds"}, ...]}``.
     """
-    steps = _check_positive("train", "steps", steps)
-    batch = _check_positive("train", "batch", batch)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
-    if truncate is not None:
-        truncate = _check_positive("train", "truncate", truncate)
-    if clip is not None and not clip > 0:
-        raise ValueError(f"train: clip must be positive or None, got {clip!r}")
-    if str(corrupt).lower() not in mfdata.CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corrupt!r}: expected one of {', '.join(mfdata.CORRUPTIONS)}")
-    corrupt = str(corrupt).lower()
+    steps, epochs, batch, truncate, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
     history = {} if history is None else history
     history.setdefault("epochs", [])
     opt = make_optimizer(optimizer, net.parameters(), lr, weight_decay)
     rng = np.random.default_rng(seed)
-    x_test, y_test = corrupted(ds, ds.x_test, ds.y_test, corrupt, np.random.default_rng(seed + 1))
+    x_test, y_test = _test_set(ds, corrupt, seed)
     n_batches = math.ceil(len(ds.x_train) / batch)
     total_batches = max(1, epochs * n_batches)
     done = 0
@@ -585,54 +598,67 @@ def plot_curves(history: dict, path) -> bool:
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
-    ax_acc.legend(loc="lower right", fontsize=8)
     ax_t.set(title="accuracy against timestep", xlabel="timestep", ylabel="accuracy")
-    ax_t.legend(loc="lower right", fontsize=8)
+    for ax in (ax_acc, ax_t):
+        if ax.get_legend_handles_labels()[0]:  # no epochs, no curves: a legend would only warn
+            ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     return True
 
 
+_RUN_FILES = ("model.npz", "metrics.json", "curves.png")  # what a run writes into ``out``
+
+
+def _remove_run_files(out) -> None:
+    """Delete an earlier run's outputs from ``out``, so none of them can pass for this run's."""
+    for name in _RUN_FILES:
+        path = os.path.join(out, name)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+
+
 def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epochs=4, batch=32, lr=3e-3,
           optimizer="adam", device="cpu", seed=0, out=None, limit=None, size=None, truncate=None, clip=5.0,
-          weight_decay=0.0, features=None, progress=True, log=print, plot=True):
+          weight_decay=0.0, features=None, progress=True, log=print, plot=True, history=None):
     """Like :func:`train`, but return ``(net, dataset, history)``: the trained network too."""
     if size is None:
         size = default_size(model_name)
     config = dict(model_name=model_name, data=data, corrupt=str(corrupt).lower(), steps=steps, epochs=epochs,
                   batch=batch, lr=lr, optimizer=str(optimizer).lower(), device=device, seed=seed, size=size,
                   limit=limit, truncate=truncate, clip=clip, weight_decay=weight_decay, features=features)
-    # Check the cheap arguments before loading anything.
+    # Check the cheap arguments before loading anything (and before removing an earlier run's outputs).
     backend.check_device(device)
     if str(optimizer).lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    steps, epochs, _, _, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
     _check_positive("train", "size", size)
     start = time.perf_counter()
     backend.manual_seed(seed)
     ds = prepare_data(data, size=size, seed=seed, limit=limit)
     net = build_model(model_name, size, classes=ds.classes, channels=ds.image_shape[0],
                       features=features).to(device)
-    history = {"config": config, "parameters": count_parameters(net),
-               "train_images": int(len(ds.x_train)), "test_images": int(len(ds.x_test)), "epochs": []}
+    history = {} if history is None else history
+    history.update({"config": config, "parameters": count_parameters(net),
+                    "train_images": int(len(ds.x_train)), "test_images": int(len(ds.x_test)), "epochs": []})
     if out is not None:
         os.makedirs(out, exist_ok=True)
+        _remove_run_files(out)
 
     def checkpoint(h):
-        if out is not None:
-            _save_model(net, os.path.join(out, "model.npz"))
-            h["seconds"] = time.perf_counter() - start
-            save_metrics(h, os.path.join(out, "metrics.json"))
+        _save_model(net, os.path.join(out, "model.npz"))
+        h["checkpoint_epoch"] = len(h["epochs"])   # model.npz is this run's, after this many epochs
+        h["seconds"] = time.perf_counter() - start
+        save_metrics(h, os.path.join(out, "metrics.json"))
 
     if log is not None:
         log(f"training {model_name} ({history['parameters']:,} parameters) on {data} "
             f"{size}x{size}, {len(ds.x_train)} train / {len(ds.x_test)} test images, "
-            f"T={steps} steps, corruption {config['corrupt']}, {epochs} epochs, device {device}")
+            f"T={steps} steps, corruption {corrupt}, {epochs} epochs, device {device}")
     try:
         fit(net, ds, steps=steps, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, seed=seed,
             corrupt=corrupt, truncate=truncate, clip=clip, weight_decay=weight_decay, progress=progress,
-            log=log, on_epoch=checkpoint, history=history)
+            log=log, on_epoch=checkpoint if out is not None else None, history=history)
     except KeyboardInterrupt:
         history["interrupted"] = True
         if out is not None:
@@ -642,12 +668,13 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     if history["epochs"]:
         last = history["epochs"][-1]
         history["final"] = {k: last[k] for k in ("test_accuracy", "clean_accuracy") if k in last}
-    else:
-        history["final"] = {"test_accuracy": evaluate(net, ds.x_test, ds.y_test, steps)}
+    else:  # no training: score the untrained network as fit scores every epoch
+        history["final"] = {"test_accuracy": evaluate(net, *_test_set(ds, corrupt, seed), steps)}
+        if corrupt != "none":
+            history["final"]["clean_accuracy"] = evaluate(net, ds.x_test, ds.y_test, steps)
     history["seconds"] = time.perf_counter() - start
     if out is not None:
-        _save_model(net, os.path.join(out, "model.npz"))
-        save_metrics(history, os.path.join(out, "metrics.json"))
+        checkpoint(history)
         if plot and not plot_curves(history, os.path.join(out, "curves.png")) and log is not None:
             log("note: matplotlib is not installed, so curves.png was not written "
                 "(pip install matplotlib)")
@@ -656,14 +683,17 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
 
 def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epochs=4, batch=32, lr=3e-3,
           optimizer="adam", device="cpu", seed=0, out=None, limit=None, size=None, truncate=None, clip=5.0,
-          weight_decay=0.0, features=None, progress=True, log=print, plot=True) -> dict:
+          weight_decay=0.0, features=None, progress=True, log=print, plot=True, history=None) -> dict:
     """Train a model with the recurrent protocol: what ``minifb train`` runs.
 
     Builds ``model_name`` for ``size x size`` images, loads ``data``, trains
     with :func:`fit` and, when ``out`` is given, writes after every epoch
     ``out/model.npz`` (the weights, :func:`minifb.save`) and
     ``out/metrics.json`` (the config and the per-epoch metrics), and at the
-    end ``out/curves.png`` (when matplotlib is installed). On Ctrl-C the last
+    end ``out/curves.png`` (when matplotlib is installed); those files of an
+    earlier run in ``out`` are removed when training starts, so every file
+    there is this run's. ``"checkpoint_epoch"`` in the history tells how many
+    epochs the weights in ``model.npz`` have had. On Ctrl-C the last
     checkpoint is kept, the metrics so far are written with
     ``"interrupted": true`` and the ``KeyboardInterrupt`` is re-raised.
     :func:`train_model` does the same and also returns the trained network.
@@ -684,23 +714,28 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
         limit: keep only the first ``limit`` training and test images.
         size: image side; ``None``: :func:`default_size` (16 for Spoerer models;
             28, their design size, for LeNet models).
-        truncate: detach the state every ``truncate`` steps (``None``: full BPTT).
+        truncate: detach the state every ``truncate`` steps, at most ``steps``
+            (``None``: full BPTT).
         clip: global gradient-norm clip (``None``: off).
         weight_decay: L2 penalty (decoupled for ``adamw``).
         features: feature maps per layer of a Spoerer model (``None``: 32).
         progress: tqdm progress bar when installed.
         log: per-epoch lines go here (``None``: silent).
         plot: write ``curves.png`` when ``out`` is given.
+        history: a dict to fill in and return instead of a new one, so that a
+            caller still has it when Ctrl-C interrupts the run.
 
     Returns:
         The history: ``{"config": {...}, "parameters": int, "train_images",
         "test_images", "epochs": [{"epoch", "loss", "train_accuracy",
         "test_accuracy" (one per timestep), "lr", "seconds"}, ...],
-        "final": {"test_accuracy": [...]}, "seconds": float}``.
+        "final": {"test_accuracy": [...], "clean_accuracy": [...] (with a
+        corruption)}, "seconds": float}``, and with ``out`` ``"checkpoint_epoch"``.
 
     Raises:
         ValueError: a bad argument (unknown model, data spec, corruption,
-            optimizer; non-positive steps/batch/lr; negative epochs).
+            optimizer; non-positive steps/batch/lr; negative epochs; truncate
+            larger than steps).
         FileNotFoundError: missing MNIST files.
 
     Example:
@@ -711,5 +746,4 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
     return train_model(model_name=model_name, data=data, corrupt=corrupt, steps=steps, epochs=epochs,
                        batch=batch, lr=lr, optimizer=optimizer, device=device, seed=seed, out=out, limit=limit,
                        size=size, truncate=truncate, clip=clip, weight_decay=weight_decay, features=features,
-                       progress=progress,
-                       log=log, plot=plot)[2]
+                       progress=progress, log=log, plot=plot, history=history)[2]

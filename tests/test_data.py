@@ -269,6 +269,12 @@ def test_noise_has_stated_variance(raw):
     assert clipped.min() >= 0 and clipped.max() <= 1
 
 
+@pytest.mark.parametrize("std", [-0.1, float("nan"), float("inf")])
+def test_noise_rejects_a_std_that_is_negative_or_not_finite(raw, std):
+    with pytest.raises(ValueError, match="noise std must be a finite number >= 0"):
+        add_noise(raw[0][:2], std, np.random.default_rng(0))
+
+
 def test_salt_and_pepper_fraction(raw):
     x, _ = raw
     out = salt_and_pepper(x, 0.2, np.random.default_rng(0))

@@ -81,6 +81,10 @@ def test_evaluate_rejects_weights_of_another_model(trained, capsys):
     (["train", "--optimizer", "rmsprop"], "unknown optimizer"),
     (["train", "--corrupt", "rain"], "unknown corruption"),
     (["evaluate", "--weights", "/no/such/model.npz"], "not found"),
+    (["train", "--seed", "-1"], "argument --seed: must be at least 0"),
+    (["evaluate", "--weights", "/no/such/model.npz", "--seed", "-1"], "argument --seed: must be at least 0"),
+    (["compare", "--seed", "-1"], "argument --seed: must be at least 0"),
+    (["train", "--steps", "2", "--truncate", "3"], "argument --truncate: must be at most --steps (2), got 3"),
     (["show", "nonet"], "unknown model"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
@@ -107,6 +111,40 @@ def test_interrupted_training_exits_130(monkeypatch, capsys, tmp_path):
     code, _, err = run(capsys, "train", "--out", str(tmp_path), *TINY)
     assert code == 130
     assert "interrupted" in err and "no checkpoint" in err
+
+
+def test_interrupt_before_a_checkpoint_does_not_claim_an_earlier_runs(trained, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("model.npz", "metrics.json"):          # an earlier run's outputs in the same --out folder
+        (out / name).write_bytes((trained / name).read_bytes())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mftrain, "train_step", interrupted)
+    code, _, err = run(capsys, "train", "--out", str(out), *TINY)
+    assert code == 130
+    assert "no checkpoint was written" in err and not (out / "model.npz").exists()
+    assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
+
+
+@pytest.mark.parametrize("level", ["nan", "inf", "-1"])
+def test_evaluate_rejects_a_noise_level_that_is_not_a_finite_std(trained, capsys, level):
+    code, _, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--corrupt", "noise",
+                       "--level", level, "--limit", "10")
+    assert code == 2 and err.strip().splitlines() == [
+        f"minifb: error: noise std must be a finite number >= 0, got {float(level)!r}"]
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "not json", '{"config": 3}'])
+def test_evaluate_rejects_metrics_that_are_not_a_run_record(trained, capsys, tmp_path, text):
+    (tmp_path / "model.npz").write_bytes((trained / "model.npz").read_bytes())
+    (tmp_path / "metrics.json").write_text(text)
+    code, _, err = run(capsys, "evaluate", "--weights", str(tmp_path / "model.npz"), "--limit", "10")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"minifb: error: {tmp_path / 'metrics.json'} is not a minifb metrics file")
 
 
 def test_show_draws_feedback_from_splitter_to_merger(capsys, tmp_path):

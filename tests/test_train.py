@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -199,8 +200,48 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, monkeypatch):
                       log=None)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True
-    assert len(metrics["epochs"]) == 1
+    assert len(metrics["epochs"]) == 1 and metrics["checkpoint_epoch"] == 1
     assert os.path.isfile(out / "model.npz")
+
+
+def test_interrupt_never_leaves_an_earlier_runs_files(tmp_path, monkeypatch):
+    """Ctrl-C before the first checkpoint: an earlier run's weights must not sit beside this run's metrics."""
+    out = tmp_path / "run"
+    mftrain.train("spoerer-B", limit=16, epochs=1, steps=2, features=4, size=8, out=str(out), progress=False,
+                  log=None)
+    (out / "curves.png").write_bytes(b"an earlier run's plot")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mftrain, "train_step", interrupted)
+    record = {}
+    with pytest.raises(KeyboardInterrupt):
+        mftrain.train("spoerer-BT", limit=16, epochs=1, steps=2, features=4, size=8, out=str(out),
+                      progress=False, log=None, history=record)
+    assert not (out / "model.npz").exists() and not (out / "curves.png").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["model_name"] == "spoerer-BT" and metrics["interrupted"] is True
+    assert metrics["epochs"] == [] and "checkpoint_epoch" not in metrics
+    assert record["interrupted"] is True and "checkpoint_epoch" not in record
+
+
+@pytest.mark.parametrize("corrupt", ["noise", "clutter"])
+def test_zero_epochs_scores_the_corrupted_test_set(corrupt):
+    """With no training the final accuracy follows the rule of every epoch: corrupted test set, and clean."""
+    net, ds, history = mftrain.train_model("spoerer-BT", limit=30, epochs=0, steps=2, features=4, size=8,
+                                           corrupt=corrupt, seed=3, progress=False, log=None)
+    x, y = mftrain.corrupted(ds, ds.x_test, ds.y_test, corrupt, np.random.default_rng(4))
+    assert history["final"]["test_accuracy"] == mftrain.evaluate(net, x, y, 2)
+    assert history["final"]["clean_accuracy"] == mftrain.evaluate(net, ds.x_test, ds.y_test, 2)
+
+
+def test_curves_without_epochs_warn_of_no_empty_legend(tmp_path):
+    pytest.importorskip("matplotlib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mftrain.plot_curves({"epochs": []}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -211,6 +252,7 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     (dict(corrupt="rain"), "corruption"),
     (dict(lr=0.0), "learning rate"),
     (dict(size=1), "size"),
+    (dict(steps=2, truncate=3), "truncate must be at most steps"),
     (dict(model_name="lenet5", features=8), "features"),
 ])
 def test_bad_arguments_raise_value_errors(kwargs, match):
