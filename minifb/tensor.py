@@ -300,7 +300,14 @@ class Tensor:
         return Tensor(self.data)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
-        """Set ``requires_grad`` in place and return ``self``."""
+        """Set ``requires_grad`` in place and return ``self``.
+
+        Only a leaf may turn it off, as in PyTorch: switching it off on a computed
+        tensor would silently cut the graph; use :meth:`detach` for that.
+        """
+        if not flag and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring gradients; "
+                               "use .detach() to cut a computed tensor from the graph")
         if flag and not _is_float(self.data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
         self.requires_grad = bool(flag)
@@ -351,6 +358,12 @@ class Tensor:
                 one element.
             retain_graph: keep the ops' saved arrays so that backward can run
                 through this graph again (off by default to free memory).
+
+        The ops keep references to the arrays they saved, not copies: unlike
+        PyTorch, minifb keeps no version counter, so changing a saved tensor's
+        ``.data`` in place between the forward and this call (an optimiser step
+        between two backward passes of a retained graph, say) is not detected
+        and the gradient uses the new values.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
@@ -409,6 +422,8 @@ class Tensor:
                         pg = unbroadcast(pg, shape)
                     if pg.dtype != dtype:
                         pg = pg.astype(dtype)
+                    if isinstance(pg, np.generic):  # NumPy arithmetic on 0-d arrays gives immutable scalars
+                        pg = np.asarray(pg)
                     pkey = id(parent)
                     previous = pending.get(pkey)
                     if previous is None:
@@ -418,6 +433,7 @@ class Tensor:
                         owned.discard(pkey)
                     elif pkey in owned:
                         previous += pg
+                        pending[pkey] = previous  # a 0-d NumPy sum is an immutable scalar: += rebinds it
                     else:
                         pending[pkey] = previous + pg
                         owned.add(pkey)
@@ -516,6 +532,8 @@ def _accumulate(leaf: Tensor, g, fresh: bool = False) -> None:
     view of ``g`` as a reference too).  Otherwise it is copied, so that
     ``.grad`` never shares a buffer with another gradient or a saved value.
     """
+    if isinstance(g, np.generic):  # a 0-d leaf's gradient is a 0-d array, as the contract says, not a scalar
+        g, fresh = np.asarray(g), True
     if leaf.grad is None:
         unshared = fresh or (getattr(g, "base", 0) is None and sys.getrefcount(g) <= _UNSHARED_REFS)
         leaf.grad = g if unshared else g.copy()

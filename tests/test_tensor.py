@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 
 import minifb as mf
+import minifb.functional as F
 from minifb.tensor import unbroadcast
 
 from strategies import broadcastable_pair, floats64, seeds, t64
@@ -327,3 +328,39 @@ def test_reflected_operators_have_docstrings():
     assert mf.Tensor.flatten.__doc__
     np.testing.assert_allclose((2 ** mf.tensor([1.0, 3.0])).numpy(), [2.0, 8.0])
     np.testing.assert_allclose((1 - mf.tensor([1.0, 3.0])).numpy(), [0.0, -2.0])
+
+
+def test_zero_dim_gradients_with_many_contributions_all_count():
+    # NumPy arithmetic on 0-d arrays gives immutable scalars; none of the contributions may be lost
+    x = mf.tensor(1.0, requires_grad=True, dtype="float64")
+    (x + x + x + x).backward()
+    assert float(x.grad) == 4.0 and isinstance(x.grad, np.ndarray) and x.grad.shape == ()
+    a = mf.tensor(np.ones(3), requires_grad=True, dtype="float64")
+    m = a.sum()
+    (m * 1.0 + m * 2.0 + m * 3.0).backward()
+    np.testing.assert_array_equal(a.grad, [6.0, 6.0, 6.0])
+    s = mf.tensor(0.5, requires_grad=True, dtype="float64")
+    h = mf.tensor(np.ones(3), dtype="float64")
+    for _ in range(4):
+        h = h * s + 1.0
+    h.sum().backward()
+    # d/ds of sum(h4), h_{k+1} = h_k s + 1, h_0 = 1: 3 * (1 + 2s + 3s^2 + 4s^3) at s = 0.5
+    assert float(s.grad) == pytest.approx(3 * (1 + 2 * 0.5 + 3 * 0.25 + 4 * 0.125))
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((2, 3, 0), (0, 4)), ((2, 3, 4), (4, 0)), ((3, 0), (0, 2))])
+def test_matmul_and_linear_gradients_with_an_empty_inner_or_outer_axis(a_shape, b_shape):
+    a, b = mf.ones(*a_shape, requires_grad=True), mf.ones(*b_shape, requires_grad=True)
+    (a @ b).sum().backward()
+    assert a.grad.shape == a_shape and b.grad.shape == b_shape and not a.grad.any() and not b.grad.any()
+    x, w = mf.ones(*a_shape, requires_grad=True), mf.ones(b_shape[1], a_shape[-1], requires_grad=True)
+    F.linear(x, w).sum().backward()
+    assert x.grad.shape == a_shape and w.grad.shape == w.shape
+
+
+def test_requires_grad_cannot_be_switched_off_on_a_computed_tensor():
+    x = mf.ones(2, requires_grad=True)
+    h = x * 2
+    with pytest.raises(RuntimeError, match="only leaf tensors"):
+        h.requires_grad_(False)
+    assert x.requires_grad_(False) is x and not x.requires_grad

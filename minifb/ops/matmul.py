@@ -6,12 +6,19 @@ For ``C = A @ B`` the gradients are ``dA = dC @ Bᵀ`` and ``dB = Aᵀ @ dC``
 removed again from the gradient.
 """
 
+import math
+
 from ..backend import array_module
 from ..tensor import Function, ProductSum
 
 
 def _swap_last(x):
     return x.swapaxes(-1, -2)
+
+
+def _rows(x):
+    """``x`` (..., k) as a matrix (rows, k); unlike ``reshape(-1, k)`` this also works when k is 0."""
+    return x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 class MatMul(Function):
@@ -51,7 +58,7 @@ class MatMul(Function):
             elif self.b_ndim == 1:
                 gb = (_swap_last(a) @ grad[..., None])[..., 0]
             elif a.ndim > 2 and self.b_ndim == 2:    # fold the batch into one large product
-                gb = a.reshape(-1, a.shape[-1]).T @ grad.reshape(-1, grad.shape[-1])
+                gb = _rows(a).T @ _rows(grad)
             else:
                 gb = _swap_last(a) @ grad
         return ga, gb
@@ -89,10 +96,10 @@ class Linear(Function):
                 gw = grad[:, None] * x[None, :]
             else:
                 # kept as a product: backward stacks the T timesteps' products of one weight (ProductSum)
-                gw = ProductSum(grad.reshape(-1, grad.shape[-1]).T, x.reshape(-1, x.shape[-1]))
+                gw = ProductSum(_rows(grad).T, _rows(x))
         if len(self.needs) == 2:
             return gx, gw
         gb = None
         if self.needs[2]:
-            gb = grad if grad.ndim == 1 else grad.reshape(-1, grad.shape[-1]).sum(axis=0)
+            gb = grad if grad.ndim == 1 else _rows(grad).sum(axis=0)
         return gx, gw, gb
