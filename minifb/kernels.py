@@ -504,12 +504,6 @@ def merger_backward(g, a, act, layout=None, need_bias=True):
     return _act_backward("merger", "merger_bwd", g, a, act, layout, need_bias)
 
 
-def _check_gates(gi, gh, state, G, cell):
-    if gi.ndim != 2 or gi.shape != gh.shape or state.ndim != 2 or gi.shape != (state.shape[0], G * state.shape[1]):
-        raise ValueError(f"{cell}: gate matrices {tuple(gi.shape)}, {tuple(gh.shape)} do not match state "
-                         f"{tuple(state.shape)} (expected (B, {G}*H) each)")
-
-
 def _check_shapes(what, state, **arrays):
     """Check that each array is (B, H) like ``state``, or (B, G*H) when given as ``(array, G)``: the
     kernels index them all from B and H alone, so a wrong shape would read or write out of bounds."""
@@ -534,7 +528,7 @@ def lstm_cell_forward(gi, gh, c):
         Reference: ``kernel_refs.lstm_cell_forward_ref``.
     """
     xp = _xp(gi, gh, c)
-    _check_gates(gi, gh, c, 4, "LSTMCell")
+    _check_shapes("LSTMCell", c, gi=(gi, 4), gh=(gh, 4))
     gi, gh, c = _f32(gi, "gi"), _f32(gh, "gh"), _f32(c, "c")
     B, H = c.shape
     h_new, c_new, gates = xp.empty_like(c), xp.empty_like(c), xp.empty_like(gi)
@@ -578,7 +572,7 @@ def gru_cell_forward(gi, gh, h):
         Reference: ``kernel_refs.gru_cell_forward_ref``.
     """
     xp = _xp(gi, gh, h)
-    _check_gates(gi, gh, h, 3, "GRUCell")
+    _check_shapes("GRUCell", h, gi=(gi, 3), gh=(gh, 3))
     gi, gh, h = _f32(gi, "gi"), _f32(gh, "gh"), _f32(h, "h")
     B, H = h.shape
     h_new, saved = xp.empty_like(h), xp.empty((B, 4 * H), dtype=np.float32)

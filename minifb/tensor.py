@@ -422,8 +422,6 @@ class Tensor:
                         pg = unbroadcast(pg, shape)
                     if pg.dtype != dtype:
                         pg = pg.astype(dtype)
-                    if isinstance(pg, np.generic):  # NumPy arithmetic on 0-d arrays gives immutable scalars
-                        pg = np.asarray(pg)
                     pkey = id(parent)
                     previous = pending.get(pkey)
                     if previous is None:

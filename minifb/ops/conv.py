@@ -776,11 +776,11 @@ class MaxPool2d(Function):
         flat = win.reshape(x.shape[:2] + out_hw + (kh * kw,))         # one copy
         idx = flat.argmax(axis=-1)
         out = xp.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
-        lost = out == -np.inf if any(geom.pad) else None
+        # With padding, a window whose real values are all -inf ties with its -inf padding, and argmax
+        # may have picked a padding cell, whose gradient would be dropped.  Like PyTorch, route it to
+        # the window's first real cell instead.
+        lost = (out == -np.inf) if any(geom.pad) else None
         if lost is not None and lost.any():
-            # A window whose real values are all -inf ties with its -inf padding, and argmax may have
-            # picked a padding cell, whose gradient would be dropped.  Like PyTorch, route it to the
-            # window's first real cell instead.
             inside = _windows(_padded(xp.ones((1, 1) + x.shape[2:], dtype=x.dtype), geom.pad), geom, out_hw)
             first_inside = inside.reshape((1, 1) + out_hw + (kh * kw,)).argmax(axis=-1)
             idx = xp.where(lost, first_inside, idx)
