@@ -86,10 +86,10 @@ def _minifb_step(fn, arrays, options, grad_out):
     return step
 
 
-def _torch_step(torch, name, arrays, options, grad_out):
+def _torch_step(torch, name, arrays, options, grad_out, device="cpu"):
     op = torch.matmul if name == "matmul" else getattr(torch.nn.functional, name)
-    base = [torch.from_numpy(a) for a in arrays]
-    g = torch.from_numpy(grad_out)
+    base = [torch.from_numpy(a).to(device) for a in arrays]
+    g = torch.from_numpy(grad_out).to(device)
 
     def step():
         ts = [t.detach().requires_grad_(True) for t in base]

@@ -92,7 +92,7 @@ if str(HERE) not in sys.path:
 
 import minifb as mf  # noqa: E402
 from minifb import functional as F  # noqa: E402
-from minifb import nn, optim  # noqa: E402
+from minifb import backend, nn, optim  # noqa: E402
 
 LR = 0.01
 
@@ -145,8 +145,8 @@ def _limit_blas(threads: int) -> None:
 
 
 def _t(torch, a):
-    """A PyTorch tensor holding a copy of a minifb parameter / array."""
-    return torch.tensor(np.asarray(a.data if hasattr(a, "data") else a))
+    """A PyTorch tensor (on the CPU) holding a copy of a minifb parameter / array on any device."""
+    return torch.tensor(backend.to_numpy(a.data if hasattr(a, "data") else a))
 
 
 def _last_step_loss_step(net, initial_state, x_np, y_np, T, device):
@@ -209,18 +209,19 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
     mf_step = _last_step_loss_step(net, {"s": mf.zeros(batch, 128)}, x_np, y_np, T, device)
 
     torch_step = None
-    if torch is not None and device == "cpu":
+    if torch is not None:
         tn = torch.nn
         fb, l1, l2, l3 = tn.Linear(128, 784), tn.Linear(784, 512), tn.Linear(512, 128), tn.Linear(128, 10)
         for tl, dense in zip((fb, l1, l2, l3), (net.layers[0].op, net.layers[1], net.layers[2], net.layers[4])):
             _copy_linear(torch, tl, dense)
+            tl.to(device)
         params = [p for m in (fb, l1, l2, l3) for p in m.parameters()]
         topt = torch.optim.SGD(params, lr=LR)
-        tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
         relu = torch.relu
 
         def torch_step():
-            s = torch.zeros(batch, 128)
+            s = torch.zeros(batch, 128, device=device)
             for _ in range(T):
                 a = tx + relu(fb(s))
                 s = relu(l2(relu(l1(a))))
@@ -253,7 +254,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
     mf_step = _last_step_loss_step(net, {"s2": mf.zeros(batch, 64, 14, 14)}, x_np, y_np, T, device)
 
     torch_step = None
-    if torch is not None and device == "cpu":
+    if torch is not None:
         tn = torch.nn
         c1 = tn.Conv2d(1, 32, 3, padding=1)
         ct = tn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
@@ -263,13 +264,14 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
         ours = (net.layers[0], net.layers[1].op, net.layers[2], net.layers[4], net.layers[6])
         for tl, layer in zip((c1, ct, c2, c3, d), ours):
             _copy_linear(torch, tl, layer)
+            tl.to(device)
         params = [p for m in (c1, ct, c2, c3, d) for p in m.parameters()]
         topt = torch.optim.SGD(params, lr=LR)
-        tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
         relu = torch.relu
 
         def torch_step():
-            s = torch.zeros(batch, 64, 14, 14)
+            s = torch.zeros(batch, 64, 14, 14, device=device)
             for _ in range(T):
                 a1 = relu(c1(tx)) + ct(s)
                 s = relu(c2(a1))
@@ -319,21 +321,23 @@ def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
         return float(loss.item())
 
     torch_step = None
-    if torch is not None and device == "cpu":
+    if torch is not None:
         tcell = torch.nn.LSTMCell(vocab, hidden)
         thead = torch.nn.Linear(hidden, vocab)
         with torch.no_grad():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(tcell, name).copy_(_t(torch, getattr(cell, name)))
         _copy_linear(torch, thead, head)
+        tcell.to(device)
+        thead.to(device)
         topt = torch.optim.SGD(list(tcell.parameters()) + list(thead.parameters()), lr=LR)
-        txs = [torch.from_numpy(onehot[t]) for t in range(T)]
-        tys = [torch.from_numpy(targets[t]) for t in range(T)]
+        txs = [torch.from_numpy(onehot[t]).to(device) for t in range(T)]
+        tys = [torch.from_numpy(targets[t]).to(device) for t in range(T)]
         ce = torch.nn.functional.cross_entropy
 
         def torch_step():
-            h = torch.zeros(batch, hidden)
-            c = torch.zeros(batch, hidden)
+            h = torch.zeros(batch, hidden, device=device)
+            c = torch.zeros(batch, hidden, device=device)
             total = None
             for t in range(T):
                 h, c = tcell(txs[t], (h, c))
@@ -368,8 +372,8 @@ def build_micro(torch, device="cpu", small=False):
     for name, shape, fn, torch_name, arrays, options in bench_micro._cases(rng):
         if small:
             arrays, shape = _shrink(name, arrays)
+        host = arrays
         if device != "cpu":
-            from minifb import backend
             arrays = [backend.to_device(a, device) for a in arrays]
         with mf.no_grad():
             out_shape = fn(*[mf.Tensor(a) for a in arrays], **options).shape
@@ -378,8 +382,9 @@ def build_micro(torch, device="cpu", small=False):
             grad_out = backend.to_device(grad_out, device)
         mf_step = bench_micro._minifb_step(fn, arrays, options, grad_out)
         torch_step = None
-        if torch is not None and device == "cpu":
-            torch_step = bench_micro._torch_step(torch, torch_name, arrays, options, grad_out)
+        if torch is not None:
+            torch_step = bench_micro._torch_step(torch, torch_name, host, options,
+                                                 backend.to_numpy(grad_out), device=device)
         if name == "matmul":
             fwd = 2 * arrays[0].shape[0] * arrays[0].shape[1] * arrays[1].shape[1]
         elif name == "conv2d":
@@ -587,29 +592,74 @@ def measure_memory(cases: dict, mode: str, threads: int) -> dict:
 
 
 # ---- GPU ----------------------------------------------------------------------------------------
-def gpu_section(mode: str, steps: int, warmup: int) -> dict:
-    """The workloads on CuPy, fused kernels on and off; skipped without a GPU."""
-    from minifb import backend, kernels
+def _torch_cuda(torch):
+    """PyTorch when it can use the GPU, in strict float32 (no TF32, which CuPy does not use), else None."""
+    if torch is None or not torch.cuda.is_available():
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
+    """The workloads on CuPy, fused kernels on and off, and PyTorch's CUDA eager mode as the peer when
+    it is importable with a GPU; skipped without a GPU.
+
+    Each step ends with a device synchronisation, so the times are wall-clock times of whole steps,
+    launch overhead included (what a user's training loop sees).
+    """
+    from minifb import kernels
 
     if not backend.cuda_available():
         return {"skipped": "no CuPy with a GPU"}
     cp = backend.cupy_or_none()
+    torch = _torch_cuda(torch)
     rows = []
     for name in ("W1", "W2", "W3", "micro"):
         timings = {}
         for kmode in ("cuda", "off"):
+            peer = torch if kmode == "cuda" else None  # PyTorch is timed once, beside the fused run
             with kernels.use(kmode):
-                cases = build_micro(None, device="cuda", small=mode == "smoke") if name == "micro" else \
-                    [build(name, None, mode, device="cuda")]
+                cases = build_micro(peer, device="cuda", small=mode == "smoke") if name == "micro" else \
+                    [build(name, peer, mode, device="cuda")]
                 for case in cases:
                     case.sync = cp.cuda.Device().synchronize
-                    r = time_case(case, steps, warmup)
-                    timings.setdefault(case.name, {"name": case.name, "desc": case.desc, "flops": case.flops})
-                    timings[case.name][f"{'fused' if kmode == 'cuda' else 'unfused'}_s"] = r["minifb_s"]
+                    if case.torch_step is not None:
+                        case.torch_step = _synced(case.torch_step, torch.cuda.synchronize)
+                    r = time_case(case, steps, warmup, settle_s=0.0)
+                    row = timings.setdefault(case.name, {"name": case.name, "desc": case.desc, "flops": case.flops})
+                    row[f"{'fused' if kmode == 'cuda' else 'unfused'}_s"] = r["minifb_s"]
+                    if kmode == "cuda":
+                        row["torch_s"], row["loss_match"] = r["torch_s"], r.get("loss_match")
         for row in timings.values():
             row["fused_speedup"] = row["unfused_s"] / row["fused_s"]
+            row["ratio"] = row["fused_s"] / row["torch_s"] if row.get("torch_s") else None
             rows.append(row)
-    return {"device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": rows}
+    return {"device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+            "torch": None if torch is None else torch.__version__, "rows": rows}
+
+
+def _synced(step, sync):
+    """``step`` followed by a device synchronisation; returns the step's result."""
+    def run():
+        out = step()
+        sync()
+        return out
+    return run
+
+
+def markdown_gpu(gpu) -> str:
+    """The GPU table: fused and unfused minifb, and PyTorch CUDA eager where it ran."""
+    lines = [f"device: {gpu['device']}; PyTorch {gpu['torch'] or 'not available with CUDA'}", "",
+             "| case | shape | minifb fused ms | minifb unfused ms | fused speedup | PyTorch CUDA ms "
+             "| fused / PyTorch | first loss equal |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in gpu["rows"]:
+        ratio = "n/a" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        match = {None: "n/a", True: "yes", False: "NO"}[r.get("loss_match")]
+        lines.append(f"| {r['name']} | {r['desc']} | {_ms(r['fused_s'])} | {_ms(r['unfused_s'])} | "
+                     f"{r['fused_speedup']:.2f}x | {_ms(r.get('torch_s'))} | {ratio} | {match} |")
+    return "\n".join(lines)
 
 
 # ================================================================================ reporting
@@ -759,6 +809,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _gpu_only(result, mode, cfg, torch, started, json_file) -> dict:
+    """``--gpu-only``: the GPU table alone."""
+    result["gpu"] = gpu = gpu_section(mode, cfg["steps"], cfg["warmup"], torch)
+    result["elapsed_s"] = time.perf_counter() - started
+    print(f"## GPU (CuPy, fused kernels on/off; PyTorch CUDA eager; {mode})\n")
+    print(f"skipped: {gpu['skipped']}" if "skipped" in gpu else markdown_gpu(gpu))
+    print(f"\n(total {result['elapsed_s']:.0f} s)")
+    if json_file:
+        Path(json_file).write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
 def main(argv=None) -> dict:
     """Parse the command line, run the benchmarks, print the tables; return the results as a dict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -769,6 +831,8 @@ def main(argv=None) -> dict:
                         help=f"comma-separated cases to run, from {', '.join(WORKLOADS + MICRO_CASES)} "
                              "and micro (all three micro cases); default: all")
     parser.add_argument("--no-scaling", action="store_true", help="skip the T sweep")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="run only the GPU table (CuPy with fused kernels on and off, PyTorch CUDA eager)")
     parser.add_argument("--threads", type=_positive_int, default=2,
                         help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks. "
                              "On a busy machine 1 thread gives steadier ratios (no spinning thread waits for a core)")
@@ -798,6 +862,8 @@ def main(argv=None) -> dict:
               "environment": environment(), "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
               "memory_method": "peak RSS delta of one step in a child with MALLOC_MMAP_THRESHOLD_=4096 "
                                "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
+    if args.gpu_only:
+        return _gpu_only(result, mode, cfg, torch, started, args.json)
     result["gemm"] = gemm_rate(torch, cfg["gemm_n"])
 
     # ---- main table
@@ -846,7 +912,7 @@ def main(argv=None) -> dict:
         entry["note"] = linearity_note(entry["rows"])
 
     result["rows"], result["scaling"] = rows, scaling
-    result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"])
+    result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"], torch)
     result["targets_met"] = {r["name"]: (r["ratio_paired"] <= TARGETS[r["name"]]) for r in rows
                              if r["ratio"] is not None and r["name"] in TARGETS}
     for name, limit in MEMORY_TARGETS.items():
@@ -869,15 +935,8 @@ def main(argv=None) -> dict:
         print("\n## Scaling in T\n")
         print(markdown_scaling(scaling))
     gpu = result["gpu"]
-    print("\n## GPU (CuPy, fused kernels on/off)\n")
-    if "skipped" in gpu:
-        print(f"skipped: {gpu['skipped']}")
-    else:
-        print(f"device: {gpu['device']}\n\n| case | shape | fused ms | unfused ms | fused speedup |\n"
-              "| --- | --- | ---: | ---: | ---: |")
-        for r in gpu["rows"]:
-            print(f"| {r['name']} | {r['desc']} | {_ms(r['fused_s'])} | {_ms(r['unfused_s'])} | "
-                  f"{r['fused_speedup']:.2f}x |")
+    print("\n## GPU (CuPy, fused kernels on/off; PyTorch CUDA eager)\n")
+    print(f"skipped: {gpu['skipped']}" if "skipped" in gpu else markdown_gpu(gpu))
     print(f"\n(total {result['elapsed_s']:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float))
