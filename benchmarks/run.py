@@ -606,7 +606,9 @@ def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
     it is importable with a GPU; skipped without a GPU.
 
     Each step ends with a device synchronisation, so the times are wall-clock times of whole steps,
-    launch overhead included (what a user's training loop sees).
+    launch overhead included (what a user's training loop sees). PyTorch's steps are interleaved in both
+    rounds alike, so that the fused and the unfused round run under the same conditions: the steps are
+    host-bound, and PyTorch's host work between two minifb steps changes what is left in the CPU caches.
     """
     from minifb import kernels
 
@@ -618,10 +620,9 @@ def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
     for name in ("W1", "W2", "W3", "micro"):
         timings = {}
         for kmode in ("cuda", "off"):
-            peer = torch if kmode == "cuda" else None  # PyTorch is timed once, beside the fused run
             with kernels.use(kmode):
-                cases = build_micro(peer, device="cuda", small=mode == "smoke") if name == "micro" else \
-                    [build(name, peer, mode, device="cuda")]
+                cases = build_micro(torch, device="cuda", small=mode == "smoke") if name == "micro" else \
+                    [build(name, torch, mode, device="cuda")]
                 for case in cases:
                     case.sync = cp.cuda.Device().synchronize
                     if case.torch_step is not None:
@@ -629,6 +630,7 @@ def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
                     r = time_case(case, steps, warmup, settle_s=0.0)
                     row = timings.setdefault(case.name, {"name": case.name, "desc": case.desc, "flops": case.flops})
                     row[f"{'fused' if kmode == 'cuda' else 'unfused'}_s"] = r["minifb_s"]
+                    row[f"torch_s_{kmode}_round"] = r["torch_s"]
                     if kmode == "cuda":
                         row["torch_s"], row["loss_match"] = r["torch_s"], r.get("loss_match")
         for row in timings.values():
@@ -766,23 +768,28 @@ def linearity_note(rows) -> str:
     return text
 
 
-def profile(name: str, mode: str, steps: int, top: int = 25) -> None:
-    """Print the top entries (by own time) of a cProfile of ``steps`` minifb steps of one case."""
+def profile(name: str, mode: str, steps: int, top: int = 25, device: str = "cpu") -> None:
+    """Print the top entries (by own time) of a cProfile of ``steps`` minifb steps of one case on ``device``
+    (on ``"cuda"`` each step ends with a device synchronisation; ``MINIFB_KERNELS`` picks the kernels)."""
     import cProfile
     import pstats
 
     if name in WORKLOADS:
-        case = build(name, None, mode)
+        case = build(name, None, mode, device=device)
     else:
-        case = next(c for c in build_micro(None, small=mode == "smoke") if c.name == name)
+        case = next(c for c in build_micro(None, device=device, small=mode == "smoke") if c.name == name)
+    sync = backend.cupy_or_none().cuda.Device().synchronize if device == "cuda" else (lambda: None)
     case.mf_step()  # warm-up
+    sync()
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
     for _ in range(steps):
         case.mf_step()
+        sync()
     prof.disable()
-    print(f"{name}: {steps} steps, {(time.perf_counter() - t0) / steps * 1e3:.1f} ms/step under cProfile")
+    print(f"{name} on {device}: {steps} steps, {(time.perf_counter() - t0) / steps * 1e3:.1f} ms/step "
+          f"under cProfile")
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
@@ -839,6 +846,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", metavar="CASE", choices=WORKLOADS + MICRO_CASES,
                         help=f"profile CASE's minifb step with cProfile and exit; one of "
                              f"{', '.join(WORKLOADS + MICRO_CASES)}")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="the device of the --profile run (default cpu)")
     parser.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -846,7 +855,9 @@ def main(argv=None) -> dict:
         return {}
     if args.profile:
         _limit_blas(args.threads)
-        profile(args.profile, "smoke" if args.smoke else "full", steps=3 if args.quick else 10)
+        if args.device == "cuda" and not backend.cuda_available():
+            parser.error("--device cuda needs CuPy and a GPU")
+        profile(args.profile, "smoke" if args.smoke else "full", steps=3 if args.quick else 10, device=args.device)
         return {}
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
