@@ -183,19 +183,24 @@ def test_merger(device, shape, act, with_bias, seed):
 
 
 @SETTINGS
-@given(B=dim, H=st.one_of(st.integers(0, 8), st.sampled_from([33, 100])), seed=seeds, with_dc=st.booleans())
-def test_lstm_cell(device, B, H, seed, with_dc):
+@given(B=dim, H=st.one_of(st.integers(0, 8), st.sampled_from([33, 100])), seed=seeds, with_dc=st.booleans(),
+       c_pad=st.sampled_from([0, 0, 1, 5]))
+def test_lstm_cell(device, B, H, seed, with_dc, c_pad):
     assume(B * H <= 5000)
     rng = np.random.default_rng(seed)
-    gi, gh, c = rand(rng, B, 4 * H), rand(rng, B, 4 * H), rand(rng, B, H)
-    out = K.lstm_cell_forward(dev(gi, device), dev(gh, device), dev(c, device))
-    ref = R.lstm_cell_forward_ref(gi, gh, c)
-    for a, b in zip(out, ref):
-        close(a, b)
-    dh, dc = rand(rng, B, H), (rand(rng, B, H) if with_dc else None)
-    got = K.lstm_cell_backward(dev(dh, device), None if dc is None else dev(dc, device),
-                               *(dev(host(a), device) for a in (out[2], c, out[1])))
-    want = R.lstm_cell_backward_ref(dh, dc, host(out[2]), c, host(out[1]))
+    gi, gh = rand(rng, B, 4 * H), rand(rng, B, 4 * H)
+    # c_pad > 0: c is a view with row stride H + c_pad (as the previous step's hc[:, H:] is); the kernels
+    # read it in place, and must not read the columns around it
+    wide = dev(rand(rng, B, H + c_pad), device)
+    c_dev = wide[:, c_pad:]
+    c = host(c_dev)
+    hc, gates = K.lstm_cell_forward(dev(gi, device), dev(gh, device), c_dev)
+    h_ref, c_ref, gates_ref = R.lstm_cell_forward_ref(gi, gh, c)
+    close(hc, np.concatenate([h_ref, c_ref], axis=1))
+    close(gates, gates_ref)
+    dh, dc = rand(rng, B, H), (rand(rng, B, H) if with_dc else np.zeros((B, H), np.float32))
+    got = K.lstm_cell_backward(dev(np.concatenate([dh, dc], axis=1), device), gates, c_dev, hc)
+    want = R.lstm_cell_backward_ref(dh, dc if with_dc else None, host(gates), c, host(hc)[:, H:])
     for a, b in zip(got, want):
         close(a, b)
 
@@ -539,6 +544,7 @@ def test_asan_suite_mode_is_active_when_requested(monkeypatch):
         return FakeModule()
 
     monkeypatch.setattr(K, "load_module", fake_load_module)
+    monkeypatch.setattr(K, "_function", K._function.__wrapped__)   # past the per-kernel lookup cache
     y = np.zeros(8, dtype=np.float32)
     for value, device in [("1", "emulate+asan"), ("0", "emulate"), ("", "emulate")]:
         monkeypatch.setenv("MINIFB_KERNELS_ASAN", value)   # read at call time, as the suite mode needs
@@ -607,15 +613,14 @@ def test_relu_kernels_keep_nan():
         assert np.isnan(host(got)[0, 0])
 
 
-@pytest.mark.parametrize("wrong", ["dh", "dc", "c_new", "gates"])
+@pytest.mark.parametrize("wrong", ["dhc", "hc", "gates"])
 def test_lstm_backward_rejects_mismatched_shapes(wrong):
     B, H = 4, 3
     rng = np.random.default_rng(0)
-    arrays = dict(dh=rand(rng, B, H), dc=rand(rng, B, H), gates=rand(rng, B, 4 * H), c=rand(rng, B, H),
-                  c_new=rand(rng, B, H))
+    arrays = dict(dhc=rand(rng, B, 2 * H), gates=rand(rng, B, 4 * H), c=rand(rng, B, H), hc=rand(rng, B, 2 * H))
     arrays[wrong] = arrays[wrong][:1]            # a batch of 1 where the state has 4: would read past the end
     with K.use("emulate"), pytest.raises(ValueError, match=rf"LSTMCell backward: {wrong} must have shape"):
-        K.lstm_cell_backward(arrays["dh"], arrays["dc"], arrays["gates"], arrays["c"], arrays["c_new"])
+        K.lstm_cell_backward(arrays["dhc"], arrays["gates"], arrays["c"], arrays["hc"])
 
 
 @pytest.mark.parametrize("wrong", ["dh", "saved"])

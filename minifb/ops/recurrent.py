@@ -55,7 +55,7 @@ def _as_rows(name, gi, gh, state, G):
 
 
 def lstm_pointwise_array(gi, gh, c, out=None):
-    """Array-module LSTM pointwise step on rows: (h_new, c_new, gates) as :func:`kernels.lstm_cell_forward`.
+    """Array-module LSTM pointwise step on rows: the math of :func:`kernels.lstm_cell_forward`.
 
     Args:
         gi, gh: (N, 4H) gate pre-activations (order i, f, g, o). c: (N, H) previous cell state.
@@ -139,24 +139,23 @@ class LSTMPointwise(Function):
         lead, H, gi2, gh2, c2 = _as_rows("LSTMPointwise", gi, gh, c, 4)
         xp = array_module(gi2, gh2, c2)
         if kernels.should_use(gi2, gh2, c2):
-            h_new, c_new, gates = kernels.lstm_cell_forward(gi2, gh2, c2)
-            out = xp.concatenate([h_new, c_new], axis=1)
+            out, gates = kernels.lstm_cell_forward(gi2, gh2, c2)   # c2 may be the previous out[:, H:]
         else:
             out = xp.empty((c2.shape[0], 2 * H), dtype=np.result_type(gi2.dtype, gh2.dtype, c2.dtype))
             _, _, gates = lstm_pointwise_array(gi2, gh2, c2, out=out)
-        if True in self.needs:  # c' is kept as a view of the output, which the cell's h' keeps alive anyway
+        if True in self.needs:  # the output holds c'; the cell's h' keeps it alive anyway
             self.lead, self.H = lead, H
-            self.gates, self.c, self.c_new = gates, c2, out[:, H:]
+            self.gates, self.c, self.out = gates, c2, out
         return out.reshape(lead + (2 * H,))
 
     def backward(self, grad):
         H = self.H
         grad = grad.reshape(-1, 2 * H)
-        dh, dc = grad[:, :H], grad[:, H:]
         if kernels.should_use(grad, self.gates, self.c):
-            dgates, dc_prev = kernels.lstm_cell_backward(dh, dc, self.gates, self.c, self.c_new)
+            dgates, dc_prev = kernels.lstm_cell_backward(grad, self.gates, self.c, self.out)
         else:
-            dgates, dc_prev = lstm_pointwise_backward_array(dh, dc, self.gates, self.c, self.c_new)
+            dgates, dc_prev = lstm_pointwise_backward_array(grad[:, :H], grad[:, H:], self.gates, self.c,
+                                                            self.out[:, H:])
         dgates = dgates.reshape(self.lead + (4 * H,))
         return (dgates if self.needs[0] else None,
                 dgates if self.needs[1] else None,    # the same array: apply never writes into it
