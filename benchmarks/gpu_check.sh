@@ -2,16 +2,18 @@
 # The checks that need an NVIDIA GPU, in one run (a lent GPU machine is held for minutes, not hours):
 #   1. the tests that run on CuPy (the cuda-parametrised cases, tests/test_device_parity.py, the GPU tests);
 #   2. the GPU benchmark table (CuPy with fused kernels on and off, PyTorch CUDA eager beside them);
-#   3. benchmarks/bench_kernels.py: each fused kernel against its unfused CuPy sequence;
+#   3. benchmarks/bench_kernels.py: each fused kernel against its unfused CuPy sequence, and
+#      benchmarks/gpu_host_cost.py: what each piece of a launch costs the host;
 #   4. the kernel tests under compute-sanitizer (memcheck, racecheck), CuPy's memory pool off so that
 #      every array is its own allocation and an out-of-bounds access cannot land in a neighbour;
 #   5. one epoch of the README's training job on the GPU.
 # Each step has its own time limit and the script goes on after a failure; the logs land in $OUT
-# (default benchmarks/results/gpu). Usage, from the repository root:  bash benchmarks/gpu_check.sh
+# (default benchmarks/results/gpu; at most eight files, as a lent machine sends back). Usage, from the repository root:  bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
+rm -f "$OUT"/*.log
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 status=0
@@ -21,7 +23,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
   shift 2
   echo "=== $name (limit ${limit}s): $*"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" >>"$OUT/$name.log" 2>&1
   local rc=$?
   echo "=== $name: exit $rc after $((SECONDS - t0)) s"
   tail -n 4 "$OUT/$name.log"
@@ -32,7 +34,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
   $PY -c "import sys, numpy, cupy; print('python', sys.version.split()[0], 'numpy', numpy.__version__, \
 'cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion())"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1
-} | tee "$OUT/env.log"
+} 2>&1 | tee "$OUT/tests.log"   # the environment heads the test log
 
 step tests 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parity.py \
   tests/test_kernels.py tests/test_ops_recurrent.py tests/test_tensor.py tests/test_models.py \
@@ -40,6 +42,7 @@ step tests 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parit
   tests/test_nn_recurrent.py tests/test_creation.py
 step bench 150 $PY benchmarks/run.py --gpu-only --json "$OUT/bench.json"
 step bench_kernels 60 $PY benchmarks/bench_kernels.py
+step host_cost 60 $PY benchmarks/gpu_host_cost.py
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 no_pool='import sys, cupy, pytest; cupy.cuda.set_allocator(None); sys.exit(pytest.main(sys.argv[1:]))'
 for tool in memcheck racecheck; do
