@@ -6,7 +6,7 @@
 #      benchmarks/gpu_host_cost.py: what each piece of a launch costs the host;
 #   4. the kernel tests under compute-sanitizer (memcheck, racecheck), CuPy's memory pool off so that
 #      every array is its own allocation and an out-of-bounds access cannot land in a neighbour;
-#   5. one epoch of the README's training job on the GPU.
+#   5. the README's training job (minifb train) on the GPU.
 # Each step has its own time limit and the script goes on after a failure; the logs land in $OUT
 # (default benchmarks/results/gpu; at most eight files, as a lent machine sends back). Usage, from the repository root:  bash benchmarks/gpu_check.sh
 set -u
@@ -50,6 +50,6 @@ for tool in memcheck racecheck; do
     $PY -c "$no_pool" -q -p no:cacheprovider -x tests/test_kernels.py -k cuda
 done
 train_out=${TMPDIR:-/tmp}/minifb-gpu-train
-step train 90 $PY -m minifb train --device cuda --epochs 1 --no-progress --out "$train_out"
+step train 120 $PY -m minifb train --device cuda --no-progress --out "$train_out"
 cat "$train_out/metrics.json" >>"$OUT/train.log" 2>/dev/null
 exit $status

@@ -226,3 +226,58 @@ def test_batchnorm_and_lrn_match_the_numpy_path(path):
 
     for g, w in zip(run(*path), run("cpu", "off")):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+# ---- behaviours with no NumPy twin to compare against: checked on each device (conftest's ``device``) ----
+def test_random_creation_is_seeded_per_device(device):
+    mf.manual_seed(11)
+    a = [mf.randn(64, 32, device=device), mf.rand(64, 32, device=device)]
+    mf.manual_seed(11)
+    b = [mf.randn(64, 32, device=device), mf.rand(64, 32, device=device)]
+    for x, y in zip(a, b):
+        assert x.device == device and x.dtype == np.float32
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    normal, uniform = a[0].numpy(), a[1].numpy()
+    assert abs(normal.mean()) < 0.1 and 0.9 < normal.std() < 1.1
+    assert uniform.min() >= 0 and uniform.max() < 1 and abs(uniform.mean() - 0.5) < 0.05
+
+
+def test_dropout_in_training_scales_the_kept_values_and_their_gradient(device):
+    mf.manual_seed(12)
+    x = mf.ones(20000, device=device, requires_grad=True)
+    y = F.dropout(x, p=0.3, training=True)
+    y.sum().backward()
+    kept = y.numpy() != 0
+    assert abs(1 - kept.mean() - 0.3) < 0.02
+    np.testing.assert_allclose(y.numpy()[kept], 1 / 0.7, rtol=1e-6)
+    np.testing.assert_array_equal(backend.to_numpy(x.grad), y.numpy())   # d(sum y)/dx = mask / (1 - p)
+
+
+def test_where_takes_a_host_condition_and_an_empty_index_gets_a_zero_gradient(device):
+    a = mf.tensor(np.arange(6, dtype=np.float32), device=device, requires_grad=True)
+    b = mf.tensor(-np.arange(6, dtype=np.float32), device=device, requires_grad=True)
+    out = F.where(np.arange(6) % 2 == 0, a, b)                 # condition on the host
+    assert out.device == device
+    np.testing.assert_array_equal(out.numpy(), [0, -1, 2, -3, 4, -5])
+    (out.sum() + a[np.array([], dtype=np.int64)].sum()).backward()
+    np.testing.assert_array_equal(backend.to_numpy(a.grad), [1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(backend.to_numpy(b.grad), [0, 1, 0, 1, 0, 1])
+
+
+def test_clip_grad_norm_matches_the_cpu(device):
+    rng = np.random.default_rng(13)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (5,), (2, 2, 2))]
+
+    def clipped(dev):
+        params = [mf.tensor(np.zeros_like(g), device=dev, requires_grad=True) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = backend.to_device(g.copy(), dev)
+        norm = optim.clip_grad_norm(params, 1.5)
+        return norm, [backend.to_numpy(p.grad) for p in params]
+
+    norm, got = clipped(device)
+    want_norm, want = clipped("cpu")
+    assert norm == pytest.approx(want_norm, rel=1e-6)
+    assert np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in got)) == pytest.approx(1.5, rel=1e-5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
