@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU, in one run (a lent GPU machine is held for minutes, not hours):
-#   1. the tests that run on CuPy (the cuda-parametrised cases, tests/test_device_parity.py, the GPU tests);
+#   1. the test files with GPU cases (the cuda-parametrised cases, tests/test_device_parity.py, the GPU
+#      tests, the README's examples; tests/test_benchmarks.py checks that no such file is left out);
 #   2. the GPU benchmark table (CuPy with fused kernels on and off, PyTorch CUDA eager beside them);
 #   3. benchmarks/bench_kernels.py: each fused kernel against its unfused CuPy sequence, and
 #      benchmarks/gpu_host_cost.py: what each piece of a launch costs the host;
@@ -39,7 +40,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 step tests 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parity.py \
   tests/test_kernels.py tests/test_ops_recurrent.py tests/test_tensor.py tests/test_models.py \
   tests/test_optim.py tests/test_serialization.py tests/test_nn_feedback.py tests/test_nn_module.py \
-  tests/test_nn_recurrent.py tests/test_creation.py
+  tests/test_nn_recurrent.py tests/test_creation.py tests/test_readme.py
 step bench 150 $PY benchmarks/run.py --gpu-only --json "$OUT/bench.json"
 step bench_kernels 60 $PY benchmarks/bench_kernels.py
 step host_cost 60 $PY benchmarks/gpu_host_cost.py

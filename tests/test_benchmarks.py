@@ -76,3 +76,19 @@ def test_runner_case_names_are_the_built_cases():
     runner = _load_runner()
     assert tuple(c.name for c in runner.build_micro(None, small=True)) == runner.MICRO_CASES
     assert runner._case_list("W1,micro") == {"W1", "micro"}
+
+
+def test_gpu_check_runs_every_test_file_with_gpu_cases():
+    """``benchmarks/gpu_check.sh`` names its test files (the whole suite is too long for a lent GPU):
+    every file that has a GPU case -- a ``device``-parametrised test or a ``cuda_available()`` check --
+    must be among them."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    script = (root / "benchmarks" / "gpu_check.sh").read_text()
+    listed = set(re.findall(r"tests/(test_\w+\.py)", script))
+    with_gpu_cases = {f.name for f in (root / "tests").glob("test_*.py")
+                      if re.search(r"cuda_available\(\)|def test_\w+\([^)]*\bdevice\b", f.read_text())}
+    assert with_gpu_cases, "the scan found no GPU test at all"
+    assert with_gpu_cases <= listed, f"not run by gpu_check.sh: {sorted(with_gpu_cases - listed)}"
+    assert all((root / "tests" / name).is_file() for name in listed)
