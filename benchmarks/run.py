@@ -444,11 +444,7 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
         if case.torch_step:
             case.torch_step()
     mine, theirs = [], []
-
-    def mf_step_synced():
-        case.mf_step()
-        case.sync()
-
+    mf_step_synced = _synced(case.mf_step, case.sync)
     for i in range(steps):
         if budget_s is not None and i >= 2 and sum(mine) + sum(theirs) > budget_s:
             break

@@ -529,15 +529,14 @@ def _rows_of(a, what: str):
     A view with unit column stride (such as the right half of a wider array) is passed as the span of
     memory it covers, without a copy; anything else is copied to C order (then ``ld == H``).
     """
-    if a.dtype != np.float32:
-        raise TypeError(f"kernels are float32 only: {what} is {a.dtype}")
     B, H = a.shape
     item = a.itemsize
-    if B and H and a.strides[1] == item and a.strides[0] % item == 0 and a.strides[0] >= H * item:
+    if (a.dtype == np.float32 and B and H and a.strides[1] == item and a.strides[0] % item == 0
+            and a.strides[0] >= H * item):
         ld = a.strides[0] // item
         span = (B - 1) * ld + H
         return _xp(a).lib.stride_tricks.as_strided(a, shape=(span,), strides=(item,)), ld
-    return _xp(a).ascontiguousarray(a), H
+    return _f32(a, what), H
 
 
 def lstm_cell_forward(gi, gh, c):
