@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/run.py [--quick | --smoke] [--json FILE] [--threads N] [--only W1,W2,...]
-    python benchmarks/run.py --profile W2 --threads 1      # cProfile of minifb's step
+    python benchmarks/run.py --profile W2 [--profiler cprofile]  # where minifb's step spends its time
 
 Workloads (float32, batch-first / NCHW).  A *step* is the forward pass over all
 timesteps + the loss + backprop-through-time + one SGD update (lr 0.01):
@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import operator
 import os
@@ -764,12 +765,22 @@ def linearity_note(rows) -> str:
     return text
 
 
-def profile(name: str, mode: str, steps: int, top: int = 25, device: str = "cpu") -> None:
-    """Print the top entries (by own time) of a cProfile of ``steps`` minifb steps of one case on ``device``
-    (on ``"cuda"`` each step ends with a device synchronisation; ``MINIFB_KERNELS`` picks the kernels)."""
-    import cProfile
-    import pstats
+def profile(name: str, mode: str, steps: int, top: int = 25, device: str = "cpu",
+            profiler: str = "auto") -> None:
+    """Profile ``steps`` minifb steps of one case on ``device`` and print where the time goes.
 
+    Args:
+        profiler: ``"pyinstrument"`` (a sampling profiler: the call tree by wall-clock time, native BLAS and
+            copy time charged to the Python line that called it), ``"cprofile"`` (the standard library's
+            deterministic profiler: the top ``top`` functions by own time), ``"none"`` (the steps alone, for a
+            sampler outside the process: ``py-spy record --native -- python benchmarks/run.py --profile W2
+            --profiler none`` also sees into BLAS and NumPy's C loops), or ``"auto"``: pyinstrument when it is
+            installed (``pip install pyinstrument``), else cProfile.
+
+    On ``"cuda"`` each step ends with a device synchronisation; ``MINIFB_KERNELS`` picks the kernels.
+    """
+    if profiler == "auto":
+        profiler = "pyinstrument" if importlib.util.find_spec("pyinstrument") else "cprofile"
     if name in WORKLOADS:
         case = build(name, None, mode, device=device)
     else:
@@ -777,16 +788,33 @@ def profile(name: str, mode: str, steps: int, top: int = 25, device: str = "cpu"
     sync = backend.cupy_or_none().cuda.Device().synchronize if device == "cuda" else (lambda: None)
     case.mf_step()  # warm-up
     sync()
-    prof = cProfile.Profile()
+
+    def steps_run():
+        for _ in range(steps):
+            case.mf_step()
+            sync()
+
     t0 = time.perf_counter()
-    prof.enable()
-    for _ in range(steps):
-        case.mf_step()
-        sync()
-    prof.disable()
+    if profiler == "none":
+        steps_run()
+    elif profiler == "pyinstrument":
+        import pyinstrument
+
+        prof = pyinstrument.Profiler(interval=0.0005)
+        with prof:
+            steps_run()
+    else:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(steps_run)
     print(f"{name} on {device}: {steps} steps, {(time.perf_counter() - t0) / steps * 1e3:.1f} ms/step "
-          f"under cProfile")
-    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+          f"under {profiler}")
+    if profiler == "pyinstrument":
+        print(prof.output_text(unicode=False, color=False, show_all=False, short_mode=False))
+    elif profiler == "cprofile":
+        pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
 # ================================================================================ main
@@ -840,8 +868,12 @@ def main(argv=None) -> dict:
                         help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks. "
                              "On a busy machine 1 thread gives steadier ratios (no spinning thread waits for a core)")
     parser.add_argument("--profile", metavar="CASE", choices=WORKLOADS + MICRO_CASES,
-                        help=f"profile CASE's minifb step with cProfile and exit; one of "
-                             f"{', '.join(WORKLOADS + MICRO_CASES)}")
+                        help=f"profile CASE's minifb step and exit; one of {', '.join(WORKLOADS + MICRO_CASES)}")
+    parser.add_argument("--profiler", choices=("auto", "pyinstrument", "cprofile", "none"),
+                        default="auto",
+                        help="the --profile run's profiler: pyinstrument (sampling, a call tree), cprofile "
+                             "(deterministic, functions by own time), none (the steps alone, for an outside "
+                             "sampler such as py-spy) or auto (pyinstrument when installed)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the device of the --profile run (default cpu)")
     parser.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
@@ -853,7 +885,10 @@ def main(argv=None) -> dict:
         _limit_blas(args.threads)
         if args.device == "cuda" and not backend.cuda_available():
             parser.error("--device cuda needs CuPy and a GPU")
-        profile(args.profile, "smoke" if args.smoke else "full", steps=3 if args.quick else 10, device=args.device)
+        if args.profiler == "pyinstrument" and not importlib.util.find_spec("pyinstrument"):
+            parser.error("--profiler pyinstrument needs pyinstrument (pip install pyinstrument, or the bench extra)")
+        profile(args.profile, "smoke" if args.smoke else "full", steps=3 if args.quick else 10, device=args.device,
+                profiler=args.profiler)
         return {}
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"

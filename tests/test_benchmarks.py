@@ -44,8 +44,23 @@ def test_runner_smoke_writes_json(tmp_path, capsys):
     assert set(result["scaling"]) == {"W1", "W2"}
     assert [r["T"] for r in result["scaling"]["W1"]["rows"]] == [1, 2]
 
-    runner.main(["--profile", "W1", "--smoke", "--quick"])  # the profiling entry point runs too
-    assert "ms/step under cProfile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("profiler, expected", [
+    ("cprofile", "tottime"),        # pstats' column header
+    ("pyinstrument", "Samples:"),   # pyinstrument's report header
+    ("none", "ms/step under none"),
+])
+def test_runner_profiles_a_step(profiler, expected, capsys):
+    """``--profile CASE --profiler P`` runs the case's steps under P and prints P's report."""
+    if profiler == "pyinstrument":
+        pytest.importorskip("pyinstrument")
+    runner = _load_runner()
+    runner.main(["--profile", "W1", "--smoke", "--quick", "--profiler", profiler])
+    out = capsys.readouterr().out
+    assert f"ms/step under {profiler}" in out and expected in out
+    if profiler != "none":
+        assert "step" in out.split("ms/step", 1)[1]  # the report names the profiled step function
 
 
 @pytest.mark.parametrize("argv, message", [
