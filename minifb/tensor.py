@@ -524,19 +524,37 @@ def _accumulate(leaf: Tensor, g, fresh: bool = False) -> None:
     """Add ``g`` into ``leaf.grad``; on the first write, copy ``g`` unless nothing else can see its buffer.
 
     ``g`` is taken over as it is when it was allocated by ``backward`` itself
-    (``fresh``), or when it owns its memory (``base is None``) and no other
-    reference to it exists: the references are then only the caller's local
-    name, this function's argument and ``getrefcount``'s own (CPython counts a
-    view of ``g`` as a reference too).  Otherwise it is copied, so that
-    ``.grad`` never shares a buffer with another gradient or a saved value.
+    (``fresh``), or when no other reference to it or to its memory exists:
+    ``g``'s references are then only the caller's local name, this function's
+    argument and ``getrefcount``'s own (CPython counts a view of ``g`` as a
+    reference too), and either ``g`` owns its memory or it is a NumPy view
+    whose owner is referred to by ``g`` alone (a convolution's input gradient
+    is an NCHW view of channels-last memory: taking it saves a transposing
+    copy).  Otherwise it is copied, so that ``.grad`` never shares a buffer
+    with another gradient, a saved value or a reused scratch buffer.
     """
     if isinstance(g, np.generic):  # a 0-d leaf's gradient is a 0-d array, as the contract says, not a scalar
         g, fresh = np.asarray(g), True
     if leaf.grad is None:
-        unshared = fresh or (getattr(g, "base", 0) is None and sys.getrefcount(g) <= _UNSHARED_REFS)
-        leaf.grad = g if unshared else g.copy()
+        leaf.grad = g if fresh or _unshared(g) else g.copy()
     else:
         leaf.grad += g
+
+
+def _unshared(g) -> bool:
+    """Whether only the caller (``_accumulate``) refers to ``g`` and to the memory under it."""
+    if sys.getrefcount(g) > _UNSHARED_REFS + 1:  # + 1: this function's own argument
+        return False
+    base = getattr(g, "base", 0)
+    if base is None:
+        return True
+    # A view: its owner must be referenced by this view alone (``g.base``; the other two references are
+    # the local name ``base`` and getrefcount's argument).  Only for NumPy, whose ``base`` chain is the
+    # whole story of who shares the memory.
+    # It must also be a writeable rearrangement of all of that memory, so never a read-only broadcast.
+    return (type(g) is np.ndarray and type(base) is np.ndarray and base.base is None
+            and sys.getrefcount(base) <= 3 and g.flags.writeable and g.nbytes == base.nbytes
+            and 0 not in [s for s, n in zip(g.strides, g.shape) if n > 1])
 
 
 _UNSHARED_REFS = 3

@@ -38,6 +38,48 @@ def test_leaf_grad_is_not_aliased_with_other_buffers():
     np.testing.assert_allclose(y.grad, [1, 1])
 
 
+@pytest.mark.parametrize("build", [
+    lambda a, b: F.concat([a, b]).reshape(2, 6),          # slices of one gradient buffer
+    lambda a, b: F.stack([a, b]).transpose(1, 0),         # views of one buffer, transposed
+    lambda a, b: (a.reshape(3, 2) * 1).transpose(1, 0) + b.reshape(3, 2).transpose(1, 0).sum(0),  # broadcast
+    lambda a, b: a.reshape(2, 3) + b.reshape(2, 3),       # views of the user's seed, one per leaf
+    lambda a, b: (a + b) * 2,                             # one fresh array sent to both leaves
+    lambda a, b: a.reshape(3, 2).transpose(1, 0) * 2 + b.reshape(3, 2).transpose(1, 0),  # a fresh view each
+])
+def test_leaf_grads_never_share_memory_with_each_other_or_the_seed(build):
+    """However a gradient reaches a leaf (a view of a private buffer, a slice of a shared one, a broadcast,
+    a view of the user's seed), the leaf's ``.grad`` is a writeable array of its own."""
+    a = mf.tensor(np.arange(6.0), requires_grad=True)
+    b = mf.tensor(np.arange(6.0) + 6, requires_grad=True)
+    out = build(a, b)
+    seed = np.ones(out.shape, dtype=out.dtype)
+    out.backward(seed)
+    grads = [a.grad, b.grad]
+    expected = [g.copy() for g in grads]
+    for g in grads:
+        assert g.flags.writeable and g.shape == (6,)
+        assert not np.shares_memory(g, seed)
+    assert not np.shares_memory(grads[0], grads[1])
+    a.grad += 100  # writing one changes nothing else
+    np.testing.assert_array_equal(b.grad, expected[1])
+    np.testing.assert_array_equal(seed, np.ones_like(seed))
+
+
+def test_a_private_view_gradient_is_taken_without_a_copy_and_accumulates():
+    """A convolution's input gradient is an NCHW view of channels-last memory that nothing else holds:
+    it becomes ``.grad`` as it is (no transposing copy), and later passes add into it correctly."""
+    rng = np.random.default_rng(0)
+    x = mf.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
+    w = mf.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    F.conv2d(x, w, padding=1).sum().backward()
+    first = x.grad
+    assert first.base is not None and not first.flags.c_contiguous  # the view itself, not a copy
+    once = first.copy()
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert x.grad is first
+    np.testing.assert_allclose(x.grad, 2 * once)
+
+
 def test_no_grad_records_nothing():
     x = mf.tensor([1.0], requires_grad=True)
     with mf.no_grad():
