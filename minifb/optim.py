@@ -194,6 +194,10 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient, in place.
 
+        Each updated parameter's version counter goes up, so a ``backward()``
+        through a graph recorded before the step is refused rather than run
+        on the new values (see :meth:`minifb.Tensor.backward`).
+
         Raises:
             ValueError: a parameter's ``.grad`` does not have its shape.
         """
@@ -201,6 +205,8 @@ class Optimizer:
         # updated by ONE fused launch over a flat buffer that holds all of them (kernels/optim.cu, see
         # ``_FlatParameters``); the per-parameter array code below stays as the reference.
         if self._step_flat():
+            for p in self.params:
+                p._version += 1  # an in-place update: graphs recorded before it can no longer backward
             return
         for i, p in enumerate(self.params):
             g = p.grad
@@ -213,6 +219,7 @@ class Optimizer:
             if state:
                 _follow_device(state, p.data)
             self.update(p.data, g, state)
+            p._version += 1
 
     def update(self, w, g, state: dict) -> None:  # pragma: no cover - interface
         """Update the raw array ``w`` in place from its gradient ``g`` and its ``state``."""

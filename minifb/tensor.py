@@ -149,7 +149,7 @@ class Function:
 
     needs: tuple = ()
     parents: tuple = ()   # per input: the producing op, the leaf Tensor, or None (no gradient needed)
-    metas: tuple = ()     # per input: (shape, dtype) to reduce and cast its gradient, or None
+    metas: tuple = ()     # per input: (shape, dtype, version) to reduce and cast its gradient, or None
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
         raise NotImplementedError
@@ -176,7 +176,8 @@ class Function:
         out = op.forward(*[t.data for t in inputs], **options)
         if True in needs:
             op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
-            op.metas = tuple([(t.data.shape, t.data.dtype) if n else None for t, n in zip(inputs, needs)])
+            op.metas = tuple([(t.data.shape, t.data.dtype, t._version) if n else None
+                              for t, n in zip(inputs, needs)])
             return Tensor(out, requires_grad=True, _ctx=op)
         return Tensor(out)
 
@@ -206,7 +207,7 @@ class Tensor:
         array([2., 4., 6.], dtype=float32)
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version")
     __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
@@ -216,6 +217,7 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = _ctx
+        self._version = 0  # bumped by every in-place update (an optimiser step); see backward()
         if self.requires_grad and not _is_float(data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
 
@@ -359,11 +361,18 @@ class Tensor:
             retain_graph: keep the ops' saved arrays so that backward can run
                 through this graph again (off by default to free memory).
 
-        The ops keep references to the arrays they saved, not copies: unlike
-        PyTorch, minifb keeps no version counter, so changing a saved tensor's
-        ``.data`` in place between the forward and this call (an optimiser step
-        between two backward passes of a retained graph, say) is not detected
-        and the gradient uses the new values.
+        The ops keep references to the arrays they saved, not copies.  So, as
+        in PyTorch, every tensor has a version counter that an in-place update
+        (an optimiser's ``step()``) increases, each op records the versions of
+        its leaf inputs, and backward refuses to run through an op whose leaf
+        input changed since: the gradient would mix old and new weights.  The
+        usual cause is ``optimizer.step()`` between a forward pass and its
+        ``backward()``.  Writing into ``.data`` yourself (``p.data -= ...``)
+        bypasses the counter, as it does in PyTorch.
+
+        Raises:
+            RuntimeError: an op's leaf input was updated in place after the op
+                ran; or the graph was already freed by an earlier backward.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
@@ -413,9 +422,13 @@ class Tensor:
                 in_grads = op.backward(g)
                 del g
                 for parent, pg, meta in zip(op.parents, in_grads, op.metas):
-                    if parent is None or pg is None:
+                    if parent is None:
                         continue
-                    shape, dtype = meta
+                    shape, dtype, version = meta
+                    if isinstance(parent, Tensor) and parent._version != version:
+                        _raise_modified(op, parent, version)
+                    if pg is None:
+                        continue
                     if type(pg) is ProductSum and (pg.shape != shape or pg.dtype != dtype):
                         pg = pg.evaluate()
                     if pg.shape != shape:
@@ -514,6 +527,15 @@ class ProductSum:
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out
+
+
+def _raise_modified(op, leaf, version):
+    """The error for an op whose leaf input was updated in place after the forward pass recorded it."""
+    raise RuntimeError(
+        f"backward(): a leaf tensor of shape {leaf.shape}, an input of {op!r}, was updated in place after the "
+        f"forward pass used it (version {version} then, {leaf._version} now); backward through that graph "
+        "would compute gradients from the new values. Usually an optimizer step ran between the forward pass "
+        "and backward(): call backward() first, or run the forward pass again after the step")
 
 
 def _is_float(array) -> bool:

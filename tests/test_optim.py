@@ -381,3 +381,47 @@ def test_docstring_examples_run():
     mf.manual_seed(0)
     result = doctest.testmod(optim, extraglobs={"mf": mf, "nn": nn, "np": np})
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---- version counters: a graph recorded before a step cannot backward -------------------------------
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps)])
+@pytest.mark.parametrize("mode", ["off", "emulate"])
+def test_backward_after_a_step_through_an_older_graph_is_refused(make, mode):
+    """forward, step, backward: the weights the forward pass used changed in place, so backward raises
+    (as PyTorch does) instead of computing gradients from the new values; on both update paths."""
+    from minifb import kernels, nn
+
+    net = nn.Dense(3, 2, activation=Tensor.relu)
+    opt = make(net.parameters())
+    x = Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
+    with kernels.use(mode):
+        net(x).sum().backward()
+        opt.step()                       # a normal step: gradients were computed before it
+        stale = net(x).sum()
+        opt.step()                       # the weights stale's graph used are updated in place
+        with pytest.raises(RuntimeError, match=r"updated in place after the forward pass.*version 1 then, 2 now"):
+            stale.backward()
+        opt.zero_grad()
+        fresh = net(x).sum()             # a forward pass after the step is fine
+        fresh.backward()
+    assert net.weight.grad is not None and net.weight._version == 2
+
+
+def test_a_retained_graph_cannot_backward_again_after_a_step():
+    w = Tensor(np.ones((2, 2), dtype=np.float32), requires_grad=True)
+    x = Tensor(np.eye(2, dtype=np.float32))
+    loss = (x @ w).sum()
+    loss.backward(retain_graph=True)
+    loss.backward(retain_graph=True)     # no step in between: allowed, the gradients add up
+    np.testing.assert_array_equal(w.grad, 2 * np.ones((2, 2)))
+    optim.SGD([w], lr=1.0).step()
+    with pytest.raises(RuntimeError, match=r"shape \(2, 2\).*<MatMul>"):
+        loss.backward()
+
+
+def test_a_parameter_without_a_gradient_keeps_its_version():
+    a = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    b = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    (a * 2).sum().backward()
+    optim.SGD([a, b], lr=0.1).step()
+    assert (a._version, b._version) == (1, 0)
