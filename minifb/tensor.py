@@ -152,9 +152,11 @@ class Function:
     metas: tuple = ()     # per input: (shape, dtype, version) to reduce and cast its gradient, or None
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
+        """Compute the op's output array from its input arrays (saving what ``backward`` needs)."""
         raise NotImplementedError
 
     def backward(self, grad):  # pragma: no cover - interface
+        """Given the output's gradient, return one gradient (or ``None``) per input, in input order."""
         raise NotImplementedError
 
     @classmethod

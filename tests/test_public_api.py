@@ -1,0 +1,50 @@
+"""The public names: every one DESIGN.md's API contract lists exists, and every public name is documented."""
+
+import inspect
+
+import pytest
+
+import minifb as mf
+import minifb.functional as F
+import minifb.models as models
+import minifb.nn as nn
+import minifb.optim as optim
+
+MODULES = {"minifb": mf, "minifb.functional": F, "minifb.nn": nn, "minifb.optim": optim, "minifb.models": models}
+
+CONTRACT = {
+    "minifb": "Tensor tensor zeros ones randn rand manual_seed no_grad save load",
+    "minifb.functional": ("linear conv2d conv_transpose2d max_pool2d avg_pool2d relu sigmoid tanh softmax "
+                          "log_softmax cross_entropy mse_loss concat stack dropout"),
+    "minifb.nn": ("Module Dense Conv ConvTranspose MaxPool MeanPool Flatten Dropout BatchNorm Lambda Chain "
+                  "SkipConnection Parallel Splitter Merger FeedbackChain FeedbackTree Recur RNNCell LSTMCell "
+                  "GRUCell RNN LSTM GRU unroll LRN"),
+    "minifb.optim": "SGD Adam clip_grad_norm",
+    "minifb.models": "lenet5 lenet5_fb spoerer",
+}
+
+
+def _public(module):
+    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+    return [(n, getattr(module, n)) for n in names if not inspect.ismodule(getattr(module, n))]
+
+
+@pytest.mark.parametrize("module_name", sorted(CONTRACT))
+def test_the_contracts_names_exist(module_name):
+    module = MODULES[module_name]
+    missing = [n for n in CONTRACT[module_name].split() if not hasattr(module, n)]
+    assert not missing, f"{module_name} lacks {missing}"
+
+
+@pytest.mark.parametrize("module_name", sorted(MODULES))
+def test_every_public_name_and_method_has_a_docstring(module_name):
+    undocumented = []
+    for name, obj in _public(MODULES[module_name]):
+        if not (callable(obj) or inspect.isclass(obj)):
+            continue
+        if not (inspect.getdoc(obj) or "").strip():
+            undocumented.append(name)
+        if inspect.isclass(obj):
+            undocumented += [f"{name}.{m}" for m, v in vars(obj).items()
+                             if not m.startswith("_") and callable(v) and not (v.__doc__ or "").strip()]
+    assert not undocumented, f"{module_name}: no docstring on {undocumented}"
