@@ -670,6 +670,12 @@ def _ms(s):
     return "n/a" if s is None else f"{s * 1e3:.1f}"
 
 
+def _ratio_text(ratio: float, target: float | None) -> str:
+    """``ratio`` to 2 decimals, or to 4 when 2 would round it onto its target (1.1001 reads "1.10", a MISS)."""
+    text = f"{ratio:.2f}"
+    return f"{ratio:.4f}" if target is not None and float(text) == target and ratio != target else text
+
+
 def markdown_main(rows, gemm) -> str:
     peak = gemm["peak_gflops"]
     lines = [f"float32 GEMM rate of this machine: {peak:.1f} GFLOP/s "
@@ -680,9 +686,9 @@ def markdown_main(rows, gemm) -> str:
              "| first loss equal |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        ratio = "n/a" if r["ratio"] is None else \
-            f"**{r['ratio_paired']:.2f}x** ({r['ratio']:.2f}x, {r['ratio_best']:.2f}x)"
         target = TARGETS.get(r["name"])
+        ratio = "n/a" if r["ratio"] is None else \
+            f"**{_ratio_text(r['ratio_paired'], target)}x** ({r['ratio']:.2f}x, {r['ratio_best']:.2f}x)"
         mark = "" if r["ratio"] is None or target is None else (" ok" if r["ratio_paired"] <= target else " MISS")
         g_mf = r["flops"] / r["minifb_s"] / 1e9
         g_pt = "n/a" if r["torch_s"] is None else f"{r['flops'] / r['torch_s'] / 1e9:.1f}"

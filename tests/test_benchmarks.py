@@ -107,3 +107,15 @@ def test_gpu_check_runs_every_test_file_with_gpu_cases():
     assert with_gpu_cases, "the scan found no GPU test at all"
     assert with_gpu_cases <= listed, f"not run by gpu_check.sh: {sorted(with_gpu_cases - listed)}"
     assert all((root / "tests" / name).is_file() for name in listed)
+
+
+@pytest.mark.parametrize("ratio, target, text", [
+    (1.100057, 1.1, "1.1001"),   # a miss that 2 decimals would show as the target itself
+    (1.0999, 1.1, "1.0999"),     # a pass that 2 decimals would round up onto it
+    (1.1, 1.1, "1.10"),          # exactly on the line: a pass, shown plainly
+    (1.18, 1.2, "1.18"),
+    (2.034, 1.5, "2.03"),
+    (1.3, None, "1.30"),
+])
+def test_headline_ratio_never_rounds_onto_its_target(ratio, target, text):
+    assert _load_runner()._ratio_text(ratio, target) == text
