@@ -12,6 +12,8 @@ from .functional import (
 from .serialization import load, save
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
+from . import models, nn, optim  # noqa: E402  (after the names above, which they use: mf.nn works as torch.nn does)
+
 float32 = "float32"
 float64 = "float64"
 
@@ -19,6 +21,6 @@ __all__ = [
     "Tensor", "Function", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "arange", "randn",
     "rand", "manual_seed", "no_grad", "is_grad_enabled", "cuda_available", "relu", "sigmoid", "tanh",
     "softmax", "log_softmax", "leaky_relu", "softplus", "gelu", "exp", "log", "sqrt", "concat", "stack",
-    "functional", "float32", "float64", "save", "load",
+    "functional", "nn", "optim", "models", "float32", "float64", "save", "load",
 ]
 __version__ = "0.1.0"

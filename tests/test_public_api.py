@@ -48,3 +48,13 @@ def test_every_public_name_and_method_has_a_docstring(module_name):
             undocumented += [f"{name}.{m}" for m, v in vars(obj).items()
                              if not m.startswith("_") and callable(v) and not (v.__doc__ or "").strip()]
     assert not undocumented, f"{module_name}: no docstring on {undocumented}"
+
+
+def test_submodules_are_attributes_after_a_plain_import():
+    """``import minifb as mf`` is enough for ``mf.nn``, ``mf.optim``, ``mf.models`` (as ``torch.nn`` is)."""
+    import subprocess
+    import sys
+
+    code = "import minifb as mf; print(mf.nn.Dense.__name__, mf.optim.SGD.__name__, mf.models.lenet5.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["Dense", "SGD", "lenet5"]
