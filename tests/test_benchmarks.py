@@ -46,6 +46,24 @@ def test_runner_smoke_writes_json(tmp_path, capsys):
 
 
 
+def test_quick_run_is_the_documented_command_and_writes_json(tmp_path):
+    """``python benchmarks/run.py --quick --json FILE`` exactly as the README gives it (a child process):
+    it finishes and writes valid JSON for every case; its speed is not asserted."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "quick.json"
+    proc = subprocess.run([sys.executable, str(RUNNER), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["mode"] == "quick"
+    assert [r["name"] for r in result["rows"]] == ["W1", "W2", "W3", "conv2d", "conv_transpose2d", "matmul"]
+    assert all(r["minifb_s"] > 0 for r in result["rows"])
+    assert set(result["scaling"]) == {"W1", "W2"}
+    assert "| W2 |" in proc.stdout
+
+
 @pytest.mark.parametrize("profiler, expected", [
     ("cprofile", "function calls"),  # pstats' summary line
     ("pyinstrument", "Samples:"),   # pyinstrument's report header
