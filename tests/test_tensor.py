@@ -65,6 +65,37 @@ def test_leaf_grads_never_share_memory_with_each_other_or_the_seed(build):
     np.testing.assert_array_equal(seed, np.ones_like(seed))
 
 
+class _ViewGradient(mf.Function):
+    """Identity forward; backward hands out a view built by ``make_view`` from a private array."""
+
+    make_view = None
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad):
+        return (type(self).make_view(grad.copy()),)
+
+
+@pytest.mark.parametrize("make_view", [
+    lambda g: np.broadcast_to(g, g.shape),                                        # read-only, all of g
+    lambda g: np.ndarray(g.shape, g.dtype, buffer=g, strides=(0,)),              # every entry the same cell
+], ids=["read-only", "zero-stride"])
+def test_a_view_gradient_that_is_read_only_or_self_overlapping_is_copied(make_view):
+    """A view that covers all of its private memory is still copied when ``.grad`` could not be added
+    into correctly: read-only, or with entries that alias one another."""
+    op = type("Op", (_ViewGradient,), {"make_view": staticmethod(make_view)})
+    x = mf.tensor(np.arange(4.0), requires_grad=True)
+    op.apply(x).backward(np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32))
+    assert x.grad.flags.writeable
+    np.testing.assert_array_equal(x.grad, make_view(np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)))
+    op.apply(x).backward(np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32))
+    twice = 2 * make_view(np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32))
+    np.testing.assert_array_equal(x.grad, twice)
+    x.grad[0] += 10  # its entries are separate numbers
+    np.testing.assert_array_equal(x.grad[1:], twice[1:])
+
+
 def test_a_private_view_gradient_is_taken_without_a_copy_and_accumulates():
     """A convolution's input gradient is an NCHW view of channels-last memory that nothing else holds:
     it becomes ``.grad`` as it is (no transposing copy), and later passes add into it correctly.
