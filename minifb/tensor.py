@@ -549,39 +549,61 @@ def _accumulate(leaf: Tensor, g, fresh: bool = False) -> None:
 
     ``g`` is taken over as it is when it was allocated by ``backward`` itself
     (``fresh``), or when no other reference to it or to its memory exists:
-    ``g``'s references are then only the caller's local name, this function's
-    argument and ``getrefcount``'s own (CPython counts a view of ``g`` as a
-    reference too), and either ``g`` owns its memory or it is a NumPy view
-    whose owner is referred to by ``g`` alone (a convolution's input gradient
-    is an NCHW view of channels-last memory: taking it saves a transposing
-    copy).  Otherwise it is copied, so that ``.grad`` never shares a buffer
-    with another gradient, a saved value or a reused scratch buffer.
+    only ``backward``'s local name holds ``g``, and either ``g`` owns its
+    memory or it is a NumPy view whose owner only ``g`` holds (a convolution's
+    input gradient is an NCHW view of channels-last memory: taking it saves a
+    transposing copy).  The view must also be writeable, cover all of that
+    memory and have no zero strides.  Otherwise ``g`` is copied, so that
+    ``.grad`` never shares a buffer with another gradient, a saved value or a
+    reused scratch buffer.  The reference counts are compared with those of a
+    private array measured once through the same calls (:data:`_PRIVATE_REFS`).
     """
     if isinstance(g, np.generic):  # a 0-d leaf's gradient is a 0-d array, as the contract says, not a scalar
         g, fresh = np.asarray(g), True
-    if leaf.grad is None:
-        leaf.grad = g if fresh or _unshared(g) else g.copy()
-    else:
+    if leaf.grad is not None:
         leaf.grad += g
+        return
+    if not fresh and _PRIVATE_REFS is not None:
+        g_refs, base_refs = _refcounts(g)
+        fresh = g_refs <= _PRIVATE_REFS[0] and (base_refs is None or (
+            base_refs <= _PRIVATE_REFS[1] and type(g) is np.ndarray and type(g.base) is np.ndarray
+            and g.base.base is None and g.flags.writeable and g.nbytes == g.base.nbytes
+            and 0 not in [s for s, n in zip(g.strides, g.shape) if n > 1]))
+    leaf.grad = g if fresh else g.copy()
 
 
-def _unshared(g) -> bool:
-    """Whether only the caller (``_accumulate``) refers to ``g`` and to the memory under it."""
-    if sys.getrefcount(g) > _UNSHARED_REFS + 1:  # + 1: this function's own argument
-        return False
-    base = getattr(g, "base", 0)
-    if base is None:
-        return True
-    # A view: its owner must be referenced by this view alone (``g.base``; the other two references are
-    # the local name ``base`` and getrefcount's argument).  Only for NumPy, whose ``base`` chain is the
-    # whole story of who shares the memory.
-    # It must also be a writeable rearrangement of all of that memory, so never a read-only broadcast.
-    return (type(g) is np.ndarray and type(base) is np.ndarray and base.base is None
-            and sys.getrefcount(base) <= 3 and g.flags.writeable and g.nbytes == base.nbytes
-            and 0 not in [s for s, n in zip(g.strides, g.shape) if n > 1])
+def _refcounts(g) -> tuple:
+    """``(references to g, references to g.base or None when it has none)``, as seen from here."""
+    base = getattr(g, "base", None)
+    return sys.getrefcount(g), None if base is None else sys.getrefcount(base)
 
 
-_UNSHARED_REFS = 3
+def _private_refcounts():
+    """What :func:`_refcounts` returns, called from :func:`_accumulate`, for an array that only
+    ``backward``'s local name holds and that is a view of memory only it holds.
+
+    Measured rather than assumed: the counts include the interpreter's own temporary references,
+    and CPython 3.14 stopped counting some of those (it borrows them).  The caller frames below
+    have the same shape as ``backward`` -> ``_accumulate``.  ``None`` where the interpreter has no
+    reference counts (then every first gradient that is not ``fresh`` is copied).
+    """
+    def accumulate_like(leaf, g, fresh=False):
+        return _refcounts(g)
+
+    def backward_like():
+        g = np.empty(4, dtype=np.float32).reshape(2, 2)  # a view; only it holds its owner
+        counts = accumulate_like(None, g, fresh=False)
+        del g
+        return counts
+
+    try:
+        return backward_like()
+    except AttributeError:  # no sys.getrefcount (not CPython)
+        return None
+
+
+#: ``(g's references, its owner's references)`` for a private view, as :func:`_accumulate` sees them.
+_PRIVATE_REFS = _private_refcounts()
 
 
 def _consumer_counts(root) -> dict:

@@ -96,6 +96,22 @@ def test_a_view_gradient_that_is_read_only_or_self_overlapping_is_copied(make_vi
     np.testing.assert_array_equal(x.grad[1:], twice[1:])
 
 
+def test_without_reference_counts_every_first_gradient_is_copied(monkeypatch):
+    """Where the interpreter has no reference counts (``_PRIVATE_REFS`` is None), nothing is taken over."""
+    import sys
+
+    tensor_module = sys.modules["minifb.tensor"]
+    x = mf.tensor(np.arange(6.0), requires_grad=True)
+    seed = np.ones((2, 3), dtype=np.float32)
+    (x.reshape(2, 3) * 2).backward(seed)  # the product's fresh gradient, reshaped back: a private view
+    assert x.grad.base is not None        # normally taken over as it is
+    x.zero_grad()
+    monkeypatch.setattr(tensor_module, "_PRIVATE_REFS", None)
+    (x.reshape(2, 3) * 2).backward(seed)
+    assert x.grad.base is None            # now copied
+    np.testing.assert_array_equal(x.grad, np.full(6, 2.0))
+
+
 def test_a_private_view_gradient_is_taken_without_a_copy_and_accumulates():
     """A convolution's input gradient is an NCHW view of channels-last memory that nothing else holds:
     it becomes ``.grad`` as it is (no transposing copy), and later passes add into it correctly.
