@@ -5,7 +5,8 @@ import weakref
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import minifb as mf
 import minifb.functional as F
@@ -94,6 +95,72 @@ def test_a_view_gradient_that_is_read_only_or_self_overlapping_is_copied(make_vi
     np.testing.assert_array_equal(x.grad, twice)
     x.grad[0] += 10  # its entries are separate numbers
     np.testing.assert_array_equal(x.grad[1:], twice[1:])
+
+
+_VIEW_STEPS = {  # differentiable rearrangements whose gradients come back as views or copies
+    "flat": lambda t: t.reshape(24),
+    "matrix": lambda t: t.reshape(4, 6),
+    "transpose": lambda t: t.reshape(4, 6).transpose(1, 0),
+    "reverse": lambda t: t.reshape(24)[::-1],
+    "scale": lambda t: t.reshape(24) * 2,
+    "same": lambda t: t,
+}
+_COMBINE = {  # "add-as-is" with no steps sends one fresh array to both leaves
+    "add": lambda p, q: p.reshape(24) + q.reshape(24),
+    "mul": lambda p, q: p.reshape(24) * q.reshape(24),
+    "concat": lambda p, q: F.concat([p.reshape(24), q.reshape(24)]),
+    "stack": lambda p, q: F.stack([p.reshape(24), q.reshape(24)], axis=1),
+    "first-twice": lambda p, q: p.reshape(24) + p.reshape(24) * 3 + q.reshape(24) * 0,
+    "add-as-is": lambda p, q: (p + q) * 2 if p.shape == q.shape else (p.reshape(24) + q.reshape(24)) * 2,
+}
+
+
+@settings(max_examples=60, deadline=None)
+@example(steps_a=[], steps_b=[], combine="add-as-is", seeded=False, seed=0)   # one array to both leaves
+@example(steps_a=["scale"], steps_b=["transpose"], combine="stack", seeded=True, seed=1)
+@given(steps_a=st.lists(st.sampled_from(sorted(_VIEW_STEPS)), max_size=3),
+       steps_b=st.lists(st.sampled_from(sorted(_VIEW_STEPS)), max_size=3),
+       combine=st.sampled_from(sorted(_COMBINE)), seeded=st.booleans(), seed=seeds)
+def test_leaf_grads_are_private_and_right_whatever_views_carry_them(steps_a, steps_b, combine, seeded, seed):
+    """Property: for random chains of views, copies and combinations, every leaf's ``.grad`` is writeable,
+    shares memory with no other gradient and not with the seed, and has the values (once, then twice
+    after a second pass) that the always-copy rule gives."""
+    import sys
+
+    tensor_module = sys.modules["minifb.tensor"]
+    rng = np.random.default_rng(seed)
+    data = [rng.standard_normal((2, 3, 4)) for _ in range(2)]
+
+    def run(passes):
+        a, b = (mf.tensor(d, requires_grad=True) for d in data)
+        for _ in range(passes):
+            p, q = a, b
+            for step in steps_a:
+                p = _VIEW_STEPS[step](p)
+            for step in steps_b:
+                q = _VIEW_STEPS[step](q)
+            out = _COMBINE[combine](p, q)
+            grad_seed = np.arange(out.size, dtype=np.float32).reshape(out.shape) if seeded else None
+            (out.backward(grad_seed) if seeded else out.sum().backward())
+        return a.grad, b.grad, grad_seed
+
+    ga, gb, grad_seed = run(1)
+    for g in (ga, gb):
+        assert g is not None and g.shape == (2, 3, 4) and g.flags.writeable
+        if grad_seed is not None:
+            assert not np.shares_memory(g, grad_seed)
+    assert not np.shares_memory(ga, gb)
+    ga2, gb2, _ = run(2)
+    saved = tensor_module._PRIVATE_REFS
+    try:
+        tensor_module._PRIVATE_REFS = None  # the always-copy rule as the reference
+        ra, rb, _ = run(1)
+    finally:
+        tensor_module._PRIVATE_REFS = saved
+    np.testing.assert_array_equal(ga, ra)
+    np.testing.assert_array_equal(gb, rb)
+    np.testing.assert_allclose(ga2, 2 * ra, rtol=1e-6)
+    np.testing.assert_allclose(gb2, 2 * rb, rtol=1e-6)
 
 
 def test_without_reference_counts_every_first_gradient_is_copied(monkeypatch):
