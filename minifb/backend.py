@@ -88,6 +88,19 @@ def result_type(*values, floating: bool = False) -> np.dtype:
     return result
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy), not a bool: the check for axes, sizes and counts."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def broadcast_shape(*shapes) -> tuple | None:
+    """The shape NumPy's broadcasting gives ``shapes`` together, or ``None`` when they do not broadcast."""
+    try:
+        return tuple(np.broadcast_shapes(*(tuple(s) for s in shapes)))
+    except ValueError:
+        return None
+
+
 _cupy = None          # the cupy module once it has been found usable
 _cupy_checked = False  # whether we have looked for it yet
 

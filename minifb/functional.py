@@ -124,11 +124,9 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
 
 
 def _check_broadcast(name, *shapes):
-    try:
-        np.broadcast_shapes(*shapes)
-    except ValueError:
+    if backend.broadcast_shape(*shapes) is None:
         raise ValueError(f"{name}: shapes {', '.join(str(tuple(s)) for s in shapes)} cannot be broadcast "
-                         f"together") from None
+                         f"together")
 
 
 def _elementwise(name, op, a, b, floating=False, **options) -> Tensor:
@@ -250,11 +248,7 @@ def clip(x, low=None, high=None) -> Tensor:
         if bound is None or isinstance(bound, numbers.Number):
             return bound
         array = backend.to_device(bound.data if isinstance(bound, Tensor) else bound, x.device)
-        try:
-            fits = np.broadcast_shapes(array.shape, x.shape) == x.shape
-        except ValueError:
-            fits = False
-        if not fits:
+        if backend.broadcast_shape(array.shape, x.shape) != x.shape:
             raise ValueError(f"clip: bound of shape {tuple(array.shape)} does not broadcast to the input's "
                              f"shape {x.shape}")
         return array.astype(dtype, copy=False)
@@ -343,10 +337,8 @@ def transpose(x, *axes) -> Tensor:
     """Permute axes; with no axes, reverse them (so a matrix is transposed)."""
     _check_tensor("transpose", "x", x)
     axes = _shape_args(axes) if axes else tuple(reversed(range(x.ndim)))
-    if len(axes) != x.ndim:
-        raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-    normalized = tuple(reduce.check_axis(a, x.ndim, fn="transpose") for a in axes)
-    if sorted(normalized) != list(range(x.ndim)):
+    normalized = tuple(reduce.check_axis(a, x.ndim, fn="transpose") for a in axes) if len(axes) == x.ndim else None
+    if normalized is None or sorted(normalized) != list(range(x.ndim)):
         raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
     return movement.Transpose.apply(x, axes=normalized)
 
@@ -420,7 +412,7 @@ def stack(xs, axis=0) -> Tensor:
     if any(t.shape != xs[0].shape for t in xs):
         raise ValueError(f"stack: all shapes must be equal, got {[tuple(t.shape) for t in xs]}")
     n = xs[0].ndim + 1
-    if not reduce._is_int(axis) or not -n <= axis < n:
+    if not backend.is_int(axis) or not -n <= axis < n:
         raise ValueError(f"stack: axis={axis!r} is out of range for stacking {n - 1}-d tensors "
                          f"(expected an int in [{-n}, {n - 1}])")
     axis = int(axis) % n
@@ -479,7 +471,7 @@ def gelu(x, approximate="none") -> Tensor:
 
 def _one_axis(fn, axis, ndim) -> tuple:
     """The single axis a softmax normalises over, as a tuple: ``(axis,)``, or ``()`` for a 0-d tensor."""
-    if not reduce._is_int(axis):
+    if not backend.is_int(axis):
         raise TypeError(f"{fn}: axis must be one int (the axis to normalise over), got {axis!r}")
     return (reduce.check_axis(axis, ndim, fn=fn),) if ndim else ()
 

@@ -44,8 +44,7 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
-
+from . import backend
 from . import functional as F
 from . import nn
 from .tensor import Tensor
@@ -108,7 +107,7 @@ def _show_shape(shape) -> str:
 
 # ---- argument checks ---------------------------------------------------------------------
 def _positive_int(fn: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not backend.is_int(value) or value < 1:
         raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -120,12 +119,12 @@ def _compact(pair: tuple):
 
 def _size_pair(fn: str, name: str, value) -> tuple:
     """An int or a pair of positive ints as ``(h, w)``."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    pair = (value, value) if backend.is_int(value) else value
     try:
         pair = tuple(pair)
     except TypeError:
         raise ValueError(f"{fn}: {name} must be an int or a pair (h, w) of ints, got {value!r}") from None
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
+    if len(pair) != 2 or any(not backend.is_int(v) or v < 1 for v in pair):
         raise ValueError(f"{fn}: {name} must be a positive int or a pair (h, w) of positive ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 

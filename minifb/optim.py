@@ -242,7 +242,7 @@ class Optimizer:
             return False
         if len({s.get("step", 0) for s in self.state}) > 1:
             return False
-        flat, keys = getattr(self, "_flat", None), tuple(self.flat_state_keys)
+        flat, keys = self._flat, tuple(self.flat_state_keys)
         if flat is None or flat.keys != keys or not flat.intact(self.params, self.state):
             flat = self._flat = _FlatParameters(self.params, self.state, keys)
         xp = backend.array_module(flat.data)

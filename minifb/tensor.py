@@ -263,7 +263,7 @@ class Tensor:
 
     def item(self):
         """The value of a one-element tensor as a Python number."""
-        return self.data.item()
+        return self._scalar("item")
 
     def _scalar(self, kind):
         if self.size != 1:

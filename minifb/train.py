@@ -340,7 +340,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
 
 
 def _check_positive(fn, name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not backend.is_int(value) or value < 1:
         raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -427,7 +427,7 @@ def _check_schedule(steps, epochs, batch, truncate, clip, corrupt):
     """Check the training-loop arguments of :func:`fit`; return ``(steps, epochs, batch, truncate, corrupt)``."""
     steps = _check_positive("train", "steps", steps)
     batch = _check_positive("train", "batch", batch)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+    if not backend.is_int(epochs) or epochs < 0:
         raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
     if truncate is not None:
         truncate = _check_positive("train", "truncate", truncate)

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
-
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor, no_grad
@@ -158,7 +156,7 @@ class Merger(Module):
     def _combine(self, x, fb):
         combine = self.combine
         if combine in _ARITHMETIC:
-            if _broadcast_shape(x.shape, fb.shape) != tuple(x.shape):
+            if backend.broadcast_shape(x.shape, fb.shape) != tuple(x.shape):
                 raise ValueError(f'{self!r}: cannot combine the stream of shape {tuple(x.shape)} with '
                                  f'op(state["{self.name}"]) of shape {tuple(fb.shape)}')
             return combine(x, fb)
@@ -174,13 +172,6 @@ class Merger(Module):
 
 
 _ARITHMETIC = (operator.add, operator.sub, operator.mul, operator.truediv)
-
-
-def _broadcast_shape(a, b):
-    try:
-        return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
-    except ValueError:
-        return None
 
 
 class _Pass:

@@ -41,14 +41,10 @@ def kaiming_uniform_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _pair(name: str, value, layer: str, minimum: int = 1) -> tuple:
     """An int or a pair of ints, each at least ``minimum``, as a pair (kernel sizes, strides, ...)."""
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(_is_int(v) and v >= minimum for v in pair):
+    pair = (value, value) if backend.is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(backend.is_int(v) and v >= minimum for v in pair):
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{layer}: {name} must be {what} or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
@@ -155,14 +153,6 @@ def unroll(recur, xs) -> list:
 
 
 # ---- the classic cells --------------------------------------------------------------------
-def _broadcast(a: tuple, b: tuple):
-    """The broadcast of two shapes, or ``None`` when they do not broadcast."""
-    try:
-        return tuple(np.broadcast_shapes(a, b))
-    except ValueError:
-        return None
-
-
 class _Cell(Module):
     """Shared parts of RNNCell, LSTMCell and GRUCell: PyTorch's parameter names and init."""
 
@@ -207,7 +197,7 @@ class _Cell(Module):
         for what, t in state.items():
             self._check_hidden(t, what)
             state_batch = tuple(t.shape[:-1])
-            if state_batch != batch and _broadcast(state_batch, batch) != batch:
+            if state_batch != batch and backend.broadcast_shape(state_batch, batch) != batch:
                 raise ValueError(f"{self!r}: state {what} of shape {tuple(t.shape)} does not fit input of shape "
                                  f"{tuple(x.shape)} (expected {batch + (self.hidden_size,)})")
 

@@ -4,14 +4,8 @@ The backward of a reduction broadcasts the output gradient back over the
 reduced axes, so it first re-inserts them as size-1 axes.
 """
 
-import numpy as np
-
-from ..backend import array_module
+from ..backend import array_module, is_int
 from ..tensor import Function
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def check_axis(axis, ndim, name="axis", fn=None) -> int:
@@ -30,7 +24,7 @@ def check_axis(axis, ndim, name="axis", fn=None) -> int:
         ValueError: ``axis`` is out of range.
     """
     prefix = f"{fn}: " if fn else ""
-    if not _is_int(axis):
+    if not is_int(axis):
         raise TypeError(f"{prefix}{name} must be an int, got {axis!r}")
     n = max(ndim, 1)
     if not -n <= axis < n:
@@ -45,7 +39,7 @@ def normalize_axis(axis, ndim, name="axis", fn=None) -> tuple:
     if axis is None:
         return tuple(range(ndim))
     prefix = f"{fn}: " if fn else ""
-    if _is_int(axis):
+    if is_int(axis):
         axes = (axis,)
     elif isinstance(axis, (tuple, list)):
         axes = tuple(axis)
