@@ -131,6 +131,31 @@ def test_fused_merger_equals_plain_merger(make_op, shape):
     gradcheck(lambda x, s, w, b: fused.merge(x, {"m": s}), x, s, op.weight, op.bias)
 
 
+class _Gated(nn.Dense):
+    """A user's Dense whose forward switches the feedback off."""
+
+    def forward(self, x):
+        return super().forward(x) * 0.0
+
+
+def test_merger_calls_an_affine_subclass_that_overrides_forward(monkeypatch):
+    mf.manual_seed(0)
+    body = nn.Dense(3, 3)
+    net = nn.FeedbackChain(nn.Merger("s", _Gated(3, 3, mf.relu), operator.add), body, nn.Splitter("s"))
+    x, s = mf.randn(2, 3), mf.randn(2, 3)
+    _, y = net({"s": s}, x)
+    np.testing.assert_array_equal(y.numpy(), body(x).numpy())      # x + 0, then body
+    # a subclass that changes nothing about calling it is still fused
+    calls = []
+    monkeypatch.setattr(F, "merge_act", lambda *a, **k: calls.append(1) or a[0])
+
+    class Named(nn.Dense):
+        pass
+
+    nn.FeedbackChain(nn.Merger("s", Named(3, 3, mf.relu), operator.add), body, nn.Splitter("s"))({"s": s}, x)
+    assert calls == [1]
+
+
 def test_fused_merger_with_broadcasting_state_falls_back():
     op = nn.Dense(5, 10, mf.relu)
     merger = nn.Merger("m", op, operator.add)
@@ -453,6 +478,29 @@ def test_validation_sees_through_nesting():
     nn.FeedbackChain(nn.Chain(nn.Merger("a", nn.Dense(2, 2), operator.add)), nn.Splitter("a"))
 
 
+class _Halved(nn.FeedbackChain):
+    """A user's FeedbackChain whose forward post-processes its output."""
+
+    def forward(self, state, x):
+        state, y = super().forward(state, x)
+        return state, y * 0.5
+
+
+def test_nested_feedback_chain_subclass_is_called_with_its_own_forward():
+    mf.manual_seed(0)
+    inner = _Halved(nn.Dense(3, 3), nn.Splitter("a"), nn.Merger("a", nn.Dense(3, 3), operator.add))
+    outer = nn.FeedbackChain(inner, nn.Splitter("b"))
+    xs = [mf.randn(2, 3) for _ in range(3)]
+    s_inner, s_outer = inner.initial_state(xs[0]), outer.initial_state(xs[0])
+    assert list(s_outer) == ["a", "b"]
+    for x in xs:
+        s_inner, y_inner = inner(s_inner, x)
+        s_outer, y_outer = outer(s_outer, x)
+        np.testing.assert_array_equal(y_outer.numpy(), y_inner.numpy())       # halved, as alone
+        np.testing.assert_array_equal(s_outer["a"].numpy(), s_inner["a"].numpy())
+        np.testing.assert_array_equal(s_outer["b"].numpy(), y_inner.numpy())
+
+
 # ---- initial_state ---------------------------------------------------------------------------------
 def test_initial_state_shapes_dtype_and_no_side_effects():
     net = nn.FeedbackChain(
@@ -473,6 +521,22 @@ def test_initial_state_shapes_dtype_and_no_side_effects():
     assert y.shape == (3, 10)
     x64 = mf.tensor(np.zeros((1, 1, 8, 8)), dtype="float64")
     assert all(v.dtype == np.float64 for v in net.initial_state(x64).values())
+
+
+def test_initial_state_leaves_a_recur_inside_the_chain_as_it_was():
+    mf.manual_seed(0)
+    gru = nn.GRU(4, 4)
+    net = nn.FeedbackChain(nn.Merger("s", nn.Dense(4, 4), operator.add), gru, nn.Splitter("s"))
+    x = mf.randn(2, 4)
+    state = net.initial_state(x)
+    assert gru.state is None                       # no step was taken
+    _, y = net(state, x)
+    gru.reset()
+    _, y_zero = net({"s": mf.zeros(2, 4)}, x)
+    np.testing.assert_array_equal(y.numpy(), y_zero.numpy())
+    gru.state = mf.ones(2, 4)                      # a Recur mid-sequence keeps its state too
+    net.initial_state(x)
+    np.testing.assert_array_equal(gru.state.numpy(), np.ones((2, 4), np.float32))
 
 
 def test_initial_state_on_the_input_device(device):
@@ -555,6 +619,22 @@ def test_error_tree_state_of_the_wrong_shape():
     tree = nn.FeedbackTree(nn.Dense(2, 2), nn.Splitter("s"))
     with pytest.raises(ValueError, match=r"shape \(3,\) cannot replace the stream of shape \(2,\)"):
         tree({"s": mf.zeros(3)}, mf.randn(2))
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) cannot replace the stream of shape \(2, 2\)"):
+        tree({"s": mf.zeros(3, 2)}, mf.randn(2, 2))
+
+
+def test_tree_splitter_broadcasts_a_batch_1_state_like_a_merger():
+    mf.manual_seed(0)
+    tree = nn.FeedbackTree(nn.Dense(2, 3), nn.Splitter("s"), nn.Dense(3, 2))
+    s0 = nn.Parameter(mf.randn(1, 3).numpy())
+    x = mf.randn(4, 2)
+    _, y = tree({"s": s0}, x)
+    _, y_full = tree({"s": F.broadcast_to(s0, (4, 3))}, x)
+    np.testing.assert_array_equal(y.numpy(), y_full.numpy())
+    y.sum().backward()
+    assert s0.grad.shape == (1, 3)
+    # y = s0 @ W.T + b in every row, so d(sum y)/d s0 sums W's rows once per batch row
+    np.testing.assert_allclose(s0.grad, 4 * tree.layers[2].weight.numpy().sum(axis=0, keepdims=True), rtol=1e-5)
 
 
 def test_feedback_chain_indexing():

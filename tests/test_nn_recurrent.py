@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import minifb as mf
+from minifb import functional as F
 from minifb import nn
 from minifb.testing import gradcheck
 
@@ -329,6 +330,27 @@ def test_an_unbatched_state_still_broadcasts_into_the_batch(name):
     _, y = cell(state, x)
     _, y_batched = cell(batched, x)
     np.testing.assert_allclose(y.numpy(), y_batched.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("state_shape", [(1, 3, 5, 5), (3, 5, 5)])
+def test_conv_lstm_state_broadcasts_into_the_batch_with_its_gradient(state_shape):
+    mf.manual_seed(0)
+    cell = nn.ConvLSTMCell(2, 3, 3)
+    x = mf.randn(4, 2, 5, 5)
+    h0, c0 = (nn.Parameter(mf.randn(*state_shape).numpy()) for _ in range(2))
+    (h, c), y = cell((h0, c0), x)
+    (h_full, c_full), y_full = cell((F.broadcast_to(h0, (4, 3, 5, 5)), F.broadcast_to(c0, (4, 3, 5, 5))), x)
+    np.testing.assert_allclose(y.numpy(), y_full.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(c.numpy(), c_full.numpy(), rtol=1e-6)
+    (y * y).sum().backward()
+    grads = h0.grad.copy(), c0.grad.copy()
+    h0.grad = c0.grad = None
+    (y_full * y_full).sum().backward()
+    assert grads[0].shape == grads[1].shape == state_shape
+    np.testing.assert_allclose(grads[0], h0.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[1], c0.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"state h of shape \(2, 3, 5, 5\) does not fit"):
+        cell((mf.zeros(2, 3, 5, 5), mf.zeros(4, 3, 5, 5)), x)
 
 
 def test_recur_errors():

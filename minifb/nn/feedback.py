@@ -28,7 +28,9 @@ through it.  A nested FeedbackChain must be valid on its own (each of its
 Mergers reads a Splitter inside it); a plain Chain may hold Mergers that read
 Splitters elsewhere in the outer chain.  The Splitters of a FeedbackTree
 nested anywhere behave as tree Splitters; a Chain inherits the behaviour of
-the container it is in.
+the container it is in.  A nested subclass that overrides ``forward`` is not
+run inline but called: a Chain as ``y = chain(x)``, a FeedbackChain as
+``new, y = chain(state, x)`` on the outer state.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ class Merger(Module):
     When ``combine`` is ``operator.add`` and ``op`` is a Dense, Conv or
     ConvTranspose with a bias and an activation among ``None``, ``mf.relu``,
     ``mf.sigmoid``, ``mf.tanh``, the epilogue ``x + act(op_linear(s) + bias)``
-    runs as one fused op (:func:`minifb.functional.merge_act`).
+    runs as one fused op (:func:`minifb.functional.merge_act`), with the same
+    values.  A subclass of those layers that overrides ``forward`` (or
+    ``finish`` or ``__call__``) is called as it is, never fused.
 
     Args:
         name: the state key to read (written by a Splitter of the same name).
@@ -140,6 +144,10 @@ class Merger(Module):
         op = self.op
         if self.combine is not operator.add or not isinstance(op, AffineLayer) or op.bias is None:
             return None
+        cls = type(op)
+        if (cls.__call__ is not Module.__call__ or cls.forward is not AffineLayer.forward
+                or cls.finish is not AffineLayer.finish):
+            return None      # a subclass that changes what calling it does: call it (the plain path)
         act = F.activation_name(op.activation)
         if act is None:
             return None
@@ -194,12 +202,32 @@ def _run(layers, x, ctx: _Pass, tree: bool):
             if not ctx.infer:
                 x = layer.merge(x, ctx.old)
         elif isinstance(layer, FeedbackChain):
-            x = _run(layer.layers, x, ctx, layer.is_tree)
+            if _runs_inline(layer):
+                x = _run(layer.layers, x, ctx, layer.is_tree)
+            else:
+                x = _call_nested(layer, x, ctx)
         elif _is_plain_chain(layer):
             x = _run(layer.layers, x, ctx, tree)
         else:
             x = layer(x)
     return x
+
+
+def _runs_inline(chain) -> bool:
+    """Whether a nested FeedbackChain's layers can be run inside the outer pass: its forward is the
+    library's.  A subclass that overrides ``forward`` (to post-process its output, say) is called."""
+    cls = type(chain)
+    return cls.forward is FeedbackChain.forward and cls.__call__ is Module.__call__
+
+
+def _call_nested(chain, x, ctx: _Pass):
+    """Call a nested FeedbackChain subclass as ``new, y = chain(state, x)`` on the outer state; its
+    Splitters' values join the outer pass's new state.  While shapes are inferred it is called on its
+    own zero state, so what it does to its output is seen."""
+    state = chain.initial_state(x) if ctx.infer else ctx.old
+    new, y = chain(state, x)
+    ctx.new.update(new)
+    return y
 
 
 def _is_plain_chain(layer) -> bool:
@@ -215,8 +243,10 @@ def _previous_value(splitter: Splitter, state: dict, x: Tensor):
                        f"{sorted(state)}); start from net.initial_state(x)")
     value = state[name]
     if tuple(value.shape) != tuple(x.shape):
-        raise ValueError(f'{splitter!r} in a FeedbackTree: the state\'s value of shape {tuple(value.shape)} '
-                         f"cannot replace the stream of shape {tuple(x.shape)}")
+        if backend.broadcast_shape(value.shape, x.shape) != tuple(x.shape):
+            raise ValueError(f'{splitter!r} in a FeedbackTree: the state\'s value of shape '
+                             f"{tuple(value.shape)} cannot replace the stream of shape {tuple(x.shape)}")
+        value = F.broadcast_to(value, x.shape)   # a batch-1 (learned) state, as a Merger allows
     return value
 
 
@@ -309,7 +339,8 @@ class FeedbackChain(LayerSequence, Module):
 
         The chain runs once on ``x`` with feedback off (Mergers skipped,
         Splitters passing the stream on), without recording on the tape and
-        in evaluation mode (BatchNorm statistics untouched); each Splitter's
+        in evaluation mode (BatchNorm statistics untouched), and every
+        :class:`~minifb.nn.Recur` inside keeps its state; each Splitter's
         shape is recorded.
 
         Args:
@@ -323,7 +354,10 @@ class FeedbackChain(LayerSequence, Module):
                 combine changes the stream's shape, as concatenation does);
                 build the state by hand then.
         """
+        from .recurrent import Recur  # recurrent imports nothing from here; avoid a cycle at import
+
         modes = [(m, m.training) for m in self.modules()]
+        states = [(m, m.state) for m in self.modules() if isinstance(m, Recur)]
         ctx = _Pass({}, infer=True)
         try:
             self.eval()
@@ -336,6 +370,8 @@ class FeedbackChain(LayerSequence, Module):
         finally:
             for m, mode in modes:
                 m.training = mode
+            for m, state in states:    # a Recur inside the chain has not taken a step
+                m.state = state
         xp = backend.array_module(x.data)
         return {name: Tensor(xp.zeros(v.shape, dtype=x.dtype)) for name, v in ctx.new.items()}
 

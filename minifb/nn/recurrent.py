@@ -344,7 +344,8 @@ class ConvLSTMCell(Module):
         bias: whether to learn the gate bias.
 
     Shapes:
-        ``x`` (N, C_in, H, W); state ``(h, c)``, each (N, Hc, H, W); the gate
+        ``x`` (N, C_in, H, W); state ``(h, c)``, each (N, Hc, H, W), or a shape that
+        broadcasts to it such as (1, Hc, H, W) (a learned initial state); the gate
         convolution ``conv`` has weight (4Hc, C_in + Hc, kh, kw), gate order i, f, g, o.
 
     Example:
@@ -384,9 +385,12 @@ class ConvLSTMCell(Module):
         h, c = state
         expected = (x.shape[0], self.hidden_channels) + tuple(x.shape[2:])
         for name, t in (("h", h), ("c", c)):
-            if tuple(t.shape) != expected:
+            # a state may broadcast into the batch (a learned initial state), never enlarge it, as in LSTMCell
+            if tuple(t.shape) != expected and backend.broadcast_shape(t.shape, expected) != expected:
                 raise ValueError(f"{self!r}: state {name} of shape {tuple(t.shape)} does not fit input of "
                                  f"shape {tuple(x.shape)} (expected {expected})")
+        if tuple(h.shape) != expected:
+            h = F.broadcast_to(h, expected)
         gates = self.conv(F.concat([x, h], axis=1))
         hc = self.hidden_channels
         i = F.sigmoid(gates[:, 0:hc])
