@@ -495,6 +495,16 @@ def activation_name(fn):
     return {relu: "relu", sigmoid: "sigmoid", tanh: "tanh"}.get(fn)
 
 
+def _plain_act(act):
+    """The unfused function of a fused activation name."""
+    return {"identity": lambda t: t, "relu": relu, "sigmoid": sigmoid, "tanh": tanh}[act]
+
+
+def _channel_bias(bias, ndim, axis):
+    """``bias`` (C,) reshaped to broadcast along axis ``axis`` of an ``ndim``-d tensor."""
+    return reshape(bias, (bias.shape[0],) + (1,) * (ndim - axis - 1))
+
+
 def _check_bias(name, x, bias, axis):
     if x.ndim == 0 or bias.ndim != 1 or bias.shape[0] != x.shape[axis]:
         raise ValueError(f"{name}: bias of shape {bias.shape} does not match {x.shape[axis]} channels "
@@ -504,32 +514,59 @@ def _check_bias(name, x, bias, axis):
 def bias_act(x, bias, act="identity", axis=1) -> Tensor:
     """Fused ``act(x + bias)`` with ``bias`` (C,) along channel axis ``axis`` (one GPU kernel).
 
+    The result has the dtype and values of the unfused expression (PyTorch's
+    type promotion: a float64 bias gives float64, an integer input with a
+    float32 bias float32); the kernel runs only when both operands are float32.
+
     Args:
         x: (..., C, ...) input, channel on ``axis``.
         bias: (C,).
         act: ``"identity"``, ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
     """
+    _check_tensor("bias_act", "x", x)
+    _check_tensor("bias_act", "bias", bias)
     if act not in fused.ACTIVATIONS:
         raise ValueError(f"bias_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
     axis = reduce.check_axis(axis, x.ndim, fn="bias_act")
     _check_bias("bias_act", x, bias, axis)
+    dtype = x.dtype
+    if bias.dtype != dtype or dtype.kind != "f":  # the rare case: promote as act(x + bias) would
+        dtype = backend.result_type(x, bias)
+        if dtype.kind != "f":  # an integer or boolean sum: exactly the unfused ops (no kernel is integer)
+            return _plain_act(act)(add(x, _channel_bias(bias, x.ndim, axis)))
+        x, bias = _cast(x, dtype), _cast(bias, dtype)
     return fused.BiasAct.apply(x, bias, act=act, axis=axis)
 
 
 def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
     """Fused Merger epilogue ``x + act(fb + bias)`` (one GPU kernel).
 
+    The result has the dtype and values of the unfused expression, promoted
+    step by step as written (an integer stream with a float32 feedback gives
+    float32); the kernel runs only when all three operands are float32.
+
     Args:
         x: the forward stream, shape S.
         fb: the feedback pre-activation, shape S.
         bias: (C,) along channel axis ``axis``.
     """
+    _check_tensor("merge_act", "x", x)
+    _check_tensor("merge_act", "fb", fb)
+    _check_tensor("merge_act", "bias", bias)
     if act not in fused.ACTIVATIONS:
         raise ValueError(f"merge_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
     if x.shape != fb.shape:
         raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
     axis = reduce.check_axis(axis, x.ndim, fn="merge_act")
     _check_bias("merge_act", x, bias, axis)
+    dtype = x.dtype
+    if fb.dtype != dtype or bias.dtype != dtype or dtype.kind != "f":  # the rare case: promote as the unfused ops
+        inner = backend.result_type(fb, bias)                    # the dtype of fb + bias
+        if inner.kind != "f" or backend.promote_types(x.dtype, inner) != inner:
+            # fb + bias is not floating, or x widens it (so act(fb + bias) is computed in its own narrower
+            # dtype before the add): run the two steps as written
+            return add(x, bias_act(fb, bias, act, axis))
+        x, fb, bias = _cast(x, inner), _cast(fb, inner), _cast(bias, inner)
     return fused.MergeAct.apply(x, fb, bias, act=act, axis=axis)
 
 

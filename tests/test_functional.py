@@ -420,6 +420,102 @@ def test_cross_entropy_kernel_matches_array_path(reduction, emulated_kernel_laun
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
 
 
+# The fused epilogues against the same expressions written with plain minifb ops: same dtype (PyTorch's
+# promotion), same values, and each input's gradient in its own dtype, with kernels off and on.
+_PLAIN_ACT = {"identity": lambda t: t, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh}
+MIXED_BIAS_ACT = [("float32", "float64"), ("float64", "float32"), ("int64", "float32"), ("float32", "int64"),
+                  ("uint8", "float64"), ("int64", "int64"), ("int32", "int64")]
+MIXED_MERGE_ACT = [("float32", "float64", "float32"), ("float32", "float32", "float64"),
+                   ("float64", "float32", "float32"), ("int64", "float32", "float32"),
+                   ("float32", "int64", "float32"), ("int64", "int64", "int64"), ("uint8", "int64", "float64")]
+
+
+def _typed_inputs(shape, axis, dtypes, seed):
+    """Tensors of ``dtypes`` (the last one the bias (C,) along ``axis``); floats require gradients."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, dtype in enumerate(dtypes):
+        s = (shape[axis],) if i == len(dtypes) - 1 else shape
+        values = rng.standard_normal(s) * 3
+        if np.dtype(dtype).kind in "iu":
+            values = np.abs(values) if np.dtype(dtype).kind == "u" else values
+            values = np.round(values)
+        out.append(mf.tensor(values.astype(dtype), dtype=dtype, requires_grad=np.dtype(dtype).kind == "f"))
+    return out
+
+
+def _value_and_grads(fn, ts, seed):
+    for t in ts:
+        t.grad = None
+    y = fn(*ts)
+    if y.requires_grad:
+        g = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
+        y.backward(g)
+    return y, [t.grad for t in ts]
+
+
+def _check_fused_against_plain(fused_fn, plain_fn, ts, mode, seed):
+    from minifb import kernels
+
+    with kernels.use(mode):
+        got, got_grads = _value_and_grads(fused_fn, ts, seed)
+        want, want_grads = _value_and_grads(plain_fn, ts, seed)
+    assert got.dtype == want.dtype, ([t.dtype for t in ts], got.dtype, want.dtype)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    for t, a, e in zip(ts, got_grads, want_grads):
+        assert (a is None) == (e is None) == (not t.requires_grad)
+        if a is not None:
+            assert a.dtype == t.dtype, (t.dtype, a.dtype)
+            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["off", "emulate"])
+@pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("dtypes", MIXED_BIAS_ACT)
+def test_bias_act_promotes_its_operands_like_the_plain_ops(dtypes, act, mode):
+    shape, axis = (2, 3, 4), 1
+    ts = _typed_inputs(shape, axis, dtypes, seed=len(act))
+    _check_fused_against_plain(lambda x, b: F.bias_act(x, b, act, axis=axis),
+                               lambda x, b: _PLAIN_ACT[act](x + F.reshape(b, (3, 1))), ts, mode, seed=1)
+
+
+@pytest.mark.parametrize("mode", ["off", "emulate"])
+@pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("dtypes", MIXED_MERGE_ACT)
+def test_merge_act_promotes_its_operands_like_the_plain_ops(dtypes, act, mode):
+    shape, axis = (2, 3, 4), 1
+    ts = _typed_inputs(shape, axis, dtypes, seed=len(act))
+    _check_fused_against_plain(lambda x, fb, b: F.merge_act(x, fb, b, act, axis=axis),
+                               lambda x, fb, b: x + _PLAIN_ACT[act](fb + F.reshape(b, (3, 1))), ts, mode, seed=2)
+
+
+def test_fused_epilogues_use_kernels_only_for_float32_operands(emulated_kernel_launches):
+    from minifb import kernels
+
+    x32, b32 = mf.randn(2, 3), mf.randn(3)
+    x64, b64 = mf.randn(2, 3, dtype="float64"), mf.randn(3, dtype="float64")
+    with kernels.use("emulate"):
+        F.bias_act(x32, b64, "relu")                       # promoted to float64: the array path
+        F.merge_act(x32, x32, b64, "relu")
+        F.bias_act(mf.tensor([[1, 2, 3]]), mf.tensor([1, 2, 3]), "relu")   # integers: the array path
+        assert emulated_kernel_launches == []
+        F.bias_act(x32, b32, "relu")
+        F.merge_act(x64, x32, b32, "relu")                 # act(x32 + b32) is float32: its kernel runs
+    assert emulated_kernel_launches == ["bias_act_fwd", "bias_act_fwd"]
+
+
+def test_fused_epilogues_audit_examples():
+    from minifb import kernels
+
+    for mode in ("off", "emulate"):
+        with kernels.use(mode):
+            assert F.bias_act(mf.randn(4, 3), mf.zeros(3, dtype="float64"), "relu").dtype == np.float64
+            assert F.merge_act(mf.randn(2, 3), mf.zeros(2, 3, dtype="float64"), mf.zeros(3), "relu").dtype \
+                == np.float64
+            assert F.merge_act(mf.tensor([[1, 2, 3], [4, 5, 6]]), mf.randn(2, 3), mf.randn(3), "relu").dtype \
+                == np.float32
+
+
 def test_bias_act_errors(rand64):
     with pytest.raises(ValueError, match=r"bias_act: bias of shape \(4,\) does not match 3 channels"):
         F.bias_act(rand64(2, 3), rand64(4), "relu")

@@ -1,6 +1,7 @@
 """Layers: shapes, values (against NumPy and PyTorch), float64 gradients, init and errors."""
 
 import operator
+import re
 
 import numpy as np
 import pytest
@@ -431,3 +432,40 @@ def test_conv_and_conv_transpose_output_size_formulas(k, s, p, d, hw):
     z = nn.ConvTranspose(3, 2, k, stride=s, padding=min(p, (d * (k - 1)) // 2), dilation=d, output_padding=op)(y)
     pt = min(p, (d * (k - 1)) // 2)
     assert z.shape[2:] == tuple((n - 1) * s - 2 * pt + d * (k - 1) + op + 1 for n in expected)
+
+
+# ---- activation arguments ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,make", [
+    ("Dense", lambda act: nn.Dense(2, 4, act)),
+    ("Conv", lambda act: nn.Conv(2, 4, 3, act)),
+    ("ConvTranspose", lambda act: nn.ConvTranspose(2, 4, 3, act)),
+    ("BatchNorm", lambda act: nn.BatchNorm(4, act)),
+])
+@pytest.mark.parametrize("bad", ["relu", 1, mf.ones(2)])
+def test_a_non_callable_activation_is_refused_at_construction(name, make, bad):
+    with pytest.raises(TypeError, match=rf"^{name}: activation must be a callable such as mf\.relu or None, "
+                                        rf"got {re.escape(repr(bad))}$"):
+        make(bad)
+    for ok in (None, mf.relu, mf.tanh, lambda t: t * 2, nn.Lambda(mf.sigmoid)):   # callables are accepted
+        assert make(ok).activation is ok
+
+
+# ---- dtypes: the fused bias + activation and Merger follow the unfused ops' promotion ---------------------
+@pytest.mark.parametrize("mode", ["off", "emulate"])
+def test_layers_with_float64_bias_or_state_promote_with_kernels_on_or_off(mode):
+    from minifb import kernels
+
+    with kernels.use(mode):
+        d = nn.Dense(2, 3, mf.relu)
+        d.bias = nn.Parameter(np.zeros(3))                                   # float64 (NumPy's default)
+        x = mf.randn(4, 2, requires_grad=True)
+        y = d(x)
+        assert y.dtype == np.float64
+        y.sum().backward()
+        assert x.grad.dtype == d.weight.grad.dtype == np.float32 and d.bias.grad.dtype == np.float64
+        net = nn.FeedbackChain(nn.Merger("s", nn.Dense(3, 3, mf.relu), operator.add), nn.Dense(3, 3),
+                               nn.Splitter("s"))
+        state, out = net({"s": mf.zeros(2, 3, dtype="float64")}, mf.randn(2, 3))
+        assert out.dtype == state["s"].dtype == np.float64
+        _, out = net({"s": mf.zeros(2, 3)}, mf.tensor([[1, 2, 3], [4, 5, 6]]))
+        assert out.dtype == (mf.tensor([1]) + mf.ones(1)).dtype == np.float32

@@ -353,6 +353,13 @@ def test_conv_lstm_state_broadcasts_into_the_batch_with_its_gradient(state_shape
         cell((mf.zeros(2, 3, 5, 5), mf.zeros(4, 3, 5, 5)), x)
 
 
+def test_rnn_refuses_a_non_callable_activation_at_construction():
+    for make in (lambda: nn.RNNCell(3, 4, "relu"), lambda: nn.RNN(3, 4, "relu")):
+        with pytest.raises(TypeError, match=r"^RNNCell: activation must be a callable such as mf.relu or None, "
+                                            r"got 'relu'$"):
+            make()
+
+
 def test_recur_errors():
     with pytest.raises(TypeError, match="Recur: cell must be callable"):
         nn.Recur(3)

@@ -50,6 +50,17 @@ def _pair(name: str, value, layer: str, minimum: int = 1) -> tuple:
     return tuple(int(v) for v in pair)
 
 
+def check_activation(layer: str, activation):
+    """Return ``activation`` when it is ``None`` or callable, else raise a TypeError naming ``layer``.
+
+    Every constructor taking an ``activation`` calls this, so that a mistake such as ``"relu"`` is reported
+    when the layer is built, not as ``'str' object is not callable`` on its first call.
+    """
+    if activation is not None and not callable(activation):
+        raise TypeError(f"{layer}: activation must be a callable such as mf.relu or None, got {activation!r}")
+    return activation
+
+
 def _show(value):
     """A kernel-size-like argument as printed: ``3`` for ``(3, 3)``."""
     if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
@@ -119,6 +130,7 @@ class Dense(AffineLayer):
     """
 
     def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True):
+        check_activation("Dense", activation)
         if in_features < 1 or out_features < 1:
             raise ValueError(f"Dense: sizes must be positive, got in={in_features}, out={out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -226,6 +238,7 @@ class Conv(_ConvBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
                  stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True):
+        check_activation("Conv", activation)
         self._check_groups("Conv", in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair("kernel_size", kernel_size, "Conv")
@@ -268,6 +281,7 @@ class ConvTranspose(_ConvBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
                  stride=1, padding=0, output_padding=0, dilation=1, groups: int = 1, bias: bool = True):
+        check_activation("ConvTranspose", activation)
         self._check_groups("ConvTranspose", in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair("kernel_size", kernel_size, "ConvTranspose")
@@ -462,6 +476,7 @@ class BatchNorm(Module):
 
     def __init__(self, num_features: int, activation=None, *, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True):
+        check_activation("BatchNorm", activation)
         if num_features < 1:
             raise ValueError(f"BatchNorm: num_features must be positive, got {num_features}")
         if momentum is not None and not 0 <= momentum <= 1:

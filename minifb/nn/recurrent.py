@@ -27,7 +27,7 @@ import math
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
-from .layers import Conv, _pair, uniform_parameter
+from .layers import Conv, _pair, check_activation, uniform_parameter
 from .module import Module, Parameter, describe, format_call
 
 __all__ = ["Recur", "RNNCell", "LSTMCell", "GRUCell", "ConvLSTMCell", "RNN", "LSTM", "GRU", "unroll"]
@@ -242,7 +242,7 @@ class RNNCell(_Cell):
 
     def __init__(self, input_size: int, hidden_size: int, activation=F.tanh, bias: bool = True):
         super().__init__(input_size, hidden_size, bias)
-        self.activation = activation
+        self.activation = check_activation(type(self).__name__, activation)
 
     def forward(self, h, x):
         """One step: ``h`` (..., H) and ``x`` (..., input_size) -> ``(h', y)``, each (..., H)."""

@@ -9,7 +9,13 @@ against.
 ``bias`` has one entry per channel, and the channel is axis ``axis`` of ``x``.
 Viewing ``x`` as (outer, C, inner) covers both Dense outputs (N, C) and
 images (N, C, H, W).
+
+The operands of each op share one floating dtype: :func:`minifb.functional.bias_act`
+and :func:`~minifb.functional.merge_act` promote them first, by the rules of the
+unfused expressions.  The kernels run only when every operand is float32.
 """
+
+import numpy as np
 
 from .. import kernels
 from ..backend import array_module
@@ -44,6 +50,15 @@ def activation_grad(grad, y, act):
     return grad
 
 
+def use_kernel(*arrays) -> bool:
+    """Whether to run the fused kernel on ``arrays``: every one float32 (the kernels' only dtype; a dtype
+    comparison each, no pass over the data) and :func:`minifb.kernels.should_use` says yes for them all."""
+    for a in arrays:
+        if a.dtype != np.float32:
+            return False
+    return kernels.should_use(*arrays)
+
+
 def channel_view(shape, axis):
     """The (outer, C, inner) sizes of ``shape`` around channel axis ``axis``."""
     outer = inner = 1
@@ -63,7 +78,7 @@ class BiasAct(Function):
 
     def forward(self, x, bias, *, act, axis):
         self.act, self.axis = act, axis
-        if kernels.should_use(x):
+        if use_kernel(x, bias):
             y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
         else:
             y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act, in_place=True)
@@ -77,7 +92,7 @@ class BiasAct(Function):
             if self.needs[1]:
                 gb = channel_sum(grad, self.axis)
             return grad, gb
-        if kernels.should_use(grad):
+        if use_kernel(grad, self.y):
             gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
             return gx, (gb if self.needs[1] else None)
         gx = activation_grad(grad, self.y, self.act)
@@ -94,7 +109,8 @@ class MergeAct(Function):
         self.act, self.axis = act, axis
         if x.shape != fb.shape:
             raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
-        if kernels.should_use(x):
+        kernel = use_kernel(x, fb, bias)
+        if kernel:
             y, a = kernels.merger_forward(x, fb, bias, act, channel_view(x.shape, axis))
         else:
             a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act, in_place=True)
@@ -103,7 +119,7 @@ class MergeAct(Function):
         # array path (a is an intermediate no other op keeps, so this is 4x less BPTT memory).
         if act == "identity":
             self.a = None
-        elif act == "relu" and not kernels.should_use(x):
+        elif act == "relu" and not kernel:
             self.a = a > 0
         else:
             self.a = a
@@ -114,7 +130,7 @@ class MergeAct(Function):
             gfb = grad if self.act == "identity" else grad * self.a
             gb = channel_sum(gfb, self.axis) if self.needs[2] else None
             return grad, gfb, gb
-        if kernels.should_use(grad):
+        if use_kernel(grad, self.a):
             gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
         else:
             gfb = activation_grad(grad, self.a, self.act)
