@@ -113,15 +113,62 @@ def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     return Tensor(xp.arange(start, stop, step, dtype=np.dtype(dtype)))
 
 
+def _random_dtypes(fn, dtype):
+    """``(dtype, draw_dtype)`` for a random creation function: the requested floating dtype, and the
+    one to draw in, since NumPy's and CuPy's generators draw only float32 and float64."""
+    dtype = _dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{fn}: dtype must be a floating-point dtype (float16, float32 or float64), got {dtype}")
+    if dtype in (np.float32, np.float64):
+        return dtype, dtype
+    return dtype, np.dtype(np.float32 if dtype.itemsize < 4 else np.float64)
+
+
 def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """Standard normal samples from minifb's seeded generator (see :func:`manual_seed`)."""
+    """Standard normal samples from minifb's seeded generator (see :func:`manual_seed`).
+
+    Args:
+        *shape: the shape, as separate ints or one tuple.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        dtype: a floating-point dtype (float32 by default); float16 is drawn
+            in float32 and rounded.
+        requires_grad: whether the tensor records gradients.
+
+    Raises:
+        TypeError: ``dtype`` is not a floating-point dtype.
+
+    Example:
+        >>> mf.randn(2, 3, dtype="float16").dtype
+        dtype('float16')
+    """
     device = backend.check_device(device)
-    data = backend.rng(device).standard_normal(_shape(shape), dtype=_dtype(dtype))
+    dtype, draw = _random_dtypes("randn", dtype)
+    data = backend.rng(device).standard_normal(_shape(shape), dtype=draw).astype(dtype, copy=False)
     return Tensor(data, requires_grad=requires_grad)
 
 
 def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """Uniform samples in [0, 1) from minifb's seeded generator."""
+    """Uniform samples in [0, 1) from minifb's seeded generator (see :func:`manual_seed`).
+
+    Args:
+        *shape: the shape, as separate ints or one tuple.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        dtype: a floating-point dtype (float32 by default); float16 is drawn
+            in float32 and rounded, a draw that rounds up to 1 becoming the
+            largest value below 1.
+        requires_grad: whether the tensor records gradients.
+
+    Raises:
+        TypeError: ``dtype`` is not a floating-point dtype.
+
+    Example:
+        >>> float(mf.rand(1000, dtype="float16").max()) < 1
+        True
+    """
     device = backend.check_device(device)
-    data = backend.rng(device).random(_shape(shape), dtype=_dtype(dtype))
+    dtype, draw = _random_dtypes("rand", dtype)
+    data = backend.rng(device).random(_shape(shape), dtype=draw)
+    if draw != dtype:
+        below_one = np.nextafter(dtype.type(1), dtype.type(0))
+        data = backend.array_module(data).minimum(data.astype(dtype), below_one)
     return Tensor(data, requires_grad=requires_grad)

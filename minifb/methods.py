@@ -1,9 +1,16 @@
 """Tensor's operators and methods, bound explicitly to :mod:`minifb.functional`.
 
 Kept apart from :mod:`minifb.tensor` so the tape machinery knows no particular
-op.  Comparisons return boolean tensors and are never differentiated.
+op.  Comparisons return boolean tensors, and the bitwise operators ``& | ^ ~``
+work on boolean and integer tensors; neither is ever differentiated.
 """
 
+import numbers
+import operator
+
+import numpy as np
+
+from . import backend
 from . import functional as F
 from .tensor import Tensor
 
@@ -28,6 +35,57 @@ def _compare(name):
     compare.__name__ = name
     compare.__doc__ = f"Elementwise comparison ``{name}`` (boolean result, no gradient)."
     return compare
+
+
+def _bitwise_operand(value, device):
+    """``value`` as a raw operand of a bitwise operator, or None when it is not one (no Tensor, array,
+    list or number): the caller then returns NotImplemented so that Python raises its usual TypeError."""
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, (list, tuple)):
+        return backend.to_device(np.asarray(value), device)
+    if isinstance(value, numbers.Number) or hasattr(value, "dtype"):
+        return value
+    return None
+
+
+def _check_bitwise(symbol, *operands):
+    """Raise TypeError unless every operand (an array or a Python number) is boolean or integer."""
+    integral = [np.dtype(v.dtype).kind in "biu" if hasattr(v, "dtype") else isinstance(v, numbers.Integral)
+                for v in operands]
+    if not all(integral):
+        names = [str(v.dtype) if hasattr(v, "dtype") else type(v).__name__ for v in operands]
+        raise TypeError(f"{symbol}: only boolean and integer tensors are supported, got {' and '.join(names)}; "
+                        f"for a mask, compare first, e.g. (x > 0) {symbol} (x < 1)")
+
+
+def _bitwise(fn, symbol, name, reflected=False):
+    """The operator ``self <symbol> other`` (``other <symbol> self`` when ``reflected``), without gradient."""
+    def bitwise(self, other):
+        other = _bitwise_operand(other, self.device)
+        if other is None:
+            return NotImplemented
+        a, b = (other, self.data) if reflected else (self.data, other)
+        _check_bitwise(symbol, a, b)
+        backend.array_module(a, b)  # a clear error for operands on different devices
+        dtype = backend.result_type(a, b)  # promoted as arithmetic is (int32 & a 0-d int64 -> int32)
+        return Tensor(fn(*[v.astype(dtype, copy=False) if hasattr(v, "dtype") else v for v in (a, b)]))
+
+    bitwise.__name__ = bitwise.__qualname__ = name
+    order = f"other {symbol} self" if reflected else f"self {symbol} other"
+    bitwise.__doc__ = (f"``{order}``: elementwise bitwise {fn.__name__.rstrip('_')} of boolean or integer "
+                       f"tensors (logical for booleans), broadcast and promoted as arithmetic is; no gradient.")
+    return bitwise
+
+
+def _invert(self):
+    """``~self``: logical not of a boolean tensor, bitwise not of an integer one; no gradient.
+
+    Raises:
+        TypeError: the tensor is floating-point (as in NumPy and PyTorch).
+    """
+    _check_bitwise("~", self.data)
+    return Tensor(~self.data)
 
 
 def _transpose(self, *axes):
@@ -70,6 +128,11 @@ Tensor.__abs__ = F.abs
 Tensor.__getitem__ = F.getitem
 for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     setattr(Tensor, _name, _compare(_name))
+
+for _fn, _symbol, _name in ((operator.and_, "&", "and"), (operator.or_, "|", "or"), (operator.xor, "^", "xor")):
+    setattr(Tensor, f"__{_name}__", _bitwise(_fn, _symbol, f"__{_name}__"))
+    setattr(Tensor, f"__r{_name}__", _bitwise(_fn, _symbol, f"__r{_name}__", reflected=True))
+Tensor.__invert__ = _invert
 
 Tensor.sum = F.sum
 Tensor.mean = F.mean

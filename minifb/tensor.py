@@ -195,6 +195,14 @@ class Function:
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
 
+    Args:
+        data: a backend array, wrapped as it is (no copy, dtype kept); a
+            Tensor, whose array is shared; or array-like data (numbers,
+            nested lists, NumPy scalars), converted as :func:`minifb.tensor`
+            converts it (a copy; floats become float32).
+        requires_grad: whether gradients flow into this tensor (floating
+            dtypes only).
+
     Attributes:
         data: the backend array (``numpy.ndarray`` or ``cupy.ndarray``).
         grad: a backend array of the same shape holding the accumulated
@@ -207,14 +215,16 @@ class Tensor:
         >>> (x * x).sum().backward()
         >>> x.grad
         array([2., 4., 6.], dtype=float32)
+        >>> mf.Tensor([1.0, 2.0]).dtype
+        dtype('float32')
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version")
     __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
-        if isinstance(data, Tensor):
-            data = data.data
+        if not isinstance(data, _ARRAY_TYPES):  # ops pass backend arrays: one isinstance on that path
+            data = _as_array(data)
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -255,7 +265,21 @@ class Tensor:
         return self._ctx is None
 
     def __len__(self):
-        return len(self.data)
+        """The length of the first axis; a TypeError for a 0-d tensor, as in PyTorch."""
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        """Iterate over the first axis, yielding ``self[0], self[1], ...`` (differentiable, as indexing is).
+
+        Raises:
+            TypeError: the tensor is 0-d (as in PyTorch; NumPy's sequence fallback would
+                silently yield nothing).
+        """
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
 
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (copied from the GPU if needed)."""
@@ -342,6 +366,26 @@ class Tensor:
         elif self.requires_grad:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
+
+    def __format__(self, spec):
+        """``f"{t:.4f}"``: a one-element tensor formats like its Python number, as in PyTorch.
+
+        An empty spec gives ``str(t)`` for any tensor.
+
+        Raises:
+            TypeError: a non-empty spec for a tensor of more (or fewer) than one element.
+
+        Example:
+            >>> loss = mf.tensor(0.25)
+            >>> f"loss {loss:.3f}"
+            'loss 0.250'
+        """
+        if not spec:
+            return str(self)
+        if self.size != 1:
+            raise TypeError(f"format spec {spec!r} needs a one-element tensor, got shape {self.shape}; "
+                            f"format its elements (t.tolist()) or use str(t)")
+        return format(self.data.item(), spec)
 
     def __bool__(self):
         if self.size != 1:
@@ -538,6 +582,34 @@ def _raise_modified(op, leaf, version):
         f"forward pass used it (version {version} then, {leaf._version} now); backward through that graph "
         "would compute gradients from the new values. Usually an optimizer step ran between the forward pass "
         "and backward(): call backward() first, or run the forward pass again after the step")
+
+
+#: The backend array types ``Tensor`` wraps as they are; ``cupy.ndarray`` joins on first sight.
+_ARRAY_TYPES = (np.ndarray,)
+
+
+def _as_array(data):
+    """The backend array for ``Tensor(data)`` when ``data`` is not one of :data:`_ARRAY_TYPES`.
+
+    A Tensor gives its array (shared); a CuPy array is kept (and its type added to
+    :data:`_ARRAY_TYPES`); a NumPy scalar becomes a 0-d array of its dtype; other
+    array-like data is converted by :func:`minifb.tensor`, with its dtype defaults.
+    """
+    global _ARRAY_TYPES
+    if isinstance(data, np.generic):  # what NumPy's full reductions return: checked first
+        return np.asarray(data)
+    if isinstance(data, Tensor):
+        return data.data
+    if backend.device_of(data) == "cuda":
+        _ARRAY_TYPES = _ARRAY_TYPES + (type(data),)
+        return data
+    from .creation import tensor  # noqa: PLC0415 - creation builds on this module
+
+    array = tensor(data).data
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"Tensor(): cannot make a tensor from {type(data).__name__} (it gives dtype {array.dtype}); "
+                        f"expected a backend array, a number or a (nested) list of numbers, as mf.tensor takes")
+    return array
 
 
 def _is_float(array) -> bool:

@@ -67,3 +67,25 @@ def test_arange_with_float_arguments_gives_float32():
     assert mf.arange(0, 1, 0.5).dtype == np.float32 and mf.arange(2.0).dtype == np.float32
     assert mf.arange(3).dtype == np.int64 and mf.arange(np.int32(3)).dtype == np.int64
     assert mf.arange(3, dtype="float64").dtype == np.float64
+
+
+@pytest.mark.parametrize("fn", [mf.randn, mf.rand])
+def test_random_tensors_in_every_floating_dtype(fn, device):
+    for dtype in ("float16", "float32", "float64"):
+        t = fn(3, 4, dtype=dtype, device=device, requires_grad=True)
+        assert t.dtype == np.dtype(dtype) and t.shape == (3, 4) and t.device == device and t.requires_grad
+    mf.manual_seed(3)
+    half = fn(1000, dtype="float16", device=device).numpy()
+    mf.manual_seed(3)
+    single = fn(1000, dtype="float32", device=device).numpy()
+    np.testing.assert_allclose(half, single, rtol=1e-3, atol=1e-3)   # drawn in float32, then rounded
+    for bad in ("int64", "bool", "complex64"):
+        with pytest.raises(TypeError, match=rf"{fn.__name__}: dtype must be a floating-point dtype.*{bad}"):
+            fn(2, dtype=bad, device=device)
+
+
+def test_rand_in_float16_stays_below_one(device):
+    """Rounding a float32 draw to float16 would give 1.0 for about 1 draw in 4000: [0, 1) must hold."""
+    mf.manual_seed(0)
+    values = mf.rand(100_000, dtype="float16", device=device).numpy()
+    assert values.min() >= 0 and values.max() < 1

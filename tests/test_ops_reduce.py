@@ -2,6 +2,8 @@
 differentiable reductions are otherwise tested through ``Tensor`` methods in test_tensor.py and
 test_functional.py)."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -73,3 +75,40 @@ def test_reductions_of_0d_tensors_and_numpy_int_axes(name):
     y = mf.tensor(np.arange(6.0).reshape(2, 3))
     np.testing.assert_allclose(getattr(y, name)(axis=np.int64(1)).numpy(),
                                getattr(np, name)(y.numpy(), axis=1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=shapes(min_dims=1, max_dims=3, min_side=0, max_side=3), data=st.data())
+def test_max_and_min_of_empty_tensors_follow_numpy(shape, data):
+    """Property: on a tensor with a zero-length axis, ``max``/``min`` give NumPy's shape when no reduced
+    axis has length 0 (and an empty input gradient), and a ValueError naming the axis when one has."""
+    name = data.draw(st.sampled_from(["max", "min"]), label="name")
+    axis = data.draw(st.one_of(st.none(), st.integers(0, len(shape) - 1),
+                               st.lists(st.integers(0, len(shape) - 1), unique=True).map(tuple)), label="axis")
+    keepdims = data.draw(st.booleans(), label="keepdims")
+    a = np.arange(float(np.prod(shape))).reshape(shape)
+    x = mf.tensor(a, dtype="float64", requires_grad=True)
+    try:
+        want = getattr(np, name)(a, axis=axis, keepdims=keepdims)
+    except ValueError:
+        zero = next(i for i in (range(len(shape)) if axis is None else sorted(np.atleast_1d(axis))) if shape[i] == 0)
+        with pytest.raises(ValueError, match=rf"{name}: cannot reduce over axis {zero} of length 0 "
+                                             rf"\(a tensor of shape {re.escape(str(shape))}\)"):
+            getattr(x, name)(axis=axis, keepdims=keepdims)
+        return
+    out = getattr(x, name)(axis=axis, keepdims=keepdims)
+    assert out.shape == want.shape
+    np.testing.assert_array_equal(out.numpy(), want)
+    out.backward(np.ones(out.shape))
+    assert x.grad.shape == shape and x.grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_over_the_nonempty_axis_of_an_empty_tensor(name):
+    x = mf.zeros(0, 3, requires_grad=True)
+    out = getattr(x, name)(axis=1)
+    assert out.shape == (0,) and out.dtype == np.float32 and out.requires_grad
+    out.sum().backward()
+    assert x.grad.shape == (0, 3) and x.grad.dtype == np.float32
+    with pytest.raises(ValueError, match=rf"{name}: cannot reduce over axis 0 of length 0"):
+        getattr(x, name)()

@@ -1,6 +1,7 @@
 """The tape: backward order, accumulation, no_grad, detach, freeing, deep graphs."""
 
 import gc
+import operator
 import weakref
 
 import numpy as np
@@ -524,3 +525,124 @@ def test_requires_grad_cannot_be_switched_off_on_a_computed_tensor():
     with pytest.raises(RuntimeError, match="only leaf tensors"):
         h.requires_grad_(False)
     assert x.requires_grad_(False) is x and not x.requires_grad
+
+
+# ---------------------------------------------------------------- formatting, construction, iteration
+_NUMBER_SPECS = [".4f", ".2e", ".3g", "10.2f", "<8.1f", "+.1%", ",.2f", "g"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.floats(-1e6, 1e6, allow_nan=False), spec=st.sampled_from(_NUMBER_SPECS),
+       shape=st.sampled_from([(), (1,), (1, 1)]))
+def test_a_one_element_tensor_formats_like_its_number(value, spec, shape):
+    """Property: ``format(t, spec) == format(t.item(), spec)`` for a one-element tensor of any rank."""
+    t = mf.tensor(np.full(shape, value), dtype="float64")
+    assert format(t, spec) == format(value, spec)
+
+
+def test_format_of_a_loss_an_empty_spec_and_a_multi_element_tensor():
+    loss = (mf.ones(3, requires_grad=True) * 0.5).sum()
+    assert f"loss {loss:.4f}" == "loss 1.5000"
+    assert f"{mf.tensor(7):03d}" == "007" and f"{mf.tensor([True]):}" == str(mf.tensor([True]))
+    t = mf.tensor([1.0, 2.0])
+    assert f"{t}" == str(t) and format(loss) == str(loss)
+    with pytest.raises(TypeError, match=r"format spec '.4f'.*shape \(2,\)"):
+        f"{t:.4f}"
+
+
+def test_Tensor_converts_array_like_data_as_tensor_does():
+    t = mf.Tensor([1.0, 2.0])
+    assert isinstance(t.data, np.ndarray) and t.dtype == np.float32 and t.shape == (2,)
+    np.testing.assert_array_equal((t * 2).numpy(), [2.0, 4.0])
+    assert "tensor([1., 2.])" == repr(t)
+    assert mf.Tensor([1, 2]).dtype == mf.tensor([1, 2]).dtype and mf.Tensor(True).dtype == np.bool_
+    assert mf.Tensor(3.0).shape == () and mf.Tensor(3.0).dtype == np.float32
+    assert mf.Tensor(np.float64(2.5)).data.shape == ()   # a NumPy scalar becomes a 0-d array, dtype kept
+    assert mf.Tensor(np.float64(2.5)).dtype == np.float64
+    assert mf.Tensor([mf.tensor(1.0), mf.tensor(2.0)]).shape == (2,)
+    w = mf.Tensor([[1.0, 2.0]], requires_grad=True)
+    (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad, [[2.0, 4.0]])
+    a = np.zeros(2)
+    assert mf.Tensor(a).data is a and mf.Tensor(a).dtype == np.float64   # arrays are wrapped as they are
+    x = mf.tensor([1.0])
+    assert mf.Tensor(x).data is x.data
+    with pytest.raises(TypeError, match="floating-point"):
+        mf.Tensor([1, 2], requires_grad=True)
+    for bad in ("abc", None, {"a": 1}):
+        with pytest.raises(TypeError, match=r"Tensor\(\): cannot make a tensor from"):
+            mf.Tensor(bad)
+
+
+def test_Tensor_wraps_a_cupy_array_as_it_is(monkeypatch):
+    """Runs without a GPU: an array whose type comes from the ``cupy`` package is kept, not converted, and
+    its type joins the one isinstance check that ``Function.apply``'s outputs go through."""
+    import sys
+
+    tensor_module = sys.modules["minifb.tensor"]
+    monkeypatch.setattr(tensor_module, "_ARRAY_TYPES", tensor_module._ARRAY_TYPES)
+    fake = type("ndarray", (), {"__module__": "cupy", "dtype": np.dtype(np.float32), "shape": (2,)})
+    array = fake()
+    assert mf.Tensor(array).data is array and fake in tensor_module._ARRAY_TYPES
+    assert mf.Tensor(array).data is array
+
+
+def test_iterating_a_tensor_and_the_0d_errors():
+    s = mf.tensor(3.0)
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        iter(s)
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        list(s)
+    with pytest.raises(TypeError, match=r"len\(\) of a 0-d tensor"):
+        len(s)
+    x = mf.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    rows = list(x)
+    assert len(x) == 2 and len(rows) == 2 and rows[1].numpy().tolist() == [3.0, 4.0]
+    (rows[0] * 2 + rows[1]).sum().backward()     # iteration is indexing: differentiable
+    np.testing.assert_array_equal(x.grad, [[2.0, 2.0], [1.0, 1.0]])
+    assert list(mf.zeros(0, 3)) == [] and len(mf.zeros(0, 3)) == 0
+
+
+_BITWISE = {"&": operator.and_, "|": operator.or_, "^": operator.xor}
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=broadcastable_pair(), seed=seeds, dtypes=st.sampled_from(
+    [("bool", "bool"), ("int64", "int64"), ("int32", "int32"), ("uint8", "uint8"), ("bool", "int64")]))
+def test_bitwise_operators_match_numpy_on_bool_and_integer_tensors(pair, seed, dtypes):
+    """Property: ``& | ^ ~`` on boolean and integer tensors (and with arrays, lists and Python numbers on
+    either side) give NumPy's values, promoted to the dtype ``+`` gives, as tensors that need no gradient."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.integers(0, 8, s).astype(d) for s, d in zip(pair, dtypes))
+    ta, tb = mf.tensor(a), mf.tensor(b)
+    for symbol, op in _BITWISE.items():
+        for x, y in [(ta, tb), (a, tb), (ta, b.tolist()), (b.tolist(), ta), (ta, True), (1, tb)]:
+            got = op(x, y)
+            assert isinstance(got, mf.Tensor) and not got.requires_grad, symbol
+            assert got.dtype == (x + y).dtype, symbol
+            np.testing.assert_array_equal(got.numpy(), op(np.asarray(x), np.asarray(y)))
+    assert (~ta).dtype == a.dtype
+    np.testing.assert_array_equal((~ta).numpy(), ~a)
+
+
+def test_bitwise_operators_combine_masks_and_refuse_floats():
+    x = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    assert ((x > 1) & (x < 3)).numpy().tolist() == [False, True, False]
+    assert ((x < 2) | (x > 2)).numpy().tolist() == [True, False, True]
+    assert ((x > 1) ^ (x > 2)).numpy().tolist() == [False, True, False]
+    assert (~(x > 1)).numpy().tolist() == [True, False, False]
+    i32, s = mf.tensor([6, 3], dtype="int32"), mf.tensor(5)    # a 0-d int64 operand: promoted like ``+``
+    assert (i32 & s).dtype == (i32 + s).dtype == np.int32 and (i32 & s).numpy().tolist() == [4, 1]
+    assert ((x > 1) & 1).dtype == np.int64 and (~i32).numpy().tolist() == [-7, -4]
+    with pytest.raises(TypeError, match=r"~: only boolean and integer tensors.*float32"):
+        ~x
+    with pytest.raises(TypeError, match=r"&: only boolean and integer tensors.*float32 and bool"):
+        x & (x > 1)
+    with pytest.raises(TypeError, match=r"\|: only boolean and integer tensors.*bool and float"):
+        (x > 1) | 1.5
+    with pytest.raises(TypeError, match=r"\^: only boolean and integer tensors"):
+        np.ones(3) ^ (x > 1)
+    with pytest.raises(TypeError):
+        (x > 1) & "yes"
+    for name in ("__and__", "__rand__", "__or__", "__ror__", "__xor__", "__rxor__", "__invert__"):
+        assert getattr(mf.Tensor, name).__doc__

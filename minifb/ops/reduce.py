@@ -105,11 +105,17 @@ class Mean(Function):
 
 
 class Max(Function):
-    """``x.max(axis, keepdims)`` (``minimum=True`` gives min); ties share the gradient equally."""
+    """``x.max(axis, keepdims)`` (``minimum=True`` gives min); ties share the gradient equally.
+
+    As in NumPy, an empty tensor may be reduced over axes of non-zero length (``zeros(0, 3).max(axis=1)``
+    has shape ``(0,)``), but not over an axis of length 0, whose maximum is undefined.
+    """
 
     def forward(self, x, *, axis, keepdims, minimum=False):
-        if x.size == 0:
-            raise ValueError(f"{'min' if minimum else 'max'}: cannot reduce an empty tensor of shape {x.shape}")
+        empty = [a for a in axis if x.shape[a] == 0]
+        if empty:
+            raise ValueError(f"{'min' if minimum else 'max'}: cannot reduce over axis {empty[0]} of length 0 "
+                             f"(a tensor of shape {x.shape}): the result would be undefined")
         out = x.min(axis=axis, keepdims=True) if minimum else x.max(axis=axis, keepdims=True)
         self.mask = x == out
         self.axes, self.keepdims = axis, keepdims
