@@ -390,6 +390,21 @@ def test_conv2d_bias_shape_error():
     _raises(conv2d, x, w, b, match=r"conv2d: bias must have shape \(6,\) .*\(6, 4, 3, 3\), got shape \(4,\)")
 
 
+@pytest.mark.parametrize("fn, w_shape, bias_size", [(conv2d, (3, 2, 3, 3), 3), (conv_transpose2d, (2, 3, 3, 3), 3)])
+def test_a_float64_bias_widens_the_convolution_like_linear(fn, w_shape, bias_size):
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((1, 2, 5, 5)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal(w_shape).astype(np.float32), requires_grad=True)
+    b = _t(np.array([0.1, 0.2, 1e-9])[:bias_size])                   # float64: 1e-9 is below float32's resolution
+    y = fn(x, w, b)
+    assert y.dtype == np.float64
+    y64 = fn(_t(x.numpy()), _t(w.numpy()), b)
+    np.testing.assert_allclose(y.numpy(), y64.numpy(), rtol=1e-12)
+    y.sum().backward()
+    assert x.grad.dtype == w.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    assert fn(x, w, Tensor(np.zeros(bias_size, np.float32))).dtype == np.float32
+
+
 def test_conv2d_rejects_integer_input_and_non_tensor():
     x, w = Tensor(np.zeros((2, 4, 5, 5), dtype=np.int64)), _t(np.zeros((6, 4, 3, 3)), False)
     _raises(conv2d, x, w, match=r"conv2d: input must be floating point, got dtype int64", error=TypeError)

@@ -5,6 +5,8 @@ Convolutions and pooling live in tests/test_conv.py.
 
 import re
 
+import operator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -583,6 +585,16 @@ def test_softmax_of_0d_tensor_and_numpy_int_axis():
     gradcheck(lambda t: F.softmax(t, axis=np.int64(0)), x)
 
 
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+@pytest.mark.parametrize("shape, axis", [((2, 0), 1), ((0, 3), 0), ((0, 3), 1), ((2, 0, 3), -1)])
+def test_softmax_of_an_empty_tensor_is_empty(fn, shape, axis):
+    x = mf.zeros(*shape, dtype="float64", requires_grad=True)
+    y = fn(x, axis=axis)
+    assert y.shape == shape and y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes(min_dims=0, max_dims=4), data=st.data())
 def test_flatten_never_adds_an_axis(shape, data):
@@ -705,6 +717,17 @@ def test_promotion_examples_from_the_audit():
     assert F.concat([mf.tensor([1, 2]), mf.ones(2)]).dtype == np.float32
     assert (mf.ones(2) * mf.tensor(2.0, dtype="float64")).dtype == np.float32   # a 0-d operand does not widen
     assert (mf.ones(2) * mf.ones(2, dtype="float64")).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype, op, number, want", [
+    ("uint8", operator.add, -3, [254, 255]), ("uint8", operator.add, 300, [45, 46]),
+    ("int8", operator.mul, 200, [-56, -112]), ("uint8", operator.sub, 3, [254, 255]),
+    ("int16", operator.add, 1 << 40, [1, 2]), ("uint8", operator.add, 3, [4, 5]),
+])
+def test_a_python_int_outside_an_integer_dtype_wraps_as_in_pytorch(dtype, op, number, want):
+    y = op(mf.tensor(np.array([1, 2], dtype=dtype)), number)
+    assert y.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(y.numpy(), np.array(want, dtype=dtype))
 
 
 def test_promoted_float_operands_get_gradients_of_their_own_dtype():

@@ -112,3 +112,23 @@ def test_max_over_the_nonempty_axis_of_an_empty_tensor(name):
     assert x.grad.shape == (0, 3) and x.grad.dtype == np.float32
     with pytest.raises(ValueError, match=rf"{name}: cannot reduce over axis 0 of length 0"):
         getattr(x, name)()
+
+
+def test_a_nan_wins_max_and_min_and_takes_the_gradient():
+    x = mf.tensor([1.0, np.nan, 3.0], dtype="float64", requires_grad=True)
+    assert np.isnan(x.max().item())
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 0.0])          # as PyTorch's max()
+    y = mf.tensor([[1.0, np.nan], [2.0, 3.0]], dtype="float64", requires_grad=True)
+    y.min(axis=1).sum().backward()
+    np.testing.assert_array_equal(y.grad, [[0.0, 1.0], [1.0, 0.0]])  # rows without a NaN as before
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "uint32", "int8", "int32"])
+def test_integer_sums_accumulate_in_int64_as_in_pytorch(dtype):
+    a = np.array([[1, 0, 1], [1, 1, 0]], dtype=dtype)
+    for axis in (None, 0, (0, 1)):
+        y = mf.tensor(a).sum(axis=axis)
+        assert y.dtype == np.int64
+        np.testing.assert_array_equal(y.numpy(), a.astype(np.int64).sum(axis=axis))
+    assert mf.tensor(np.full(300, 255, dtype=np.uint8)).sum().item() == 300 * 255

@@ -50,6 +50,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..tensor import Function, Tensor
+from .movement import Cast
 from .reduce import channel_sum
 
 __all__ = [
@@ -833,7 +834,14 @@ def _as_tensor(fn, name, value):
 
 def _inputs(fn, x, w, b):
     x, w, b = _as_tensor(fn, "input", x), _as_tensor(fn, "weight", w), _as_tensor(fn, "bias", b)
-    return (x, w) if b is None else (x, w, b)
+    if b is None:
+        return x, w
+    dtype = backend.result_type(x, w, b)
+    if dtype != backend.result_type(x, w):
+        # a wider bias (float64 with float32 data) widens the whole convolution, as ``x @ w.T + b`` does in
+        # linear, instead of being rounded into the narrower result; the gradients are cast back
+        x, w = (t if t.dtype == dtype else Cast.apply(t, dtype=dtype) for t in (x, w))
+    return x, w, b
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:

@@ -4,6 +4,8 @@ The backward of a reduction broadcasts the output gradient back over the
 reduced axes, so it first re-inserts them as size-1 axes.
 """
 
+import numpy as np
+
 from ..backend import array_module, is_int
 from ..tensor import Function
 
@@ -80,7 +82,9 @@ class Sum(Function):
 
     def forward(self, x, *, axis, keepdims):
         self.shape, self.axes, self.keepdims = x.shape, axis, keepdims
-        return x.sum(axis=axis, keepdims=keepdims)
+        # PyTorch's accumulator: int64 for every integer and bool input (NumPy keeps unsigned sums unsigned)
+        dtype = np.int64 if x.dtype.kind in "bu" else None
+        return x.sum(axis=axis, keepdims=keepdims, dtype=dtype)
 
     def backward(self, grad):
         xp = array_module(grad)
@@ -118,6 +122,10 @@ class Max(Function):
                              f"(a tensor of shape {x.shape}): the result would be undefined")
         out = x.min(axis=axis, keepdims=True) if minimum else x.max(axis=axis, keepdims=True)
         self.mask = x == out
+        if x.dtype.kind == "f" and not self.mask.any(axis=axis).all():
+            # a NaN wins the reduction (as in NumPy and PyTorch) but equals nothing: the NaNs get the gradient
+            xp = array_module(x)
+            self.mask |= xp.isnan(x) & xp.isnan(out)
         self.axes, self.keepdims = axis, keepdims
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axis])
 

@@ -13,7 +13,9 @@ from ..tensor import Function
 
 
 def log_softmax_array(x, axis):
-    """Stable ``log(softmax(x))`` on a raw array."""
+    """Stable ``log(softmax(x))`` on a raw array (an empty array for an empty ``x``, which has no maximum)."""
+    if not x.size:
+        return x.copy()
     xp = array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
@@ -23,9 +25,13 @@ class Softmax(Function):
     """``exp(x) / sum(exp(x))`` along ``axis``; backward ``s·(g - sum(g·s))``."""
 
     def forward(self, x, *, axis):
+        self.axis = axis
+        if not x.size:                 # no maximum to subtract; the softmax is as empty
+            self.out = x.copy()
+            return self.out
         xp = array_module(x)
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
-        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
 
     def backward(self, grad):
