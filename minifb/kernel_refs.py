@@ -288,26 +288,34 @@ def maxpool_backward_ref(g, argmax, x_shape, kernel_size, stride=None, padding=0
 
 def sgd_update_ref(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                    first_step=False):
-    """In place, PyTorch's SGD: p -= lr * d with momentum buffer ``buf`` (see optim.cu)."""
+    """In place, PyTorch's SGD: p -= lr * d with momentum buffer ``buf`` (see optim.cu).
+
+    ``1 - dampening`` is taken in float64, as the kernel receives it."""
     d = g + weight_decay * p if weight_decay else g.copy()
     if momentum:
         if first_step:
             buf[...] = d
         else:
             buf *= momentum
-            buf += (1 - dampening) * d
+            buf += (1.0 - float(dampening)) * d
         d = d + momentum * buf if nesterov else buf
     p -= lr * d
 
 
 def adam_update_ref(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    """In place, PyTorch's Adam (no amsgrad) at 1-based ``step``."""
+    """In place, PyTorch's Adam (no amsgrad) at 1-based ``step`` (the first step is 1).
+
+    ``1 - beta`` and the bias corrections are taken in float64, as the kernel receives them.
+    """
+    if step < 1:
+        raise ValueError(f"adam_update: step must be >= 1 (the first step is 1), got {step}")
     xp = backend.array_module(p)
+    beta1, beta2 = float(beta1), float(beta2)
     d = g + weight_decay * p if weight_decay else g
     m *= beta1
-    m += (1 - beta1) * d
+    m += (1.0 - beta1) * d
     v *= beta2
-    v += (1 - beta2) * d * d
-    bc1 = 1 - beta1 ** step
-    bc2 = 1 - beta2 ** step
+    v += (1.0 - beta2) * d * d
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
     p -= (lr / bc1) * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)

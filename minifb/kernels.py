@@ -12,7 +12,7 @@ package as ``minifb.kernels_src``. Each one is used two ways:
 Which path the ops take is :func:`mode`: ``"off"`` (array-module code only), ``"emulate"`` or ``"cuda"``.
 The environment variable ``MINIFB_KERNELS`` (``off``/``emulate``/``cuda``/``auto``) sets the default, read
 at call time; ``with kernels.use("emulate"): ...`` overrides it within a block. Ops ask
-:func:`should_use` with their input array.
+:func:`should_use` with every float operand of the kernel; it says no unless all are float32.
 
 A launch goes through :func:`launch`, which mirrors CuPy's ``RawKernel.__call__(grid, block, args)``.
 Integers and floats must be passed as ``np.int32`` / ``np.int64`` / ``np.float32`` exactly as the kernel's
@@ -44,6 +44,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,22 +103,23 @@ def _is_cupy(a) -> bool:
 
 
 def should_use(*arrays) -> bool:
-    """Whether an op should call the fused kernel for these input arrays.
+    """Whether an op should call the fused kernel for these operand arrays.
 
-    True on CuPy arrays unless the mode is ``"off"``; on NumPy arrays only in ``"emulate"`` mode and when
-    every array is float32 (the kernels are float32 only). ``None`` entries are ignored.
+    The kernels are float32 only, so every array must be float32 (a dtype comparison each, no pass over
+    the data): an integer, boolean or other float operand sends the op to its array-module path. Then True
+    on CuPy arrays unless the mode is ``"off"``, and on NumPy arrays only in ``"emulate"`` mode. ``None``
+    entries are ignored. Pass every float operand the kernel reads; an integer argument that the kernel
+    converts itself (class labels, a saved argmax) is left out.
     """
     arrays = [a for a in arrays if a is not None]
     if not arrays:
         return False
     m = mode()
-    if m == "off":
+    if m == "off" or any(a.dtype != np.float32 for a in arrays):
         return False
     if all(_is_cupy(a) for a in arrays):
-        return all(a.dtype == np.float32 for a in arrays if a.dtype.kind == "f")
-    if m != "emulate":
-        return False
-    return all(isinstance(a, np.ndarray) and (a.dtype == np.float32 or a.dtype.kind in "iu") for a in arrays)
+        return True
+    return m == "emulate" and all(isinstance(a, np.ndarray) for a in arrays)
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -140,13 +142,17 @@ def kernel_files() -> list[Path]:
 
 
 def _resolve(file) -> Path:
+    """The kernel source that ``file`` names: a bare name (``"optim"`` or ``"optim.cu"``) in
+    :func:`source_dir` only, never in the current directory; a path (absolute, or with a separator, such as
+    ``"tests/probe.cu"``) as given. ``.cu`` is added when missing."""
+    text = str(file)
     p = Path(file)
-    if not p.is_absolute() and not p.exists():
+    if not (p.is_absolute() or os.sep in text or (os.altsep and os.altsep in text)):
         p = source_dir() / p
     if p.suffix != ".cu":
         p = p.with_suffix(".cu")
     if not p.is_file():
-        raise FileNotFoundError(f"kernel source {file!r} not found (looked in {source_dir()})")
+        raise FileNotFoundError(f"kernel source {file!r} not found (looked for {p})")
     return p.resolve()
 
 
@@ -296,6 +302,16 @@ class EmuKernel:
             raise RuntimeError(f"emulated kernel {self.name} failed: {err.value.decode(errors='replace')}")
 
 
+_build_locks: dict[str, threading.Lock] = {}
+_build_locks_guard = threading.Lock()
+
+
+def _build_lock(so: Path) -> threading.Lock:
+    """The lock held while the emulation library ``so`` is built and loaded (one per library file)."""
+    with _build_locks_guard:
+        return _build_locks.setdefault(str(so), threading.Lock())
+
+
 class EmuModule:
     """A .cu file compiled by the C++ compiler against cuda_emu.h, loaded with ctypes."""
 
@@ -311,9 +327,10 @@ class EmuModule:
                      " ".join(flags), _compiler_id(cxx)]:
             key.update(part.encode())
         so = cache_dir() / f"{path.stem}-{key.hexdigest()[:20]}.so"
-        if not so.exists():
-            self._build(cxx, flags, wrapper, so)
-        self.lib = ctypes.CDLL(str(so))
+        with _build_lock(so):  # threads wanting the same library: one builds it, the others then load it
+            if not so.exists():
+                self._build(cxx, flags, wrapper, so)
+            self.lib = ctypes.CDLL(str(so))
         self._functions: dict[str, EmuKernel] = {}
 
     @staticmethod
@@ -321,13 +338,14 @@ class EmuModule:
         fd, tmp_src = tempfile.mkstemp(suffix=".cpp", dir=so.parent)
         with os.fdopen(fd, "w") as f:
             f.write(wrapper)
-        tmp_so = f"{so}.{os.getpid()}.tmp"
+        fd, tmp_so = tempfile.mkstemp(prefix=f"{so.name}.", suffix=".tmp", dir=so.parent)
+        os.close(fd)   # a name of its own (unique across threads and processes); the compiler writes it
         try:
             r = subprocess.run([cxx, *flags, tmp_src, "-o", tmp_so], capture_output=True, text=True,
                                env=_compiler_env())
             if r.returncode != 0:
                 raise RuntimeError(f"compiling {so.stem} for the CPU emulation failed:\n{r.stderr}")
-            os.replace(tmp_so, so)  # atomic: concurrent builders race harmlessly
+            os.replace(tmp_so, so)  # atomic: processes building the same library race harmlessly
         finally:
             os.unlink(tmp_src)
             if os.path.exists(tmp_so):
@@ -659,7 +677,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1, out_hw=None):
     xp = _xp(cols)
     cols = _f32(cols, "cols")
     (N, C, H, W, OH, OW), args = _conv_args(x_shape, kh, kw, stride, padding, dilation, out_hw)
-    if cols.size != C * kh * kw * N * OH * OW:
+    if tuple(cols.shape) != (C * kh * kw, N * OH * OW):
         raise ValueError(f"col2im: cols {tuple(cols.shape)} do not match input {tuple(x_shape)} "
                          f"(expected {(C * kh * kw, N * OH * OW)})")
     x = xp.empty((N, C, H, W), dtype=np.float32)
@@ -743,7 +761,9 @@ def sgd_update(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nes
     Args:
         p: parameters, updated in place. g: gradient, same size. buf: momentum buffer, same size, updated
         in place (ignored when momentum is 0; any float32 array then). first_step: buf = d instead of the
-        running average. Reference: ``kernel_refs.sgd_update_ref``.
+        running average. ``1 - dampening`` is taken here in float64 and passed to the kernel (taken there
+        from a float32 ``dampening`` it would lose a dampening close to 1 entirely).
+        Reference: ``kernel_refs.sgd_update_ref``.
     """
     _inplace_f32(p, "p")
     _inplace_f32(buf, "buf")
@@ -752,23 +772,35 @@ def sgd_update(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nes
         raise ValueError(f"sgd_update: sizes differ (p {p.size}, g {g.size}, buf {buf.size})")
     if p.size:
         launch("optim", "sgd_update", _grid_1d(p.size), (BLOCK,),
-               (p, g, buf, np.int64(p.size), np.float32(lr), np.float32(momentum), np.float32(dampening),
-                np.float32(weight_decay), np.int32(bool(nesterov)), np.int32(bool(first_step))))
+               (p, g, buf, np.int64(p.size), np.float32(lr), np.float32(momentum),
+                np.float32(1.0 - float(dampening)), np.float32(weight_decay), np.int32(bool(nesterov)),
+                np.int32(bool(first_step))))
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    """In place Adam step (PyTorch's rule, 1-based ``step``); bias corrections are computed here in float64
-    and passed as floats. p, m, v updated in place. Reference: ``kernel_refs.adam_update_ref``."""
+    """In place Adam step (PyTorch's rule, 1-based ``step``: the first step is 1).
+
+    ``1 - beta1``, ``1 - beta2`` and the bias corrections ``1 - beta**step`` are computed here in float64
+    and passed to the kernel as floats (from a float32 beta close to 1, ``1 - beta`` would be 0).
+    p, m, v updated in place. Reference: ``kernel_refs.adam_update_ref``.
+
+    Raises:
+        ValueError: ``step`` < 1, or the sizes differ.
+    """
+    if step < 1:
+        raise ValueError(f"adam_update: step must be >= 1 (the first step is 1), got {step}")
     for a, what in ((p, "p"), (m, "m"), (v, "v")):
         _inplace_f32(a, what)
     g = _f32(g, "g")
     if not (g.size == p.size == m.size == v.size):
         raise ValueError(f"adam_update: sizes differ (p {p.size}, g {g.size}, m {m.size}, v {v.size})")
     if p.size:
+        beta1, beta2 = float(beta1), float(beta2)
         bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
         launch("optim", "adam_update", _grid_1d(p.size), (BLOCK,),
                (p, g, m, v, np.int64(p.size), np.float32(lr), np.float32(beta1), np.float32(beta2),
-                np.float32(eps), np.float32(weight_decay), np.float32(bc1), np.float32(bc2)))
+                np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps), np.float32(weight_decay),
+                np.float32(bc1), np.float32(bc2)))
 
 
 __all__ = [

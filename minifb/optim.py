@@ -94,22 +94,26 @@ def _follow_device(state: dict, w) -> None:
 
 def _fused(g, *inplace) -> bool:
     """Whether to update with a fused optimiser kernel: the kernels are on for the gradient ``g`` and the
-    buffers (:func:`minifb.kernels.should_use`) and every buffer updated in place (the parameter, its
-    state) is C-contiguous float32; ``None`` entries (a state not made yet) are ignored."""
+    buffers, all float32 (:func:`minifb.kernels.should_use`), and every buffer updated in place (the
+    parameter, its state) is C-contiguous; ``None`` entries (a state not made yet) are ignored."""
     inplace = [a for a in inplace if a is not None]
-    return (kernels.should_use(g, *inplace)
-            and all(a.dtype == np.float32 and a.flags.c_contiguous for a in inplace))
+    return kernels.should_use(g, *inplace) and all(a.flags.c_contiguous for a in inplace)
 
 
 class _FlatParameters:
     """All parameters (and their optimiser state) packed into flat buffers, for one-launch updates.
 
-    Each parameter's ``.data`` becomes a reshaped view into ``self.data``, and
-    each per-parameter state array a view into its flat buffer, so updating the
-    flat buffers updates the parameters and ``state_dict`` sees the same values.
+    Packing *replaces* each parameter's ``.data`` with a reshaped view into
+    ``self.data`` (the values are copied), and each per-parameter state array
+    with a view into its flat buffer, so updating the flat buffers updates the
+    parameters and ``state_dict`` sees the same values.  An array taken from
+    ``.data`` (or ``detach()``, or a state array) before the packing is the old
+    array: it keeps the values it had and no longer follows the parameter.  One
+    taken after it is (a view of) the flat buffer and follows every later step.
     If anything replaces a parameter's array or a state array (``module.to``,
     loading weights, ``Optimizer.load_state_dict``), :meth:`intact` notices and
-    the optimiser packs again, copying the values.
+    the optimiser packs again, copying the values (and again replacing the
+    arrays).
 
     Attributes:
         fresh: one flag per parameter, True where it had none of the state
@@ -198,6 +202,19 @@ class Optimizer:
         through a graph recorded before the step is refused rather than run
         on the new values (see :meth:`minifb.Tensor.backward`).
 
+        With the kernels on (CuPy float32 arrays, or NumPy float32 under
+        ``kernels.use("emulate")``) and every parameter holding a float32
+        gradient, SGD, Adam and AdamW update all parameters with one launch
+        over a flat buffer.  The first such step copies the parameters into
+        that buffer and **replaces** each parameter's ``.data`` (and its state
+        arrays in :attr:`state`) with a view into it; it does so again after
+        ``module.to``, loading weights or :meth:`load_state_dict` replaced any
+        of those arrays.  So an array taken from ``p.data`` or ``p.detach()``
+        before that step keeps the old values and no longer shares memory with
+        the parameter; one taken after it shares memory and follows the later
+        steps.  Otherwise (kernels off, or a step that updates parameter by
+        parameter) ``.data`` is updated in place and stays the same array.
+
         Raises:
             ValueError: a parameter's ``.grad`` does not have its shape.
         """
@@ -232,13 +249,17 @@ class Optimizer:
     def _step_flat(self) -> bool:
         """Update all parameters with one fused kernel launch, when possible; return whether it ran.
 
-        Needs the kernels to be on for the parameters, every parameter float32
-        with a gradient, and (for Adam) the same step count everywhere;
-        otherwise the per-parameter path runs.
+        Needs every parameter to have a gradient of its shape, the kernels to be
+        on for all parameters and gradients (every one float32, see
+        :func:`minifb.kernels.should_use`), and (for Adam) the same step count
+        everywhere; otherwise the per-parameter path runs, which updates a
+        parameter whose gradient is of another dtype as the kernels-off path does.
         """
-        if not self.fused_flat or not kernels.should_use(self.params[0].data):
+        if not self.fused_flat:
             return False
-        if any(p.grad is None or p.dtype != np.float32 or p.grad.shape != p.data.shape for p in self.params):
+        if any(p.grad is None or p.grad.shape != p.data.shape for p in self.params):
+            return False
+        if not kernels.should_use(*(p.data for p in self.params), *(p.grad for p in self.params)):
             return False
         if len({s.get("step", 0) for s in self.state}) > 1:
             return False

@@ -474,7 +474,7 @@ def test_mode_switch(monkeypatch):
     with K.use("off"):
         assert K.mode() == "off" and not K.should_use(x)
         with K.use("emulate"):
-            assert K.should_use(x, None, np.zeros(3, np.int64))
+            assert K.should_use(x, None, x)                 # None entries are ignored
     assert K.mode() == "emulate"
     monkeypatch.setenv("MINIFB_KERNELS", "bogus")
     with pytest.raises(ValueError):
@@ -483,6 +483,151 @@ def test_mode_switch(monkeypatch):
         with K.use("gpu"):
             pass
 
+
+
+class _FakeCupyArray:
+    """Stands in for a CuPy array in :func:`K.should_use` (which looks only at the type's module and the
+    dtype), so that the CuPy branch of the dispatch is tested without a GPU."""
+    __module__ = "cupy._fake"
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_])
+def test_should_use_requires_float32_for_every_array(dtype):
+    """The kernels are float32 only: an integer or boolean array (e.g. an int zero state) must send the op
+    to its array path, on NumPy arrays under emulation and on CuPy arrays alike."""
+    x, other = np.zeros(3, np.float32), np.zeros(3, dtype)
+    with K.use("emulate"):
+        assert K.should_use(x) and K.should_use(x, None)
+        assert not K.should_use(other) and not K.should_use(x, other) and not K.should_use(other, x)
+    for m in ("emulate", "cuda"):
+        with K.use(m):
+            assert K.should_use(_FakeCupyArray(np.float32), _FakeCupyArray(np.float32))
+            assert not K.should_use(_FakeCupyArray(dtype))
+            assert not K.should_use(_FakeCupyArray(np.float32), _FakeCupyArray(dtype))
+    with K.use("off"):
+        assert not K.should_use(_FakeCupyArray(np.float32))
+
+
+def test_kernel_names_resolve_in_the_kernels_folder_not_the_current_directory(tmp_path, monkeypatch):
+    """A folder or file in the user's working directory named like a kernel neither breaks nor hijacks
+    loading: bare names are looked up in the kernels folder only; a path (absolute, or with a separator)
+    is taken as given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "optim").mkdir()                                # e.g. a project with an optim/ package
+    (tmp_path / "im2col.cu").write_text("this is not CUDA\n")  # a decoy source
+    for name in ("optim", "optim.cu", "im2col", "im2col.cu"):
+        stem = name.split(".")[0]
+        assert K._resolve(name) == (K.source_dir() / f"{stem}.cu").resolve(), name
+    with K.use("emulate"):
+        p = np.ones(4, np.float32)
+        K.sgd_update(p, np.ones(4, np.float32), np.zeros(1, np.float32), 0.5)
+        np.testing.assert_array_equal(p, 0.5)
+        cols = K.im2col(np.ones((1, 1, 3, 3), np.float32), 3, 3)
+        np.testing.assert_array_equal(cols, np.ones((9, 1)))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.cu").write_text("// mine\n")
+    assert K._resolve("sub/mine.cu") == (tmp_path / "sub" / "mine.cu").resolve()   # a relative path
+    assert K._resolve(tmp_path / "sub" / "mine") == (tmp_path / "sub" / "mine.cu").resolve()
+    with pytest.raises(FileNotFoundError, match="mine"):
+        K._resolve("mine")                                      # a bare name: not looked for in the cwd
+
+
+def test_concurrent_builds_of_one_module_compile_once(tmp_path, monkeypatch):
+    """Threads loading the same emulated module into a cold cache neither collide on a temporary file nor
+    compile it more than once."""
+    import threading
+
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path))
+    builds = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, *args, **kw):
+        if "-shared" in cmd:
+            builds.append(cmd[cmd.index("-o") + 1])
+        return real_run(cmd, *args, **kw)
+
+    monkeypatch.setattr(K.subprocess, "run", counting_run)
+    path, errors, modules = K._resolve("optim"), [], []
+
+    def work():
+        try:
+            modules.append(K.EmuModule(path))
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(modules) == 4
+    assert len(builds) == 1, builds
+    assert [p.name for p in tmp_path.iterdir()] == [Path(modules[0].lib._name).name]   # no temporary left
+    p = np.ones(3, np.float32)
+    modules[-1].get_function("sgd_update")((1,), (32,), (p, np.ones(3, np.float32), np.zeros(1, np.float32),
+                                                         np.int64(3), np.float32(0.5), np.float32(0),
+                                                         np.float32(0), np.float32(0), np.int32(0), np.int32(0)))
+    np.testing.assert_array_equal(p, 0.5)
+
+
+def test_col2im_checks_the_shape_of_cols():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    with K.use("emulate"):
+        cols = K.im2col(x, 3, 3, 1, 1)                                          # (27, 50)
+        with pytest.raises(ValueError, match=r"cols \(50, 27\).*expected \(27, 50\)"):
+            K.col2im(np.ascontiguousarray(cols.T), x.shape, 3, 3, 1, 1)
+        with pytest.raises(ValueError, match=r"cols \(1350,\).*expected \(27, 50\)"):
+            K.col2im(cols.reshape(-1), x.shape, 3, 3, 1, 1)
+        close(K.col2im(cols, x.shape, 3, 3, 1, 1), R.col2im_ref(cols, x.shape, 3, 3, 1, 1))
+
+
+@pytest.mark.parametrize("step", [0, -1])
+def test_adam_update_step_is_one_based(step):
+    p, g = np.ones(3, np.float32), np.ones(3, np.float32)
+    m, v = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    message = rf"adam_update: step must be >= 1 \(the first step is 1\), got {step}"
+    with K.use("emulate"), pytest.raises(ValueError, match=message):
+        K.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, step)
+    with pytest.raises(ValueError, match=message):
+        R.adam_update_ref(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, step)
+    np.testing.assert_array_equal(p, 1.0)
+    np.testing.assert_array_equal(m, 0.0)
+
+
+@pytest.mark.parametrize("betas", [(0.9, 1 - 1e-8), (1 - 1e-8, 0.999), (1 - 3e-8, 1 - 1e-9)])
+def test_adam_update_betas_close_to_one(device, betas):
+    """1 - beta is taken in float64 on the host: rounding beta to float32 first gives 1 - 1.0 = 0 (v stays
+    0 and the step blows up)."""
+    rng = np.random.default_rng(3)
+    p, g = rand(rng, 300), rand(rng, 300)
+    m, v = np.zeros(300, np.float32), np.zeros(300, np.float32)
+    rp, rm, rv = p.copy(), m.copy(), v.copy()
+    dp, dm, dv = dev(p, device), dev(m, device), dev(v, device)
+    for step in (1, 2, 3):
+        K.adam_update(dp, dev(g, device), dm, dv, 1e-3, *betas, 1e-8, 0.0, step)
+        R.adam_update_ref(rp, g, rm, rv, 1e-3, *betas, 1e-8, 0.0, step)
+    close(dm, rm, rtol=1e-5, atol=0)
+    close(dv, rv, rtol=1e-5, atol=0)
+    close(dp, rp, rtol=1e-5, atol=1e-6)
+    assert (host(dv) > 0).all() and np.abs(host(dp) - p).max() < 1e-2
+
+
+def test_sgd_update_dampening_close_to_one(device):
+    """As for Adam's betas: 1 - dampening is taken in float64 on the host (rounded to float32 first it is
+    0, and the gradient never reaches a momentum buffer that has decayed to 0)."""
+    rng = np.random.default_rng(4)
+    p, g, buf = rand(rng, 300), rand(rng, 300), np.zeros(300, np.float32)
+    rp, rbuf = p.copy(), buf.copy()
+    dp, dbuf = dev(p, device), dev(buf, device)
+    for _ in range(3):
+        K.sgd_update(dp, dev(g, device), dbuf, 0.1, 0.9, 1 - 1e-8, 0.0)
+        R.sgd_update_ref(rp, g, rbuf, 0.1, 0.9, 1 - 1e-8, 0.0)
+    close(dbuf, rbuf, rtol=1e-5, atol=0)
+    close(dp, rp, rtol=1e-6, atol=0)
+    assert (host(dbuf) != 0).all()
 
 # ------------------------------------------------------------------------------------------------ 4. ASan
 def _libasan():

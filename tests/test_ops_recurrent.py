@@ -138,6 +138,31 @@ def test_kernel_path_is_skipped_for_float64(kernel_launches):
     assert kernel_launches == []
 
 
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_integer_or_boolean_state_takes_the_array_path(kind, dtype):
+    """A cell given an integer or boolean zero state (``mf.tensor([[0, 0, 0]])``) runs as without kernels:
+    the kernels are float32 only, so the dispatch must not hand them such a state."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+    got = {}
+    for mode in ("off", "emulate"):
+        mf.manual_seed(0)
+        cell = nn.LSTMCell(4, 3) if kind == "lstm" else nn.GRUCell(4, 3)
+        x = mf.randn(2, 4)
+        zero = mf.tensor(np.zeros((2, 3), dtype=dtype))
+        state = (zero, zero) if kind == "lstm" else zero
+        with kernels.use(mode):
+            state, y = cell(state, x)
+            y.sum().backward()
+        got[mode] = y.numpy(), y.dtype, [p.grad.copy() for p in cell.parameters()]
+    (y_on, dt_on, g_on), (y_off, dt_off, g_off) = got["emulate"], got["off"]
+    assert dt_on == dt_off
+    np.testing.assert_allclose(y_on, y_off, rtol=1e-6)
+    for a, b in zip(g_on, g_off):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
 # ---- optimisers ---------------------------------------------------------------------------------------------
 OPTIMISERS = [
     (optim.SGD, dict(lr=0.1)),

@@ -425,3 +425,103 @@ def test_a_parameter_without_a_gradient_keeps_its_version():
     (a * 2).sum().backward()
     optim.SGD([a, b], lr=0.1).step()
     assert (a._version, b._version) == (1, 0)
+
+
+# ---- the fused path: dtypes, betas close to 1, and what it does to .data -----------------------------
+def _emulation_or_skip():
+    import os
+    import shutil
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, 0.1), lambda ps: optim.SGD(ps, 0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.AdamW(ps, lr=0.1)],
+                         ids=["sgd", "sgd-momentum", "adam", "adamw"])
+def test_float64_gradient_on_a_float32_parameter_updates_as_without_kernels(make):
+    """The flat kernel path checks every gradient's dtype too: a float64 gradient sends the step to the
+    per-parameter path, which updates as the kernels-off path does (float32 parameter, values rounded)."""
+    from minifb import kernels
+
+    _emulation_or_skip()
+    rng = np.random.default_rng(2)
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(2, 3), (4,)]]
+    grads = [[rng.standard_normal(w.shape) for w in init] for _ in range(3)]   # float64
+    got = {}
+    for mode in ("off", "emulate"):
+        ps = [Tensor(w.copy(), requires_grad=True) for w in init]
+        opt = make(ps)
+        with kernels.use(mode):
+            for gs in grads:
+                ps[0].grad, ps[1].grad = gs[0], gs[1].astype(np.float32)   # one float64, one float32
+                opt.step()
+        got[mode] = [p.data for p in ps]
+    for a, b in zip(got["emulate"], got["off"]):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("betas", [(0.9, 1 - 1e-8), (1 - 1e-8, 0.999)])
+def test_adam_betas_close_to_one_update_as_without_kernels(betas):
+    from minifb import kernels
+
+    _emulation_or_skip()
+    got = {}
+    for mode in ("off", "emulate"):
+        p = Tensor(np.ones(3, np.float32), requires_grad=True)
+        opt = optim.Adam([p], lr=1e-3, betas=betas)
+        with kernels.use(mode):
+            for _ in range(3):
+                p.grad = np.full(3, 0.5, np.float32)
+                opt.step()
+        got[mode] = p.data.copy(), opt.state[0]["exp_avg"].copy(), opt.state[0]["exp_avg_sq"].copy()
+    for a, b in zip(got["emulate"], got["off"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(got["emulate"][0], 0.997, rtol=1e-6)   # three steps of about lr each
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, 0.1, momentum=0.9), lambda ps: optim.Adam(ps, lr=0.1)],
+                         ids=["sgd", "adam"])
+def test_fused_step_makes_data_a_view_into_the_flat_buffer(make):
+    """Pins what Optimizer.step documents for the fused path: the first fused step replaces each parameter's
+    ``.data`` (and its state arrays) with views into flat buffers.  An array taken from ``.data`` or
+    ``detach()`` before that step keeps the values it had; one taken after it shares the parameter's memory
+    and follows later steps (until something replaces the arrays and the optimiser packs them again)."""
+    from minifb import kernels, nn
+
+    _emulation_or_skip()
+    import minifb as mf
+
+    mf.manual_seed(0)
+    net = nn.Dense(3, 2)
+    opt = make(net.parameters())
+    before_data, before_detached = net.weight.data, net.weight.detach()
+    start = net.weight.numpy().copy()
+    x = mf.randn(4, 3)
+
+    def step():
+        opt.zero_grad()
+        (net(x) ** 2).mean().backward()
+        opt.step()
+
+    with kernels.use("emulate"):
+        step()                                             # the first fused step packs the parameters
+        assert net.weight.data is not before_data
+        assert not np.shares_memory(before_data, net.weight.data)
+        np.testing.assert_array_equal(before_data, start)  # the old array kept the old values
+        np.testing.assert_array_equal(before_detached.data, start)
+        after_data, after_detached = net.weight.data, net.weight.detach()
+        state_after = {k: v for k, v in opt.state[0].items() if hasattr(v, "shape")}
+        step()
+        step()
+        assert net.weight.data is after_data               # later steps update the same arrays in place
+        assert np.shares_memory(after_detached.data, net.weight.data)
+        np.testing.assert_array_equal(after_detached.numpy(), net.weight.numpy())
+        assert not np.array_equal(net.weight.numpy(), start)
+        for k, v in state_after.items():
+            assert opt.state[0][k] is v
+    with kernels.use("off"):                               # the per-parameter path updates .data in place
+        kept = net.weight.data
+        step()
+        assert net.weight.data is kept

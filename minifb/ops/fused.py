@@ -12,10 +12,9 @@ images (N, C, H, W).
 
 The operands of each op share one floating dtype: :func:`minifb.functional.bias_act`
 and :func:`~minifb.functional.merge_act` promote them first, by the rules of the
-unfused expressions.  The kernels run only when every operand is float32.
+unfused expressions.  The kernels run only when every operand is float32
+(:func:`minifb.kernels.should_use`).
 """
-
-import numpy as np
 
 from .. import kernels
 from ..backend import array_module
@@ -50,15 +49,6 @@ def activation_grad(grad, y, act):
     return grad
 
 
-def use_kernel(*arrays) -> bool:
-    """Whether to run the fused kernel on ``arrays``: every one float32 (the kernels' only dtype; a dtype
-    comparison each, no pass over the data) and :func:`minifb.kernels.should_use` says yes for them all."""
-    for a in arrays:
-        if a.dtype != np.float32:
-            return False
-    return kernels.should_use(*arrays)
-
-
 def channel_view(shape, axis):
     """The (outer, C, inner) sizes of ``shape`` around channel axis ``axis``."""
     outer = inner = 1
@@ -78,7 +68,7 @@ class BiasAct(Function):
 
     def forward(self, x, bias, *, act, axis):
         self.act, self.axis = act, axis
-        if use_kernel(x, bias):
+        if kernels.should_use(x, bias):
             y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
         else:
             y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act, in_place=True)
@@ -92,7 +82,7 @@ class BiasAct(Function):
             if self.needs[1]:
                 gb = channel_sum(grad, self.axis)
             return grad, gb
-        if use_kernel(grad, self.y):
+        if kernels.should_use(grad, self.y):
             gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
             return gx, (gb if self.needs[1] else None)
         gx = activation_grad(grad, self.y, self.act)
@@ -109,7 +99,7 @@ class MergeAct(Function):
         self.act, self.axis = act, axis
         if x.shape != fb.shape:
             raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
-        kernel = use_kernel(x, fb, bias)
+        kernel = kernels.should_use(x, fb, bias)
         if kernel:
             y, a = kernels.merger_forward(x, fb, bias, act, channel_view(x.shape, axis))
         else:
@@ -130,7 +120,7 @@ class MergeAct(Function):
             gfb = grad if self.act == "identity" else grad * self.a
             gb = channel_sum(gfb, self.axis) if self.needs[2] else None
             return grad, gfb, gb
-        if use_kernel(grad, self.a):
+        if kernels.should_use(grad, self.a):
             gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
         else:
             gfb = activation_grad(grad, self.a, self.act)

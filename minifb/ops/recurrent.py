@@ -151,7 +151,7 @@ class LSTMPointwise(Function):
     def backward(self, grad):
         H = self.H
         grad = grad.reshape(-1, 2 * H)
-        if kernels.should_use(grad, self.gates, self.c):
+        if kernels.should_use(grad, self.gates, self.c, self.out):
             dgates, dc_prev = kernels.lstm_cell_backward(grad, self.gates, self.c, self.out)
         else:
             dgates, dc_prev = lstm_pointwise_backward_array(grad[:, :H], grad[:, H:], self.gates, self.c,
