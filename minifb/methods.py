@@ -69,7 +69,9 @@ def _bitwise(fn, symbol, name, reflected=False):
         _check_bitwise(symbol, a, b)
         backend.array_module(a, b)  # a clear error for operands on different devices
         dtype = backend.result_type(a, b)  # promoted as arithmetic is (int32 & a 0-d int64 -> int32)
-        return Tensor(fn(*[v.astype(dtype, copy=False) if hasattr(v, "dtype") else v for v in (a, b)]))
+        out = fn(*[v.astype(dtype, copy=False) if hasattr(v, "dtype") else v for v in (a, b)])
+        # NumPy 1.x's value-based casting widens a 0-d array with a Python int; the rule above decides
+        return Tensor(out if out.dtype == dtype else out.astype(dtype))
 
     bitwise.__name__ = bitwise.__qualname__ = name
     order = f"other {symbol} self" if reflected else f"self {symbol} other"
