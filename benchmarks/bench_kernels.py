@@ -197,10 +197,21 @@ def print_register_report():
         print("(no report: run tests/test_kernels.py on a machine with nvcc or NVRTC)")
 
 
+def _positive_int(text: str) -> int:
+    """``--repeat`` / ``--burst``: an integer >= 1 (0 samples has no median, a burst of 0 no time per call)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeat", type=int, default=20, help="timed samples per kernel on a GPU")
-    ap.add_argument("--burst", type=int, default=20, help="back-to-back calls per burst sample")
+    ap.add_argument("--repeat", type=_positive_int, default=20, help="timed samples per kernel on a GPU (>= 1)")
+    ap.add_argument("--burst", type=_positive_int, default=20, help="back-to-back calls per burst sample (>= 1)")
     args = ap.parse_args(argv)
 
     cupy = backend.cupy_or_none()

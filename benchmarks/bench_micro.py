@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import minifb  # noqa: F401
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Time the checkout this file sits in, even when another minifb is installed (an A/B between two
+# worktrees must measure two codes), as bench_kernels.py and run.py do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minifb.ops.conv import conv2d, conv_transpose2d
-from minifb.tensor import Tensor
+from minifb.ops.conv import conv2d, conv_transpose2d  # noqa: E402
+from minifb.tensor import Tensor  # noqa: E402
 
 
 def _median_time(step, repeats: int, warmup: int = 2) -> float:

@@ -60,8 +60,11 @@ How it measures:
   kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
 
 ``--quick`` runs in under 2 minutes; ``--smoke`` is a seconds-long run with
-small shapes used by the test suite.  The BLAS in use (threadpoolctl) and
-``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are recorded in the JSON.
+small shapes used by the test suite (on 1 thread unless ``--threads`` says
+otherwise).  ``--only`` selects the cases of every table, the GPU's included.
+The BLAS in use (threadpoolctl), ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``
+and the folder of the minifb measured (always the checkout this file sits in,
+even when another minifb is installed) are recorded in the JSON.
 """
 
 from __future__ import annotations
@@ -84,10 +87,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-try:
-    import minifb  # noqa: F401
-except ImportError:  # a source checkout that is not installed
-    sys.path.insert(0, str(HERE.parent))
+# Time the checkout this file sits in, even when another minifb is installed: an A/B between two worktrees
+# must measure two codes (the minifb measured is recorded in the JSON and the header line).
+sys.path.insert(0, str(HERE.parent))
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
@@ -598,9 +600,14 @@ def _torch_cuda(torch):
     return torch
 
 
-def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
+def _wanted(name: str, only: set) -> bool:
+    """Whether ``--only`` (empty: everything) selects the case ``name``; ``micro`` selects every micro case."""
+    return not only or name in only or (name in MICRO_CASES and "micro" in only)
+
+
+def gpu_section(mode: str, steps: int, warmup: int, torch=None, only: set = frozenset()) -> dict:
     """The workloads on CuPy, fused kernels on and off, and PyTorch's CUDA eager mode as the peer when
-    it is importable with a GPU; skipped without a GPU.
+    it is importable with a GPU; skipped without a GPU.  ``only`` selects the cases as ``--only`` does.
 
     Each step ends with a device synchronisation, so the times are wall-clock times of whole steps,
     launch overhead included (what a user's training loop sees). PyTorch's steps are interleaved in both
@@ -614,12 +621,18 @@ def gpu_section(mode: str, steps: int, warmup: int, torch=None) -> dict:
     cp = backend.cupy_or_none()
     torch = _torch_cuda(torch)
     rows = []
-    for name in ("W1", "W2", "W3", "micro"):
+    names = [n for n in WORKLOADS if _wanted(n, only)]
+    if any(_wanted(n, only) for n in MICRO_CASES):
+        names.append("micro")
+    for name in names:
         timings = {}
         for kmode in ("cuda", "off"):
             with kernels.use(kmode):
-                cases = build_micro(torch, device="cuda", small=mode == "smoke") if name == "micro" else \
-                    [build(name, torch, mode, device="cuda")]
+                if name == "micro":
+                    cases = [c for c in build_micro(torch, device="cuda", small=mode == "smoke")
+                             if _wanted(c.name, only)]
+                else:
+                    cases = [build(name, torch, mode, device="cuda")]
                 for case in cases:
                     case.sync = cp.cuda.Device().synchronize
                     if case.torch_step is not None:
@@ -846,11 +859,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _gpu_only(result, mode, cfg, torch, started, json_file) -> dict:
-    """``--gpu-only``: the GPU table alone."""
-    result["gpu"] = gpu = gpu_section(mode, cfg["steps"], cfg["warmup"], torch)
+def _json_file(text: str) -> str:
+    """``--json``: a file that can be written, checked before any work (not after the whole run)."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(folder)!r} of {text!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not writable")
+    return text
+
+
+def _gpu_only(result, mode, cfg, torch, started, json_file, only) -> dict:
+    """``--gpu-only``: the GPU table alone (the cases ``only`` selects)."""
+    result["gpu"] = gpu = gpu_section(mode, cfg["steps"], cfg["warmup"], torch, only)
     result["elapsed_s"] = time.perf_counter() - started
-    print(f"## GPU (CuPy, fused kernels on/off; PyTorch CUDA eager; {mode})\n")
+    print(f"## GPU (CuPy, fused kernels on/off; PyTorch CUDA eager; {mode}; minifb {result['minifb']})\n")
     print(f"skipped: {gpu['skipped']}" if "skipped" in gpu else markdown_gpu(gpu))
     print(f"\n(total {result['elapsed_s']:.0f} s)")
     if json_file:
@@ -863,16 +889,18 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and T values (< 2 minutes)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (for tests)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--json", metavar="FILE", type=_json_file,
+                        help="also write the results as JSON to FILE (its folder must exist; not with --profile)")
     parser.add_argument("--only", type=_case_list, default=set(), metavar="CASE,...",
                         help=f"comma-separated cases to run, from {', '.join(WORKLOADS + MICRO_CASES)} "
                              "and micro (all three micro cases); default: all")
     parser.add_argument("--no-scaling", action="store_true", help="skip the T sweep")
     parser.add_argument("--gpu-only", action="store_true",
                         help="run only the GPU table (CuPy with fused kernels on and off, PyTorch CUDA eager)")
-    parser.add_argument("--threads", type=_positive_int, default=2,
-                        help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks. "
-                             "On a busy machine 1 thread gives steadier ratios (no spinning thread waits for a core)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks "
+                             "(1 under --smoke). On a busy machine 1 thread gives steadier ratios (no spinning "
+                             "thread waits for a core)")
     parser.add_argument("--profile", metavar="CASE", choices=WORKLOADS + MICRO_CASES,
                         help=f"profile CASE's minifb step and exit; one of {', '.join(WORKLOADS + MICRO_CASES)}")
     parser.add_argument("--profiler", choices=("auto", "pyinstrument", "cprofile", "none"),
@@ -887,8 +915,10 @@ def main(argv=None) -> dict:
     if args.memory_child:
         print(json.dumps(memory_child(json.loads(args.memory_child))))
         return {}
+    if args.profile and args.json:
+        parser.error("argument --json: --profile prints its report and writes no JSON; drop one of them")
     if args.profile:
-        _limit_blas(args.threads)
+        _limit_blas(args.threads or 2)
         if args.device == "cuda" and not backend.cuda_available():
             parser.error("--device cuda needs CuPy and a GPU")
         if args.profiler == "pyinstrument" and not importlib.util.find_spec("pyinstrument"):
@@ -900,24 +930,24 @@ def main(argv=None) -> dict:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = SETTINGS[mode]
     only = args.only
-    threads = 1 if mode == "smoke" else args.threads  # smoke: 1 thread, no spinning on a busy machine
+    threads = args.threads or (1 if mode == "smoke" else 2)  # smoke: 1 thread, no spinning on a busy machine
     settle = 0.0 if mode == "smoke" else SETTLE_S
     torch = _import_torch(threads)
     _limit_blas(threads)
     gc.freeze()  # keep the per-step collections (outside the timed region) short
     started = time.perf_counter()
-    result = {"mode": mode, "threads": threads, "settle_s": settle, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+    result = {"mode": mode, "threads": threads, "minifb": str(Path(mf.__file__).resolve().parent), "settle_s": settle, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
               "environment": environment(), "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
               "memory_method": "peak RSS delta of one step in a child with MALLOC_MMAP_THRESHOLD_=4096 "
                                "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
     if args.gpu_only:
-        return _gpu_only(result, mode, cfg, torch, started, args.json)
+        return _gpu_only(result, mode, cfg, torch, started, args.json, only)
     result["gemm"] = gemm_rate(torch, cfg["gemm_n"])
 
     # ---- main table
-    cases = [build(n, torch, mode) for n in WORKLOADS if not only or n in only]
-    if not only or only & {*MICRO_CASES, "micro"}:
-        cases += [c for c in build_micro(torch, small=mode == "smoke") if not only or "micro" in only or c.name in only]
+    cases = [build(n, torch, mode) for n in WORKLOADS if _wanted(n, only)]
+    if any(_wanted(n, only) for n in MICRO_CASES):
+        cases += [c for c in build_micro(torch, small=mode == "smoke") if _wanted(c.name, only)]
     rows = []
     for case in cases:
         rows.append(time_case(case, cfg["steps"], cfg["warmup"], cfg["budget_s"], settle))
@@ -930,7 +960,7 @@ def main(argv=None) -> dict:
     scaling = {}
     if not args.no_scaling:
         for name in ("W1", "W2"):
-            if only and name not in only:
+            if not _wanted(name, only):
                 continue
             srows = []
             for T in cfg["scaling_T"]:
@@ -960,7 +990,7 @@ def main(argv=None) -> dict:
         entry["note"] = linearity_note(entry["rows"])
 
     result["rows"], result["scaling"] = rows, scaling
-    result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"], torch)
+    result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"], torch, only)
     result["targets_met"] = {r["name"]: (r["ratio_paired"] <= TARGETS[r["name"]]) for r in rows
                              if r["ratio"] is not None and r["name"] in TARGETS}
     for name, limit in MEMORY_TARGETS.items():
@@ -973,7 +1003,7 @@ def main(argv=None) -> dict:
     blas = env["blas"] if isinstance(env["blas"], str) else ", ".join(
         f"{b['prefix']} {b['version'] or ''} {b['architecture'] or ''} x{b['num_threads']}".strip()
         for b in env["blas"])
-    print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
+    print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); minifb {result['minifb']}; {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
           f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
           f"torch {env['torch']})\n")
     print(markdown_main(rows, result["gemm"]))

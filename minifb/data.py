@@ -268,7 +268,9 @@ def load_digits(size: int = 28, seed: int = 0, test_fraction: float = 0.25) -> D
         images.
 
     Raises:
-        ValueError: If ``size`` < 1 or ``test_fraction`` is not in (0, 1).
+        ValueError: If ``size`` < 1, ``test_fraction`` is not in (0, 1), or
+            ``test_fraction`` is so close to 0 or 1 that the test or the
+            training split would be empty.
     """
     if int(size) < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
@@ -278,6 +280,11 @@ def load_digits(size: int = 28, seed: int = 0, test_fraction: float = 0.25) -> D
     x = resize_bilinear(images.astype(np.float32) / 16.0, int(size))[:, None]
     np.clip(x, 0.0, 1.0, out=x)
     train_idx, test_idx = _stratified_split(labels, test_fraction, seed)
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise ValueError(
+            f"test_fraction={test_fraction!r} leaves {len(train_idx)} training images and {len(test_idx)} "
+            f"test images of {len(labels)}: both splits need at least one image"
+        )
     return _standardised(x[train_idx], labels[train_idx], x[test_idx], labels[test_idx])
 
 
@@ -642,7 +649,8 @@ def clutter(
     Args:
         x: Images in raw ``[0, 1]`` pixel space, shape ``(N, 1, H, W)``.
         y: Integer labels, shape ``(N,)``.
-        n_digits: Digits per output image, ``1..classes``. The pool must hold
+        n_digits: Digits per output image, an integer in ``1..classes`` (a
+            float such as ``3.0`` is accepted, ``2.5`` is not). The pool must hold
             at least ``n_digits - 1`` classes other than each image's own.
         rng: Random generator.
         max_shift: Largest translation in pixels; default ``H // 4``.
@@ -667,8 +675,8 @@ def clutter(
         raise ValueError(f"source_images has {len(pool_x)} images but source_labels {len(pool_y)}")
     if pool_x.shape[2:] != (h, w):
         raise ValueError(f"source_images are {pool_x.shape[2:]} but x is {(h, w)}")
-    if not 1 <= int(n_digits) <= classes:
-        raise ValueError(f"n_digits must be in 1..{classes}, got {n_digits!r}")
+    if not (_is_integral(n_digits) and 1 <= n_digits <= classes):
+        raise ValueError(f"n_digits must be an integer in 1..{classes}, got {n_digits!r}")
     n_digits = int(n_digits)
     shift = h // 4 if max_shift is None else int(max_shift)
     counts = np.bincount(pool_y, minlength=classes)[:classes]
@@ -710,6 +718,22 @@ DEFAULT_LEVELS = {"none": None, "noise": 0.3, "saltpepper": 0.1, "debris": 0.3, 
 debris coverage, and number of digits for clutter."""
 
 
+def _is_integral(value) -> bool:
+    """True for a real number with no fractional part (``3``, ``3.0``, ``np.int64(3)``), not for a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and np.isfinite(value) and float(value).is_integer())
+
+
+def _check_clutter_level(level, classes: int) -> None:
+    """Refuse a clutter ``level`` that is not a whole number of digits in ``1..classes``, in ``level``'s terms.
+
+    (The other corruptions' functions check their level themselves and name it: "noise std", "fraction".)
+    """
+    if not (_is_integral(level) and 1 <= level <= classes):
+        raise ValueError(f"corruption 'clutter': level is the number of digits per image, "
+                         f"an integer in 1..{classes}, got {level!r}")
+
+
 def corrupt(
     name: str,
     x: np.ndarray,
@@ -730,9 +754,10 @@ def corrupt(
         y: Labels, shape ``(N,)``; required for ``clutter``, passed through
             otherwise.
         rng: Random generator.
-        level: Strength: noise std, salt-and-pepper fraction, debris
-            coverage, or number of clutter digits; ``DEFAULT_LEVELS[name]`` if
-            ``None``.
+        level: Strength: noise std (finite, >= 0), salt-and-pepper fraction
+            or debris coverage (in ``[0, 1]``), or number of clutter digits
+            (an integer in ``1..classes``; ``3.0`` is accepted, ``2.5`` is
+            not); ``DEFAULT_LEVELS[name]`` if ``None``; ignored by ``none``.
         source_images: Pool to cut debris from or draw clutter digits from
             (default ``x``), shape ``(M, 1, H, W)``.
         source_labels: Labels of ``source_images`` (clutter only), ``(M,)``.
@@ -744,7 +769,10 @@ def corrupt(
         ``(N, classes)`` float32.
 
     Raises:
-        ValueError: If ``name`` is unknown or ``clutter`` gets no labels.
+        ValueError: If ``name`` is unknown, ``level`` is out of range for the
+            corruption (the message says what the level is: the noise std,
+            the fraction, the number of clutter digits), or ``clutter`` gets
+            no labels.
     """
     key = str(name).strip().lower()
     if key not in CORRUPTIONS:
@@ -763,5 +791,6 @@ def corrupt(
         raise ValueError("corruption 'clutter' needs labels y")
     if source_images is not None and source_labels is None:
         raise ValueError("corruption 'clutter' with source_images needs source_labels too")
+    _check_clutter_level(lvl, kwargs.get("classes", 10))
     return clutter(x, y, int(lvl), rng, source_images=source_images,
                    source_labels=source_labels, **kwargs)

@@ -97,8 +97,9 @@ def load(module, path):
     Raises:
         ValueError: the file's names or shapes differ from the module's; the
             message lists the missing names, the unexpected names and each
-            shape difference; or the file is not an ``.npz`` archive.
-            Nothing is changed in that case.
+            shape difference; or a value cannot be read (an object array) or
+            converted to the parameter's dtype, named with the file; or the
+            file is not an ``.npz`` archive.  Nothing is changed in that case.
         FileNotFoundError: no such file.
 
     Example:
@@ -123,7 +124,14 @@ def load(module, path):
     if not hasattr(npz, "files"):  # a single .npy array
         raise ValueError(not_weights)
     with npz as f:
-        arrays = {name: f[name] for name in f.files}
+        arrays, unreadable = {}, []
+        for name in f.files:
+            try:
+                arrays[name] = f[name]
+            except ValueError as error:  # an object array (only readable by unpickling) or a damaged entry
+                unreadable.append(f"{name}: " + _unreadable_reason(error))
+    if unreadable:
+        raise ValueError(f"load: {path!r} has values that cannot be read: " + "; ".join(unreadable))
     expected = _expected_shapes(module)
     missing = [n for n in expected if n not in arrays]
     unexpected = [n for n in arrays if n not in expected]
@@ -138,5 +146,15 @@ def load(module, path):
         if differ:
             lines.append("  shape differences: " + "; ".join(differ))
         raise ValueError("\n".join(lines))
-    module.load_state_dict(arrays)
+    try:
+        module.load_state_dict(arrays)
+    except ValueError as error:  # a value that cannot be converted to the parameter's dtype
+        raise ValueError(f"load: {path!r} does not fit {type(module).__name__}: {error}") from None
     return module
+
+
+def _unreadable_reason(error: ValueError) -> str:
+    """Why ``numpy.load`` could not read one entry, in minifb's terms."""
+    if "allow_pickle" in str(error):
+        return "it holds Python objects (an object array), which minifb never unpickles"
+    return str(error)

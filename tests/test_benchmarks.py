@@ -137,3 +137,110 @@ def test_gpu_check_runs_every_test_file_with_gpu_cases():
 ])
 def test_headline_ratio_never_rounds_onto_its_target(ratio, target, text):
     assert _load_runner()._ratio_text(ratio, target) == text
+
+
+# ---- every benchmark measures the checkout it sits in ---------------------------------------------------
+@pytest.mark.parametrize("script", ["run.py", "bench_micro.py", "bench_kernels.py"])
+def test_benchmark_scripts_import_their_own_checkout_first(script, tmp_path):
+    """Run as scripts, the benchmarks import the minifb beside them, not another one earlier on the path
+    (an installed minifb, or another worktree's): an A/B between two worktrees must time two codes."""
+    import os
+    import subprocess
+    import sys
+
+    other = tmp_path / "minifb"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise SystemExit('imported another minifb, not the checkout')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(RUNNER.parent / script), "--help"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "another minifb" not in proc.stderr
+
+
+def test_runner_records_the_minifb_it_measured_and_honours_threads_under_smoke(tmp_path, capsys):
+    """The JSON and the header line say which minifb was timed; ``--threads`` is honoured under ``--smoke``
+    (whose default is 1 thread); ``--only`` keeps to the named case."""
+    pytest.importorskip("torch")
+    import minifb
+
+    runner = _load_runner()
+    out = tmp_path / "one.json"
+    result = runner.main(["--smoke", "--only", "matmul", "--no-scaling", "--threads", "2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    where = str(Path(minifb.__file__).resolve().parent)
+    assert result["minifb"] == where and json.loads(out.read_text())["minifb"] == where
+    assert f"minifb {where}" in printed.splitlines()[0]
+    assert result["threads"] == 2
+    assert [r["name"] for r in result["rows"]] == ["matmul"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--json", "{missing}/x.json"], "does not exist"),
+    (["--json", "{tmp}"], "is a directory"),
+    (["--profile", "W1", "--json", "{tmp}/p.json"], "--profile"),
+])
+def test_runner_refuses_an_unwritable_json_before_any_work(argv, message, tmp_path, capsys):
+    """A JSON file that cannot be written, or one that ``--profile`` would never write, is an argparse error
+    (exit 2) at once, not a traceback after the whole run."""
+    runner = _load_runner()
+    argv = [a.format(missing=tmp_path / "nope", tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--smoke"] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "--json" in err and "Traceback" not in err
+
+
+def test_gpu_section_honours_only(monkeypatch):
+    """``--only`` selects the GPU table's cases as it does the CPU table's (checked here with stand-ins for
+    the GPU and the cases, so it runs without one)."""
+    import types
+
+    runner = _load_runner()
+    built = []
+
+    def fake_case(name):
+        built.append(name)
+        return runner.Case(name, "shape", lambda: 1.0, None, 1)
+
+    fake_cp = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Device=lambda: types.SimpleNamespace(synchronize=lambda: None),
+        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"fake GPU"})))
+    monkeypatch.setattr(runner.backend, "cuda_available", lambda: True)
+    monkeypatch.setattr(runner.backend, "cupy_or_none", lambda: fake_cp)
+    monkeypatch.setattr(runner, "build", lambda name, torch, mode, device="cpu": fake_case(name))
+    monkeypatch.setattr(runner, "build_micro",
+                        lambda torch, device="cpu", small=False: [fake_case(n) for n in runner.MICRO_CASES])
+    monkeypatch.setattr(runner, "time_case", lambda case, *a, **k: {"minifb_s": 1.0, "torch_s": None})
+
+    gpu = runner.gpu_section("smoke", 1, 0, None, only={"W2", "matmul"})
+    assert [r["name"] for r in gpu["rows"]] == ["W2", "matmul"]
+    built.clear()
+    gpu = runner.gpu_section("smoke", 1, 0, None, only={"micro"})
+    assert [r["name"] for r in gpu["rows"]] == list(runner.MICRO_CASES)
+    assert "W1" not in built
+    gpu = runner.gpu_section("smoke", 1, 0, None)
+    assert [r["name"] for r in gpu["rows"]] == list(runner.WORKLOADS + runner.MICRO_CASES)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeat", "0"], "must be at least 1"),
+    (["--repeat", "-2"], "must be at least 1"),
+    (["--burst", "0"], "must be at least 1"),
+    (["--burst", "x"], "expected an integer"),
+])
+def test_bench_kernels_rejects_bad_counts(argv, message, capsys, monkeypatch):
+    """``--repeat`` and ``--burst`` below 1 would end in StatisticsError / ZeroDivisionError on a GPU:
+    an argparse error (exit 2) instead."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location("minifb_bench_kernels", RUNNER.parent / "bench_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and argv[0] in err

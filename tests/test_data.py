@@ -112,6 +112,14 @@ def test_load_digits_bad_arguments():
         load_digits(size=0)
 
 
+@pytest.mark.parametrize("fraction, empty", [(0.999, "0 training images"), (0.001, "0 test images")])
+def test_load_digits_refuses_an_empty_split(fraction, empty):
+    with pytest.raises(ValueError) as info:
+        load_digits(size=8, test_fraction=fraction)
+    message = str(info.value)
+    assert "test_fraction" in message and repr(fraction) in message and empty in message
+
+
 # ---------------------------------------------------------------- resize
 
 
@@ -361,6 +369,34 @@ def test_corrupt_dispatcher(raw):
         corrupt("blur", x, y, rng=rng)
     with pytest.raises(ValueError, match="labels"):
         corrupt("clutter", x, rng=rng)
+
+
+@pytest.mark.parametrize("level, words", [
+    (2.5, "got 2.5"),      # was silently 2 digits
+    (0.5, "got 0.5"),      # was "n_digits must be in 1..10, got 0", a value never given
+    (11, "got 11"),
+    ("3", "got '3'"),
+])
+def test_corrupt_clutter_checks_the_level_in_the_callers_terms(raw, level, words):
+    x, y = raw
+    with pytest.raises(ValueError) as info:
+        corrupt("clutter", x[:5], y[:5], rng=np.random.default_rng(0), level=level)
+    message = str(info.value)
+    assert "corruption 'clutter': level is the number of digits per image, an integer in 1..10" in message
+    assert words in message
+
+
+def test_corrupt_clutter_accepts_an_integral_float_level(raw):
+    x, y = raw                                      # the command line parses --level as a float
+    _, labels = corrupt("clutter", x[:5], y[:5], rng=np.random.default_rng(0), level=2.0,
+                        source_images=x, source_labels=y)
+    np.testing.assert_array_equal(labels.sum(axis=1), 2)
+
+
+def test_clutter_refuses_a_fractional_number_of_digits(raw):
+    x, y = raw
+    with pytest.raises(ValueError, match="n_digits must be an integer in 1..10, got 2.5"):
+        clutter(x[:5], y[:5], 2.5, np.random.default_rng(0), source_images=x, source_labels=y)
 
 
 def test_corruptions_deterministic_given_rng(raw):

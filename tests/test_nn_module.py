@@ -114,6 +114,28 @@ def test_load_state_dict_errors_list_every_problem():
     assert not np.any(d.layers[0].bias.numpy() == 9)
 
 
+def test_load_state_dict_is_atomic_when_a_value_cannot_be_converted():
+    d = nn.Chain(nn.Dense(2, 2), nn.Dense(2, 1))
+    before = {k: v.numpy().copy() for k, v in d.state_dict().items()}
+    bad = {"layers.0.weight": np.full((2, 2), 5.0), "layers.0.bias": np.array(["a", "b"]),
+           "layers.1.weight": np.full((1, 2), 5.0), "layers.1.bias": np.array([{}], dtype=object)}
+    with pytest.raises(ValueError) as info:
+        d.load_state_dict(bad)
+    message = str(info.value)
+    assert "Chain.load_state_dict" in message
+    assert "layers.0.bias" in message and "layers.1.bias" in message   # every bad key, by name
+    assert "layers.0.weight" not in message
+    # nothing was loaded, not even the keys before the bad one
+    for k, v in d.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+def test_load_state_dict_names_a_ragged_value():
+    d = nn.Dense(2, 2)
+    with pytest.raises(ValueError, match="bias"):
+        d.load_state_dict({"weight": np.eye(2), "bias": [[1.0], [2.0, 3.0]]})
+
+
 def test_load_state_dict_non_strict_reports_and_skips():
     d = nn.Dense(2, 3)
     result = d.load_state_dict({"weight": np.ones((3, 2)), "other": np.zeros(1)}, strict=False)
@@ -235,6 +257,19 @@ def test_skip_connection_and_parallel():
     assert [n for n, _ in par.named_parameters()][0] == "layers.0.weight"
     with pytest.raises(ValueError, match="Parallel"):
         nn.Parallel(operator.add)
+
+
+def test_parallel_indexing_slicing_len_and_iteration_as_chain():
+    a, b, c = nn.Dense(3, 2), nn.Dense(3, 2), nn.Dense(3, 2)
+    par = nn.Parallel(operator.add, a, b, c)
+    assert par[0] is a and par[-1] is c and len(par) == 3 and list(par) == [a, b, c]
+    head = par[:2]                                  # a new Parallel sharing the layers and the connection
+    assert isinstance(head, nn.Parallel) and head.layers == [a, b] and head.connection is operator.add
+    x = mf.randn(4, 3)
+    np.testing.assert_allclose(head(x).numpy(), (a(x) + b(x)).numpy(), rtol=1e-6)
+    assert repr(par[1:2]) == "Parallel(+, Dense(3, 2))"
+    with pytest.raises(ValueError, match="Parallel"):   # an empty slice is no Parallel
+        par[3:]
 
 
 def test_chain_with_a_plain_function_and_lambda_layer():

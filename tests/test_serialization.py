@@ -159,3 +159,44 @@ def test_load_refuses_a_file_that_is_not_an_npz_archive(content, tmp_path):
     with pytest.raises(ValueError, match="is not a minifb weights file") as info:
         serialization.load(Block(), path)
     assert "allow_pickle" not in str(info.value)
+
+
+def _write_npz(path, arrays, allow_pickle=False):
+    """Write ``arrays`` as an .npz archive the way ``save`` does, pickling object arrays if allowed."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w") as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=allow_pickle)
+
+
+def test_load_names_the_file_and_key_of_an_object_array_and_changes_nothing(tmp_path):
+    src = Block(seed=0)
+    arrays = values(src)
+    arrays["blocks.1.b"] = np.array([{}, {}], dtype=object)   # only readable by unpickling
+    path = tmp_path / "pickled.npz"
+    _write_npz(path, arrays, allow_pickle=True)
+    dst = Block(seed=1)
+    before = values(dst)
+    with pytest.raises(ValueError) as info:
+        serialization.load(dst, path)
+    message = str(info.value)
+    assert str(path) in message and "blocks.1.b" in message
+    assert "allow_pickle" not in message
+    for k, v in values(dst).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_names_the_file_and_key_of_a_value_that_cannot_be_converted(tmp_path):
+    arrays = values(Block(seed=0))
+    arrays["blocks.0.b"] = np.array(["a", "b"])           # the right shape, but strings
+    path = tmp_path / "strings.npz"
+    _write_npz(path, arrays)
+    dst = Block(seed=1)
+    before = values(dst)
+    with pytest.raises(ValueError) as info:
+        serialization.load(dst, path)
+    message = str(info.value)
+    assert str(path) in message and "blocks.0.b" in message
+    for k, v in values(dst).items():                        # blocks.0.w, before the bad key, unchanged
+        np.testing.assert_array_equal(v, before[k])

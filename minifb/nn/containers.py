@@ -11,13 +11,18 @@ class LayerSequence:
     """Sequence behaviour shared by the containers that hold ``self.layers``.
 
     Indexing returns a layer; slicing returns a new container of the same type
-    sharing those layers; ``len`` and iteration go over the layers.
+    sharing those layers (built by :meth:`_with_layers`); ``len`` and iteration
+    go over the layers.
     """
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return type(self)(*self.layers[index])
+            return self._with_layers(self.layers[index])
         return self.layers[index]
+
+    def _with_layers(self, layers):
+        """A new container of this type holding ``layers``; containers with more arguments override it."""
+        return type(self)(*layers)
 
     def __len__(self):
         return len(self.layers)
@@ -85,8 +90,12 @@ class SkipConnection(Module):
         return [describe(self.layer), describe(self.connection)]
 
 
-class Parallel(Module):
+class Parallel(LayerSequence, Module):
     """Apply several layers to the same input and combine: ``y = connection(l1(x), l2(x), ...)``.
+
+    As in a Chain, indexing returns a branch, slicing returns a new Parallel
+    with the same connection sharing those branches, and ``len`` and iteration
+    go over the branches.
 
     Args:
         connection: a function of as many arguments as there are layers (e.g.
@@ -98,6 +107,8 @@ class Parallel(Module):
         >>> both = nn.Parallel(operator.add, nn.Dense(4, 3), nn.Dense(4, 3))
         >>> both(mf.randn(2, 4)).shape
         (2, 3)
+        >>> len(both), both[:1]
+        (2, Parallel(+, Dense(4, 3)))
     """
 
     def __init__(self, connection, *layers):
@@ -109,6 +120,9 @@ class Parallel(Module):
     def forward(self, x):
         """Return ``connection(l1(x), l2(x), ...)``; each branch takes ``x``, the output shape is ``connection``'s."""
         return self.connection(*(layer(x) for layer in self.layers))
+
+    def _with_layers(self, layers):
+        return type(self)(self.connection, *layers)
 
     def _repr_args(self):
         return [describe(self.connection)] + [describe(layer) for layer in self.layers]

@@ -220,7 +220,8 @@ class Module:
         """Copy values from ``state_dict`` into the parameters and buffers.
 
         Values keep the parameter's device and dtype (they are converted).
-        Nothing is changed unless everything is acceptable.
+        Nothing is changed unless everything is acceptable: every value is
+        checked and converted first, and only then assigned.
 
         Args:
             state_dict: ``{dotted_name: Tensor or array}``, as from :meth:`state_dict`.
@@ -232,17 +233,22 @@ class Module:
 
         Raises:
             KeyError: (strict) listing every missing and unexpected name.
-            ValueError: listing every name whose shape does not match (always).
+            ValueError: listing every name whose shape does not match or whose
+                value cannot be converted to the parameter's dtype (always).
         """
         own = dict(self._named_tensors((Parameter, Buffer)))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched = []
+        converted, mismatched, unconvertible = {}, [], []
         for name, target in own.items():
-            if name in state_dict:
-                shape = tuple(np.shape(_raw(state_dict[name])))
-                if shape != target.shape:
-                    mismatched.append(f"{name}: expected shape {target.shape}, got {shape}")
+            if name not in state_dict:
+                continue
+            try:
+                converted[name] = _converted(_raw(state_dict[name]), target)
+            except _ShapeMismatch as error:
+                mismatched.append(f"{name}: expected shape {target.shape}, got {error.shape}")
+            except (TypeError, ValueError) as error:
+                unconvertible.append(f"{name}: cannot convert to {target.dtype} ({error})")
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
@@ -250,13 +256,13 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if mismatched:
             problems.append("shape mismatches: " + "; ".join(mismatched))
+        if unconvertible:
+            problems.append("values that cannot be converted: " + "; ".join(unconvertible))
         if problems:
             message = f"{type(self).__name__}.load_state_dict: " + "; ".join(problems)
-            raise (ValueError if mismatched else KeyError)(message)
-        for name, target in own.items():
-            if name in state_dict:
-                value = backend.to_device(_raw(state_dict[name]), target.device)
-                target.data = value.astype(target.dtype, copy=True)
+            raise (ValueError if mismatched or unconvertible else KeyError)(message)
+        for name, value in converted.items():
+            own[name].data = value
         return LoadResult(missing, unexpected)
 
     # ---- modes, devices, gradients ----------------------------------------
@@ -366,6 +372,28 @@ def format_call(name: str, args: list, width: int = 80) -> str:
 def _raw(value):
     """The backend array behind a Tensor, or the value itself."""
     return value.data if isinstance(value, Tensor) else value
+
+
+class _ShapeMismatch(Exception):
+    """Raised by :func:`_converted` for a value of the wrong shape (``.shape`` holds the value's)."""
+
+    def __init__(self, shape):
+        super().__init__(shape)
+        self.shape = shape
+
+
+def _converted(value, target: Tensor):
+    """``value`` as a fresh backend array of ``target``'s shape, dtype and device, or an exception.
+
+    Raises :class:`_ShapeMismatch` for a wrong shape, and NumPy's ``ValueError``
+    or ``TypeError`` for a value that is no array of numbers (a ragged list,
+    strings, ``None``).  ``target`` is not touched.
+    """
+    array = value if _is_backend_array(value) else np.asarray(value)
+    if tuple(array.shape) != target.shape:
+        raise _ShapeMismatch(tuple(array.shape))
+    array = array.astype(target.dtype, copy=True)
+    return backend.to_device(array, target.device)
 
 
 def _repr_modules(value):
