@@ -239,6 +239,7 @@ def _check_device(device):
 
 
 def cmd_train(args) -> int:
+    """``minifb train``: train a model, print its test accuracy per timestep and write its files; exit status."""
     _check_device(args.device)
     out = args.out or os.path.join("runs", args.model)
     kwargs = _train_kwargs(args)
@@ -279,6 +280,7 @@ def _run_config(path) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    """``minifb evaluate``: load saved weights and print the test accuracy per timestep; exit status."""
     from .serialization import load
 
     _check_device(args.device)
@@ -426,6 +428,8 @@ def _plot_compare(rows, path) -> bool:
 
 
 def cmd_compare(args) -> int:
+    """``minifb compare``: train each model with the same budget, test it clean and corrupted, print and write
+    the comparison; exit status."""
     _check_device(args.device)
     kwargs = _train_kwargs(args)
     start = time.perf_counter()
@@ -579,6 +583,8 @@ def render_dot(net, title: str = "network") -> str:
 
 
 def cmd_show(args) -> int:
+    """``minifb show``: print a model's layers and feedback paths (and write a Graphviz file with ``--dot``);
+    exit status."""
     size = args.size or mftrain.default_size(args.model)
     net = mftrain.build_model(args.model, size, features=args.features)
     n = mftrain.count_parameters(net)

@@ -2,9 +2,15 @@
 
 Every op in minifb is written once against an *array module* ``xp`` (either
 ``numpy`` or ``cupy``), found from its inputs with :func:`array_module`.  This
-module is the only place that knows CuPy exists; it imports it lazily so that
+module is the only place that imports ``cupy``; it imports it lazily so that
 minifb works with CuPy absent, and also with CuPy installed on a machine that
-has no GPU.
+has no GPU.  Elsewhere CuPy shows up in a few places only:
+:mod:`minifb.kernels`, :mod:`minifb.nn.module` and :mod:`minifb.ops.conv`
+recognise a CuPy array by its type's module name
+(``type(x).__module__.startswith("cupy")``) without importing anything;
+:mod:`minifb.kernels` compiles its CUDA kernels with the ``cupy`` module that
+:func:`cupy_or_none` hands it, and its GPU compile check imports NVRTC from
+CuPy's ``cupy_backends`` package.
 
 The random generator is an explicit object per device, seeded with
 :func:`manual_seed`.

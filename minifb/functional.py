@@ -356,11 +356,12 @@ def transpose(x, *axes) -> Tensor:
 def flatten(x, start_axis=1, end_axis=-1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` into one: (N, C, H, W) -> (N, C·H·W).
 
-    Never adds an axis: both axes must exist (a 1-D input with the default
-    ``start_axis=1`` is an error, as in PyTorch).  The one exception, as in
-    ``torch.flatten`` and ``ndarray.flatten``, is a 0-d tensor, which becomes
-    shape (1,).  :meth:`Tensor.flatten` defaults to ``start_axis=0``
-    (everything into one axis).
+    Never adds an axis: both axes must exist (a 1-D or 0-d input with the
+    default ``start_axis=1`` is an error, as in PyTorch).  The one exception,
+    as in ``torch.flatten`` and ``ndarray.flatten``, is a 0-d tensor with
+    ``start_axis`` and ``end_axis`` each 0 or -1, which becomes shape (1,).
+    :meth:`Tensor.flatten` defaults to ``start_axis=0`` (everything into one
+    axis), so ``t.flatten()`` of a 0-d ``t`` has shape (1,).
 
     Args:
         x: the tensor.
@@ -537,6 +538,11 @@ def bias_act(x, bias, act="identity", axis=1) -> Tensor:
         x: (..., C, ...) input, channel on ``axis``.
         bias: (C,).
         act: ``"identity"``, ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
+        axis: the channel axis of ``x`` that ``bias`` runs along (default 1,
+            NCHW's channels; negative counts from the end).
+
+    Returns:
+        ``x``'s shape.
     """
     _check_tensor("bias_act", "x", x)
     _check_tensor("bias_act", "bias", bias)
@@ -564,6 +570,13 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
         x: the forward stream, shape S.
         fb: the feedback pre-activation, shape S.
         bias: (C,) along channel axis ``axis``.
+        act: the activation applied to ``fb + bias``: ``"identity"``,
+            ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
+        axis: the channel axis of S that ``bias`` runs along (default 1,
+            NCHW's channels; negative counts from the end).
+
+    Returns:
+        shape S.
     """
     _check_tensor("merge_act", "x", x)
     _check_tensor("merge_act", "fb", fb)

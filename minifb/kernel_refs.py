@@ -1,9 +1,18 @@
 """Array-module reference implementations of minifb's fused CUDA kernels.
 
-Each function here computes, with plain vectorised NumPy/CuPy code (``xp`` is the inputs' array module),
-exactly what the kernel of the same name in :mod:`minifb.kernels` computes in one launch. They are the
-"array-module path": the definition every kernel is tested against, on the CPU emulation and on a GPU.
-Shapes and conventions are documented on the kernel-side functions in :mod:`minifb.kernels`.
+Each ``*_ref`` function here computes, with plain vectorised NumPy/CuPy code (``xp`` is the inputs' array
+module), the same values that the function of the same name without ``_ref`` in :mod:`minifb.kernels`
+computes in one kernel launch (up to floating-point rounding). They are the "array-module path": the
+definition every kernel is tested against, on the CPU emulation and on a GPU. Shapes and conventions are
+documented on the kernel-side functions in :mod:`minifb.kernels`, with these differences in how the values
+are passed:
+
+* the LSTM references take and return ``h`` and ``c`` separately where the kernels use one ``[h | c]``
+  buffer: :func:`lstm_cell_forward_ref` returns ``(h_new, c_new, gates)`` where the kernel returns
+  ``(hc, gates)``, and :func:`lstm_cell_backward_ref` takes ``(dh, dc, gates, c, c_new)`` (``dh`` or ``dc``
+  may be None for zero) where the kernel takes ``(dhc, gates, c, hc)``;
+* :func:`im2col_ref` and :func:`col2im_ref` have no ``out_hw`` argument: symmetric padding only;
+* the references take any floating dtype, where the kernels take float32 only.
 """
 
 from __future__ import annotations

@@ -352,6 +352,8 @@ class EmuModule:
                 os.unlink(tmp_so)
 
     def get_function(self, name: str) -> EmuKernel:
+        """The kernel ``name`` of this file as a launchable :class:`EmuKernel`, made once (as CuPy's
+        ``RawModule.get_function``); AttributeError when the file has no such kernel."""
         if name not in self._functions:
             if name not in self.kernels:
                 raise AttributeError(f"{self.path.name} has no kernel {name!r} (has {sorted(self.kernels)})")
@@ -391,6 +393,8 @@ def launch(file, name: str, grid, block, args, defines: tuple[str, ...] = ()):
         name: the ``extern "C"`` kernel name.
         grid, block: tuples of up to 3 ints.
         args: the arguments, arrays and np.int32 / np.int64 / np.float32 scalars, as the signature says.
+        defines: preprocessor macros for the compilation, each ``"NAME"`` or ``"NAME=VALUE"`` (passed as
+            ``-DNAME[=VALUE]``); each distinct tuple compiles and caches a module of its own.
     """
     _function(str(file), name, _device_of(args), tuple(defines))(tuple(grid), tuple(block), tuple(args))
 
@@ -758,12 +762,27 @@ def _inplace_f32(a, what):
 def sgd_update(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=False):
     """In place SGD step over a flat (or any contiguous) float32 buffer, PyTorch's rule (see optim.cu).
 
+    With ``d = g + weight_decay * p``: when momentum is not 0, ``buf = momentum * buf + (1 - dampening) * d``
+    (``buf = d`` on the first step) and ``d = d + momentum * buf`` (Nesterov) or ``d = buf``; then
+    ``p -= lr * d``.  ``1 - dampening`` is taken here in float64 and passed to the kernel (taken there
+    from a float32 ``dampening`` it would lose a dampening close to 1 entirely).
+    Reference: ``kernel_refs.sgd_update_ref``.
+
     Args:
-        p: parameters, updated in place. g: gradient, same size. buf: momentum buffer, same size, updated
-        in place (ignored when momentum is 0; any float32 array then). first_step: buf = d instead of the
-        running average. ``1 - dampening`` is taken here in float64 and passed to the kernel (taken there
-        from a float32 ``dampening`` it would lose a dampening close to 1 entirely).
-        Reference: ``kernel_refs.sgd_update_ref``.
+        p: parameters, C-contiguous float32, updated in place.
+        g: gradient, float32, same size.
+        buf: momentum buffer, C-contiguous float32, same size, updated in place (ignored when momentum
+            is 0; any float32 array then).
+        lr: the learning rate.
+        momentum: the momentum factor (0: plain SGD, ``buf`` untouched).
+        dampening: damping of the new gradient in the momentum average (its weight is ``1 - dampening``).
+        weight_decay: L2 penalty, added to the gradient as ``weight_decay * p``.
+        nesterov: use Nesterov momentum, ``d + momentum * buf``, instead of ``buf``.
+        first_step: ``buf = d`` instead of the running average.
+
+    Raises:
+        TypeError: ``p`` or ``buf`` is not C-contiguous float32, or ``g`` is not float32.
+        ValueError: the sizes differ.
     """
     _inplace_f32(p, "p")
     _inplace_f32(buf, "buf")

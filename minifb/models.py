@@ -190,7 +190,8 @@ def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feedbac
     ``Flatten``, ``Dense(120·h·w, 84, relu)``, ``Dense(84, classes)``, where
     ``h x w`` is the 120-map layer's size (1x1 for 28x28 input).  Inputs
     smaller than 28x28 get a larger zero padding in the first convolution,
-    ``2 + ceil((28 - H) / 2)``, so that the layers have their 28x28 sizes
+    ``2 + ceil((28 - H) / 2)``, so that the first layer is at least 28x28
+    (29 along an odd side) and the later layers have their 28x28 sizes
     (LeNet-5 was designed for padded 32x32 images).  Built as a
     FeedbackChain without feedback so it is called like the feedback models;
     its state is ``{}``.

@@ -12,7 +12,7 @@ Typical loop::
     opt = optim.Adam(net.parameters(), lr=1e-3)
     for x, y in batches:
         opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(net(x), y)
         loss.backward()
         optim.clip_grad_norm(net.parameters(), 1.0)   # optional
         opt.step()

@@ -19,8 +19,12 @@ output, and adds the results into ``.grad`` of the leaf tensors (a sum of
 several gradients is accumulated in place once it has its own buffer).  Each
 op's saved arrays are released as soon as its backward has run.
 
-This module knows no particular op: the arithmetic operators and methods of
-``Tensor`` are attached in :mod:`minifb.methods`.
+This module knows almost no particular op: the arithmetic operators and
+methods of ``Tensor`` are attached in :mod:`minifb.methods`.  The two
+exceptions are :meth:`Tensor.to`, which imports and applies
+:class:`minifb.ops.movement.ToDevice`, and :class:`ProductSum`, the deferred
+weight gradient that :class:`minifb.ops.matmul.Linear` returns and
+:meth:`Tensor.backward` evaluates.
 """
 
 from __future__ import annotations
@@ -143,8 +147,10 @@ class Function:
     ``self.needs`` (set before ``forward`` runs) says which inputs need a
     gradient, so ``forward`` saves only what ``backward`` will use and
     ``backward`` returns ``None`` for the others.  Gradients may have the
-    broadcast shape of the output: :meth:`apply` reduces them with
-    :func:`unbroadcast`, in this one place.
+    broadcast shape of the output and the output's dtype: :meth:`apply`
+    records each input's shape and dtype (``metas``), and
+    :meth:`Tensor.backward` reduces each gradient to that shape with
+    :func:`unbroadcast` and casts it to that dtype, in this one place.
     """
 
     needs: tuple = ()
@@ -417,8 +423,13 @@ class Tensor:
         bypasses the counter, as it does in PyTorch.
 
         Raises:
-            RuntimeError: an op's leaf input was updated in place after the op
-                ran; or the graph was already freed by an earlier backward.
+            RuntimeError: this tensor does not require grad (no input had
+                ``requires_grad=True``, or it was computed under ``no_grad``);
+                an op's leaf input was updated in place after the op ran; or
+                the graph was already freed by an earlier backward.
+            ValueError: ``grad`` is omitted and this tensor does not have
+                exactly one element; or ``grad``'s shape differs from this
+                tensor's.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "

@@ -24,8 +24,8 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
     """Check the gradients of ``fn`` at ``inputs`` against central differences.
 
     The output of ``fn`` is reduced to a scalar with fixed random weights, so
-    every output element matters.  Inputs that are float tensors with
-    ``requires_grad=True`` are checked; they should be float64.
+    every output element matters.  Inputs that are tensors with
+    ``requires_grad=True`` are checked; they must be float64.
 
     Args:
         fn: maps the input tensors to one output tensor.
@@ -37,6 +37,12 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
 
     Returns:
         True; raises AssertionError naming the input and both values otherwise.
+
+    Raises:
+        TypeError: an input with ``requires_grad=True`` is not float64 (finite
+            differences in a narrower dtype are too inaccurate to compare).
+        AssertionError: a directional derivative from autodiff differs from the
+            central difference by more than ``atol + rtol * |central|``.
 
     Example:
         >>> x = mf.tensor(np.random.randn(3, 4), dtype="float64", requires_grad=True)

@@ -18,7 +18,7 @@ Evaluation (:func:`evaluate`) reports the accuracy at *every* timestep.
 
 The building blocks are usable on their own::
 
-    import minifb as mf
+    import numpy as np
     from minifb import data, models, optim, train
 
     ds = data.load("digits", size=16)
@@ -88,7 +88,7 @@ The default run trains Spoerer et al.'s recurrent network with lateral and
 top-down feedback (``spoerer-BLT``) on the shipped digits upsampled to 16x16
 (not 28x28: at 28x28 the same network needs about 4x the time per epoch and
 more epochs) for 4 epochs. Measured on two otherwise idle CPU cores: about
-25 s, 96.7-97.3% clean test accuracy at the last timestep over seeds 0-2.
+18-25 s, 96.0-97.3% clean test accuracy at the last timestep over seeds 0-2.
 ``size=None`` picks :func:`default_size`: 16 for the Spoerer models, 28 for
 the LeNet models (designed for 28x28; they zero-pad smaller inputs up to it,
 so a smaller size saves them no time)."""

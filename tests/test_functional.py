@@ -741,6 +741,20 @@ def test_promoted_float_operands_get_gradients_of_their_own_dtype():
     gradcheck(lambda a, b: a * b, t64(np.ones(3)), t64(np.array(2.0)))
 
 
+def test_dropout_of_a_float16_tensor_stays_float16():
+    # NumPy's Generator draws no float16 ("Unsupported dtype float16 for random"): the mask is drawn in float32
+    mf.manual_seed(0)
+    x = mf.ones(10000, dtype="float16", requires_grad=True)
+    y = F.dropout(x, p=0.25)
+    assert y.dtype == np.float16
+    values = y.numpy()
+    np.testing.assert_array_equal(np.unique(values), np.array([0, 1 / 0.75], dtype=np.float16))
+    assert abs((values == 0).mean() - 0.25) < 0.02
+    y.sum().backward()
+    assert x.grad.dtype == np.float16
+    np.testing.assert_array_equal(x.grad, values)
+
+
 def test_dropout_of_an_integer_tensor_gives_float32():
     mf.manual_seed(0)
     y = F.dropout(mf.tensor([1, 2, 3, 4]), 0.5)

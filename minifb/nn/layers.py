@@ -2,9 +2,12 @@
 
 Weights are initialised as PyTorch's layers are: Kaiming-uniform with
 ``a = sqrt(5)``, which is ``uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and
-the bias uniform in the same interval.  All randomness comes from
-``minifb.backend.rng("cpu")``, so ``mf.manual_seed(s)`` makes models
-reproducible; move a model to the GPU with ``model.to("cuda")``.
+the bias uniform in the same interval.  The initial weights are drawn from
+``minifb.backend.rng("cpu")`` (on the CPU, whatever device the model later
+moves to), and :class:`Dropout`'s masks from the generator of its input's
+device, ``minifb.backend.rng(device)``; ``mf.manual_seed(s)`` seeds both, so
+it makes models reproducible.  Move a model to the GPU with
+``model.to("cuda")``.
 
 Layers take an activation as any callable (``mf.relu``, ``mf.tanh``,
 ``lambda x: ...``).  When it is ``None``, ``mf.relu``, ``mf.sigmoid`` or
@@ -224,7 +227,8 @@ class Conv(_ConvBase):
         bias: whether to learn a bias.
 
     Shapes:
-        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)``
+        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)``,
+        or ``(C_out, OH, OW)`` for an unbatched input,
         with ``OH = floor((H + 2p - d(k - 1) - 1) / s) + 1``; ``weight`` is
         ``(C_out, C_in / groups, kh, kw)``, ``bias`` ``(C_out,)``.
 
@@ -267,7 +271,8 @@ class ConvTranspose(_ConvBase):
         bias: whether to learn a bias.
 
     Shapes:
-        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)`` with
+        input ``(N, C_in, H, W)`` or ``(C_in, H, W)``; output ``(N, C_out, OH, OW)``,
+        or ``(C_out, OH, OW)`` for an unbatched input, with
         ``OH = (H - 1) s - 2p + d(k - 1) + output_padding + 1``; ``weight`` is
         ``(C_in, C_out / groups, kh, kw)`` (PyTorch's layout), ``bias`` ``(C_out,)``.
 

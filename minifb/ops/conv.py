@@ -9,10 +9,11 @@ Three primitives do all the convolution work, and both ops are built from them:
 
 * :func:`_conv_forward` -- im2col + one matrix product (per group, batched):
   ``y = cols(x) @ W``, one row per output pixel.
-* :func:`_conv_grad_input` -- the adjoint of that in ``x``.  When the stride is 1,
-  or divides the kernel size, it is itself a convolution of the padded output
-  gradient with the flipped kernel, whose output channels are then moved back
-  into pixels (:func:`_sub_pixel`, :func:`_depth_to_space`).  Otherwise
+* :func:`_conv_grad_input` -- the adjoint of that in ``x``.  When, along each
+  axis, the stride is 1 (any dilation) or divides the kernel size with no
+  dilation, it is itself a convolution of the padded output gradient with the
+  flipped kernel, whose output channels are then moved back into pixels
+  (:func:`_sub_pixel`, :func:`_depth_to_space`).  Otherwise
   ``cols = g @ W`` per kernel tap, then col2im, which adds each of the
   ``kh * kw`` taps back into the image, one strided stride phase at a time.
 * :func:`_conv_grad_weight` -- the adjoint in ``W``: ``gW = g^T @ cols(x)``,
@@ -358,10 +359,11 @@ def _phase_span(p, s, pad, n):
 def _col2im(cols, n, c, in_hw, geom, out_hw, scratch, out):
     """Adjoint of :func:`_im2col`: add the columns back into ``out``, a contiguous ``(N, H, W, C)``
     (channels-last) array, which it overwrites and returns.  Used for the input gradients
-    :func:`_sub_pixel` does not cover (a stride that does not divide the kernel, e.g. 3x3 stride 2).
+    :func:`_sub_pixel` does not cover (a stride that does not divide the kernel, e.g. 3x3 stride 2,
+    or a stride above 1 with a dilation above 1 on the same axis).
     ``cols`` is tap-major, ``(kh * kw, N * OH * OW, G, C/G)``: each tap's contribution is one
-    contiguous block, so the additions below stream (measured 6-19% faster than slicing taps out of
-    im2col's order; benchmarks/NOTES.md, P12).
+    contiguous block, so the additions below stream (the whole primitive measured 8-11% less time
+    than with taps sliced out of im2col's order, e.g. 3.07 -> 2.73 ms; benchmarks/NOTES.md, P12).
 
     Phase decomposition: a tap at offset ``(i*dh, j*dw)`` only reaches the padded rows/columns
     congruent to it mod ``(sh, sw)``.  So each phase ``(py, px)`` sums its own taps, clipped to the
@@ -483,8 +485,9 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
 def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
 
-    When the stride is 1 or divides the kernel, one stride-1 convolution of ``gy`` (:func:`_sub_pixel`);
-    otherwise ``cols = gy_rows @ W`` per kernel tap, then col2im.  With ``weight_grad_of`` (the
+    When :func:`_sub_pixel_applies` (along each axis stride 1, or a stride that divides the kernel with
+    dilation 1), one stride-1 convolution of ``gy`` (:func:`_sub_pixel`); otherwise
+    ``cols = gy_rows @ W`` per kernel tap, then col2im.  With ``weight_grad_of`` (the
     convolution's input ``x``), returns ``(gx, gw)`` with ``gw = _conv_grad_weight(x, gy, ...)``
     (``w``'s shape), in the col2im case from the same pass over the batch (a convolution's backward
     needs both).
@@ -683,7 +686,9 @@ class Conv2d(Function):
 
     def backward(self, grad):
         gx = gw = None
-        if self.needs[0] and self.needs[1]:   # both: one pass over the batch shares grad's layout copy
+        # both: on the col2im path (and the fused kernels' path) one pass over the batch shares grad's
+        # layout copy; on the sub-pixel path the two gradients are computed one after the other
+        if self.needs[0] and self.needs[1]:
             gx, gw = _conv_grad_input(grad, self.w, self.geom, self.in_hw, weight_grad_of=self.x)
         elif self.needs[0]:
             gx = _conv_grad_input(grad, self.w, self.geom, self.in_hw)
@@ -865,6 +870,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
         oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (``g`` the group of ``k``, zero outside ``x``).
 
     Raises:
+        TypeError: ``x``, ``w`` or ``b`` is neither a Tensor nor a NumPy/CuPy
+            array (arrays are wrapped), or ``x`` or ``w`` is not floating point
+            (an integer or boolean input or weight).
         ValueError: on wrong ranks, channel counts, groups, bias shape, a kernel
             larger than the padded input, or malformed stride/padding/dilation.
 
@@ -902,6 +910,9 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
         For matching arguments, ``<conv2d(x, w), g> == <x, conv_transpose2d(g, w)>``.
 
     Raises:
+        TypeError: ``x``, ``w`` or ``b`` is neither a Tensor nor a NumPy/CuPy
+            array (arrays are wrapped), or ``x`` or ``w`` is not floating point
+            (an integer or boolean input or weight).
         ValueError: on wrong ranks, channel counts, groups, bias shape, a
             non-positive output size or an output_padding that is too large.
 

@@ -1,5 +1,7 @@
 """Inverted dropout: zero each element with probability ``p`` and scale the rest by ``1/(1-p)``."""
 
+import numpy as np
+
 from .. import backend
 from ..tensor import Function
 
@@ -7,14 +9,18 @@ from ..tensor import Function
 class Dropout(Function):
     """Multiply by a random keep-mask scaled by ``1/(1-p)``; backward uses the same mask.
 
-    ``x`` must be floating-point (:func:`minifb.functional.dropout` converts other dtypes).
+    ``x`` must be floating-point (:func:`minifb.functional.dropout` converts other dtypes).  The
+    uniform numbers the mask compares with ``p`` are drawn in ``x``'s dtype, except for float16
+    (the generators draw only float32 and float64), where they are drawn in float32; the mask and
+    the output keep ``x``'s dtype.
     """
 
     def forward(self, x, *, p):
         if x.dtype.kind != "f":
             raise TypeError(f"dropout: needs a floating-point input, got dtype {x.dtype}")
         gen = backend.rng(backend.device_of(x))
-        keep = gen.random(x.shape, dtype=x.dtype) >= p
+        draw_dtype = np.float32 if x.dtype == np.float16 else x.dtype
+        keep = gen.random(x.shape, dtype=draw_dtype) >= p
         self.mask = keep * x.dtype.type(1.0 / (1.0 - p))
         return x * self.mask
 

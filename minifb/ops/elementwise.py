@@ -1,7 +1,8 @@
 """Elementwise arithmetic and math: the gradient rules every student derives first.
 
-All binary ops broadcast like NumPy; :meth:`Function.apply` undoes the
-broadcasting in backward.
+All binary ops broadcast like NumPy; :meth:`Tensor.backward` undoes the
+broadcasting of each gradient (with the input shapes that :meth:`Function.apply`
+recorded), so the ``backward`` methods here may return broadcast-shaped gradients.
 """
 
 import numpy as np

@@ -70,10 +70,14 @@ class Linear(Function):
     ``x`` (..., in), ``w`` (out, in), optional ``b`` (out,).  Gradients:
     ``dx = dy @ w``, ``dw = dyᵀ @ x`` (leading axes folded into one large
     product), ``db = Σ dy`` over the leading axes.  Written as one op rather
-    than transpose + matmul + bias add, it records one node instead of three,
-    adds the bias in place into the fresh product, and yields ``dw`` directly
-    in ``w``'s (out, in) layout, so per-timestep weight gradients accumulate
-    as contiguous arrays.
+    than transpose + matmul + bias add, it records one node instead of three
+    and adds the bias in place into the fresh product.  For a batched ``x``,
+    ``backward`` returns ``dw`` not as an array but as a
+    :class:`~minifb.tensor.ProductSum`, the deferred product ``dyᵀ @ x``:
+    :meth:`Tensor.backward` merges a weight's per-timestep gradients into one
+    such sum and evaluates it as a single stacked product, of shape (out, in),
+    when the weight's gradient is used (for a 1-D ``x``, ``dw`` is the outer
+    product, computed at once).
     """
 
     def forward(self, x, w, b=None):

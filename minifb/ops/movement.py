@@ -109,7 +109,7 @@ class Pad(Function):
 
 
 class BroadcastTo(Function):
-    """Broadcast to a larger shape; backward sums (done by ``unbroadcast`` in ``apply``)."""
+    """Broadcast to a larger shape; the gradient is summed back by ``unbroadcast`` in ``Tensor.backward``."""
 
     def forward(self, x, *, shape):
         return array_module(x).broadcast_to(x, shape)
@@ -130,7 +130,7 @@ class ToDevice(Function):
 
 
 class Cast(Function):
-    """Convert to another dtype (type promotion); the gradient is converted back by ``apply``."""
+    """Convert to another dtype (type promotion); the gradient is converted back by ``Tensor.backward``."""
 
     def forward(self, x, *, dtype):
         return x.astype(dtype)

@@ -9,7 +9,8 @@ with :mod:`minifb.kernel_refs` and is the reference the kernels are tested again
 
 Both ops take gate matrices with any leading shape ``(..., G·H)`` (``(B, G·H)`` for a batch, ``(G·H,)``
 for one sample); the leading shapes of the inputs broadcast against each other, and each gradient is
-reduced back to its input's shape by :meth:`~minifb.tensor.Function.apply`.
+reduced back to its input's shape by :meth:`~minifb.tensor.Tensor.backward` (from the shape that
+:meth:`~minifb.tensor.Function.apply` recorded).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class LSTMPointwise(Function):
                                                             self.out[:, H:])
         dgates = dgates.reshape(self.lead + (4 * H,))
         return (dgates if self.needs[0] else None,
-                dgates if self.needs[1] else None,    # the same array: apply never writes into it
+                dgates if self.needs[1] else None,    # the same array: Tensor.backward never writes into it
                 dc_prev.reshape(self.lead + (H,)) if self.needs[2] else None)
 
 
