@@ -91,14 +91,17 @@ def _choice(options, what):
 
 
 def _model_name(text):
-    """A name from ``models.MODEL_NAMES``; a Spoerer kind alone (``BLT``) is short for ``spoerer-BLT``."""
+    """A name from ``models.MODEL_NAMES`` in any letter case; a Spoerer kind alone (``BLT``) is short for
+    ``spoerer-BLT``."""
     from . import models
 
-    if text in models.SPOERER_KINDS:
-        return f"spoerer-{text}"
-    if text not in models.MODEL_NAMES:
+    # any letter case, as --corrupt, --optimizer and --device take it (and models.spoerer("blt"))
+    known = {name.lower(): name for name in models.MODEL_NAMES}
+    known.update({kind.lower(): f"spoerer-{kind}" for kind in models.SPOERER_KINDS})
+    key = text.strip().lower()
+    if key not in known:
         raise argparse.ArgumentTypeError(f"unknown model {text!r}: expected one of {', '.join(models.MODEL_NAMES)}")
-    return text
+    return known[key]
 
 
 def _model_list(text):
@@ -311,7 +314,7 @@ def cmd_evaluate(args) -> int:
     net.to(args.device)
     x, y = mftrain.corrupted(ds, ds.x_test, ds.y_test, args.corrupt, np.random.default_rng(seed + 1), args.level)
     accs = mftrain.evaluate(net, x, y, steps)
-    what = args.corrupt if args.level is None else f"{args.corrupt} (level {args.level})"
+    what = args.corrupt if args.level is None or args.corrupt == "none" else f"{args.corrupt} (level {args.level})"
     print(f"{model} on {len(x)} {spec} test images ({size}x{size}, corruption {what}), "
           f"accuracy per timestep:")
     for t, a in enumerate(accs, 1):
@@ -341,17 +344,23 @@ def compare(models=COMPARE_MODELS, corrupt="debris", out=None, log=print, **trai
         corrupt: the training corruption (default ``debris``, as Spoerer et al.; ``none``: clean digits).
         out: a directory for ``compare.md``, ``compare.png`` and ``compare.json`` (or ``None``).
         log: progress lines go here.
-        **train_kwargs: passed to :func:`minifb.train.train_model` (``epochs``, ``size``, ...).
+        **train_kwargs: passed to :func:`minifb.train.train_model` (``epochs``, ``size``, ...);
+            ``features`` reaches the spoerer-* models only.
 
     Returns:
         One dict per model: ``model``, ``feedback``, ``parameters``, ``clean``, ``noise``,
         ``debris`` (accuracy per timestep, lists), ``seconds``.
     """
+    if out is not None:
+        os.makedirs(out, exist_ok=True)   # before any training: a bad --out fails at once, not after it
     rows = []
     tests = None
     for name in models:
+        kwargs = dict(train_kwargs)
+        if not name.startswith("spoerer-"):
+            kwargs.pop("features", None)   # feature maps are a spoerer-* setting; LeNet's widths are fixed
         net, ds, history = mftrain.train_model(model_name=name, corrupt=corrupt, out=None,
-                                               log=None, plot=False, **train_kwargs)
+                                               log=None, plot=False, **kwargs)
         if tests is None:
             seed = train_kwargs.get("seed", 0)
             tests = {c: mftrain.corrupted(ds, ds.x_test, ds.y_test, c, np.random.default_rng(seed + 100 + i))
@@ -366,7 +375,6 @@ def compare(models=COMPARE_MODELS, corrupt="debris", out=None, log=print, **trai
             log(f"{name:<12} clean {row['clean'][-1]:.3f}  noise {row['noise'][-1]:.3f}  "
                 f"debris {row['debris'][-1]:.3f}  ({row['seconds']:.0f}s)")
     if out is not None:
-        os.makedirs(out, exist_ok=True)
         table = compare_table(rows, corrupt, train_kwargs)
         with open(os.path.join(out, "compare.md"), "w") as fh:
             fh.write(table)

@@ -3,7 +3,8 @@
 A network with feedback gives an answer that changes with time, so every image
 is shown for ``T`` timesteps (default 4) and the network is scored at each:
 
-1. the state is reset for every batch: ``rnet = nn.Recur(net, net.initial_state(xb))``;
+1. the state is reset for every batch: ``rnet = nn.Recur(net, net.initial_state(xb))``, and
+   every ``Recur`` inside ``net`` is reset too;
 2. the same image goes in ``T`` times, ``logits_t = rnet(xb)`` for ``t = 1..T``;
 3. the loss is the sum over timesteps, ``L = sum_t loss(logits_t, y)``
    (cross-entropy for single labels, binary cross-entropy on logits for the
@@ -132,28 +133,36 @@ def _is_multilabel(y) -> bool:
     return np.ndim(y) == 2
 
 
-class _Feedforward:
-    """Recur's interface over a plain ``y = net(x)`` model (no state to carry or reset)."""
+class _Batch:
+    """One batch's run of the protocol: ``logits = run(x)`` once per timestep, from a zero state.
 
-    state: dict = {}
+    The feedback state of ``net`` (when it has :meth:`initial_state`) is carried by a
+    :class:`~minifb.nn.Recur` made for this batch, and every ``Recur`` nested inside ``net`` (an
+    ``nn.LSTM`` in a chain, say) is reset, so each batch starts from zero state as Flux's ``reset!``
+    does, and is detached with it under truncated BPTT.
 
-    def __init__(self, net):
+    Attributes:
+        stateful: whether anything carries state between timesteps; a model without it gives the same
+            logits at every step, so the protocol runs it once.
+    """
+
+    def __init__(self, net, x: Tensor):
+        from .nn import Module, Recur
+
         self.net = net
+        self.inner = [m for m in net.modules() if isinstance(m, Recur)] if isinstance(net, Module) else []
+        for recur in self.inner:
+            recur.reset()
+        self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
+        self.stateful = bool(self.inner) or bool(self.outer is not None and self.outer.state)
 
     def __call__(self, x):
-        return self.net(x)
+        return self.outer(x) if self.outer is not None else self.net(x)
 
     def detach(self):
-        pass
-
-
-def _make_recur(net, x: Tensor):
-    """``nn.Recur(net, net.initial_state(x))``: the per-batch state reset of the protocol."""
-    if not hasattr(net, "initial_state"):
-        return _Feedforward(net)
-    from .nn import Recur
-
-    return Recur(net, net.initial_state(x))
+        """Cut the tape at the current state, keeping its values (truncated BPTT)."""
+        for recur in self.inner + ([self.outer] if self.outer is not None else []):
+            recur.detach()
 
 
 def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | None, backward: bool):
@@ -164,12 +173,12 @@ def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | Non
     so each window's graph is freed as soon as it is back-propagated). The
     returned loss Tensor is that of the last window.
 
-    A model without feedback state computes the same logits at every step, so
-    it is run once and its loss counted ``steps`` times (the same value and
-    gradient as unrolling it).
+    A model with no state at all (no feedback state, no nested ``Recur``)
+    computes the same logits at every step, so it is run once and its loss
+    counted ``steps`` times (the same value and gradient as unrolling it).
     """
-    rnet = _make_recur(net, x)
-    if not rnet.state:
+    rnet = _Batch(net, x)
+    if not rnet.stateful:
         logits = rnet(x)
         loss = _step_loss(logits, y, multilabel) * float(steps)
         if backward:
@@ -321,8 +330,8 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
         with no_grad():
             for xb, yb in mfdata.batches(x, y, batch, shuffle=False):
                 xt = _as_input(xb, device)
-                rnet = _make_recur(net, xt)
-                stateless = not rnet.state
+                rnet = _Batch(net, xt)
+                stateless = not rnet.stateful
                 logits = None
                 for t in range(steps):
                     if logits is None or not stateless:  # a feedforward model gives the same answer each step
@@ -641,6 +650,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     history = {} if history is None else history
     history.update({"config": config, "parameters": count_parameters(net),
                     "train_images": int(len(ds.x_train)), "test_images": int(len(ds.x_test)), "epochs": []})
+    make_optimizer(optimizer, net.parameters(), lr, weight_decay)  # its checks, before anything is removed
     if out is not None:
         os.makedirs(out, exist_ok=True)
         _remove_run_files(out)

@@ -213,8 +213,40 @@ def test_short_spoerer_names_are_accepted(capsys):
     assert parser.parse_args(["compare", "--models", "B,spoerer-BT"]).models == ["spoerer-B", "spoerer-BT"]
     code, out, _ = run(capsys, "show", "BT")
     assert code == 0 and out.startswith("spoerer-BT for 1x16x16 images")
-    code, _, err = run(capsys, "show", "blt")
-    assert code == 2 and "unknown model 'blt'" in err
+    code, _, err = run(capsys, "show", "blt-x")
+    assert code == 2 and "unknown model 'blt-x'" in err
+
+
+def test_model_names_take_any_letter_case_as_the_other_choices_do():
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--model", "blt"]).model == "spoerer-BLT"
+    assert parser.parse_args(["train", "--model", "Spoerer-bl"]).model == "spoerer-BL"
+    assert parser.parse_args(["train", "--model", "LeNet5_FB"]).model == "lenet5_fb"
+    assert parser.parse_args(["compare", "--models", "b, bt"]).models == ["spoerer-B", "spoerer-BT"]
+
+
+def test_compare_gives_features_to_the_spoerer_models_only(tmp_path, capsys):
+    code, out, err = run(capsys, "compare", "--models", "B,lenet5", "--features", "2", "--size", "8",
+                         "--limit", "20", "--epochs", "1", "--steps", "2", "--no-progress")
+    assert code == 0, err
+    assert "| spoerer-B |" in out and "| lenet5 |" in out
+
+
+def test_compare_refuses_an_output_path_that_is_a_file_before_training(tmp_path, capsys, monkeypatch):
+    trained = []
+    monkeypatch.setattr(mftrain, "train_model", lambda **kw: trained.append(kw) or (_ for _ in ()).throw(
+        AssertionError("trained")))
+    target = tmp_path / "taken"
+    target.write_text("")
+    code, _, err = run(capsys, "compare", "--models", "B,BT", "--out", str(target), *TINY)
+    assert code == 2 and "taken" in err and trained == []
+
+
+def test_evaluate_does_not_report_a_level_that_no_corruption_uses(trained, capsys):
+    code, out, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--limit", "20",
+                         "--corrupt", "none", "--level", "5")
+    assert code == 0, err
+    assert "corruption none)" in out and "level" not in out
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "compare"])

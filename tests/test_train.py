@@ -260,3 +260,42 @@ def test_bad_arguments_raise_value_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         mftrain.train(**args)
+
+
+@pytest.mark.parametrize("kwargs", [dict(weight_decay=-1.0), dict(weight_decay=float("nan")), dict(lr=-1.0)])
+def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_path, kwargs):
+    out = tmp_path / "run"
+    mftrain.train("spoerer-BT", limit=20, epochs=1, steps=2, features=4, size=8, out=str(out),
+                  progress=False, log=None, plot=False)
+    before = sorted(p.name for p in out.iterdir())
+    assert {"model.npz", "metrics.json"} <= set(before)
+    with pytest.raises(ValueError):
+        mftrain.train("spoerer-BT", limit=20, epochs=1, steps=2, features=4, size=8, out=str(out),
+                      progress=False, log=None, plot=False, **kwargs)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def _lstm_chain(seed=0):
+    """A chain whose only state is an nn.LSTM inside it (no Splitters, so its feedback state is empty)."""
+    mf.manual_seed(seed)
+    return mf.nn.FeedbackChain(mf.nn.Flatten(), mf.nn.LSTM(64, 5), mf.nn.Dense(5, 10))
+
+
+def test_a_recur_inside_the_model_is_unrolled_and_reset_for_every_batch():
+    net = _lstm_chain()
+    x, y = batch(6)
+    loss, logits = mftrain.sequence_loss(net, x, y, steps=3)
+    # by hand: the LSTM from its zero state, three real steps
+    lstm = net.layers[1]
+    lstm.reset()
+    flat = mf.tensor(x).reshape(6, 64)
+    want = [net.layers[2](lstm(flat)) for _ in range(3)]
+    for got, w in zip(logits, want):
+        np.testing.assert_allclose(got.numpy(), w.numpy(), rtol=1e-6)
+    assert not np.allclose(logits[0].numpy(), logits[1].numpy())     # really three different steps
+    # two batches in a row, the second smaller: each starts from zero state, and backward works
+    opt = mftrain.make_optimizer("adam", net.parameters(), 1e-3)
+    mftrain.train_step(net, opt, x, y, steps=3)
+    mftrain.train_step(net, opt, x[:4], y[:4], steps=3, truncate=1)
+    accs = [mftrain.evaluate(net, x, y, steps=3, batch=b) for b in (6, 4, 6)]
+    assert accs[0] == accs[1] == accs[2]                               # no state leaks between batches
