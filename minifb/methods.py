@@ -31,8 +31,10 @@ def _reflected(fn, symbol, name):
 
 def _compare(name):
     def compare(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(getattr(self.data, name)(other))
+        raw = _bitwise_operand(other, self.device)
+        if raw is None:
+            return NotImplemented
+        return Tensor(getattr(self.data, name)(raw))
 
     compare.__name__ = name
     compare.__doc__ = f"Elementwise comparison ``{name}`` (boolean result, no gradient)."
@@ -40,14 +42,18 @@ def _compare(name):
 
 
 def _bitwise_operand(value, device):
-    """``value`` as a raw operand of a bitwise operator, or None when it is not one (no Tensor, array,
-    list or number): the caller then returns NotImplemented so that Python raises its usual TypeError."""
+    """``value`` as a raw operand of a comparison or bitwise operator on ``device``, or None when it is
+    not one (no Tensor, array, list or number): the caller then returns NotImplemented so that Python
+    raises its usual TypeError.  Lists and arrays are put on the device as arithmetic's operands are
+    (CuPy's operators take neither a list nor a NumPy array)."""
     if isinstance(value, Tensor):
         return value.data
     if isinstance(value, (list, tuple)):
         return backend.to_device(np.asarray(value), device)
-    if isinstance(value, numbers.Number) or hasattr(value, "dtype"):
+    if isinstance(value, numbers.Number):
         return value
+    if hasattr(value, "dtype") and hasattr(value, "ndim"):
+        return backend.to_device(value, device) if value.ndim else value
     return None
 
 

@@ -265,6 +265,8 @@ class Optimizer:
             return False
         flat, keys = self._flat, tuple(self.flat_state_keys)
         if flat is None or flat.keys != keys or not flat.intact(self.params, self.state):
+            for p, state in zip(self.params, self.state):
+                _follow_device(state, p.data)   # the model may have moved since the state was made or loaded
             flat = self._flat = _FlatParameters(self.params, self.state, keys)
         xp = backend.array_module(flat.data)
         grad = xp.concatenate([p.grad.reshape(-1) for p in self.params])

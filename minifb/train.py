@@ -111,7 +111,13 @@ def _as_input(x, device) -> Tensor:
     """A batch of images as a Tensor on ``device`` (no copy when already there)."""
     if isinstance(x, Tensor):
         return x if x.device == device else x.to(device)
-    return Tensor(backend.to_device(np.asarray(x, dtype=np.float32), device))
+    # to_device first: np.asarray would refuse a CuPy array (no implicit copies to the host)
+    return Tensor(backend.to_device(x, device).astype(np.float32, copy=False))
+
+
+def _raw(v):
+    """A Tensor's array, or ``v`` itself (an array or a list)."""
+    return v.data if isinstance(v, Tensor) else v
 
 
 def _device_of(net) -> str:
@@ -123,9 +129,9 @@ def _device_of(net) -> str:
 def _step_loss(logits: Tensor, y, multilabel: bool) -> Tensor:
     """The loss of one timestep: mean cross-entropy, or mean binary cross-entropy for multi-hot ``y``."""
     if multilabel:
-        target = Tensor(backend.to_device(np.asarray(y, dtype=np.float32), logits.device))
+        target = Tensor(backend.to_device(_raw(y), logits.device).astype(np.float32, copy=False))
         return F.binary_cross_entropy_with_logits(logits, target)
-    labels = backend.to_device(np.asarray(y, dtype=np.int64), logits.device)
+    labels = backend.to_device(_raw(y), logits.device).astype(np.int64, copy=False)
     return F.cross_entropy(logits, labels)
 
 
@@ -283,8 +289,8 @@ def accuracy(logits, y) -> float:
     Returns:
         A float in ``[0, 1]`` (``nan`` for an empty batch).
     """
-    scores = backend.to_numpy(logits.data if isinstance(logits, Tensor) else logits)
-    y = np.asarray(y)
+    scores = backend.to_numpy(_raw(logits))
+    y = backend.to_numpy(_raw(y))
     if len(y) == 0:
         return float("nan")
     if y.ndim == 1:
@@ -319,7 +325,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
     """
     steps = _check_positive("evaluate", "steps", steps)
     batch = _check_positive("evaluate", "batch", batch)
-    y = np.asarray(y)
+    y = backend.to_numpy(_raw(y))
     if len(x) != len(y):
         raise ValueError(f"evaluate: x has {len(x)} images but y has {len(y)} labels")
     device = _device_of(net)

@@ -196,6 +196,24 @@ def test_gpu_matches_cpu_and_follows_a_moved_parameter(name, kw):
     assert gpu.device == "cpu"
 
 
+@pytest.mark.skipif(not backend.cuda_available(), reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", {})])
+def test_a_model_moved_to_the_gpu_after_cpu_steps_takes_fused_steps(name, kw):
+    """CPU steps make NumPy state buffers; after the move, the fused flat path must move them too."""
+    cpu = Tensor(W0.astype(np.float32), requires_grad=True)
+    moved = Tensor(W0.astype(np.float32), requires_grad=True)
+    opt_cpu, opt_moved = getattr(optim, name)([cpu], **kw), getattr(optim, name)([moved], **kw)
+    for i, g in enumerate(GRADS):
+        if i == 1:
+            moved.data = backend.to_device(moved.data, "cuda")   # as Module.to("cuda") does
+        cpu.grad = g.astype(np.float32)
+        moved.grad = backend.to_device(g.astype(np.float32), moved.device)
+        opt_cpu.step()
+        opt_moved.step()
+        np.testing.assert_allclose(moved.numpy(), cpu.numpy(), rtol=1e-5, atol=1e-6)
+    assert moved.device == "cuda"
+
+
 # ---- clip_grad_norm -------------------------------------------------------
 def test_clip_grad_norm_scales_above_the_limit():
     a = Tensor(np.zeros(2), requires_grad=True)

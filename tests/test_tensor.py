@@ -646,3 +646,15 @@ def test_bitwise_operators_combine_masks_and_refuse_floats():
         (x > 1) & "yes"
     for name in ("__and__", "__rand__", "__or__", "__ror__", "__xor__", "__rxor__", "__invert__"):
         assert getattr(mf.Tensor, name).__doc__
+
+
+def test_comparisons_take_lists_and_arrays_on_the_tensor_device(device):
+    """CuPy's operators refuse lists and NumPy arrays, so comparisons move them as arithmetic does."""
+    t = mf.tensor([0.0, 1.0, 2.0], device=device)
+    for other in ([1.0, 1.0, 1.0], np.array([1.0, 1.0, 1.0]), 1.0, mf.ones(3, device=device)):
+        got = t > other
+        assert got.device == device and got.dtype == np.bool_
+        assert got.numpy().tolist() == [False, False, True]
+        assert (t == other).numpy().tolist() == [False, True, False]
+    with pytest.raises(TypeError):
+        t < "a"

@@ -299,3 +299,16 @@ def test_a_recur_inside_the_model_is_unrolled_and_reset_for_every_batch():
     mftrain.train_step(net, opt, x[:4], y[:4], steps=3, truncate=1)
     accs = [mftrain.evaluate(net, x, y, steps=3, batch=b) for b in (6, 4, 6)]
     assert accs[0] == accs[1] == accs[2]                               # no state leaks between batches
+
+
+def test_the_protocol_takes_data_on_the_model_device(device):
+    """Tensors (and, on a GPU, CuPy arrays) on the model's device: no np.asarray of device data."""
+    net = tiny("BT").to(device)
+    x, y = batch(4)
+    xt, yt = mf.tensor(x, device=device), mf.tensor(y, device=device)
+    opt = mftrain.make_optimizer("sgd", net.parameters(), 1e-2)
+    loss, logits = mftrain.train_step(net, opt, xt, yt, steps=2)
+    assert np.isfinite(loss) and logits[-1].device == device
+    assert mftrain.accuracy(logits[-1], yt) == mftrain.accuracy(logits[-1].numpy(), y)
+    accs = mftrain.evaluate(net, xt, yt, steps=2)
+    assert accs == mftrain.evaluate(net, x, y, steps=2)

@@ -121,11 +121,13 @@ class Max(Function):
             raise ValueError(f"{'min' if minimum else 'max'}: cannot reduce over axis {empty[0]} of length 0 "
                              f"(a tensor of shape {x.shape}): the result would be undefined")
         out = x.min(axis=axis, keepdims=True) if minimum else x.max(axis=axis, keepdims=True)
-        self.mask = x == out
-        if x.dtype.kind == "f" and not self.mask.any(axis=axis).all():
-            # a NaN wins the reduction (as in NumPy and PyTorch) but equals nothing: the NaNs get the gradient
-            xp = array_module(x)
-            self.mask |= xp.isnan(x) & xp.isnan(out)
+        self.mask = None
+        if self.needs[0]:
+            self.mask = x == out
+            if x.dtype.kind == "f":
+                # a NaN wins the reduction (as in NumPy and PyTorch) but equals nothing, so the NaNs get the
+                # gradient; a slice with a NaN has a NaN maximum, so no test of ``out`` (on a GPU, a sync) is needed
+                self.mask |= array_module(x).isnan(x)
         self.axes, self.keepdims = axis, keepdims
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axis])
 
