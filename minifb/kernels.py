@@ -124,7 +124,12 @@ def should_use(*arrays) -> bool:
 
 # ------------------------------------------------------------------------------------------------ sources
 def source_dir() -> Path:
-    """The folder holding the .cu files (the installed ``minifb.kernels_src``, or the checkout's kernels/)."""
+    """The folder holding the .cu files: the checkout's ``kernels/`` beside this package when there is one
+    (so a checkout always compiles its own kernels, even when another minifb is installed in editable mode),
+    else the installed ``minifb.kernels_src``."""
+    checkout = Path(__file__).resolve().parent.parent / "kernels"
+    if (checkout / "cuda_emu.h").is_file():
+        return checkout
     try:
         from importlib.resources import files
 
@@ -133,7 +138,7 @@ def source_dir() -> Path:
             return p
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "kernels"
+    return checkout
 
 
 def kernel_files() -> list[Path]:

@@ -144,11 +144,15 @@ def _assert_close(got, want, what):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_op_matches_the_numpy_path(name, path):
+def test_op_matches_the_numpy_path(name, path, kernel_launches):
     shapes, transforms, fn = CASES[name]
     arrays, _ = _inputs(name, shapes, transforms)
     want = _run(fn, arrays, 99, "cpu", "off")
+    kernel_launches.clear()
     got = _run(fn, arrays, 99, *path)
+    if path == ("cpu", "emulate") and not kernel_launches:
+        # no kernel serves this op: the emulated run was the NumPy path again, a comparison that cannot fail
+        pytest.skip(f"{name}: no kernel on this path")
     for i, (g, w) in enumerate(zip(got, want)):
         what = "output" if i == 0 else f"gradient of input {i - 1}"
         if w is None:

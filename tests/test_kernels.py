@@ -781,3 +781,14 @@ def test_maxpool_all_minus_inf_windows_name_a_real_cell(k, s, p):
     g = np.ones(ry.shape, dtype=np.float32)
     dx = R.maxpool_backward_ref(g, rarg, x.shape, k, s, p)
     assert dx.sum() == g.sum()                   # every output's gradient lands on a real input cell
+
+
+def test_a_checkout_compiles_its_own_kernel_sources():
+    """Tests in a checkout must test that checkout's .cu files, even when another minifb (say an editable
+    install of a different worktree) provides ``minifb.kernels_src``."""
+    import minifb
+
+    checkout = Path(minifb.__file__).resolve().parent.parent / "kernels"
+    assert (checkout / "cuda_emu.h").is_file()      # the tests run from a checkout
+    assert K.source_dir() == checkout
+    assert all(p.parent == checkout for p in K.kernel_files())
