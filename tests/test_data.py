@@ -257,9 +257,12 @@ def test_batches_shuffle_is_seeded():
 
 
 def test_batches_bad_arguments():
-    with pytest.raises(ValueError):
+    # the library's own messages: NumPy's or range()'s errors (range() arg 3 must not be zero) do not count
+    with pytest.raises(ValueError, match=r"batch_size must be at least 1, got 0"):
         next(batches(np.zeros(3), np.zeros(3), 0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"batch_size must be at least 1, got -1"):
+        next(batches(np.zeros(3), np.zeros(3), -1))       # unchecked, range(0, 3, -1) would yield nothing
+    with pytest.raises(ValueError, match=r"x has 3 examples but y has 4"):
         next(batches(np.zeros(3), np.zeros(4), 2))
 
 
@@ -413,5 +416,7 @@ def test_corruption_shape_errors():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         add_noise(np.zeros((3, 28, 28)), 0.1, rng)
-    with pytest.raises(ValueError):
-        salt_and_pepper(np.zeros((1, 1, 4, 4)), 1.5, rng)
+    # the library's own message: unchecked, 1.5 fails inside np.argpartition, and -0.5 silently changes nothing
+    for bad in (1.5, -0.5):
+        with pytest.raises(ValueError, match=rf"salt-and-pepper fraction must be in \[0, 1\], got {bad}"):
+            salt_and_pepper(np.zeros((1, 1, 4, 4)), bad, rng)

@@ -80,6 +80,40 @@ def test_unary_op_gradients(name, shape, seed):
     gradcheck(UNARY[name], t64(x))
 
 
+KINKS = np.array([-1.5, -0.0, 0.0, 2.0])
+
+
+def test_gradients_exactly_at_zero():
+    """The derivative chosen at the kink x = 0 (test_unary_op_gradients keeps away from it):
+    relu'(0) = 0 (PyTorch's threshold_backward passes the gradient only where x > 0),
+    abs'(0) = sign(0) = 0 (PyTorch's sgn(0) = 0), and for leaky_relu the slope (PyTorch's
+    leaky_relu_backward takes the identity branch only where x > 0; its value at 0 is checked against
+    PyTorch itself in test_gradients_exactly_at_zero_match_pytorch)."""
+    g = np.array([0.7, -1.3, 2.1, 0.5])
+    for fn, want in [(F.relu, [0.0, 0.0, 0.0, 1.0]), (mf.relu, [0.0, 0.0, 0.0, 1.0]),
+                     (F.abs, [-1.0, 0.0, 0.0, 1.0]), (abs, [-1.0, 0.0, 0.0, 1.0]),
+                     (lambda t: F.leaky_relu(t, 0.2), [0.2, 0.2, 0.2, 1.0])]:
+        x = t64(KINKS)
+        fn(x).backward(g)
+        np.testing.assert_array_equal(x.grad, g * np.array(want))
+
+
+@pytest.mark.parametrize("name", ["relu", "abs", "leaky_relu", "leaky_relu_default"])
+def test_gradients_exactly_at_zero_match_pytorch(name):
+    torch = pytest.importorskip("torch")
+    ours = {"relu": F.relu, "abs": F.abs, "leaky_relu": lambda t: F.leaky_relu(t, 0.2),
+            "leaky_relu_default": F.leaky_relu}[name]
+    theirs = {"relu": torch.relu, "abs": torch.abs,
+              "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.2),
+              "leaky_relu_default": torch.nn.functional.leaky_relu}[name]
+    g = np.array([0.7, -1.3, 2.1, 0.5])
+    x = t64(KINKS)
+    ours(x).backward(g)
+    xt = torch.tensor(KINKS, dtype=torch.float64, requires_grad=True)
+    theirs(xt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(x.grad, xt.grad.numpy())
+
+
 @pytest.mark.parametrize("fn,a_wins", [(F.maximum, np.greater), (F.minimum, np.less)])
 def test_maximum_minimum_ties_split_the_gradient_equally(fn, a_wins):
     """At a tie each side gets half the gradient (PyTorch's convention); elsewhere the winner gets all."""
@@ -161,15 +195,51 @@ def test_activation_values():
 
 
 # ---- reductions -----------------------------------------------------------------
-@settings(max_examples=25, deadline=None)
+def axis_tuples(ndim):
+    """Tuples of distinct axes in any order, each written non-negative or negative (the empty tuple too)."""
+    return st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim).flatmap(
+        lambda axes: st.tuples(*[st.sampled_from([a, a - ndim]) for a in axes]))
+
+
+@settings(max_examples=40, deadline=None)
 @given(shape=shapes(max_dims=4), seed=seeds, keepdims=st.booleans(), data=st.data())
 def test_reductions(shape, seed, keepdims, data):
-    axis = data.draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1)))
+    n = len(shape)
+    axis = data.draw(st.one_of(st.none(), st.integers(-n, n - 1), axis_tuples(n)), label="axis")
     x = floats64(shape, seed)
     for name in ("sum", "mean", "max", "min"):
         out = getattr(F, name)(t64(x), axis=axis, keepdims=keepdims)
         np.testing.assert_allclose(out.numpy(), getattr(np, name)(x, axis=axis, keepdims=keepdims))
         gradcheck(lambda t, n=name: getattr(F, n)(t, axis=axis, keepdims=keepdims), t64(x))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes(min_dims=2, max_dims=4, max_side=4), seed=seeds, keepdims=st.booleans(), data=st.data())
+def test_reductions_over_tuples_of_axes(shape, seed, keepdims, data):
+    """Random shapes, always a tuple of axes (negative ones, any order, some or all axes)."""
+    axis = data.draw(axis_tuples(len(shape)).filter(lambda a: len(a) >= 2), label="axis")
+    x = floats64(shape, seed)
+    for name in ("sum", "mean", "max", "min"):
+        out = getattr(F, name)(t64(x), axis=axis, keepdims=keepdims)
+        np.testing.assert_allclose(out.numpy(), getattr(np, name)(x, axis=axis, keepdims=keepdims), rtol=1e-12)
+        gradcheck(lambda t, n=name: getattr(F, n)(t, axis=axis, keepdims=keepdims), t64(x))
+
+
+@pytest.mark.parametrize("axis", [(0, 2), (2, 0), (-1, 1), (-3, -1), (0, -1), (1, 2), (-4, -2), (1, 3, 0),
+                                  [3, -3]])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min"])
+def test_reductions_over_tuples_of_some_axes(name, keepdims, axis):
+    """Reducing over several but not all axes (not only the trailing ones): the backward must re-insert
+    exactly the reduced axes; NumPy gives the values, central differences the gradient."""
+    x = floats64((2, 3, 4, 5), 7)
+    want = getattr(np, name)(x, axis=tuple(axis), keepdims=keepdims)
+    for fn in (lambda t: getattr(F, name)(t, axis=axis, keepdims=keepdims),
+               lambda t: getattr(t, name)(axis=axis, keepdims=keepdims)):
+        out = fn(t64(x))
+        assert out.shape == want.shape
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-12)
+        gradcheck(fn, t64(x))
 
 
 def test_max_ties_share_the_gradient():
@@ -542,6 +612,27 @@ def test_dropout_scales_and_masks():
     all_dropped = F.dropout(x, 1.0)                       # as PyTorch: zeros, and a zero gradient
     all_dropped.sum().backward()
     assert not all_dropped.numpy().any() and x.grad is not None and not x.grad.any()
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes(max_dims=4), seed=seeds, p=st.floats(0.05, 0.95))
+def test_dropout_gradients(shape, seed, p):
+    """Reseeding inside the function makes every evaluation (the taped one and gradcheck's finite
+    differences) draw the same mask, so dropout is a fixed linear map x -> x * mask / (1 - p)."""
+    def fixed_mask_dropout(t):
+        mf.manual_seed(seed)
+        return F.dropout(t, p)
+
+    x = t64(floats64(shape, seed) + 3.0)         # nonzero, so a zero output means a dropped element
+    gradcheck(fixed_mask_dropout, x)
+
+    g = np.random.default_rng(seed + 1).standard_normal(shape)
+    x.grad = None
+    y = fixed_mask_dropout(x)
+    y.backward(g)
+    keep = (y.numpy() != 0).astype(np.float64)
+    np.testing.assert_allclose(y.numpy(), x.numpy() * keep / (1 - p), rtol=1e-12)
+    np.testing.assert_allclose(x.grad, g * keep / (1 - p), rtol=1e-12, atol=0)
 
 
 # ---- axis checks (audit defects 1, 2, 3) --------------------------------------------------

@@ -118,6 +118,10 @@ def test_lenet5_fb_matches_feedbacknets_layout():
     up = [layer.op for layer in net.layers if isinstance(layer, nn.Merger)]
     assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in up] == [
         (16, 6, (10, 10), 2), (120, 16, (10, 10), 1)]
+    # the docstring's layer list: "all ReLU", the two feedback ConvTransposes included
+    assert [type(m) for m in up] == [nn.ConvTranspose] * 2
+    assert [m.activation for m in up] == [mf.relu, mf.relu]
+    assert [m.activation for m in net.layers if isinstance(m, nn.Conv)] == [mf.relu] * 3
     # conv1, conv2, conv3 (the 120 maps), Dense(120, 84), Dense(84, 10): weights and biases
     assert models.lenet5().num_parameters() == (
         (6 * 25 + 6) + (16 * 6 * 25 + 16) + (120 * 16 * 25 + 120) + (84 * 120 + 84) + (10 * 84 + 10))

@@ -74,6 +74,22 @@ def test_merger_reads_the_previous_step():
     assert [y.item() for y in ys] == [1, 3, 6, 10, 15]
 
 
+def test_merger_after_its_splitter_reads_the_previous_step():
+    # the Splitter comes first in the pass, so this pass's value of "s" exists when the Merger runs;
+    # the Merger must still read the previous step's value (the incoming state), never this pass's.
+    net = nn.FeedbackChain(nn.Lambda(lambda t: t + 1), nn.Splitter("s"),
+                           nn.Merger("s", nn.Lambda(ident), operator.add))
+    xs = [mf.tensor([1.0]), mf.tensor([2.0]), mf.tensor([3.0])]
+    state, outs = {"s": mf.tensor([100.0])}, []
+    for x in xs:
+        state, y = net(state, x)
+        outs.append((state["s"].item(), y.item()))
+    # by hand: s_t = x_t + 1; y_t = s_t + s_{t-1}, with s_0 = 100
+    #   t=1: s = 2, y = 2 + 100 = 102;  t=2: s = 3, y = 3 + 2 = 5;  t=3: s = 4, y = 4 + 3 = 7
+    # (reading this pass's value would give y = 2 s_t: 4, 6, 8)
+    assert outs == [(2, 102), (3, 5), (4, 7)]
+
+
 def test_new_state_holds_values_of_this_pass_only():
     net = nn.FeedbackChain(nn.Merger("b", nn.Lambda(ident), operator.add), nn.Splitter("a"),
                            nn.Lambda(lambda t: t * 10), nn.Splitter("b"))
@@ -467,6 +483,25 @@ def test_nested_feedback_tree_keeps_tree_semantics():
     assert list(state) == ["t", "c"]
     ys, _ = run(outer, state, [x] * 2)
     assert [y.item() for y in ys] == [0, 20]          # the tree's Splitter delays by one step
+
+
+def test_plain_chain_nested_in_a_feedback_tree_keeps_tree_semantics():
+    # a Chain inherits the behaviour of the container it is in: inside a FeedbackTree its Splitter
+    # records this step's value but passes the previous step's value on
+    tree = nn.FeedbackTree(nn.Chain(nn.Lambda(lambda t: t + 1), nn.Splitter("s")), nn.Lambda(lambda t: t * 10))
+    assert tree.splitnames() == ["s"]
+    state, outs = {"s": mf.tensor([5.0])}, []
+    for x in (1.0, 2.0, 3.0):
+        state, y = tree(state, mf.tensor([x]))
+        outs.append((state["s"].item(), y.item()))
+    # by hand: s_t = x_t + 1; y_t = 10 * s_{t-1}, with s_0 = 5
+    #   t=1: s = 2, y = 50;  t=2: s = 3, y = 20;  t=3: s = 4, y = 30
+    # (chain semantics would give y = 10 * s_t: 20, 30, 40)
+    assert outs == [(2, 50), (3, 20), (4, 30)]
+    # from the zero initial state the first output sees zeros
+    x = mf.tensor([1.0])
+    ys, _ = run(tree, tree.initial_state(x), [x] * 3)
+    assert [y.item() for y in ys] == [0, 20, 20]
 
 
 def test_validation_sees_through_nesting():

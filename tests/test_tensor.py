@@ -213,6 +213,58 @@ def test_no_grad_records_nothing():
     assert not f(x).requires_grad
 
 
+def test_nested_no_grad_restores_the_outer_setting():
+    x = mf.tensor([1.0], requires_grad=True)
+    with mf.no_grad():
+        with mf.no_grad():
+            assert not (x * 2).requires_grad
+        # the inner block closed, but the outer one is still open: still nothing recorded
+        assert not mf.is_grad_enabled()
+        y = x * 2
+        assert not y.requires_grad and y.is_leaf
+    assert mf.is_grad_enabled()
+    z = x * 2
+    assert z.requires_grad and not z.is_leaf         # recording resumed after both closed
+    z.sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0])
+
+    # three levels: each exit restores the setting its own enter found
+    with mf.no_grad():
+        with mf.no_grad():
+            with mf.no_grad():
+                pass
+            assert not mf.is_grad_enabled() and not (x * 3).requires_grad
+        assert not mf.is_grad_enabled() and not (x * 3).requires_grad
+    assert mf.is_grad_enabled() and (x * 3).requires_grad
+
+
+@pytest.mark.parametrize("decorator", [mf.no_grad, mf.no_grad()], ids=["bare", "called"])
+def test_no_grad_decorator_inside_a_no_grad_block_keeps_it_off(decorator):
+    x = mf.tensor([1.0], requires_grad=True)
+
+    @decorator
+    def double(t):
+        return t * 2
+
+    with mf.no_grad():
+        assert not double(x).requires_grad
+        # the decorated call returned inside the block: recording must stay off until the block ends
+        assert not mf.is_grad_enabled()
+        assert not (x * 3).requires_grad
+    assert mf.is_grad_enabled() and (x * 3).requires_grad
+    assert not double(x).requires_grad and mf.is_grad_enabled()
+
+    @decorator
+    def nested(t):
+        with mf.no_grad():
+            inner = t * 2
+        # the inner block closed inside the decorated call: still off
+        assert not mf.is_grad_enabled()
+        return inner + t * 3
+
+    assert not nested(x).requires_grad and mf.is_grad_enabled()
+
+
 def test_detach_cuts_the_tape_but_shares_values():
     x = mf.tensor([2.0], requires_grad=True)
     y = (x * x).detach()

@@ -9,6 +9,7 @@ import pytest
 
 import minifb as mf
 from minifb import functional as F
+from minifb import data as mfdata
 from minifb import models
 from minifb import train as mftrain
 
@@ -147,6 +148,40 @@ def test_evaluate_gives_one_accuracy_per_timestep_and_restores_the_mode():
     assert mftrain.evaluate(net, x, y, steps=5, batch=10) == pytest.approx(accs)
     with pytest.raises(ValueError, match="steps"):
         mftrain.evaluate(net, x, y, steps=0)
+
+
+def _per_step_accuracy_by_hand(net, x, y, steps):
+    """The reference for evaluate: unroll the feedback model by hand from its zero state, in eval mode and
+    without a tape, and compare NumPy's argmax of each step's logits with the labels."""
+    was_training = net.training
+    net.eval()
+    accs = []
+    with mf.no_grad():
+        xt = mf.tensor(x)
+        state = net.initial_state(xt)
+        for _ in range(steps):
+            state, logits = net(state, xt)
+            accs.append(float(np.mean(np.argmax(logits.numpy(), axis=1) == y)))
+    net.train(was_training)
+    return accs
+
+
+def test_evaluate_reports_each_timesteps_own_accuracy():
+    ds = mfdata.load_digits(size=8)
+    x, y = ds.x_test[:48], ds.y_test[:48]
+    steps = 4
+    for seed in range(20):     # an untrained model whose predictions change over the timesteps
+        mf.manual_seed(seed)
+        net = models.build("spoerer-BLT", input_size=8, features=4)
+        want = _per_step_accuracy_by_hand(net, x, y, steps)
+        if len(set(want)) > 1:
+            break
+    else:
+        pytest.fail("no seed gives accuracies that change over the timesteps")
+    # an uneven split into batches (20, 20, 8) must not change the per-step answers
+    got = mftrain.evaluate(net, x, y, steps=steps, batch=20)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert mftrain.evaluate(net, x, y, steps=steps, batch=48) == pytest.approx(want, abs=1e-12)
 
 
 def test_training_learns_a_little():
