@@ -33,9 +33,7 @@ def _check_tensor(name, arg, value):
         raise TypeError(f"{name}: argument {arg!r} must be a minifb Tensor, got {type(value).__name__}{hint}")
 
 
-def _cast(x: Tensor, dtype) -> Tensor:
-    """``x`` converted to ``dtype`` (differentiably), or ``x`` itself when it already has it."""
-    return x if x.dtype == dtype else movement.Cast.apply(x, dtype=dtype)
+_cast = movement.cast  # ``x`` as ``dtype`` (differentiably), or ``x`` itself when it already has it
 
 
 def _operand(name, value):

@@ -307,14 +307,7 @@ class EmuKernel:
             raise RuntimeError(f"emulated kernel {self.name} failed: {err.value.decode(errors='replace')}")
 
 
-_build_locks: dict[str, threading.Lock] = {}
-_build_locks_guard = threading.Lock()
-
-
-def _build_lock(so: Path) -> threading.Lock:
-    """The lock held while the emulation library ``so`` is built and loaded (one per library file)."""
-    with _build_locks_guard:
-        return _build_locks.setdefault(str(so), threading.Lock())
+_BUILD_LOCK = threading.Lock()  # held while an emulation library is built and loaded (a one-time cost)
 
 
 class EmuModule:
@@ -332,7 +325,7 @@ class EmuModule:
                      " ".join(flags), _compiler_id(cxx)]:
             key.update(part.encode())
         so = cache_dir() / f"{path.stem}-{key.hexdigest()[:20]}.so"
-        with _build_lock(so):  # threads wanting the same library: one builds it, the others then load it
+        with _BUILD_LOCK:  # threads wanting the same library: one builds it, the others then load it
             if not so.exists():
                 self._build(cxx, flags, wrapper, so)
             self.lib = ctypes.CDLL(str(so))

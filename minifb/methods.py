@@ -31,7 +31,7 @@ def _reflected(fn, symbol, name):
 
 def _compare(name):
     def compare(self, other):
-        raw = _bitwise_operand(other, self.device)
+        raw = _raw_operand(other, self.device)
         if raw is None:
             return NotImplemented
         return Tensor(getattr(self.data, name)(raw))
@@ -41,7 +41,7 @@ def _compare(name):
     return compare
 
 
-def _bitwise_operand(value, device):
+def _raw_operand(value, device):
     """``value`` as a raw operand of a comparison or bitwise operator on ``device``, or None when it is
     not one (no Tensor, array, list or number): the caller then returns NotImplemented so that Python
     raises its usual TypeError.  Lists and arrays are put on the device as arithmetic's operands are
@@ -70,7 +70,7 @@ def _check_bitwise(symbol, *operands):
 def _bitwise(fn, symbol, name, reflected=False):
     """The operator ``self <symbol> other`` (``other <symbol> self`` when ``reflected``), without gradient."""
     def bitwise(self, other):
-        other = _bitwise_operand(other, self.device)
+        other = _raw_operand(other, self.device)
         if other is None:
             return NotImplemented
         a, b = (other, self.data) if reflected else (self.data, other)

@@ -623,6 +623,11 @@ def _as_array(data):
     return array
 
 
+def data_of(value):
+    """The backend array behind a Tensor, or ``value`` itself (an array, a list, a number)."""
+    return value.data if isinstance(value, Tensor) else value
+
+
 def _is_float(array) -> bool:
     return np.dtype(array.dtype).kind == "f"
 

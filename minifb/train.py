@@ -45,7 +45,7 @@ import numpy as np
 
 from . import backend, data as mfdata
 from . import functional as F
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, data_of, no_grad
 
 __all__ = [
     "DEFAULTS",
@@ -115,11 +115,6 @@ def _as_input(x, device) -> Tensor:
     return Tensor(backend.to_device(x, device).astype(np.float32, copy=False))
 
 
-def _raw(v):
-    """A Tensor's array, or ``v`` itself (an array or a list)."""
-    return v.data if isinstance(v, Tensor) else v
-
-
 def _device_of(net) -> str:
     for p in net.parameters():
         return p.device
@@ -129,9 +124,9 @@ def _device_of(net) -> str:
 def _step_loss(logits: Tensor, y, multilabel: bool) -> Tensor:
     """The loss of one timestep: mean cross-entropy, or mean binary cross-entropy for multi-hot ``y``."""
     if multilabel:
-        target = Tensor(backend.to_device(_raw(y), logits.device).astype(np.float32, copy=False))
+        target = Tensor(backend.to_device(data_of(y), logits.device).astype(np.float32, copy=False))
         return F.binary_cross_entropy_with_logits(logits, target)
-    labels = backend.to_device(_raw(y), logits.device).astype(np.int64, copy=False)
+    labels = backend.to_device(data_of(y), logits.device).astype(np.int64, copy=False)
     return F.cross_entropy(logits, labels)
 
 
@@ -289,8 +284,8 @@ def accuracy(logits, y) -> float:
     Returns:
         A float in ``[0, 1]`` (``nan`` for an empty batch).
     """
-    scores = backend.to_numpy(_raw(logits))
-    y = backend.to_numpy(_raw(y))
+    scores = backend.to_numpy(data_of(logits))
+    y = backend.to_numpy(data_of(y))
     if len(y) == 0:
         return float("nan")
     if y.ndim == 1:
@@ -325,7 +320,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
     """
     steps = _check_positive("evaluate", "steps", steps)
     batch = _check_positive("evaluate", "batch", batch)
-    y = backend.to_numpy(_raw(y))
+    y = backend.to_numpy(data_of(y))
     if len(x) != len(y):
         raise ValueError(f"evaluate: x has {len(x)} images but y has {len(y)} labels")
     device = _device_of(net)

@@ -39,7 +39,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, data_of
 
 __all__ = ["Module", "Parameter", "Buffer", "LoadResult"]
 
@@ -244,7 +244,7 @@ class Module:
             if name not in state_dict:
                 continue
             try:
-                converted[name] = _converted(_raw(state_dict[name]), target)
+                converted[name] = _converted(data_of(state_dict[name]), target)
             except _ShapeMismatch as error:
                 mismatched.append(f"{name}: expected shape {target.shape}, got {error.shape}")
             except (TypeError, ValueError) as error:
@@ -367,11 +367,6 @@ def format_call(name: str, args: list, width: int = 80) -> str:
         return one
     inner = "\n".join(textwrap.indent(a, "  ") + "," for a in args)
     return f"{name}(\n{inner}\n)"
-
-
-def _raw(value):
-    """The backend array behind a Tensor, or the value itself."""
-    return value.data if isinstance(value, Tensor) else value
 
 
 class _ShapeMismatch(Exception):

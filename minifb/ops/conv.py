@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..tensor import Function, Tensor
-from .movement import Cast
+from .movement import cast
 from .reduce import channel_sum
 
 __all__ = [
@@ -845,7 +845,7 @@ def _inputs(fn, x, w, b):
     if dtype != backend.result_type(x, w):
         # a wider bias (float64 with float32 data) widens the whole convolution, as ``x @ w.T + b`` does in
         # linear, instead of being rounded into the narrower result; the gradients are cast back
-        x, w = (t if t.dtype == dtype else Cast.apply(t, dtype=dtype) for t in (x, w))
+        x, w = cast(x, dtype), cast(w, dtype)
     return x, w, b
 
 

@@ -137,3 +137,8 @@ class Cast(Function):
 
     def backward(self, grad):
         return (grad,)
+
+
+def cast(x, dtype):
+    """``x`` converted to ``dtype`` (differentiably), or ``x`` itself when it already has it."""
+    return x if x.dtype == dtype else Cast.apply(x, dtype=dtype)
