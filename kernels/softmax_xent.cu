@@ -35,7 +35,8 @@ extern "C" __global__ void __launch_bounds__(1024) softmax_xent(const float* __r
     for (int k = threadIdx.x; k < K; k += blockDim.x) s += expf(z[k] - m);
     s = block_reduce_sum(s);
 
-    if (threadIdx.x == 0) loss[b] = ignored ? 0.0f : logf(s) + m - z[t];
+    // log(s) - (z[t] - m), not log(s) + m - z[t]: beside a max of 1e30 the sum would drop log(s)
+    if (threadIdx.x == 0) loss[b] = ignored ? 0.0f : logf(s) - (z[t] - m);
     if (do_grad) {
         float* gr = grad + b * K;
         const float inv = 1.0f / s;

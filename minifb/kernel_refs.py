@@ -231,7 +231,7 @@ def softmax_xent_ref(logits, labels, scale=1.0, grad=True):
     e = xp.exp(logits - m)
     s = e.sum(axis=1, keepdims=True)
     picked = logits[xp.arange(B), safe] if K else xp.zeros(B, logits.dtype)
-    loss = xp.where(valid, xp.log(s[:, 0]) + m[:, 0] - picked, 0).astype(logits.dtype)
+    loss = xp.where(valid, xp.log(s[:, 0]) - (picked - m[:, 0]), 0).astype(logits.dtype)  # as the kernel
     if not grad:
         return loss, None
     g = e / s

@@ -478,7 +478,7 @@ class Adam(Optimizer):
         m *= beta1
         m += (1.0 - beta1) * g
         v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        v += (1.0 - beta2) * g * g  # left to right, as PyTorch: g * g alone can overflow float32
         step_size = self.lr / (1.0 - beta1 ** t)
         denom = xp.sqrt(v)
         denom /= math.sqrt(1.0 - beta2 ** t)

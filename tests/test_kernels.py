@@ -265,6 +265,22 @@ def test_softmax_xent(device, B, K_, seed, scale, with_grad, ignore):
         assert grad is None
 
 
+@pytest.mark.parametrize("offset", [1e4, 1e30, -3e38, 3e38])
+def test_softmax_xent_keeps_the_log_sum_beside_a_huge_max(device, offset):
+    # logsumexp(z) - z[t] must be formed as log(s) - (z[t] - max): adding log(s) to a max of 1e30 loses it
+    # (every logit equal gave a loss of 0 instead of log K).
+    rng = np.random.default_rng(0)
+    logits = np.full((4, 3), offset, np.float32)
+    logits[1:] += np.float32(abs(offset) * 1e-7) * rand(rng, 3, 3)  # a spread float32 can still hold
+    labels = np.array([0, 1, 2, 0])
+    z = logits.astype(np.float64)
+    m = z.max(axis=1)
+    expected = np.log(np.exp(z - m[:, None]).sum(axis=1)) - (z[np.arange(4), labels] - m)
+    for loss in (K.softmax_xent(dev(logits, device), dev(labels, device), 1.0, False)[0],
+                 R.softmax_xent_ref(logits, labels, 1.0, False)[0]):
+        close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
 pool_cfg = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 10), st.integers(1, 10),
                      st.tuples(st.integers(1, 3), st.integers(1, 3)),
                      st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),

@@ -543,3 +543,20 @@ def test_fused_step_makes_data_a_view_into_the_flat_buffer(make):
         kept = net.weight.data
         step()
         assert net.weight.data is kept
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.AdamW])
+def test_adam_survives_a_gradient_whose_square_overflows_float32(cls):
+    # (1 - beta2) * g * g, left to right as PyTorch does: squaring 3e19 first overflows float32, and a second
+    # moment of inf freezes the weight for good. The float64 run, where nothing overflows, is the reference.
+    got = {}
+    for dtype in (np.float32, np.float64):
+        p = Tensor(np.zeros(2, dtype), requires_grad=True)
+        opt = cls([p], lr=1e-2)
+        for step in range(20):
+            p.grad = np.full(2, 3e19 if step == 0 else 1.0, dtype)
+            opt.step()
+        got[dtype] = p.data.copy(), opt.state[0]["exp_avg_sq"].copy()
+    assert np.isfinite(got[np.float32][1]).all()
+    for a, b in zip(got[np.float32], got[np.float64]):
+        np.testing.assert_allclose(a, b, rtol=1e-4)
