@@ -94,6 +94,27 @@ def result_type(*values, floating: bool = False) -> np.dtype:
     return result
 
 
+def sum_array(a, axis=None, keepdims=False):
+    """``a.sum(axis, keepdims)`` with PyTorch's accumulators: int64 for bool and integer input, float32 for float16.
+
+    NumPy would keep a bool or unsigned sum in a narrow type, and adds a float16 axis that is not the
+    innermost in float16, one row at a time (5000 rows drift by a fifth). A float16 sum is cast back to
+    float16, as PyTorch returns it.
+
+    Example:
+        >>> int(sum_array(np.full(300, 255, np.uint8)))
+        76500
+        >>> a = np.full((5000, 2), 0.1, np.float16)
+        >>> a.sum(axis=0), sum_array(a, axis=0)       # NumPy's float16 running sum stalls at 256
+        (array([256., 256.], dtype=float16), array([500., 500.], dtype=float16))
+    """
+    if a.dtype.kind in "bu":
+        return a.sum(axis=axis, keepdims=keepdims, dtype=np.int64)
+    if a.dtype == np.float16:
+        return a.sum(axis=axis, keepdims=keepdims, dtype=np.float32).astype(np.float16)
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
 def is_int(value) -> bool:
     """Whether ``value`` is an integer (Python or NumPy), not a bool: the check for axes, sizes and counts."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -129,10 +129,10 @@ def unbroadcast(grad, shape):
     if extra < 0:
         raise ValueError(f"gradient of shape {grad.shape} cannot be reduced to {tuple(shape)}")
     if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
+        grad = backend.sum_array(grad, axis=tuple(range(extra)))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
+        grad = backend.sum_array(grad, axis=stretched, keepdims=True)
     return grad.reshape(shape)
 
 

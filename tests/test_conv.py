@@ -616,3 +616,12 @@ def test_max_pool_kernels_match_array_path(params, emulated_kernel_launches):
     assert {"maxpool_fwd", "maxpool_bwd"} <= set(emulated_kernel_launches)
     np.testing.assert_array_equal(got[0], want[0])              # a pure selection: exact
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_avg_pool_of_float16_sums_its_window_in_float32():
+    # a 2x2 window of 30000s sums past float16's 65504, though its mean does not
+    x = np.full((1, 1, 4, 4), 30000, np.float16)
+    x[0, 0, 0, 1] = -20000
+    y = avg_pool2d(Tensor(x), 2)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y.numpy()[0, 0], np.array([[17500, 30000], [30000, 30000]], np.float16))

@@ -194,6 +194,17 @@ def test_activation_values():
     np.testing.assert_allclose(F.gelu(t).numpy(), expected, atol=1e-6)
 
 
+def test_gelu_tanh_gradient_of_large_float16_inputs_is_finite():
+    # half is computed in float32, as PyTorch does: 1 + 3c x^2 overflows float16 past |x| ~ 700 where 1 - t^2 is
+    # 0, and 0 * inf was NaN. The gradient there is gelu's slope: 1 far right, 0 far left.
+    x = mf.tensor(np.array([300, 1000, -300, -1000, 0.5], np.float16), dtype="float16", requires_grad=True)
+    F.gelu(x, approximate="tanh").sum().backward()
+    assert x.grad.dtype == np.float16
+    x64 = mf.tensor(x.numpy(), dtype="float64", requires_grad=True)   # float64 does not overflow here
+    F.gelu(x64, approximate="tanh").sum().backward()
+    np.testing.assert_allclose(x.grad.astype(np.float64), x64.grad, rtol=1e-3)
+
+
 # ---- reductions -----------------------------------------------------------------
 def axis_tuples(ndim):
     """Tuples of distinct axes in any order, each written non-negative or negative (the empty tuple too)."""

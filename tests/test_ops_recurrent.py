@@ -92,6 +92,24 @@ def test_saturated_gates_stay_finite():
     assert np.isfinite(out.numpy()).all() and np.isfinite(gi.grad).all() and np.isfinite(c.grad).all()
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_gates_keep_their_relative_precision(dtype):
+    # a gate of sigmoid(-12) = 6e-6 scales a cell state of 1e3: 0.5 + 0.5 tanh(a/2) cancels to a few ulps of 0.5,
+    # which made c' 0.0061393 instead of 0.0061442 (and sigmoid(-20) exactly 0)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    for c0, f_pre in ((1e3, -12.0), (1e6, -20.0)):
+        gi = mf.tensor(np.array([[30.0, f_pre, 0.0, 30.0]]), dtype=dtype)
+        c = mf.tensor(np.array([[c0]]), dtype=dtype)
+        with kernels.use("off"):
+            out = LSTMPointwise.apply(gi, mf.zeros(1, 4, dtype=dtype), c).numpy()
+        np.testing.assert_allclose(out[0, 1], sig(f_pre) * c0, rtol=1e-5)
+        g3 = mf.tensor(np.array([[0.0, f_pre, 0.5]]), dtype=dtype)   # GRU: h' = n + z (h - n)
+        with kernels.use("off"):
+            h_new = GRUPointwise.apply(g3, mf.zeros(1, 3, dtype=dtype), c).numpy()[0, 0]
+        n = np.tanh(0.5)
+        np.testing.assert_allclose(h_new - n, sig(f_pre) * (c0 - n), rtol=1e-4)
+
 @pytest.mark.parametrize("kind", list(CELLS))
 def test_bad_shapes_raise(kind):
     op, G = CELLS[kind]

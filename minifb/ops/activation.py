@@ -6,6 +6,8 @@ saves the output rather than the input.
 
 import math
 
+import numpy as np
+
 from ..backend import array_module
 from ..tensor import Function
 
@@ -95,6 +97,12 @@ def erf_array(x):
     return xp.where(x >= 0, 1 - erfc, erfc - 1).astype(x.dtype, copy=False)
 
 
+def _in_float32_if_half(x):
+    """float16 as float32, as PyTorch computes half: gelu's x³ overflows float16 beyond |x| ≈ 40, and
+    the tanh form's slope ``1 + 3c·x²`` beyond |x| ≈ 700 where its ``1 - t²`` is 0 (0·inf, a NaN)."""
+    return x.astype(np.float32) if x.dtype == np.float16 else x
+
+
 class GELU(Function):
     """Gaussian error linear unit ``x·Φ(x)``, exact (erf) or with the tanh approximation."""
 
@@ -102,17 +110,18 @@ class GELU(Function):
         xp = array_module(x)
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            self.inner = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
-            return 0.5 * x * (1 + self.inner)
+            xc = _in_float32_if_half(x)
+            self.inner = xp.tanh(math.sqrt(2 / math.pi) * (xc + 0.044715 * xc ** 3))
+            return (0.5 * xc * (1 + self.inner)).astype(x.dtype, copy=False)
         return 0.5 * x * (1 + erf_array(x / math.sqrt(2)))
 
     def backward(self, grad):
         xp = array_module(grad)
         x = self.x
         if self.approximate == "tanh":
-            t = self.inner
+            x, t = _in_float32_if_half(x), self.inner
             dinner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x * x)
-            return (grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner),)
+            return ((grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)).astype(grad.dtype, copy=False),)
         cdf = 0.5 * (1 + erf_array(x / math.sqrt(2)))
         pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return (grad * (cdf + x * pdf),)

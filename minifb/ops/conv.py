@@ -815,7 +815,8 @@ class AvgPool2d(Function):
         geom, out_hw = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding)
         if self.needs[0]:
             self.in_shape, self.geom = x.shape, geom
-        return _windows(_padded(x, geom.pad), geom, out_hw).mean(axis=(-2, -1), dtype=x.dtype)
+        acc = np.float32 if x.dtype == np.float16 else x.dtype  # a float16 window sum overflows at 65504
+        return _windows(_padded(x, geom.pad), geom, out_hw).mean(axis=(-2, -1), dtype=acc).astype(x.dtype, copy=False)
 
     def backward(self, grad):
         xp = backend.array_module(grad)

@@ -4,9 +4,7 @@ The backward of a reduction broadcasts the output gradient back over the
 reduced axes, so it first re-inserts them as size-1 axes.
 """
 
-import numpy as np
-
-from ..backend import array_module, is_int
+from ..backend import array_module, is_int, sum_array
 from ..tensor import Function
 
 
@@ -82,9 +80,7 @@ class Sum(Function):
 
     def forward(self, x, *, axis, keepdims):
         self.shape, self.axes, self.keepdims = x.shape, axis, keepdims
-        # PyTorch's accumulator: int64 for every integer and bool input (NumPy keeps unsigned sums unsigned)
-        dtype = np.int64 if x.dtype.kind in "bu" else None
-        return x.sum(axis=axis, keepdims=keepdims, dtype=dtype)
+        return sum_array(x, axis=axis, keepdims=keepdims)  # PyTorch's accumulators (int64, float32 for float16)
 
     def backward(self, grad):
         xp = array_module(grad)
