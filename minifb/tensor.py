@@ -186,8 +186,15 @@ class Function:
             op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
             op.metas = tuple([(t.data.shape, t.data.dtype, t._version) if n else None
                               for t, n in zip(inputs, needs)])
+            if False in needs:  # a detached view of a parameter: its values may change under the graph too
+                guards = [(t._shared[0], t._shared, t.shape) for t, n in zip(inputs, needs)
+                          if not n and t._shared is not None]
+                if guards:
+                    op.guards = guards
             return Tensor(out, requires_grad=True, _ctx=op)
         return Tensor(out)
+
+    guards = ()  # (version, shared counter, shape) of inputs without gradients that share a parameter's values
 
     def release(self):
         """Drop everything saved for backward (called once backward has used it)."""
@@ -225,19 +232,39 @@ class Tensor:
         dtype('float32')
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_shared")
     __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
+        # The version counter: a one-element list, made on first need and shared by the tensors that share
+        # these values through detach() or Tensor(t); None is version 0 (most tensors never need one)
+        self._shared = None
         if not isinstance(data, _ARRAY_TYPES):  # ops pass backend arrays: one isinstance on that path
+            if isinstance(data, Tensor):
+                self._shared = data._version_counter()
             data = _as_array(data)
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = _ctx
-        self._version = 0  # bumped by every in-place update (an optimiser step); see backward()
         if self.requires_grad and not _is_float(data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+
+    # ---- the version counter (see backward) -------------------------------
+    @property
+    def _version(self) -> int:
+        """How many in-place updates (optimiser steps) these values have had."""
+        return 0 if self._shared is None else self._shared[0]
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        self._version_counter()[0] = value
+
+    def _version_counter(self) -> list:
+        """The shared counter, made now if this tensor has none yet."""
+        if self._shared is None:
+            self._shared = [0]
+        return self._shared
 
     # ---- plain properties -------------------------------------------------
     @property
@@ -330,8 +357,8 @@ class Tensor:
         return self.numpy().tolist()
 
     def detach(self) -> "Tensor":
-        """A tensor sharing the same values but cut from the tape."""
-        return Tensor(self.data)
+        """A tensor sharing the same values (and version counter) but cut from the tape."""
+        return Tensor(self)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set ``requires_grad`` in place and return ``self``.
@@ -415,9 +442,11 @@ class Tensor:
 
         The ops keep references to the arrays they saved, not copies.  So, as
         in PyTorch, every tensor has a version counter that an in-place update
-        (an optimiser's ``step()``) increases, each op records the versions of
-        its leaf inputs, and backward refuses to run through an op whose leaf
-        input changed since: the gradient would mix old and new weights.  The
+        (an optimiser's ``step()``) increases, shared with the tensors that share
+        its values through ``detach()`` or ``Tensor(t)``; each op records the
+        versions of its leaf inputs and of such detached inputs, and backward
+        refuses to run through an op whose input changed since: the gradient
+        would mix old and new weights.  The
         usual cause is ``optimizer.step()`` between a forward pass and its
         ``backward()``.  Writing into ``.data`` yourself (``p.data -= ...``)
         bypasses the counter, as it does in PyTorch.
@@ -444,6 +473,9 @@ class Tensor:
             grad = backend.to_device(grad if hasattr(grad, "shape") else xp.asarray(grad), self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
+            if grad.dtype.kind == "c" and self.dtype.kind != "c":
+                raise TypeError(f"backward(): a complex gradient (dtype {grad.dtype}) for a real tensor of dtype "
+                                f"{self.dtype}; casting it would drop the imaginary part")
             if grad.dtype != self.dtype:  # gradients always have their tensor's dtype
                 grad = grad.astype(self.dtype)
 
@@ -476,6 +508,9 @@ class Tensor:
             ran = g is not None
             if ran:
                 owned.discard(key)
+                for version, counter, shape in op.guards:
+                    if counter[0] != version:
+                        _raise_modified(op, None, version, shape, counter[0])
                 in_grads = op.backward(g)
                 del g
                 for parent, pg, meta in zip(op.parents, in_grads, op.metas):
@@ -483,7 +518,7 @@ class Tensor:
                         continue
                     shape, dtype, version = meta
                     if isinstance(parent, Tensor) and parent._version != version:
-                        _raise_modified(op, parent, version)
+                        _raise_modified(op, parent, version, parent.shape, parent._version)
                     if pg is None:
                         continue
                     if type(pg) is ProductSum and (pg.shape != shape or pg.dtype != dtype):
@@ -586,11 +621,13 @@ class ProductSum:
         return out
 
 
-def _raise_modified(op, leaf, version):
-    """The error for an op whose leaf input was updated in place after the forward pass recorded it."""
+def _raise_modified(op, leaf, version, shape, now):
+    """The error for an op whose leaf input (or a ``detach()`` of one: ``leaf`` None) was updated in place
+    after the forward pass recorded it."""
+    what = "a leaf tensor" if leaf is not None else "a tensor that shares its values with a parameter (a detach())"
     raise RuntimeError(
-        f"backward(): a leaf tensor of shape {leaf.shape}, an input of {op!r}, was updated in place after the "
-        f"forward pass used it (version {version} then, {leaf._version} now); backward through that graph "
+        f"backward(): {what} of shape {shape}, an input of {op!r}, was updated in place after the "
+        f"forward pass used it (version {version} then, {now} now); backward through that graph "
         "would compute gradients from the new values. Usually an optimizer step ran between the forward pass "
         "and backward(): call backward() first, or run the forward pass again after the step")
 

@@ -437,6 +437,24 @@ def test_a_retained_graph_cannot_backward_again_after_a_step():
         loss.backward()
 
 
+@pytest.mark.parametrize("share", [Tensor.detach, Tensor], ids=["detach", "Tensor(p)"])
+def test_a_detached_copy_of_a_parameter_shares_its_version(share):
+    """detach() and Tensor(p) share p's values, so they share its version counter too (as in PyTorch): a
+    graph that used them cannot backward after a step either, where it would use the stepped values."""
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    x = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    y = (x * share(w)).sum()              # Mul keeps w's array to form x's gradient
+    (w * 1.0).sum().backward()
+    optim.SGD([w], lr=1.0).step()         # w's values change in place under y's graph
+    assert share(w)._version == w._version == 1
+    with pytest.raises(RuntimeError, match=r"shares its values with.*updated in place"):
+        y.backward()
+    assert x.grad is None
+    z = (x * share(w)).sum()              # recorded after the step: fine
+    z.backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0])
+
+
 def test_a_parameter_without_a_gradient_keeps_its_version():
     a = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)
     b = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)

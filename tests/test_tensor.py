@@ -460,6 +460,14 @@ def test_backward_seed_takes_the_tensors_dtype_and_checks_its_shape():
     assert s.grad.dtype == np.float64 and s.grad == 4.0
 
 
+def test_a_complex_seed_for_a_real_tensor_is_refused():
+    # casting it would drop the imaginary part with only a NumPy warning
+    x = mf.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match=r"backward\(\): a complex gradient .*complex128.* float32"):
+        (x * 2).backward(np.array([1 + 1j, 2j]))
+    assert x.grad is None
+
+
 def test_no_grad_as_a_bare_decorator():
     x = mf.tensor([1.0], requires_grad=True)
 
