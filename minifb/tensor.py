@@ -155,7 +155,7 @@ class Function:
 
     needs: tuple = ()
     parents: tuple = ()   # per input: the producing op, the leaf Tensor, or None (no gradient needed)
-    metas: tuple = ()     # per input: (shape, dtype, version) to reduce and cast its gradient, or None
+    metas: tuple = ()     # per input: (shape, dtype, version) to reduce and cast its gradient; see apply
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
         """Compute the op's output array from its input arrays (saving what ``backward`` needs)."""
@@ -184,17 +184,14 @@ class Function:
         out = op.forward(*[t.data for t in inputs], **options)
         if True in needs:
             op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
-            op.metas = tuple([(t.data.shape, t.data.dtype, t._version) if n else None
+            # Per input: (shape, dtype, version) to reduce, cast and check its gradient; for an input without
+            # one, None, or (shape, its shared counter, version) when it shares a parameter's values (a
+            # detach()): an optimiser step would change them under the graph too.
+            op.metas = tuple([(t.data.shape, t.data.dtype, 0 if t._shared is None else t._shared[0]) if n
+                              else None if t._shared is None else (t.data.shape, t._shared, t._shared[0])
                               for t, n in zip(inputs, needs)])
-            if False in needs:  # a detached view of a parameter: its values may change under the graph too
-                guards = [(t._shared[0], t._shared, t.shape) for t, n in zip(inputs, needs)
-                          if not n and t._shared is not None]
-                if guards:
-                    op.guards = guards
             return Tensor(out, requires_grad=True, _ctx=op)
         return Tensor(out)
-
-    guards = ()  # (version, shared counter, shape) of inputs without gradients that share a parameter's values
 
     def release(self):
         """Drop everything saved for backward (called once backward has used it)."""
@@ -508,13 +505,12 @@ class Tensor:
             ran = g is not None
             if ran:
                 owned.discard(key)
-                for version, counter, shape in op.guards:
-                    if counter[0] != version:
-                        _raise_modified(op, None, version, shape, counter[0])
                 in_grads = op.backward(g)
                 del g
                 for parent, pg, meta in zip(op.parents, in_grads, op.metas):
                     if parent is None:
+                        if meta is not None and meta[1][0] != meta[2]:   # a detach() of a stepped parameter
+                            _raise_modified(op, None, meta[2], meta[0], meta[1][0])
                         continue
                     shape, dtype, version = meta
                     if isinstance(parent, Tensor) and parent._version != version:
