@@ -443,19 +443,20 @@ class Tensor:
         its values through ``detach()`` or ``Tensor(t)``; each op records the
         versions of its leaf inputs and of such detached inputs, and backward
         refuses to run through an op whose input changed since: the gradient
-        would mix old and new weights.  The
-        usual cause is ``optimizer.step()`` between a forward pass and its
-        ``backward()``.  Writing into ``.data`` yourself (``p.data -= ...``)
-        bypasses the counter, as it does in PyTorch.
+        would mix old and new weights.  The usual cause is ``optimizer.step()``
+        between a forward pass and its ``backward()``.  Writing into ``.data``
+        yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
 
         Raises:
             RuntimeError: this tensor does not require grad (no input had
                 ``requires_grad=True``, or it was computed under ``no_grad``);
-                an op's leaf input was updated in place after the op ran; or
-                the graph was already freed by an earlier backward.
+                an op's leaf input (or a ``detach()`` of one) was updated in
+                place after the op ran; or the graph was already freed by an
+                earlier backward.
             ValueError: ``grad`` is omitted and this tensor does not have
                 exactly one element; or ``grad``'s shape differs from this
                 tensor's.
+            TypeError: ``grad`` is complex and this tensor is not.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
