@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import operator
 
-from . import backend
+from . import backend, checks
 from . import functional as F
 from . import nn
 from .tensor import Tensor
@@ -106,12 +106,6 @@ def _show_shape(shape) -> str:
 
 
 # ---- argument checks ---------------------------------------------------------------------
-def _positive_int(fn: str, name: str, value) -> int:
-    if not backend.is_int(value) or value < 1:
-        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _compact(pair: tuple):
     """``(a, a)`` as ``a`` (so reprs read ``Conv(32, 32, 3, padding=1)``), other pairs unchanged."""
     return pair[0] if pair[0] == pair[1] else pair
@@ -152,8 +146,8 @@ def _lenet_sizes(fn: str, input_size) -> dict:
 
 
 def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> FeedbackModel:
-    channels = _positive_int(fn, "channels", channels)
-    classes = _positive_int(fn, "classes", classes)
+    channels = checks.integer(fn, "channels", channels)
+    classes = checks.integer(fn, "classes", classes)
     sizes = _lenet_sizes(fn, input_size)
     (h1, w1), (h2, w2), (h3, w3) = sizes["conv1"], sizes["conv2"], sizes["conv3"]
     relu = F.relu
@@ -309,9 +303,9 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
     if not isinstance(kind, str) or kind.upper() not in SPOERER_KINDS:
         raise ValueError(f"spoerer: kind must be one of {', '.join(SPOERER_KINDS)}, got {kind!r}")
     kind = kind.upper()
-    channels = _positive_int(fn, "channels", channels)
-    features = _positive_int(fn, "features", features)
-    classes = _positive_int(fn, "classes", classes)
+    channels = checks.integer(fn, "channels", channels)
+    features = checks.integer(fn, "features", features)
+    classes = checks.integer(fn, "classes", classes)
     kernel = _size_pair(fn, "kernel", kernel)
     if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
         raise ValueError(f"{fn}: kernel must be odd so that 'same' padding is symmetric, got {kernel}")

@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from . import backend, data as mfdata
+from . import backend, checks, data as mfdata
 from . import functional as F
 from .tensor import Tensor, data_of, no_grad
 
@@ -228,7 +228,7 @@ def sequence_loss(net, x, y, steps: int = 4):
         (4, (2, 10))
         >>> loss.backward()
     """
-    steps = _check_positive("sequence_loss", "steps", steps)
+    steps = checks.integer("sequence_loss", "steps", steps)
     x = _as_input(x, _device_of(net))
     _, logits, loss = _unroll(net, x, y, steps, _is_multilabel(y), None, backward=False)
     return loss, logits
@@ -257,9 +257,9 @@ def train_step(net, opt, x, y, steps: int = 4, truncate: int | None = None, clip
     """
     from .optim import clip_grad_norm
 
-    steps = _check_positive("train_step", "steps", steps)
+    steps = checks.integer("train_step", "steps", steps)
     if truncate is not None:
-        truncate = _check_positive("train_step", "truncate", truncate)
+        truncate = checks.integer("train_step", "truncate", truncate)
     x = _as_input(x, _device_of(net))
     opt.zero_grad()
     total, logits, _ = _unroll(net, x, y, steps, _is_multilabel(y), truncate, backward=True)
@@ -318,8 +318,8 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
         >>> len(accs), all(0 <= a <= 1 for a in accs)
         (4, True)
     """
-    steps = _check_positive("evaluate", "steps", steps)
-    batch = _check_positive("evaluate", "batch", batch)
+    steps = checks.integer("evaluate", "steps", steps)
+    batch = checks.integer("evaluate", "batch", batch)
     y = backend.to_numpy(data_of(y))
     if len(x) != len(y):
         raise ValueError(f"evaluate: x has {len(x)} images but y has {len(y)} labels")
@@ -347,12 +347,6 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
 # --------------------------------------------------------------------------
 # Building blocks of a run
 # --------------------------------------------------------------------------
-
-
-def _check_positive(fn, name, value) -> int:
-    if not backend.is_int(value) or value < 1:
-        raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
@@ -394,7 +388,7 @@ def build_model(name: str, size: int, classes: int = 10, channels: int = 1, feat
     if features is not None:
         if not name.startswith("spoerer-"):
             raise ValueError(f"features applies to the spoerer-* models only, not {name!r}")
-        kwargs["features"] = _check_positive("build_model", "features", features)
+        kwargs["features"] = checks.integer("build_model", "features", features)
     return models.build(name, **kwargs)
 
 
@@ -406,7 +400,7 @@ def count_parameters(net) -> int:
 def prepare_data(spec: str = "digits", size: int = 16, seed: int = 0, limit: int | None = None):
     """Load a data set (see :func:`minifb.data.load`), keeping the first ``limit`` train and test images."""
     if limit is not None:
-        limit = _check_positive("prepare_data", "limit", limit)
+        limit = checks.integer("prepare_data", "limit", limit)
     ds = mfdata.load(spec, size=size, seed=seed)
     if limit is not None:
         ds = ds.subset(limit, limit)
@@ -435,12 +429,12 @@ def _test_set(ds, corrupt: str, seed: int):
 
 def _check_schedule(steps, epochs, batch, truncate, clip, corrupt):
     """Check the training-loop arguments of :func:`fit`; return ``(steps, epochs, batch, truncate, corrupt)``."""
-    steps = _check_positive("train", "steps", steps)
-    batch = _check_positive("train", "batch", batch)
+    steps = checks.integer("train", "steps", steps)
+    batch = checks.integer("train", "batch", batch)
     if not backend.is_int(epochs) or epochs < 0:
         raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
     if truncate is not None:
-        truncate = _check_positive("train", "truncate", truncate)
+        truncate = checks.integer("train", "truncate", truncate)
         if truncate > steps:
             raise ValueError(f"train: truncate must be at most steps ({steps}), got {truncate} "
                              "(None is full BPTT)")
@@ -642,7 +636,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     if str(optimizer).lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
     steps, epochs, _, _, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
-    _check_positive("train", "size", size)
+    checks.integer("train", "size", size)
     start = time.perf_counter()
     backend.manual_seed(seed)
     ds = prepare_data(data, size=size, seed=seed, limit=limit)
