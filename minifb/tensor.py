@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from . import backend
+from . import backend, checks
 
 
 class _Tape:
@@ -242,7 +242,9 @@ class Tensor:
             data = _as_array(data)
         self.data = data
         self.grad = None
-        self.requires_grad = bool(requires_grad)
+        if requires_grad is not False and requires_grad is not True:   # two identity tests on the ops' path
+            requires_grad = checks.flag("Tensor", "requires_grad", requires_grad)
+        self.requires_grad = requires_grad
         self._ctx = _ctx
         if self.requires_grad and not _is_float(data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
@@ -363,12 +365,13 @@ class Tensor:
         Only a leaf may turn it off, as in PyTorch: switching it off on a computed
         tensor would silently cut the graph; use :meth:`detach` for that.
         """
+        flag = checks.flag("requires_grad_", "flag", flag)
         if not flag and self._ctx is not None:
             raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring gradients; "
                                "use .detach() to cut a computed tensor from the graph")
         if flag and not _is_float(self.data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
-        self.requires_grad = bool(flag)
+        self.requires_grad = flag
         return self
 
     def to(self, device: str) -> "Tensor":

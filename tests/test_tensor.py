@@ -718,3 +718,20 @@ def test_comparisons_take_lists_and_arrays_on_the_tensor_device(device):
         assert (t == other).numpy().tolist() == [False, True, False]
     with pytest.raises(TypeError):
         t < "a"
+
+
+def test_a_bad_index_names_the_tensors_shape():
+    x = mf.zeros(2, 3)
+    for index, numpy_says in ((5, "index 5 is out of bounds"), ((0, 0, 0), "too many indices"),
+                              (np.array([True, False, True]), "boolean index did not match")):
+        with pytest.raises(IndexError, match=rf"getitem: indexing a tensor of shape \(2, 3\).*{numpy_says}"):
+            x[index]
+
+
+def test_requires_grad_must_be_a_bool():
+    for bad in ("x", 1, None):
+        with pytest.raises(TypeError, match=r"Tensor: requires_grad must be True or False"):
+            mf.Tensor(np.ones(2, np.float32), requires_grad=bad)
+        with pytest.raises(TypeError, match=r"requires_grad_: flag must be True or False"):
+            mf.ones(2).requires_grad_(bad)
+    assert mf.Tensor(np.ones(2, np.float32), requires_grad=np.bool_(True)).requires_grad is True

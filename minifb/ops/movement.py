@@ -48,7 +48,10 @@ class GetItem(Function):
 
     def forward(self, x, *, index):
         self.shape, self.index = x.shape, index
-        return x[index]
+        try:
+            return x[index]
+        except IndexError as e:  # NumPy's message, with the shape it was about
+            raise IndexError(f"getitem: indexing a tensor of shape {tuple(x.shape)}: {e}") from None
 
     def backward(self, grad):
         xp = array_module(grad)
