@@ -22,6 +22,8 @@ import numbers
 
 import numpy as np
 
+from . import checks
+
 DEFAULT_DTYPE = np.float32
 
 _CATEGORIES = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}  # bool < integer < floating < complex
@@ -233,8 +235,12 @@ _random = _Random()
 
 
 def manual_seed(seed: int) -> None:
-    """Seed minifb's random generators (parameter initialisation, ``randn``, dropout, ...)."""
-    _random.seed = int(seed)
+    """Seed minifb's random generators (parameter initialisation, ``randn``, dropout, ...).
+
+    Raises:
+        ValueError: ``seed`` is not an integer >= 0.
+    """
+    _random.seed = checks.integer("manual_seed", "seed", seed, minimum=0)
     _random.generators.clear()
 
 

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
-from . import backend
+from . import backend, checks
 from .tensor import Tensor
 
+_NUMERIC_KINDS = "biufc"  # bool, integer, unsigned, floating, complex: what a tensor may hold
 
-def _shape(shape):
+
+def _shape(fn, shape):
+    """``shape`` (separate sizes or one tuple/list) as a tuple of ints; a bool or a float is no size."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
-        raise ValueError(f"shape must be non-negative integers, got {shape}")
+    if not all(backend.is_int(n) and n >= 0 for n in shape):
+        raise ValueError(f"{fn}: shape must be non-negative integers, got {shape}")
     return tuple(int(n) for n in shape)
 
 
-def _dtype(dtype):
-    return np.dtype(backend.DEFAULT_DTYPE if dtype is None else dtype)
+def _dtype(fn, dtype):
+    """``dtype`` as a NumPy dtype (float32 for None), refusing names NumPy does not know and non-numeric
+    dtypes (object, strings)."""
+    if dtype is None:
+        return np.dtype(backend.DEFAULT_DTYPE)
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        out = None
+    if out is None or out.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{fn}: dtype must be a numeric NumPy dtype (e.g. 'float32', 'int64', 'bool'), "
+                        f"got {dtype!r}")
+    return out
+
+
+def _check_tensor(fn, t):
+    if not isinstance(t, Tensor):
+        hint = " (wrap arrays with mf.tensor)" if hasattr(t, "shape") else ""
+        raise TypeError(f"{fn}: t must be a minifb Tensor, got {type(t).__name__}{hint}")
 
 
 def _first_leaf(data):
@@ -35,6 +58,54 @@ def _to_host(data):
     return data
 
 
+def _leaves(data):
+    """The non-list leaves of a nested list, in order (only on the error path: it walks everything)."""
+    if isinstance(data, (list, tuple)):
+        for d in data:
+            yield from _leaves(d)
+    else:
+        yield data
+
+
+def _ragged(data) -> str:
+    """Where a nested list is ragged: the first depth whose rows differ in length, and those lengths."""
+    level, depth = [data], 0
+    while level:
+        lengths = [len(x) if isinstance(x, (list, tuple)) or getattr(x, "ndim", 0) else None for x in level]
+        if len(set(lengths)) > 1:
+            shown = ", ".join("a number" if n is None else str(n) for n in lengths[:8])
+            return f"at depth {depth} the lengths are [{shown}{', ...' if len(lengths) > 8 else ''}]"
+        if lengths[0] is None:
+            break
+        level, depth = [y for x in level for y in x], depth + 1
+    return "the rows differ in length"
+
+
+def _from_python(data):
+    """Python data (numbers, nested lists) as a new NumPy array, refusing ragged lists with a clear error."""
+    try:
+        return np.array(data)
+    except ValueError as err:
+        if "inhomogeneous" not in str(err) and "sequence" not in str(err):
+            raise
+        raise ValueError(f"tensor: the nested list is ragged (its rows differ in length): {_ragged(data)}") from None
+
+
+def _check_numeric(original, array):
+    """Refuse data that is not numbers or booleans (None, strings, dicts, object arrays)."""
+    if array.dtype.kind in _NUMERIC_KINDS:
+        return
+    if hasattr(original, "shape"):
+        got = f"an array of dtype {array.dtype}"
+    elif isinstance(original, (list, tuple)):
+        odd = next((v for v in _leaves(original) if not isinstance(v, (numbers.Number, np.generic))), None)
+        got = f"{type(original).__name__} of {type(odd).__name__} (NumPy dtype {array.dtype})"
+    else:
+        got = type(original).__name__
+    raise TypeError(f"tensor: cannot make a tensor from {got}: the data must be numbers or booleans "
+                    f"(a number, a nested list or an array of them)")
+
+
 def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=None) -> Tensor:
     """Make a tensor from array-like data (lists, NumPy/CuPy arrays, numbers, Tensors, lists of Tensors).
 
@@ -42,6 +113,11 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
     integer and boolean data keep their kind (for labels and masks).  A
     (nested) list of Tensors is stacked into one new tensor, on the CPU unless
     ``device`` says otherwise.
+
+    Raises:
+        TypeError: ``data`` is not numbers or booleans (None, a string, a dict, an object array), or
+            ``dtype`` is not a numeric NumPy dtype.
+        ValueError: ``data`` is a ragged nested list (its rows differ in length).
 
     Example:
         >>> mf.tensor([[1, 2], [3, 4]], dtype="float32", requires_grad=True)
@@ -57,49 +133,76 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
     if device is None:
         device = backend.device_of(data) if hasattr(data, "shape") else "cpu"
     device = backend.check_device(device)
-    if device == "cpu":
-        array = np.array(backend.to_numpy(data) if hasattr(data, "shape") else data)
-    else:
-        array = backend.to_device(np.asarray(data) if not hasattr(data, "shape") else data, "cuda").copy()
     if dtype is not None:
-        array = array.astype(np.dtype(dtype), copy=False)
+        dtype = _dtype("tensor", dtype)
+    if not hasattr(data, "shape"):
+        array = _from_python(data)  # a new array: no copy needed on the CPU
+        _check_numeric(data, array)
+        if device != "cpu":
+            array = backend.to_device(array, "cuda")
+    elif device == "cpu":
+        array = np.array(backend.to_numpy(data))
+    else:
+        array = backend.to_device(data, "cuda").copy()
+    if isinstance(array.dtype, np.dtype):
+        _check_numeric(data, array)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
     elif array.dtype.kind == "f" and array.dtype != backend.DEFAULT_DTYPE:
         array = array.astype(backend.DEFAULT_DTYPE)
     return Tensor(array, requires_grad=requires_grad)
 
 
 def zeros(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """A tensor of zeros, e.g. ``mf.zeros(2, 3)`` or ``mf.zeros((2, 3))``."""
+    """A tensor of zeros, e.g. ``mf.zeros(2, 3)`` or ``mf.zeros((2, 3))``.
+
+    Raises:
+        ValueError: a size is not a non-negative int (``True`` and ``2.0`` are not sizes).
+        TypeError: ``dtype`` is not a numeric NumPy dtype.
+    """
     xp = backend.xp_for(device or "cpu")
-    return Tensor(xp.zeros(_shape(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
+    return Tensor(xp.zeros(_shape("zeros", shape), dtype=_dtype("zeros", dtype)), requires_grad=requires_grad)
 
 
 def ones(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """A tensor of ones."""
+    """A tensor of ones; the shape and the errors as :func:`zeros`."""
     xp = backend.xp_for(device or "cpu")
-    return Tensor(xp.ones(_shape(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
+    return Tensor(xp.ones(_shape("ones", shape), dtype=_dtype("ones", dtype)), requires_grad=requires_grad)
 
 
 def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """A tensor filled with ``value``."""
+    """A tensor of shape ``shape`` (an int or a tuple) filled with ``value``, a number or a bool.
+
+    Raises:
+        ValueError: a size is not a non-negative int.
+        TypeError: ``value`` is not a number (None, a string); ``dtype`` is not a numeric NumPy dtype.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        checks.number("full", "value", value)  # checked only: an int fill stays exact
     xp = backend.xp_for(device or "cpu")
-    return Tensor(xp.full(_shape((shape,)), value, dtype=_dtype(dtype)), requires_grad=requires_grad)
+    return Tensor(xp.full(_shape("full", (shape,)), value, dtype=_dtype("full", dtype)), requires_grad=requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None) -> Tensor:
-    """Zeros with the shape, device and (by default) dtype of ``t``."""
+    """Zeros with the shape, device and (by default) dtype of the Tensor ``t``."""
+    _check_tensor("zeros_like", t)
     xp = backend.array_module(t.data)
-    return Tensor(xp.zeros(t.shape, dtype=dtype or t.dtype))
+    return Tensor(xp.zeros(t.shape, dtype=t.dtype if dtype is None else _dtype("zeros_like", dtype)))
 
 
 def ones_like(t: Tensor, dtype=None) -> Tensor:
-    """Ones with the shape, device and (by default) dtype of ``t``."""
+    """Ones with the shape, device and (by default) dtype of the Tensor ``t``."""
+    _check_tensor("ones_like", t)
     xp = backend.array_module(t.data)
-    return Tensor(xp.ones(t.shape, dtype=dtype or t.dtype))
+    return Tensor(xp.ones(t.shape, dtype=t.dtype if dtype is None else _dtype("ones_like", dtype)))
 
 
 def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     """Evenly spaced values as ``numpy.arange``: int64 for integer arguments, else float32.
+
+    Raises:
+        TypeError: ``start``, ``stop`` or ``step`` is not a number; ``dtype`` is not a numeric NumPy dtype.
+        ValueError: one of them is infinite or NaN, or ``step`` is 0.
 
     Example:
         >>> mf.arange(0.0, 1.0, 0.25)
@@ -108,15 +211,19 @@ def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     xp = backend.xp_for(device or "cpu")
     if stop is None:
         start, stop = 0, start
-    if dtype is None:
-        dtype = backend.result_type(start, stop, step)
-    return Tensor(xp.arange(start, stop, step, dtype=np.dtype(dtype)))
+    values = [checks.number("arange", name, v) for name, v in (("start", start), ("stop", stop), ("step", step))]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"arange: start, stop and step must be finite, got ({start!r}, {stop!r}, {step!r})")
+    if values[2] == 0:
+        raise ValueError(f"arange: step must not be 0, got {step!r}")
+    dtype = backend.result_type(start, stop, step) if dtype is None else _dtype("arange", dtype)
+    return Tensor(xp.arange(start, stop, step, dtype=dtype))
 
 
 def _random_dtypes(fn, dtype):
     """``(dtype, draw_dtype)`` for a random creation function: the requested floating dtype, and the
     one to draw in, since NumPy's and CuPy's generators draw only float32 and float64."""
-    dtype = _dtype(dtype)
+    dtype = _dtype(fn, dtype)
     if dtype.kind != "f":
         raise TypeError(f"{fn}: dtype must be a floating-point dtype (float16, float32 or float64), got {dtype}")
     if dtype in (np.float32, np.float64):
@@ -136,6 +243,7 @@ def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
 
     Raises:
         TypeError: ``dtype`` is not a floating-point dtype.
+        ValueError: a size is not a non-negative int.
 
     Example:
         >>> mf.randn(2, 3, dtype="float16").dtype
@@ -143,7 +251,7 @@ def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
     """
     device = backend.check_device(device)
     dtype, draw = _random_dtypes("randn", dtype)
-    data = backend.rng(device).standard_normal(_shape(shape), dtype=draw).astype(dtype, copy=False)
+    data = backend.rng(device).standard_normal(_shape("randn", shape), dtype=draw).astype(dtype, copy=False)
     return Tensor(data, requires_grad=requires_grad)
 
 
@@ -160,6 +268,7 @@ def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
 
     Raises:
         TypeError: ``dtype`` is not a floating-point dtype.
+        ValueError: a size is not a non-negative int.
 
     Example:
         >>> float(mf.rand(1000, dtype="float16").max()) < 1
@@ -167,7 +276,7 @@ def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
     """
     device = backend.check_device(device)
     dtype, draw = _random_dtypes("rand", dtype)
-    data = backend.rng(device).random(_shape(shape), dtype=draw)
+    data = backend.rng(device).random(_shape("rand", shape), dtype=draw)
     if draw != dtype:
         below_one = np.nextafter(dtype.type(1), dtype.type(0))
         data = backend.array_module(data).minimum(data.astype(dtype), below_one)

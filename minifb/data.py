@@ -38,6 +38,8 @@ from typing import Iterator
 
 import numpy as np
 
+from . import checks
+
 __all__ = [
     "Dataset",
     "load_digits",
@@ -195,11 +197,20 @@ def resize_bilinear(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarr
 
     Returns:
         Array of shape ``(..., S_h, S_w)``, float32.
+
+    Raises:
+        ValueError: ``images`` has fewer than 2 axes, or ``size`` is not a
+            positive integer or a pair of them.
     """
     images = np.asarray(images)
-    sh, sw = (size, size) if np.isscalar(size) else tuple(size)
-    if sh < 1 or sw < 1:
-        raise ValueError(f"resize size must be positive, got {size!r}")
+    if images.ndim < 2:
+        raise ValueError(f"resize_bilinear: images must have shape (..., H, W), got {images.shape}")
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"resize_bilinear: size must be S or (S_h, S_w), got {tuple(size)!r}")
+        sh, sw = (checks.integer("resize_bilinear", "size", s) for s in size)
+    else:
+        sh = sw = checks.integer("resize_bilinear", "size", size)
     h, w = images.shape[-2:]
     if (h, w) == (sh, sw):
         return images.astype(np.float32, copy=True)
@@ -268,16 +279,15 @@ def load_digits(size: int = 28, seed: int = 0, test_fraction: float = 0.25) -> D
         images.
 
     Raises:
-        ValueError: If ``size`` < 1, ``test_fraction`` is not in (0, 1), or
-            ``test_fraction`` is so close to 0 or 1 that the test or the
-            training split would be empty.
+        ValueError: If ``size`` is not a positive integer, ``test_fraction`` is
+            not in (0, 1), or ``test_fraction`` is so close to 0 or 1 that the
+            test or the training split would be empty.
     """
-    if int(size) < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    size = checks.integer("load_digits", "size", size)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     images, labels = _raw_digits()
-    x = resize_bilinear(images.astype(np.float32) / 16.0, int(size))[:, None]
+    x = resize_bilinear(images.astype(np.float32) / 16.0, size)[:, None]
     np.clip(x, 0.0, 1.0, out=x)
     train_idx, test_idx = _stratified_split(labels, test_fraction, seed)
     if len(train_idx) == 0 or len(test_idx) == 0:
@@ -357,13 +367,17 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
         (10000, 1, S, S)`` for the real MNIST (any counts for other files).
 
     Raises:
+        TypeError: If ``directory`` is not a path (a ``str`` or ``os.PathLike``).
         FileNotFoundError: If a file is missing (the message lists the names
             tried).
-        ValueError: If a file has a bad magic number, is truncated, or its
-            image and label counts differ; the message names the file.
+        ValueError: If ``size`` is not a positive integer, or a file has a bad
+            magic number, is truncated, or its image and label counts differ;
+            the message names the file.
     """
-    if int(size) < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"load_mnist: directory must be a path (a str or os.PathLike), got {directory!r}")
+    size = checks.integer("load_mnist", "size", size)
+    directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MNIST directory not found: {directory!r}")
     parts = []
@@ -378,7 +392,7 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
             )
         if labels.size and labels.max() > 9:
             raise ValueError(f"{lab_path}: label {int(labels.max())} is outside 0..9")
-        x = resize_bilinear(images.astype(np.float32) / 255.0, int(size))[:, None]
+        x = resize_bilinear(images.astype(np.float32) / 255.0, size)[:, None]
         np.clip(x, 0.0, 1.0, out=x)
         parts.append((x, labels.astype(np.int64)))
     (x_train, y_train), (x_test, y_test) = parts
@@ -424,7 +438,7 @@ def batches(
     shuffle: bool = True,
     rng: np.random.Generator | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield mini-batches covering every example exactly once.
+    """An iterator over mini-batches covering every example exactly once.
 
     Args:
         x: Inputs, shape ``(N, ...)``.
@@ -433,24 +447,51 @@ def batches(
         shuffle: Visit the examples in a random order (else in order).
         rng: Generator for the shuffle; a fresh unseeded one if ``None``.
 
-    Yields:
-        ``(xb, yb)`` with shapes ``(B, ...)``, ``B <= batch_size``.
+    Returns:
+        An iterator of ``(xb, yb)`` with shapes ``(B, ...)``, ``B <= batch_size``.
 
     Raises:
-        ValueError: If ``batch_size < 1`` or ``x`` and ``y`` differ in length.
+        ValueError: If ``batch_size`` is not a positive integer (``2.5`` and
+            ``True`` are refused, not truncated), ``x`` or ``y`` is a 0-d
+            array, or ``x`` and ``y`` differ in length.
+        TypeError: If ``x`` or ``y`` is not an array (``None``), ``shuffle`` is
+            not a bool, or ``rng`` is not a ``numpy.random.Generator``; all
+            checked when ``batches`` is called, not at the first batch.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x has {n} examples but y has {len(y)}")
+    batch_size = checks.integer("batches", "batch_size", batch_size)
+    n = _batch_length("batches", "x", x)
+    m = _batch_length("batches", "y", y)
+    if m != n:
+        raise ValueError(f"x has {n} examples but y has {m}")
+    shuffle = checks.flag("batches", "shuffle", shuffle)
     if shuffle:
-        order = (rng if rng is not None else np.random.default_rng()).permutation(n)
+        order = (_check_rng("batches", rng) if rng is not None else np.random.default_rng()).permutation(n)
     else:
         order = np.arange(n)
-    for start in range(0, n, int(batch_size)):
-        idx = order[start:start + int(batch_size)]
-        yield x[idx], y[idx]
+    x, y = _indexable(x), _indexable(y)
+    return ((x[order[start:start + batch_size]], y[order[start:start + batch_size]])
+            for start in range(0, n, batch_size))
+
+
+def _indexable(v):
+    """``v`` itself when it takes an index array (NumPy, CuPy, a Tensor), else as a NumPy array (a list)."""
+    return v if hasattr(v, "shape") else np.asarray(v)
+
+
+def _batch_length(fn: str, name: str, v) -> int:
+    """The length of ``v``'s first (batch) axis; a clear error for ``None``, a scalar or a 0-d array."""
+    if getattr(v, "ndim", None) == 0:
+        raise ValueError(f"{fn}: {name} must be an array of shape (N, ...), got a 0-d array {v!r}")
+    if not hasattr(v, "__len__"):
+        raise TypeError(f"{fn}: {name} must be an array of shape (N, ...), got {v!r}")
+    return len(v)
+
+
+def _check_rng(fn: str, rng) -> np.random.Generator:
+    """``rng`` when it is a ``numpy.random.Generator``; a clear error for None, a seed or a ``RandomState``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{fn}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}")
+    return rng
 
 
 # --------------------------------------------------------------------------
@@ -482,6 +523,8 @@ def add_noise(x: np.ndarray, std: float, rng: np.random.Generator, clip: bool = 
         Noisy images, shape ``(N, 1, H, W)``, float32.
     """
     x = _as_images(x)
+    std = checks.number("add_noise", "std", std)
+    _check_rng("add_noise", rng)
     if not (np.isfinite(std) and std >= 0):
         raise ValueError(f"noise std must be a finite number >= 0, got {std!r}")
     out = x + rng.normal(0.0, std, size=x.shape).astype(np.float32)
@@ -504,6 +547,8 @@ def salt_and_pepper(x: np.ndarray, fraction: float, rng: np.random.Generator) ->
         Corrupted images, shape ``(N, 1, H, W)``, float32.
     """
     x = _as_images(x)
+    fraction = checks.number("salt_and_pepper", "fraction", fraction)
+    _check_rng("salt_and_pepper", rng)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"salt-and-pepper fraction must be in [0, 1], got {fraction!r}")
     n, _, h, w = x.shape
@@ -561,6 +606,8 @@ def debris(
         raise ValueError(f"source_images are {src.shape[2:]} but x is {(h, w)}")
     if len(src) == 0:
         raise ValueError("source_images is empty")
+    fraction = checks.number("debris", "fraction", fraction)
+    _check_rng("debris", rng)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"debris fraction must be in [0, 1], got {fraction!r}")
     f = int(fragment_size) if fragment_size is not None else max(2, int(round(h / 4)))
@@ -663,6 +710,7 @@ def clutter(
         labels ``(N, classes)`` float32.
     """
     x = _as_images(x)
+    _check_rng("clutter", rng)
     y = np.asarray(y, dtype=np.int64)
     n, _, h, w = x.shape
     if len(y) != n:
@@ -773,11 +821,17 @@ def corrupt(
             corruption (the message says what the level is: the noise std,
             the fraction, the number of clutter digits), or ``clutter`` gets
             no labels.
+        TypeError: If ``rng`` is not a ``numpy.random.Generator`` (any
+            corruption, ``none`` included), or the ``level`` of ``noise``,
+            ``saltpepper`` or ``debris`` is not a number.
     """
     key = str(name).strip().lower()
     if key not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}: expected one of {', '.join(CORRUPTIONS)}")
+    _check_rng("corrupt", rng)
     lvl = DEFAULT_LEVELS[key] if level is None else level
+    if key in ("noise", "saltpepper", "debris"):
+        checks.number("corrupt", "level", lvl)      # its range is checked, in its own terms, by the corruption
     if key == "none":
         return _as_images(x).copy(), y
     if key == "noise":

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from . import backend, checks
 from .ops import activation, dropout as dropout_ops, elementwise as ew, fused, loss, matmul as mm
 from .ops import movement, recurrent, reduce, softmax as sm
 from .ops.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d  # noqa: F401  (re-exported)
@@ -225,10 +225,21 @@ def where(condition, a, b) -> Tensor:
     """Pick ``a`` where ``condition`` holds, else ``b`` (``condition`` is not differentiated).
 
     ``a`` and ``b`` may be numbers: ``where(x > 0, 1.0, 0.0)``.
+
+    Args:
+        condition: a boolean Tensor, array, (nested) list or bool, broadcastable with ``a`` and ``b``.
+        a, b: Tensors, numbers, lists or arrays.
+
+    Raises:
+        TypeError: ``condition`` is not boolean (None, a string, a float or integer tensor), as in PyTorch.
+        ValueError: the three shapes do not broadcast together.
     """
     cond = condition.data if isinstance(condition, Tensor) else condition
     if not hasattr(cond, "shape"):
-        cond = np.asarray(cond)
+        cond = np.asarray(cond) if isinstance(cond, (list, tuple, bool, np.bool_)) else None
+    if cond is None or cond.dtype.kind != "b":
+        got = f"dtype {cond.dtype}" if cond is not None else type(condition).__name__
+        raise TypeError(f"where: condition must be boolean (a mask such as x > 0), got {got}")
     a, b = _promote("where", a, b, device=backend.device_of(cond))
     cond = backend.to_device(cond, a.device)
     try:
@@ -266,28 +277,31 @@ def clip(x, low=None, high=None) -> Tensor:
 
 # ---- reductions --------------------------------------------------------------
 def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
-    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes)."""
+    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes); ``keepdims`` True or False."""
     _check_tensor("sum", "x", x)
-    return reduce.Sum.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="sum"), keepdims=keepdims)
+    return reduce.Sum.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="sum"),
+                            keepdims=checks.flag("sum", "keepdims", keepdims))
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
     """Arithmetic mean over ``axis``; a boolean or integer tensor gives float32."""
     x = _floating("mean", x)
-    return reduce.Mean.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="mean"), keepdims=keepdims)
+    return reduce.Mean.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="mean"),
+                             keepdims=checks.flag("mean", "keepdims", keepdims))
 
 
 def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
     """Maximum over ``axis``; tied maxima share the gradient equally."""
     _check_tensor("max", "x", x)
-    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="max"), keepdims=keepdims)
+    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="max"),
+                            keepdims=checks.flag("max", "keepdims", keepdims))
 
 
 def min(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
     """Minimum over ``axis``; tied minima share the gradient equally."""
     _check_tensor("min", "x", x)
-    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="min"), keepdims=keepdims,
-                            minimum=True)
+    return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="min"),
+                            keepdims=checks.flag("min", "keepdims", keepdims), minimum=True)
 
 
 # ---- linear algebra ------------------------------------------------------------
@@ -316,7 +330,7 @@ def linear(x, w, b=None) -> Tensor:
     _check_tensor("linear", "w", w)
     if b is not None:
         _check_tensor("linear", "b", b)
-    if w.ndim != 2 or x.shape[-1] != w.shape[1]:
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: weight of shape {w.shape} expects inputs with last dimension "
                          f"{w.shape[1] if w.ndim == 2 else '?'}, got input of shape {x.shape}")
     if b is not None and b.shape != (w.shape[0],):
@@ -332,9 +346,16 @@ def _shape_args(shape):
 
 
 def reshape(x, *shape) -> Tensor:
-    """View ``x`` with a new shape (one ``-1`` allowed); shape as separate ints or one tuple."""
+    """View ``x`` with a new shape (one ``-1`` allowed); shape as separate ints or one tuple.
+
+    Raises:
+        TypeError: a size is not an int (a float, a bool, None, a string).
+        ValueError: the sizes do not hold ``x``'s elements.
+    """
     _check_tensor("reshape", "x", x)
     shape = _shape_args(shape)
+    if not all(backend.is_int(n) for n in shape):
+        raise TypeError(f"reshape: shape must be integers (one may be -1), got {shape}")
     try:
         return movement.Reshape.apply(x, shape=shape)
     except ValueError as err:
@@ -394,7 +415,8 @@ def getitem(x, index) -> Tensor:
 
 
 def _tensor_list(name, xs) -> list:
-    xs = list(xs)
+    if not isinstance(xs, (list, tuple)):  # a single Tensor would be iterated row by row
+        raise TypeError(f"{name}: xs must be a list/tuple of Tensors, got {type(xs).__name__}")
     if not xs:
         raise ValueError(f"{name}: needs at least one tensor")
     for i, t in enumerate(xs):
@@ -403,7 +425,7 @@ def _tensor_list(name, xs) -> list:
 
 
 def concat(xs, axis=0) -> Tensor:
-    """Join tensors along an existing axis; all other dimensions must agree."""
+    """Join a list or tuple of tensors along an existing axis; all other dimensions must agree."""
     xs = _tensor_list("concat", xs)
     ndim = xs[0].ndim
     if ndim == 0:
@@ -416,7 +438,7 @@ def concat(xs, axis=0) -> Tensor:
 
 
 def stack(xs, axis=0) -> Tensor:
-    """Join equal-shaped tensors along a new axis (``axis`` in ``[-ndim - 1, ndim]``)."""
+    """Join a list or tuple of equal-shaped tensors along a new axis (``axis`` in ``[-ndim - 1, ndim]``)."""
     xs = _tensor_list("stack", xs)
     if any(t.shape != xs[0].shape for t in xs):
         raise ValueError(f"stack: all shapes must be equal, got {[tuple(t.shape) for t in xs]}")
@@ -429,19 +451,46 @@ def stack(xs, axis=0) -> Tensor:
 
 
 def pad(x, pad_width, value=0.0) -> Tensor:
-    """Constant padding; ``pad_width`` is ``((before, after), ...)`` per axis as in ``numpy.pad``."""
+    """Constant padding with ``value``; ``pad_width`` is ``((before, after), ...)``, one pair per axis.
+
+    Args:
+        x: the tensor.
+        pad_width: one ``(before, after)`` pair of non-negative ints per axis of ``x``.
+        value: the fill, a number (or a bool).
+
+    Raises:
+        TypeError: ``pad_width`` is not a sequence of (before, after) pairs; ``value`` is not a number.
+        ValueError: there is not one pair per axis; a width is negative or not an int (``1.5`` is not 1).
+    """
     _check_tensor("pad", "x", x)
-    pad_width = tuple((int(a), int(b)) for a, b in pad_width)
-    if len(pad_width) != x.ndim or any(a < 0 or b < 0 for a, b in pad_width):
-        raise ValueError(f"pad: pad_width {pad_width} must give one non-negative (before, after) pair "
-                         f"per axis of shape {x.shape}")
+    if not isinstance(pad_width, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2
+                                                           for p in pad_width):
+        raise TypeError(f"pad: pad_width must be one (before, after) pair per axis of shape {x.shape}, "
+                        f"got {pad_width!r}")
+    if len(pad_width) != x.ndim:
+        raise ValueError(f"pad: pad_width must be one (before, after) pair per axis of shape {x.shape}, "
+                         f"got {len(pad_width)} pairs: {pad_width!r}")
+    pad_width = tuple((checks.integer("pad", f"pad_width[{i}][0]", a, minimum=0),
+                       checks.integer("pad", f"pad_width[{i}][1]", b, minimum=0)) for i, (a, b) in enumerate(pad_width))
+    if not isinstance(value, (bool, np.bool_)):
+        checks.number("pad", "value", value)  # checked only: an int fill stays exact
     return movement.Pad.apply(x, pad_width=pad_width, value=value)
 
 
 def broadcast_to(x, shape) -> Tensor:
-    """Broadcast ``x`` to ``shape`` (NumPy rules); backward sums over broadcast axes."""
+    """Broadcast ``x`` to ``shape`` (NumPy rules); backward sums over broadcast axes.
+
+    Raises:
+        TypeError: ``shape`` is not a tuple or list of ints.
+        ValueError: ``x``'s shape does not broadcast to ``shape``.
+    """
     _check_tensor("broadcast_to", "x", x)
-    return movement.BroadcastTo.apply(x, shape=tuple(shape))
+    if not isinstance(shape, (tuple, list)) or not all(backend.is_int(n) for n in shape):
+        raise TypeError(f"broadcast_to: shape must be a tuple of ints, got {shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < x.ndim or backend.broadcast_shape(x.shape, shape) != shape:
+        raise ValueError(f"broadcast_to: a tensor of shape {x.shape} cannot be broadcast to shape {shape!r}")
+    return movement.BroadcastTo.apply(x, shape=shape)
 
 
 # ---- activations ------------------------------------------------------------------
@@ -452,7 +501,13 @@ def relu(x) -> Tensor:
 
 
 def leaky_relu(x, negative_slope=0.01) -> Tensor:
-    """``x`` for positive inputs, ``negative_slope·x`` otherwise."""
+    """``x`` for positive inputs, ``negative_slope·x`` otherwise.
+
+    Raises:
+        TypeError: ``negative_slope`` is not a number (None, a string, a bool).
+    """
+    if type(negative_slope) is not float:  # the default and the usual case skip the check
+        negative_slope = checks.number("leaky_relu", "negative_slope", negative_slope)
     return activation.LeakyReLU.apply(_floating("leaky_relu", x), negative_slope=negative_slope)
 
 
@@ -487,7 +542,8 @@ def _one_axis(fn, axis, ndim) -> tuple:
     """The single axis a softmax normalises over, as a tuple: ``(axis,)``, or ``()`` for a 0-d tensor."""
     if not backend.is_int(axis):
         raise TypeError(f"{fn}: axis must be one int (the axis to normalise over), got {axis!r}")
-    return (reduce.check_axis(axis, ndim, fn=fn),) if ndim else ()
+    axis = reduce.check_axis(axis, ndim, fn=fn)  # a 0-d tensor takes 0 or -1, as in PyTorch
+    return (axis,) if ndim else ()
 
 
 def softmax(x, axis=-1) -> Tensor:
@@ -606,8 +662,13 @@ def lstm_pointwise(gi, gh, c) -> Tensor:
 
     Returns:
         (B, 2H): ``[h' | c']`` with ``c' = f·c + i·g`` and ``h' = o·tanh(c')``.
+
+    Raises:
+        TypeError: an argument is not a Tensor (boolean and integer tensors become float32).
+        ValueError: the shapes do not fit together.
     """
-    return recurrent.LSTMPointwise.apply(gi, gh, c)
+    return recurrent.LSTMPointwise.apply(_floating("lstm_pointwise", gi, "gi"), _floating("lstm_pointwise", gh, "gh"),
+                                         _floating("lstm_pointwise", c, "c"))
 
 
 def gru_pointwise(gi, gh, h) -> Tensor:
@@ -620,8 +681,13 @@ def gru_pointwise(gi, gh, h) -> Tensor:
 
     Returns:
         (B, H): ``h' = (1 - z)·n + z·h`` with ``n = tanh(gi_n + r·gh_n)``.
+
+    Raises:
+        TypeError: an argument is not a Tensor (boolean and integer tensors become float32).
+        ValueError: the shapes do not fit together.
     """
-    return recurrent.GRUPointwise.apply(gi, gh, h)
+    return recurrent.GRUPointwise.apply(_floating("gru_pointwise", gi, "gi"), _floating("gru_pointwise", gh, "gh"),
+                                        _floating("gru_pointwise", h, "h"))
 
 
 # ---- losses -------------------------------------------------------------------------
@@ -690,11 +756,14 @@ def dropout(x, p=0.5, training=True) -> Tensor:
 
     A boolean or integer input is first converted to float32. With ``p = 1``
     training gives zeros (as in PyTorch; there is nothing left to scale).
+
+    Raises:
+        TypeError: ``p`` is not a number, or ``training`` is not True or False.
+        ValueError: ``p`` is outside [0, 1].
     """
     x = _floating("dropout", x)
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
-    if not training or p == 0:
+    p = checks.number("dropout", "p", p, at_least=0, at_most=1)
+    if not checks.flag("dropout", "training", training) or p == 0:
         return x
     if p == 1:
         return x * 0.0

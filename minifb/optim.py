@@ -60,7 +60,15 @@ def _param_list(params, owner: str) -> list:
         if id(p) in seen:
             raise ValueError(f"{owner}: params[{i}] (shape {p.shape}) appears more than once in the parameter list")
         seen.add(id(p))
+        _check_writable(owner, i, p)
     return params
+
+
+def _check_writable(owner: str, i: int, p) -> None:
+    """Refuse a parameter on a read-only array (a broadcast view, say): an optimiser updates it in place."""
+    if not getattr(p.data.flags, "writeable", True):   # CuPy arrays have no such flag: always writable
+        raise ValueError(f"{owner}: params[{i}] (shape {p.data.shape}) is a read-only array; an optimiser "
+                         "updates parameters in place, so give it a writable copy (e.g. Parameter(array.copy()))")
 
 
 def _number(owner: str, name: str, value, low: float = 0.0, high: float | None = None,
@@ -216,7 +224,10 @@ class Optimizer:
         parameter) ``.data`` is updated in place and stays the same array.
 
         Raises:
-            ValueError: a parameter's ``.grad`` does not have its shape.
+            TypeError: a parameter's ``.grad`` is not an array (a list, say).
+            ValueError: a parameter's ``.grad`` does not have its shape, or
+                its ``.data`` has become a read-only array.  Every parameter
+                is checked before any is updated, so nothing changes then.
         """
         # KERNEL HOOK: optim -- on CuPy float32 (or under ``kernels.use("emulate")``) every parameter is
         # updated by ONE fused launch over a flat buffer that holds all of them (kernels/optim.cu, see
@@ -225,13 +236,22 @@ class Optimizer:
             for p in self.params:
                 p._version += 1  # an in-place update: graphs recorded before it can no longer backward
             return
+        owner = f"{type(self).__name__}.step"
+        for i, p in enumerate(self.params):   # check them all first: an error leaves every parameter as it was
+            g = p.grad
+            if g is None:
+                continue
+            shape = getattr(g, "shape", None)
+            if shape is None:
+                raise TypeError(f"{owner}: params[{i}].grad must be an array of shape {p.data.shape}, "
+                                f"got {type(g).__name__}")
+            if shape != p.data.shape:
+                raise ValueError(f"{owner}: params[{i}] has shape {p.data.shape} but its grad has shape {g.shape}")
+            _check_writable(owner, i, p)
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
-            if g.shape != p.data.shape:
-                raise ValueError(f"{type(self).__name__}.step: params[{i}] has shape {p.data.shape} "
-                                 f"but its grad has shape {g.shape}")
             state = self.state[i]
             if state:
                 _follow_device(state, p.data)
@@ -257,8 +277,8 @@ class Optimizer:
         """
         if not self.fused_flat:
             return False
-        if any(p.grad is None or p.grad.shape != p.data.shape for p in self.params):
-            return False
+        if any(getattr(p.grad, "shape", None) != p.data.shape for p in self.params):
+            return False    # a missing gradient, or one of another shape or type: the checked per-parameter path
         if not kernels.should_use(*(p.data for p in self.params), *(p.grad for p in self.params)):
             return False
         if len({s.get("step", 0) for s in self.state}) > 1:
@@ -538,7 +558,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     gradient are skipped.
 
     Args:
-        params: an iterable of Tensors (or one Tensor).
+        params: an iterable of Tensors (``model.parameters()``), or one Tensor.
         max_norm: the largest allowed total norm, >= 0.
         norm_type: ``p`` of the p-norm (> 0), or ``float("inf")``.
         error_if_nonfinite: raise if the total norm is NaN or infinite
@@ -547,6 +567,10 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     Returns:
         The total norm of the gradients before clipping, a Python float
         (0.0 when no parameter has a gradient).
+
+    Raises:
+        TypeError: ``params`` is neither a Tensor nor an iterable of Tensors
+            (a Module itself, say: pass ``model.parameters()``).
 
     Example:
         >>> net = nn.Dense(3, 1)
@@ -557,7 +581,14 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     """
     if isinstance(params, Tensor):
         params = [params]
-    params = list(params)
+    if hasattr(params, "parameters") and callable(params.parameters) and not isinstance(params, (list, tuple)):
+        raise TypeError("clip_grad_norm: params must be a Tensor or an iterable of Tensors; "
+                        f"pass model.parameters(), not the {type(params).__name__} itself")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError("clip_grad_norm: params must be a Tensor or an iterable of Tensors, "
+                        f"got {type(params).__name__}") from None
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"clip_grad_norm: params[{i}] is a {type(p).__name__}, expected a Tensor")

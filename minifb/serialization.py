@@ -41,6 +41,17 @@ def _check_module(fn: str, module) -> None:
                         f"got {type(module).__name__}")
 
 
+def _check_path(fn: str, path) -> str:
+    """``path`` as a string when it names no directory, else a TypeError / IsADirectoryError naming ``fn``."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{fn}: path must be a str or an os.PathLike, got {type(path).__name__}") from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{fn}: path {path!r} is a directory, not a weights file (an .npz archive)")
+    return path
+
+
 def save(module, path) -> str:
     """Write ``module.state_dict()`` to ``path`` as an uncompressed ``.npz`` file.
 
@@ -55,6 +66,10 @@ def save(module, path) -> str:
     Returns:
         ``path`` as a string.
 
+    Raises:
+        TypeError: ``module`` is not a Module, or ``path`` not a str or os.PathLike.
+        IsADirectoryError: ``path`` is a directory.
+
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
@@ -62,7 +77,7 @@ def save(module, path) -> str:
         True
     """
     _check_module("save", module)
-    path = os.fspath(path)
+    path = _check_path("save", path)
     arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in module.state_dict().items()}
     # numpy.savez's own layout, written entry by entry: passing the names as keyword arguments
     # (savez(f, **arrays)) would collide with its parameters `file` and `allow_pickle`
@@ -101,6 +116,8 @@ def load(module, path):
             converted to the parameter's dtype, named with the file; or the
             file is not an ``.npz`` archive.  Nothing is changed in that case.
         FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a directory.
+        TypeError: ``path`` is not a str or os.PathLike.
 
     Example:
         >>> import tempfile
@@ -115,7 +132,7 @@ def load(module, path):
         >>> folder.cleanup()
     """
     _check_module("load", module)
-    path = os.fspath(path)
+    path = _check_path("load", path)
     not_weights = f"load: {path!r} is not a minifb weights file (an .npz archive written by minifb.save)"
     try:
         npz = np.load(path, allow_pickle=False)

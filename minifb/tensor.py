@@ -653,11 +653,10 @@ def _as_array(data):
         return data
     from .creation import tensor  # noqa: PLC0415 - creation builds on this module
 
-    array = tensor(data).data
-    if array.dtype.kind not in "biufc":
-        raise TypeError(f"Tensor(): cannot make a tensor from {type(data).__name__} (it gives dtype {array.dtype}); "
-                        f"expected a backend array, a number or a (nested) list of numbers, as mf.tensor takes")
-    return array
+    try:
+        return tensor(data).data
+    except TypeError as err:  # tensor() refuses what is not numbers; say which call it was
+        raise TypeError("Tensor(): " + str(err).removeprefix("tensor: ")) from None
 
 
 def data_of(value):

@@ -126,12 +126,35 @@ def _step_loss(logits: Tensor, y, multilabel: bool) -> Tensor:
     if multilabel:
         target = Tensor(backend.to_device(data_of(y), logits.device).astype(np.float32, copy=False))
         return F.binary_cross_entropy_with_logits(logits, target)
+    # the callers have checked that class-index labels are integers (_check_labels): this cast only widens
     labels = backend.to_device(data_of(y), logits.device).astype(np.int64, copy=False)
     return F.cross_entropy(logits, labels)
 
 
 def _is_multilabel(y) -> bool:
     return np.ndim(y) == 2
+
+
+def _label_dtype(y) -> np.dtype:
+    """The dtype of labels given as a Tensor, a NumPy or CuPy array, or a list (read without a copy to the host)."""
+    y = data_of(y)
+    return np.dtype(y.dtype) if hasattr(y, "dtype") else np.asarray(y).dtype
+
+
+def _check_labels(fn: str, y, name: str = "labels y") -> None:
+    """Refuse class-index labels (1-d) that are not integers: a cast would truncate 1.7 to 1, or read bools as 0/1.
+
+    Multi-hot labels (2-d) are targets of a binary cross-entropy and may be any real numbers.
+    """
+    if not _is_multilabel(y) and _label_dtype(y).kind not in "iu":
+        raise TypeError(f"{fn}: {name} must be integers (class indices), or multi-hot of shape (N, classes); "
+                        f"got dtype {_label_dtype(y)}")
+
+
+def _check_optimizer(fn: str, opt) -> None:
+    if not (callable(getattr(opt, "zero_grad", None)) and callable(getattr(opt, "step", None))):
+        raise TypeError(f"{fn}: opt must be an optimiser with zero_grad() and step() (e.g. make_optimizer(...)), "
+                        f"got {opt!r}")
 
 
 class _Batch:
@@ -220,6 +243,12 @@ def sequence_loss(net, x, y, steps: int = 4):
         ``(loss, logits)``: the scalar loss Tensor and the list of ``T``
         logits Tensors ``(N, classes)``, one per timestep.
 
+    Raises:
+        TypeError: ``y`` is 1-d but not integers (float or bool labels are not
+            truncated to class indices).
+        ValueError: ``steps`` is not a positive integer, or ``y`` does not fit
+            the logits (from the loss).
+
     Example:
         >>> net = build_model("spoerer-BT", 8, features=4)
         >>> xb, yb = np.random.rand(2, 1, 8, 8).astype("float32"), np.array([3, 7])
@@ -229,6 +258,7 @@ def sequence_loss(net, x, y, steps: int = 4):
         >>> loss.backward()
     """
     steps = checks.integer("sequence_loss", "steps", steps)
+    _check_labels("sequence_loss", y)
     x = _as_input(x, _device_of(net))
     _, logits, loss = _unroll(net, x, y, steps, _is_multilabel(y), None, backward=False)
     return loss, logits
@@ -254,12 +284,20 @@ def train_step(net, opt, x, y, steps: int = 4, truncate: int | None = None, clip
     Returns:
         ``(loss, logits)``: the summed loss as a float and the ``T`` logits
         Tensors (detached from the tape).
+
+    Raises:
+        TypeError: ``opt`` has no ``zero_grad()``/``step()``, or ``y`` is 1-d
+            but not integers.
+        ValueError: ``steps`` or ``truncate`` is not a positive integer, or
+            ``y`` does not fit the logits (from the loss).
     """
     from .optim import clip_grad_norm
 
     steps = checks.integer("train_step", "steps", steps)
     if truncate is not None:
         truncate = checks.integer("train_step", "truncate", truncate)
+    _check_optimizer("train_step", opt)
+    _check_labels("train_step", y)
     x = _as_input(x, _device_of(net))
     opt.zero_grad()
     total, logits, _ = _unroll(net, x, y, steps, _is_multilabel(y), truncate, backward=True)
@@ -283,9 +321,23 @@ def accuracy(logits, y) -> float:
 
     Returns:
         A float in ``[0, 1]`` (``nan`` for an empty batch).
+
+    Raises:
+        ValueError: ``logits`` is not 2-d, or ``y`` is neither ``(N,)`` nor
+            ``(N, classes)`` (nothing is broadcast: ``(1,)`` or an int
+            ``(N, 1)`` is refused).
+        TypeError: 1-d labels that are not integers.
     """
     scores = backend.to_numpy(data_of(logits))
-    y = backend.to_numpy(data_of(y))
+    y = np.asarray(backend.to_numpy(data_of(y)))
+    if scores.ndim != 2:
+        raise ValueError(f"accuracy: logits must have shape (N, classes), got {scores.shape}")
+    n, classes = scores.shape
+    if y.shape not in ((n,), (n, classes)):
+        raise ValueError(f"accuracy: logits of shape {scores.shape} need labels of shape ({n},) or "
+                         f"({n}, {classes}), got {y.shape}")
+    if y.ndim == 1 and y.dtype.kind not in "iu":
+        raise TypeError(f"accuracy: labels y of shape {y.shape} must be integer class indices, got dtype {y.dtype}")
     if len(y) == 0:
         return float("nan")
     if y.ndim == 1:
@@ -378,13 +430,16 @@ def build_model(name: str, size: int, classes: int = 10, channels: int = 1, feat
 
     Raises:
         ValueError: for an unknown model name (the message lists the known
-            ones), or ``features`` given for a LeNet model.
+            ones), ``features`` given for a LeNet model, or a ``size``,
+            ``classes``, ``channels`` or ``features`` that is not a positive integer.
     """
     from . import models
 
     if name not in models.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(models.MODEL_NAMES)}")
-    kwargs = dict(input_size=int(size), classes=int(classes), channels=int(channels))
+    kwargs = dict(input_size=checks.integer("build_model", "size", size),
+                  classes=checks.integer("build_model", "classes", classes),
+                  channels=checks.integer("build_model", "channels", channels))
     if features is not None:
         if not name.startswith("spoerer-"):
             raise ValueError(f"features applies to the spoerer-* models only, not {name!r}")
@@ -484,8 +539,15 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
         The history dict: ``{"epochs": [{"epoch", "loss", "train_accuracy",
         "test_accuracy" (list of T), "clean_accuracy" (list of T, with a
         corruption), "lr", "seconds"}, ...]}``.
+
+    Raises:
+        ValueError: a bad schedule argument (``steps``, ``epochs``, ``batch``,
+            ``truncate``, ``clip``, ``corrupt``, ``lr``, ``optimizer``).
+        TypeError: ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
     """
     steps, epochs, batch, truncate, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
+    _check_labels("fit", ds.y_train, "ds.y_train")
+    _check_labels("fit", ds.y_test, "ds.y_test")
     history = {} if history is None else history
     history.setdefault("epochs", [])
     opt = make_optimizer(optimizer, net.parameters(), lr, weight_decay)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import minifb as mf
 from minifb import backend
 
 
@@ -27,3 +28,13 @@ def test_rng_is_per_seed_deterministic():
     a = backend.rng("cpu").random(3)
     backend.manual_seed(3)
     np.testing.assert_array_equal(a, backend.rng("cpu").random(3))
+
+
+def test_manual_seed_takes_a_non_negative_integer():
+    for bad in ("a", None, 1.5, -1, True):
+        with pytest.raises(ValueError, match=r"manual_seed: seed must be an integer >= 0"):
+            mf.manual_seed(bad)
+    mf.manual_seed(np.int64(3))
+    a = mf.randn(2).numpy()
+    mf.manual_seed(3)
+    np.testing.assert_array_equal(mf.randn(2).numpy(), a)

@@ -30,7 +30,7 @@ def test_manual_seed_makes_random_reproducible():
 
 
 def test_bad_shapes_and_devices():
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"zeros: shape must be non-negative integers, got \(-1,\)"):
         mf.zeros(-1)
     with pytest.raises(ValueError, match="unknown device"):
         mf.zeros(2, device="gpu0")
@@ -89,3 +89,78 @@ def test_rand_in_float16_stays_below_one(device):
     mf.manual_seed(0)
     values = mf.rand(100_000, dtype="float16", device=device).numpy()
     assert values.min() >= 0 and values.max() < 1
+
+
+# ---- bad arguments refused where they are passed (audit of silent and unclear errors) -----------------
+@pytest.mark.parametrize("fn", [mf.zeros, mf.ones, mf.randn, mf.rand])
+@pytest.mark.parametrize("shape", [(True, 2), (2, False), (2.0, 3), (2, 2.5), ((2, 3.0),), (None,), ("2",)])
+def test_sizes_must_be_integers(fn, shape):
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: shape must be non-negative integers, got"):
+        fn(*shape)
+    assert fn(np.int64(2), 3).shape == (2, 3) and fn([2, 3]).shape == (2, 3) and fn().shape == ()
+
+
+def test_full_checks_its_shape_and_value():
+    with pytest.raises(ValueError, match=r"full: shape must be non-negative integers, got \(-1,\)"):
+        mf.full((-1,), 1.0)
+    with pytest.raises(ValueError, match=r"full: shape must be non-negative integers, got \(True,\)"):
+        mf.full(True, 1.0)
+    for value in (None, "a", [1.0], mf.tensor(1.0)):
+        with pytest.raises(TypeError, match=r"full: value must be a number, got"):
+            mf.full((2,), value)
+    assert mf.full(3, 2).numpy().tolist() == [2.0, 2.0, 2.0]
+    assert mf.full((2,), True, dtype="bool").numpy().tolist() == [True, True]
+    assert mf.full((1,), 2 ** 60 + 1, dtype="int64").numpy().tolist() == [2 ** 60 + 1]
+
+
+@pytest.mark.parametrize("data, got", [
+    (None, "NoneType"), ("abc", "str"), ({"a": 1}, "dict"), (["a", "b"], r"list of str \(NumPy dtype <U1\)"),
+    (np.array([1, "a"], dtype=object), "an array of dtype object"),
+    ([None, 1.0], r"list of NoneType \(NumPy dtype object\)"),
+    (np.array(["1.0"]), "an array of dtype <U3"), (b"x", "bytes"),
+])
+def test_tensor_refuses_data_that_is_not_numbers(data, got):
+    with pytest.raises(TypeError, match=rf"^tensor: cannot make a tensor from {got}: the data must be numbers or "
+                                        r"booleans"):
+        mf.tensor(data)
+    with pytest.raises(TypeError, match=r"^tensor: cannot make a tensor from"):
+        mf.tensor(data, dtype="float32")   # not converted by astype either
+
+
+@pytest.mark.parametrize("data", [[[1, 2], [3]], [[1.0], 2.0], [mf.ones(2), mf.ones(3)]])
+def test_tensor_of_a_ragged_list_says_the_rows_differ(data):
+    with pytest.raises(ValueError, match=r"tensor: the nested list is ragged \(its rows differ in length\)"):
+        mf.tensor(data)
+
+
+@pytest.mark.parametrize("call", [lambda: mf.zeros(2, dtype="bogus"), lambda: mf.ones(2, dtype="bogus"),
+                                  lambda: mf.full(2, 1.0, dtype="bogus"), lambda: mf.tensor([1.0], dtype="bogus"),
+                                  lambda: mf.randn(2, dtype="bogus"), lambda: mf.rand(2, dtype="bogus"),
+                                  lambda: mf.arange(3, dtype="bogus"), lambda: mf.zeros_like(mf.ones(2), dtype="bogus"),
+                                  lambda: mf.zeros(2, dtype=object), lambda: mf.tensor([1], dtype=str)])
+def test_unknown_dtypes_name_the_function(call):
+    with pytest.raises(TypeError, match=r"^\w+: dtype must be a numeric NumPy dtype .* got "):
+        call()
+
+
+@pytest.mark.parametrize("fn", [mf.zeros_like, mf.ones_like])
+@pytest.mark.parametrize("t, got", [(None, "NoneType"), (np.ones((2, 3)), r"ndarray \(wrap arrays with mf.tensor\)"),
+                                    ([1.0], "list")])
+def test_like_functions_need_a_tensor(fn, t, got):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: t must be a minifb Tensor, got {got}"):
+        fn(t)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((0, 5, 0), ValueError, r"arange: step must not be 0"),
+    ((0, 5, 0.0), ValueError, r"arange: step must not be 0"),
+    (("a",), TypeError, r"arange: stop must be a number, got 'a'"),
+    ((None,), TypeError, r"arange: stop must be a number, got None"),
+    ((0, 5, "1"), TypeError, r"arange: step must be a number, got '1'"),
+    ((True,), TypeError, r"arange: stop must be a number, got True"),
+    ((float("inf"),), ValueError, r"arange: start, stop and step must be finite, got \(0, inf, 1\)"),
+    ((0, 1, float("nan")), ValueError, r"arange: start, stop and step must be finite, got \(0, 1, nan\)"),
+])
+def test_arange_refuses_bad_bounds(args, error, match):
+    with pytest.raises(error, match=match):
+        mf.arange(*args)

@@ -258,9 +258,9 @@ def test_batches_shuffle_is_seeded():
 
 def test_batches_bad_arguments():
     # the library's own messages: NumPy's or range()'s errors (range() arg 3 must not be zero) do not count
-    with pytest.raises(ValueError, match=r"batch_size must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"batches: batch_size must be a positive integer, got 0"):
         next(batches(np.zeros(3), np.zeros(3), 0))
-    with pytest.raises(ValueError, match=r"batch_size must be at least 1, got -1"):
+    with pytest.raises(ValueError, match=r"batches: batch_size must be a positive integer, got -1"):
         next(batches(np.zeros(3), np.zeros(3), -1))       # unchecked, range(0, 3, -1) would yield nothing
     with pytest.raises(ValueError, match=r"x has 3 examples but y has 4"):
         next(batches(np.zeros(3), np.zeros(4), 2))
@@ -420,3 +420,76 @@ def test_corruption_shape_errors():
     for bad in (1.5, -0.5):
         with pytest.raises(ValueError, match=rf"salt-and-pepper fraction must be in \[0, 1\], got {bad}"):
             salt_and_pepper(np.zeros((1, 1, 4, 4)), bad, rng)
+
+
+# ---------------------------------------------------------------- bad inputs: a clear error, never a silent cast
+
+
+@pytest.mark.parametrize("bad", [2.5, True, 2.0, "2", None])
+def test_batches_refuses_a_batch_size_that_is_not_an_integer(bad):
+    """2.5 was truncated to 2 and True read as 1; '2' and None failed inside int()."""
+    with pytest.raises(ValueError, match=rf"batches: batch_size must be a positive integer, got {bad!r}"):
+        batches(np.zeros((5, 1)), np.zeros(5), bad)       # at the call, not at the first next()
+
+
+def test_batches_refuses_inputs_without_a_batch_axis():
+    with pytest.raises(TypeError, match=r"batches: x must be an array of shape \(N, ...\), got None"):
+        batches(None, np.zeros(3), 2)
+    with pytest.raises(ValueError, match=r"batches: y must be an array of shape \(N, ...\), got a 0-d array"):
+        batches(np.zeros(3), np.float32(1.0), 2)
+    with pytest.raises(ValueError, match=r"batches: x must be an array of shape \(N, ...\), got a 0-d array"):
+        batches(np.array(1.0), np.zeros(3), 2)
+    with pytest.raises(TypeError, match=r"batches: shuffle must be True or False, got 'no'"):
+        batches(np.zeros(3), np.zeros(3), 2, shuffle="no")
+    assert [len(b) for b, _ in batches([1, 2, 3], [0, 1, 2], 2, shuffle=False)] == [2, 1]  # lists: still fine
+
+
+@pytest.mark.parametrize("name", ["noise", "saltpepper", "debris"])
+def test_corrupt_refuses_a_level_that_is_not_a_number(raw, name):
+    x, y = raw
+    with pytest.raises(TypeError, match=r"corrupt: level must be a number, got 'a'"):
+        corrupt(name, x[:4], y[:4], rng=np.random.default_rng(0), level="a")
+
+
+@pytest.mark.parametrize("name", ["none", "noise", "saltpepper", "debris", "clutter"])
+@pytest.mark.parametrize("rng", [None, 0, np.random.RandomState(0)])
+def test_corrupt_refuses_an_rng_that_is_not_a_generator(raw, name, rng):
+    x, y = raw
+    with pytest.raises(TypeError, match=r"corrupt: rng must be a numpy.random.Generator .*got "):
+        corrupt(name, x[:4], y[:4], rng=rng)
+
+
+def test_each_corruption_checks_its_own_arguments(raw):
+    x, y = raw
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match=r"add_noise: std must be a number, got 'a'"):
+        add_noise(x[:2], "a", rng)
+    with pytest.raises(TypeError, match=r"salt_and_pepper: fraction must be a number, got None"):
+        salt_and_pepper(x[:2], None, rng)
+    with pytest.raises(TypeError, match=r"debris: fraction must be a number, got 'a'"):
+        debris(x[:2], x, "a", rng)
+    with pytest.raises(TypeError, match=r"add_noise: rng must be a numpy.random.Generator .*got None"):
+        add_noise(x[:2], 0.1, None)
+    with pytest.raises(TypeError, match=r"clutter: rng must be a numpy.random.Generator .*got 0"):
+        clutter(x[:4], y[:4], 2, 0)
+
+
+def test_resize_refuses_fractional_sizes_and_inputs_without_two_axes():
+    with pytest.raises(ValueError, match=r"resize_bilinear: size must be a positive integer, got 2.5"):
+        resize_bilinear(np.zeros((2, 8, 8)), 2.5)
+    with pytest.raises(ValueError, match=r"resize_bilinear: size must be a positive integer, got True"):
+        resize_bilinear(np.zeros((2, 8, 8)), (4, True))
+    with pytest.raises(ValueError, match=r"resize_bilinear: size must be S or \(S_h, S_w\), got \(4, 4, 4\)"):
+        resize_bilinear(np.zeros((2, 8, 8)), (4, 4, 4))
+    with pytest.raises(ValueError, match=r"resize_bilinear: images must have shape \(..., H, W\), got \(5,\)"):
+        resize_bilinear(np.zeros(5), 4)
+    assert resize_bilinear(np.zeros((8, 8)), (4, np.int64(2))).shape == (4, 2)
+
+
+def test_loaders_refuse_a_bad_directory_or_size(tmp_path):
+    with pytest.raises(TypeError, match=r"load_mnist: directory must be a path .*got None"):
+        load_mnist(None)
+    with pytest.raises(ValueError, match=r"load_mnist: size must be a positive integer, got 2.5"):
+        load_mnist(str(tmp_path), size=2.5)
+    with pytest.raises(ValueError, match=r"load_digits: size must be a positive integer, got 8.5"):
+        load_digits(size=8.5)                              # was truncated to 8

@@ -617,7 +617,7 @@ def test_dropout_scales_and_masks():
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, y.numpy())
     assert F.dropout(x, 0.5, training=False) is x
-    with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"dropout: p must be a number >= 0 and <= 1, got 1.5"):
         F.dropout(x, 1.5)
     x = mf.ones(10, requires_grad=True)
     all_dropped = F.dropout(x, 1.0)                       # as PyTorch: zeros, and a zero gradient
@@ -947,3 +947,130 @@ def test_cross_entropy_takes_labels_as_tensor_list_or_array():
     assert losses[0] == losses[1] == losses[2] == losses[3]
     with pytest.raises(ValueError, match=r"cross_entropy: labels must lie in \[0, 4\), got range \[0, 4\]"):
         F.cross_entropy(logits, [1, 0, 4])
+
+
+# ---- bad arguments refused where they are passed (audit of silent and unclear errors) -----------------
+@pytest.mark.parametrize("slope, error", [(None, TypeError), ("a", TypeError), ([0.1], TypeError), (True, TypeError)])
+def test_leaky_relu_needs_a_number_slope(slope, error):
+    with pytest.raises(error, match=r"leaky_relu: negative_slope must be a number, got"):
+        F.leaky_relu(mf.tensor([-1.0, 2.0]), slope)
+    np.testing.assert_allclose(F.leaky_relu(mf.tensor([-1.0, 2.0]), np.float32(0.5)).numpy(), [-0.5, 2.0])
+    np.testing.assert_allclose(F.leaky_relu(mf.tensor([-1.0, 2.0]), 1).numpy(), [-1.0, 2.0])
+
+
+@pytest.mark.parametrize("condition, match", [
+    (None, "got NoneType"), ("abc", "got str"), (mf.ones(2, 3), "got dtype float32"),
+    (np.ones((2, 3), dtype=np.int64), "got dtype int64"), ([1, 0, 1], "got dtype int64"),
+])
+def test_where_needs_a_boolean_condition(condition, match):
+    with pytest.raises(TypeError, match=rf"where: condition must be boolean .*{match}"):
+        F.where(condition, mf.ones(2, 3), mf.zeros(2, 3))
+    assert F.where(True, mf.ones(2), mf.zeros(2)).numpy().tolist() == [1.0, 1.0]
+    assert F.where([True, False], 1.0, 0.0).numpy().tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("pad_width, error, match", [
+    (((1.5, 1), (0, 0)), ValueError, r"pad: pad_width\[0\]\[0\] must be an integer >= 0, got 1.5"),
+    (((True, 1), (0, 0)), ValueError, r"pad: pad_width\[0\]\[0\] must be an integer >= 0, got True"),
+    (((1, 1), (0, -1)), ValueError, r"pad: pad_width\[1\]\[1\] must be an integer >= 0, got -1"),
+    (1, TypeError, r"pad: pad_width must be one \(before, after\) pair per axis of shape \(2, 3\), got 1"),
+    (((1, 1, 1), (0, 0)), TypeError, r"pad: pad_width must be one \(before, after\) pair per axis"),
+    (((1, 1),), ValueError, r"pad: pad_width must be one \(before, after\) pair per axis of shape \(2, 3\), "
+                            r"got 1 pairs"),
+    (None, TypeError, r"pad: pad_width must be one \(before, after\) pair per axis"),
+])
+def test_pad_refuses_bad_widths(pad_width, error, match):
+    with pytest.raises(error, match=match):
+        F.pad(mf.ones(2, 3), pad_width)
+
+
+@pytest.mark.parametrize("value", [None, "a", [1.0], mf.tensor(1.0)])
+def test_pad_refuses_a_value_that_is_not_a_number(value):
+    with pytest.raises(TypeError, match=r"pad: value must be a number, got"):
+        F.pad(mf.ones(2, 3), ((1, 0), (0, 0)), value)
+    out = F.pad(mf.ones(2, 3), [[1, 0], [0, 2]], np.float64(2.0))
+    assert out.shape == (3, 5) and out.numpy()[0, 0] == 2.0
+    assert F.pad(mf.tensor([True]), ((1, 0),), True).numpy().tolist() == [True, True]
+    big = 2 ** 60 + 1
+    assert F.pad(mf.tensor([1]), ((1, 0),), big).numpy().tolist() == [big, 1]   # no trip through float
+
+
+@pytest.mark.parametrize("fn", [F.concat, F.stack])
+@pytest.mark.parametrize("xs, got", [(mf.randn(2, 3), "Tensor"), (None, "NoneType"), (np.ones((2, 3)), "ndarray"),
+                                     (iter([mf.ones(2)]), "list_iterator")])
+def test_concat_and_stack_need_a_list_of_tensors(fn, xs, got):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: xs must be a list/tuple of Tensors, got {got}"):
+        fn(xs)
+    assert fn((mf.ones(2), mf.ones(2))).shape in ((4,), (2, 2))
+
+
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+@pytest.mark.parametrize("axis", [3, 1, -2, -7])
+def test_softmax_of_0d_tensor_checks_the_axis(fn, axis):
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: axis={axis} is out of range for a 0-d tensor "
+                                         r"\(expected an int in \[-1, 0\]\)"):
+        fn(mf.tensor(3.0), axis=axis)
+
+
+@pytest.mark.parametrize("p, error, match", [
+    ("a", TypeError, r"dropout: p must be a number, got 'a'"),
+    (None, TypeError, r"dropout: p must be a number, got None"),
+    (1.5, ValueError, r"dropout: p must be a number >= 0 and <= 1, got 1.5"),
+    (-0.1, ValueError, r"dropout: p must be a number >= 0 and <= 1, got -0.1"),
+    (float("nan"), ValueError, r"dropout: p must be a number >= 0 and <= 1, got nan"),
+])
+def test_dropout_needs_a_probability(p, error, match):
+    with pytest.raises(error, match=match):
+        F.dropout(mf.ones(2, 3), p)
+
+
+@pytest.mark.parametrize("training", ["no", 0, 1, None, "False"])
+def test_dropout_training_must_be_a_bool(training):
+    with pytest.raises(TypeError, match=rf"dropout: training must be True or False, got {re.escape(repr(training))}"):
+        F.dropout(mf.ones(2, 3), 0.5, training=training)
+    x = mf.ones(2, 3)
+    assert F.dropout(x, 0.5, training=np.bool_(False)) is x
+
+
+def test_linear_of_a_0d_input_names_the_shapes():
+    with pytest.raises(ValueError, match=r"linear: weight of shape \(4, 3\) expects inputs with last dimension 3, "
+                                         r"got input of shape \(\)"):
+        F.linear(mf.tensor(1.0), mf.ones(4, 3))
+
+
+@pytest.mark.parametrize("shape, got", [((3.0, 2.0), r"\(3.0, 2.0\)"), (("a",), r"\('a',\)"), ((None,), r"\(None,\)"),
+                                        ((True, 6), r"\(True, 6\)"), (((2, 3), 1), r"\(\(2, 3\), 1\)")])
+def test_reshape_needs_integer_sizes(shape, got):
+    with pytest.raises(TypeError, match=rf"reshape: shape must be integers \(one may be -1\), got {got}"):
+        F.reshape(mf.ones(2, 3), *shape)
+    with pytest.raises(TypeError, match=r"reshape: shape must be integers"):
+        mf.ones(2, 3).reshape(shape)
+    assert mf.ones(2, 3).reshape(np.int64(3), -1).shape == (3, 2)
+
+
+@pytest.mark.parametrize("shape, error", [((3, 3), ValueError), ((3,), ValueError), ((2, -3), ValueError),
+                                          (None, TypeError), ((2.0, 3), TypeError), (3, TypeError)])
+def test_broadcast_to_names_both_shapes(shape, error):
+    with pytest.raises(error, match=rf"broadcast_to: .*{re.escape(repr(shape))}"):
+        F.broadcast_to(mf.ones(2, 3), shape)
+    assert F.broadcast_to(mf.ones(1, 3), [4, 2, 3]).shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("fn", [F.sum, F.mean, F.max, F.min])
+@pytest.mark.parametrize("keepdims", ["x", None, 1])
+def test_reductions_need_a_bool_keepdims(fn, keepdims):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: keepdims must be True or False, got"):
+        fn(mf.ones(2, 3), axis=1, keepdims=keepdims)
+    assert fn(mf.ones(2, 3), axis=1, keepdims=np.bool_(True)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("fn, state", [(F.lstm_pointwise, 4), (F.gru_pointwise, 3)])
+def test_fused_cell_steps_need_tensors(fn, state):
+    gi, gh, h = mf.zeros(2, state * 3), mf.zeros(2, state * 3), mf.ones(2, 3)
+    for i, arg in enumerate(["gi", "gh", "c" if state == 4 else "h"]):
+        args = [gi, gh, h]
+        args[i] = args[i].numpy()
+        with pytest.raises(TypeError, match=rf"{fn.__name__}: argument '{arg}' must be a minifb Tensor, got ndarray"):
+            fn(*args)
+    as_int = fn(mf.zeros(2, state * 3, dtype="int64"), gh, mf.ones(2, 3, dtype="int64"))   # as sigmoid: float32
+    np.testing.assert_allclose(as_int.numpy(), fn(gi, gh, h).numpy())

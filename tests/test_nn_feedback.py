@@ -678,3 +678,53 @@ def test_feedback_chain_indexing():
     assert isinstance(net[1:], nn.FeedbackChain)
     with pytest.raises(ValueError, match="no Splitter"):
         net[:2]
+
+
+# ---- bad input (audit): refused where it is passed, naming the marker, the state and the shapes -------
+@pytest.mark.parametrize("combine", [operator.add, F.add, F.maximum, lambda a, b: a * b],
+                         ids=["operator.add", "F.add", "F.maximum", "lambda"])
+def test_merger_state_never_enlarges_the_stream_batch_whatever_the_combine(combine):
+    net = nn.FeedbackChain(nn.Merger("fork1", nn.Dense(5, 10, mf.relu), combine),
+                           nn.Dense(10, 5, mf.relu), nn.Splitter("fork1"))
+    with pytest.raises(ValueError, match=r'Merger\("fork1".*stream of shape \(1, 10\).*shape \(4, 10\)'):
+        net({"fork1": mf.zeros(4, 5)}, mf.randn(1, 10))
+    _, y = net({"fork1": mf.zeros(1, 5)}, mf.randn(4, 10))   # a batch-1 state broadcasts (documented)
+    assert y.shape == (4, 5)
+    with pytest.raises(ValueError, match=r"stream of shape \(10,\).*shape \(4, 10\)"):
+        net({"fork1": mf.zeros(4, 5)}, mf.randn(10))          # nor batch an unbatched stream
+
+
+def test_merger_concatenating_combine_still_changes_the_channels_not_the_batch():
+    net = nn.FeedbackChain(nn.Merger("h", nn.Lambda(ident), lambda a, b: mf.concat([a, b], axis=1)),
+                           nn.Dense(5, 2), nn.Splitter("h"))
+    state, y = net({"h": mf.zeros(4, 2)}, mf.randn(4, 3))
+    assert y.shape == (4, 2) and state["h"].shape == (4, 2)
+
+
+@pytest.mark.parametrize("value", [None, [0.0] * 5, np.zeros(5, np.float32)], ids=["None", "list", "ndarray"])
+def test_merger_state_value_that_is_not_a_tensor(value):
+    for net in (seed_net(), nn.FeedbackChain(nn.Merger("fork1", nn.Dense(5, 10), operator.add),
+                                             nn.Dense(10, 5), nn.Splitter("fork1"))):
+        with pytest.raises(TypeError, match=rf'Merger\("fork1".*state\["fork1"\] must be a Tensor, '
+                                            rf"got {type(value).__name__}"):
+            net({"fork1": value}, mf.randn(10))
+
+
+def test_feedback_chain_input_that_is_not_a_tensor():
+    with pytest.raises(TypeError, match=r'Merger\("fork1".*the stream must be a Tensor, got NoneType'):
+        seed_net()({"fork1": mf.zeros(5)}, None)
+    with pytest.raises(TypeError, match=r"FeedbackChain.initial_state: x must be a Tensor, got NoneType"):
+        seed_net().initial_state(None)
+
+
+@pytest.mark.parametrize("value", [None, np.zeros(3, np.float32)], ids=["None", "ndarray"])
+def test_tree_state_value_that_is_not_a_tensor_names_the_splitter(value):
+    tree = nn.FeedbackTree(nn.Dense(3, 3), nn.Splitter("s1"), nn.Dense(3, 2))
+    with pytest.raises(TypeError, match=rf'Splitter\("s1"\) in a FeedbackTree: state\["s1"\] must be a '
+                                        rf"Tensor, got {type(value).__name__}"):
+        tree({"s1": value}, mf.ones(3))
+
+
+def test_feedback_chain_refuses_a_layer_that_is_not_callable():
+    with pytest.raises(TypeError, match=r"FeedbackChain: layers\[1\] is not callable, got 5"):
+        nn.FeedbackChain(nn.Dense(2, 2), 5)

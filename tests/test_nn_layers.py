@@ -469,3 +469,60 @@ def test_layers_with_float64_bias_or_state_promote_with_kernels_on_or_off(mode):
         assert out.dtype == state["s"].dtype == np.float64
         _, out = net({"s": mf.zeros(2, 3)}, mf.tensor([[1, 2, 3], [4, 5, 6]]))
         assert out.dtype == (mf.tensor([1]) + mf.ones(1)).dtype == np.float32
+
+
+# ---- bad arguments (audit): refused at construction, naming the layer and the argument -------------
+@pytest.mark.parametrize("make,match", [
+    (lambda v: nn.Dense(v, 4), r"^Dense: in_features must be a positive integer, got "),
+    (lambda v: nn.Dense(3, v), r"^Dense: out_features must be a positive integer, got "),
+    (lambda v: nn.Conv(v, 4, 3), r"^Conv: in_channels must be a positive integer, got "),
+    (lambda v: nn.Conv(3, v, 3), r"^Conv: out_channels must be a positive integer, got "),
+    (lambda v: nn.Conv(3, 4, 3, groups=v), r"^Conv: groups must be a positive integer, got "),
+    (lambda v: nn.ConvTranspose(v, 4, 3), r"^ConvTranspose: in_channels must be a positive integer, got "),
+    (lambda v: nn.ConvTranspose(3, v, 3), r"^ConvTranspose: out_channels must be a positive integer, got "),
+    (lambda v: nn.BatchNorm(v), r"^BatchNorm: num_features must be a positive integer, got "),
+    (lambda v: nn.LRN(v), r"^LRN: size must be a positive integer, got "),
+])
+@pytest.mark.parametrize("bad", [2.5, 2.0, True, "3", None, 0, -1])
+def test_layer_sizes_must_be_integers(make, match, bad):
+    with pytest.raises(ValueError, match=match + re.escape(repr(bad))):
+        make(bad)
+
+
+def test_layer_sizes_accept_numpy_integers():
+    assert nn.Dense(np.int64(3), np.int32(4)).weight.shape == (4, 3)
+    assert nn.LRN(np.int64(3)).size == 3 and type(nn.LRN(np.int64(3)).size) is int
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0, float("nan")])
+def test_batchnorm_eps_must_be_positive(eps):
+    with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a number > 0, got "):
+        nn.BatchNorm(3, eps=eps)
+
+
+def test_batchnorm_and_lrn_constants_must_be_numbers():
+    with pytest.raises(TypeError, match=r"^BatchNorm: eps must be a number, got 'a'"):
+        nn.BatchNorm(3, eps="a")
+    with pytest.raises(TypeError, match=r"^BatchNorm: momentum must be a number, got 'a'"):
+        nn.BatchNorm(3, momentum="a")
+    for momentum in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"^BatchNorm: momentum must be a number >= 0 and <= 1"):
+            nn.BatchNorm(3, momentum=momentum)
+    for name in ("alpha", "beta", "k"):
+        with pytest.raises(TypeError, match=rf"^LRN: {name} must be a number, got 'a'"):
+            nn.LRN(3, **{name: "a"})
+    assert nn.BatchNorm(3, momentum=None).momentum is None and nn.BatchNorm(3, momentum=1).momentum == 1.0
+
+
+@pytest.mark.parametrize("make", [lambda b: nn.Dense(3, 4, bias=b), lambda b: nn.Conv(3, 4, 3, bias=b),
+                                  lambda b: nn.ConvTranspose(3, 4, 3, bias=b),
+                                  lambda b: nn.BatchNorm(3, affine=b)])
+def test_layer_flags_must_be_bools(make):
+    with pytest.raises(TypeError, match=r"must be True or False, got 'no'"):
+        make("no")
+    assert make(np.bool_(False)).bias is None
+
+
+def test_flatten_of_a_non_tensor():
+    with pytest.raises(TypeError, match=r"^Flatten\(\): input must be a Tensor, got NoneType"):
+        nn.Flatten()(None)

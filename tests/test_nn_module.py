@@ -280,6 +280,85 @@ def test_chain_with_a_plain_function_and_lambda_layer():
 
 
 # ---- the docstring examples are runnable documentation ------------------------------------------------
+# ---- bad input (audit) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["no", None, 0, 1.0])
+def test_train_mode_must_be_a_bool(mode):
+    d = nn.Dense(3, 4).eval()
+    with pytest.raises(TypeError, match=r"^Dense.train: mode must be True or False, got "):
+        d.train(mode)
+    assert d.training is False                      # unchanged
+    assert d.train(np.bool_(True)).training is True
+
+
+def test_assigning_a_non_parameter_over_a_parameter_is_refused():
+    d = nn.Dense(3, 4)
+    with pytest.raises(TypeError, match=r"^Dense: cannot assign 'numpy.ndarray' as parameter 'weight' "
+                                        r"\(nn.Parameter or None expected\)"):
+        d.weight = np.ones((4, 3), np.float32)
+    with pytest.raises(TypeError, match=r"cannot assign 'minifb.tensor.Tensor' as parameter 'bias'"):
+        d.bias = mf.zeros(4)
+    assert [n for n, _ in d.named_parameters()] == ["weight", "bias"]
+    new = nn.Parameter(np.ones((4, 3), np.float32))
+    d.weight = new                                  # a Parameter replaces a Parameter
+    d.bias = None                                   # None removes it, as in PyTorch
+    assert d.parameters() == [new]
+    bn = nn.BatchNorm(2)
+    with pytest.raises(TypeError, match=r"^BatchNorm: cannot assign 'numpy.ndarray' as buffer 'running_mean' "
+                                        r"\(nn.Buffer or None expected\)"):
+        bn.running_mean = np.zeros(2, np.float32)
+    d.note = 3                                       # other attributes are free
+    d.note = "x"
+
+
+def test_parameter_and_buffer_refuse_non_numeric_data():
+    for cls in (nn.Parameter, nn.Buffer):
+        with pytest.raises(TypeError, match=rf"^{cls.__name__}: data must be a Tensor, an array or a \(nested\) "
+                                            rf"list of numbers, got 'abc'"):
+            cls("abc")
+    with pytest.raises(TypeError, match=r"^Parameter: requires_grad must be True or False, got 'x'"):
+        nn.Parameter(np.zeros(2, np.float32), requires_grad="x")
+    assert nn.Parameter(np.zeros(2, np.float32), requires_grad=False).requires_grad is False
+
+
+@pytest.mark.parametrize("bad", [None, [1, 2], "weights"])
+def test_load_state_dict_refuses_a_non_mapping(bad):
+    with pytest.raises(TypeError, match=rf"^Dense.load_state_dict: state_dict must be a dict "
+                                        rf"\{{name: Tensor or array\}}, got {type(bad).__name__}"):
+        nn.Dense(3, 4).load_state_dict(bad)
+    with pytest.raises(TypeError, match=r"^Dense.load_state_dict: strict must be True or False, got 'no'"):
+        nn.Dense(3, 4).load_state_dict(nn.Dense(3, 4).state_dict(), strict="no")
+
+
+def test_container_indexing_errors_name_the_container():
+    chain = nn.Chain(nn.Dense(2, 2), nn.Dense(2, 2))
+    with pytest.raises(IndexError, match=r"^Chain: index 5 is out of range for 2 layers"):
+        chain[5]
+    with pytest.raises(TypeError, match=r"^Chain: index must be an int or a slice, got 'a'"):
+        chain["a"]
+    with pytest.raises(IndexError, match=r"^Parallel: index -4 is out of range for 3 layers"):
+        nn.Parallel(operator.add, *chain, nn.Dense(2, 2))[-4]
+
+
+def test_parallel_connection_that_does_not_fit_the_branches():
+    par = nn.Parallel(operator.add, nn.Dense(3, 2), nn.Dense(3, 2), nn.Dense(3, 2))
+    with pytest.raises(TypeError, match=r"^Parallel\(\+, .*\): connection \+ failed on the 3 branch outputs of "
+                                        r"shapes \[\(4, 2\), \(4, 2\), \(4, 2\)\]: add expected 2 arguments"):
+        par(mf.randn(4, 3))
+
+
+def test_containers_refuse_what_is_not_callable():
+    with pytest.raises(TypeError, match=r"^Chain: layers\[1\] is not callable, got 5"):
+        nn.Chain(nn.Dense(2, 2), 5)
+    with pytest.raises(TypeError, match=r"^SkipConnection: connection must be callable, got 'add'"):
+        nn.SkipConnection(nn.Dense(2, 2), "add")
+    with pytest.raises(TypeError, match=r"^SkipConnection: layer must be callable, got 3"):
+        nn.SkipConnection(3, operator.add)
+    with pytest.raises(TypeError, match=r"^Parallel: connection must be callable, got None"):
+        nn.Parallel(None, nn.Dense(2, 2))
+    with pytest.raises(TypeError, match=r"^Parallel: layers\[0\] is not callable, got 2"):
+        nn.Parallel(operator.add, 2)
+
+
 @pytest.mark.parametrize("name", ["module", "layers", "containers", "feedback", "recurrent"])
 def test_docstring_examples_run(name):
     import doctest

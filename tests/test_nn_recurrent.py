@@ -1,5 +1,7 @@
 """Recurrence: the RNN/LSTM/GRU/ConvLSTM cells (vs finite differences and PyTorch), Recur, unroll."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -291,7 +293,7 @@ def test_cell_errors():
         nn.LSTMCell(3, 4)(mf.zeros(2, 4), mf.randn(2, 3))
     with pytest.raises(ValueError, match="expected state c"):
         nn.LSTMCell(3, 4)((mf.zeros(2, 4), mf.zeros(2, 5)), mf.randn(2, 3))
-    with pytest.raises(ValueError, match="LSTMCell: sizes must be positive"):
+    with pytest.raises(ValueError, match="LSTMCell: input_size must be a positive integer, got 0"):
         nn.LSTMCell(0, 4)
     conv = nn.ConvLSTMCell(2, 3, 3)
     with pytest.raises(ValueError, match="kernel_size must be odd"):
@@ -367,3 +369,44 @@ def test_recur_errors():
         nn.Recur(lambda s, x: (s, x))(mf.randn(2))
     with pytest.raises(TypeError, match=r"must return \(state, y\)"):
         nn.Recur(lambda s, x: x, mf.zeros(2))(mf.randn(2))
+
+
+# ---- bad input (audit) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("bad", [2.5, True, "3", None, 0])
+def test_cell_sizes_must_be_integers(name, bad):
+    make = getattr(nn, name)
+    got = re.escape(repr(bad))
+    with pytest.raises(ValueError, match=rf"^{name}: input_size must be a positive integer, got {got}"):
+        make(bad, 4)
+    with pytest.raises(ValueError, match=rf"^{name}: hidden_size must be a positive integer, got {got}"):
+        make(3, bad)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True, None])
+def test_conv_lstm_cell_channels_must_be_integers_and_name_the_cell(bad):
+    with pytest.raises(ValueError, match=rf"^ConvLSTMCell: in_channels must be a positive integer, got {bad!r}"):
+        nn.ConvLSTMCell(bad, 4, 3)
+    with pytest.raises(ValueError, match=rf"^ConvLSTMCell: hidden_channels must be a positive integer, got {bad!r}"):
+        nn.ConvLSTMCell(3, bad, 3)
+
+
+def test_conv_lstm_cell_state_that_is_not_a_tensor():
+    cell = nn.ConvLSTMCell(2, 3, 3)
+    x = mf.randn(1, 2, 4, 4)
+    h, c = cell.initial_state(x)
+    with pytest.raises(TypeError, match=r"^ConvLSTMCell\(2, 3, 3\): state h must be a Tensor, got NoneType"):
+        cell((None, c), x)
+    with pytest.raises(TypeError, match=r"^ConvLSTMCell\(2, 3, 3\): state c must be a Tensor, got ndarray"):
+        cell((h, c.numpy()), x)
+
+
+def test_unroll_bad_arguments():
+    rnn = nn.RNN(3, 4)
+    with pytest.raises(TypeError, match=r"^unroll: xs must be a list of per-step inputs or a Tensor whose first "
+                                        r"axis is time, got NoneType"):
+        nn.unroll(rnn, None)
+    with pytest.raises(ValueError, match=r"^unroll: xs must have a time axis first, got a Tensor of shape \(\)"):
+        nn.unroll(rnn, mf.tensor(1.0))
+    with pytest.raises(TypeError, match=r"^unroll: recur must be callable as y = recur\(x\) \(a Recur\), got 5"):
+        nn.unroll(5, [mf.randn(3)])

@@ -578,3 +578,51 @@ def test_adam_survives_a_gradient_whose_square_overflows_float32(cls):
     assert np.isfinite(got[np.float32][1]).all()
     for a, b in zip(got[np.float32], got[np.float64]):
         np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+# ---- bad input (audit) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1), lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.Adam(p), lambda p: optim.AdamW(p)])
+def test_step_refuses_a_gradient_that_is_not_an_array(make):
+    p = Tensor(W0.copy(), requires_grad=True)
+    opt = make([p])
+    p.grad = GRADS[0].tolist()
+    with pytest.raises(TypeError, match=rf"^{type(opt).__name__}.step: params\[0\].grad must be an array of shape "
+                                        r"\(2, 3\), got list"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, W0)
+    assert opt.state[0] == {}
+    q = Tensor(W0.copy(), requires_grad=True)              # checked before any update: q is left as it was
+    opt = make([q, p])
+    q.grad = GRADS[1].copy()
+    with pytest.raises(TypeError, match=r"params\[1\].grad must be an array"):
+        opt.step()
+    np.testing.assert_array_equal(q.data, W0)
+    assert opt.state == [{}, {}]
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam])
+def test_a_read_only_parameter_is_refused(cls):
+    w = W0.copy()
+    w.setflags(write=False)
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}: params\[0\] \(shape \(2, 3\)\) is a read-only array"):
+        cls([Tensor(w, requires_grad=True)], lr=0.1)
+    p = Tensor(W0.copy(), requires_grad=True)
+    opt = cls([p], lr=0.1)
+    p.data = w                                           # made read-only after the optimiser was built
+    p.grad = GRADS[0].copy()
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}.step: params\[0\] \(shape \(2, 3\)\) is a read-only "
+                                         r"array"):
+        opt.step()
+    assert opt.state[0] == {}
+
+
+def test_clip_grad_norm_refuses_what_is_not_an_iterable_of_tensors():
+    from minifb import nn
+
+    with pytest.raises(TypeError, match=r"^clip_grad_norm: params must be a Tensor or an iterable of Tensors, "
+                                        r"got NoneType"):
+        optim.clip_grad_norm(None, 1.0)
+    with pytest.raises(TypeError, match=r"^clip_grad_norm: params must be a Tensor or an iterable of Tensors; "
+                                        r"pass model.parameters\(\), not the Dense itself"):
+        optim.clip_grad_norm(nn.Dense(3, 2), 1.0)

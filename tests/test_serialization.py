@@ -200,3 +200,16 @@ def test_load_names_the_file_and_key_of_a_value_that_cannot_be_converted(tmp_pat
     assert str(path) in message and "blocks.0.b" in message
     for k, v in values(dst).items():                        # blocks.0.w, before the bad key, unchanged
         np.testing.assert_array_equal(v, before[k])
+
+
+# ---- bad arguments (audit) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", ["save", "load"])
+def test_a_directory_is_refused_naming_the_function_and_path(fn, tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"^{fn}: path '{tmp_path}' is a directory, not a weights file"):
+        getattr(serialization, fn)(Block(), tmp_path)
+
+
+@pytest.mark.parametrize("fn", ["save", "load"])
+def test_a_path_that_is_not_a_path_is_refused(fn):
+    with pytest.raises(TypeError, match=rf"^{fn}: path must be a str or an os.PathLike, got NoneType"):
+        getattr(serialization, fn)(Block(), None)

@@ -347,3 +347,67 @@ def test_the_protocol_takes_data_on_the_model_device(device):
     assert mftrain.accuracy(logits[-1], yt) == mftrain.accuracy(logits[-1].numpy(), y)
     accs = mftrain.evaluate(net, xt, yt, steps=2)
     assert accs == mftrain.evaluate(net, x, y, steps=2)
+
+
+# ---------------------------------------------------------------- bad inputs: a clear error, never a silent cast
+
+
+@pytest.mark.parametrize("labels", [np.array([0.5, 1.7, 2.2, 3.9], np.float32), np.array([0.0, 1.0, 2.0, 3.0]),
+                                    np.array([True, False, True, False])])
+def test_the_protocol_refuses_labels_that_are_not_integers(labels):
+    """Float labels were cast with astype(int64): [0.5, 1.7, ...] gave the loss of [0, 1, ...]."""
+    net = tiny("B")
+    x, _ = batch(4)
+    dtype = str(labels.dtype)
+    with pytest.raises(TypeError, match=rf"sequence_loss: labels y must be integers .*got dtype {dtype}"):
+        mftrain.sequence_loss(net, x, labels, steps=2)
+    with pytest.raises(TypeError, match=rf"train_step: labels y must be integers .*got dtype {dtype}"):
+        mftrain.train_step(net, NoStep(net.parameters()), x, labels, steps=2)
+    tensor_labels = mf.tensor(labels)   # a Tensor too (float64 becomes the default float32)
+    with pytest.raises(TypeError, match=rf"sequence_loss: .*got dtype {np.dtype(tensor_labels.dtype)}"):
+        mftrain.sequence_loss(net, x, tensor_labels, steps=2)
+
+
+def test_fit_refuses_a_dataset_with_float_labels():
+    ds = mftrain.prepare_data("digits", size=8, limit=8)
+    ds.y_train = ds.y_train.astype(np.float32) + 0.5
+    with pytest.raises(TypeError, match=r"fit: ds.y_train must be integers .*got dtype float32"):
+        mftrain.fit(tiny("B"), ds, epochs=1, steps=1, progress=False, log=None)
+
+
+def test_train_step_refuses_something_that_is_not_an_optimiser():
+    net = tiny("B")
+    x, y = batch(4)
+    for bad in (None, "adam", net):
+        with pytest.raises(TypeError, match=r"train_step: opt must be an optimiser with zero_grad\(\) and step\(\)"):
+            mftrain.train_step(net, bad, x, y, steps=1)
+
+
+@pytest.mark.parametrize("labels, shape", [
+    (np.array([3]), r"\(1,\)"),                    # was broadcast over all 4 logits
+    (np.array([3, 3, 3]), r"\(3,\)"),              # was NumPy's broadcast error
+    (np.array([[5]] * 4), r"\(4, 1\)"),            # int (N, 1) was read as multi-hot
+    (np.zeros((4, 3)), r"\(4, 3\)"),               # multi-hot with the wrong class count
+    (np.zeros((4, 10, 1)), r"\(4, 10, 1\)"),
+    (np.array(3), r"\(\)"),
+])
+def test_accuracy_refuses_labels_whose_shape_does_not_fit_the_logits(labels, shape):
+    logits = mf.tensor(np.eye(10, dtype=np.float32)[[3, 3, 3, 1]])
+    with pytest.raises(ValueError, match=rf"accuracy: logits of shape \(4, 10\) need labels of shape "
+                                         rf"\(4,\) or \(4, 10\), got {shape}"):
+        mftrain.accuracy(logits, labels)
+
+
+def test_accuracy_refuses_1d_logits_and_float_class_indices():
+    with pytest.raises(ValueError, match=r"accuracy: logits must have shape \(N, classes\), got \(10,\)"):
+        mftrain.accuracy(np.zeros(10), np.array([3]))
+    with pytest.raises(TypeError, match=r"accuracy: labels y of shape \(2,\) must be integer class indices, "
+                                        r"got dtype float64"):
+        mftrain.accuracy(np.eye(2), np.array([0.0, 1.0]))
+    assert np.isnan(mftrain.accuracy(np.zeros((0, 10)), np.zeros(0, np.int64)))   # an empty batch: still nan
+
+
+def test_build_model_refuses_fractional_sizes():
+    for kwargs in (dict(size=8.5), dict(size=8, classes=2.5), dict(size=8, channels=True)):
+        with pytest.raises(ValueError, match=r"build_model: \w+ must be a positive integer"):
+            mftrain.build_model("spoerer-B", **kwargs)

@@ -7,6 +7,20 @@ from .module import Module, describe
 __all__ = ["Chain", "SkipConnection", "Parallel"]
 
 
+def check_layers(container: str, layers) -> list:
+    """``layers`` as a list when every one is callable, else a TypeError naming ``container`` and the index."""
+    for i, layer in enumerate(layers):
+        if not callable(layer):
+            raise TypeError(f"{container}: layers[{i}] is not callable, got {layer!r}")
+    return list(layers)
+
+
+def _check_callable(container: str, name: str, value):
+    if not callable(value):
+        raise TypeError(f"{container}: {name} must be callable, got {value!r}")
+    return value
+
+
 class LayerSequence:
     """Sequence behaviour shared by the containers that hold ``self.layers``.
 
@@ -18,7 +32,13 @@ class LayerSequence:
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self._with_layers(self.layers[index])
-        return self.layers[index]
+        try:
+            return self.layers[index]
+        except IndexError:
+            raise IndexError(f"{type(self).__name__}: index {index!r} is out of range for "
+                             f"{len(self.layers)} layers") from None
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}: index must be an int or a slice, got {index!r}") from None
 
     def _with_layers(self, layers):
         """A new container of this type holding ``layers``; containers with more arguments override it."""
@@ -45,6 +65,9 @@ class Chain(LayerSequence, Module):
     Args:
         *layers: the layers, applied left to right.
 
+    Raises:
+        TypeError: a layer is not callable.
+
     Example:
         >>> net = nn.Chain(nn.Dense(4, 8, mf.relu), nn.Dense(8, 2))
         >>> net(mf.randn(3, 4)).shape
@@ -54,7 +77,7 @@ class Chain(LayerSequence, Module):
     """
 
     def __init__(self, *layers):
-        self.layers = list(layers)
+        self.layers = check_layers("Chain", layers)
 
     def forward(self, x):
         """Apply the layers in order; the shapes are the first layer's input and the last one's output."""
@@ -79,8 +102,8 @@ class SkipConnection(Module):
     """
 
     def __init__(self, layer, connection):
-        self.layer = layer
-        self.connection = connection
+        self.layer = _check_callable("SkipConnection", "layer", layer)
+        self.connection = _check_callable("SkipConnection", "connection", connection)
 
     def forward(self, x):
         """Return ``connection(layer(x), x)``; the shapes are those of ``layer`` and ``connection``."""
@@ -102,6 +125,10 @@ class Parallel(LayerSequence, Module):
             ``operator.add`` for two layers, or ``lambda *ys: F.concat(list(ys), axis=1)``).
         *layers: the branches.
 
+    Raises:
+        TypeError: ``connection`` or a branch is not callable (at construction),
+            or ``connection`` fails on the branches' outputs (naming their shapes).
+
     Example:
         >>> import operator
         >>> both = nn.Parallel(operator.add, nn.Dense(4, 3), nn.Dense(4, 3))
@@ -114,12 +141,18 @@ class Parallel(LayerSequence, Module):
     def __init__(self, connection, *layers):
         if not layers:
             raise ValueError("Parallel: needs at least one layer")
-        self.connection = connection
-        self.layers = list(layers)
+        self.connection = _check_callable("Parallel", "connection", connection)
+        self.layers = check_layers("Parallel", layers)
 
     def forward(self, x):
         """Return ``connection(l1(x), l2(x), ...)``; each branch takes ``x``, the output shape is ``connection``'s."""
-        return self.connection(*(layer(x) for layer in self.layers))
+        ys = [layer(x) for layer in self.layers]
+        try:
+            return self.connection(*ys)
+        except TypeError as err:   # e.g. operator.add given three branches: say which container and shapes
+            shapes = ", ".join(str(tuple(y.shape)) if hasattr(y, "shape") else type(y).__name__ for y in ys)
+            raise TypeError(f"{self!r}: connection {describe(self.connection)} failed on the {len(ys)} branch "
+                            f"outputs of shapes [{shapes}]: {err}") from err
 
     def _with_layers(self, layers):
         return type(self)(self.connection, *layers)

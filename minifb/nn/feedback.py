@@ -40,7 +40,7 @@ import operator
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor, no_grad
-from .containers import Chain, LayerSequence
+from .containers import Chain, LayerSequence, check_layers
 from .module import Module, describe
 
 __all__ = ["Splitter", "Merger", "FeedbackChain", "FeedbackTree"]
@@ -92,8 +92,11 @@ class Merger(Module):
         op: any callable applied to the state value (a layer, a Chain, ...).
         combine: a binary function ``combine(x, fb)`` (``operator.add``,
             ``operator.mul``, ``lambda a, b: F.concat([a, b], axis=1)``, ...).
-            With the arithmetic operators the result must have the stream's
-            shape (feedback may broadcast into the stream, never enlarge it).
+            Whatever the combine, the result keeps the stream's number of
+            axes and, for a batched stream (2 or more axes), its leading
+            (batch) size: a batch-1 state broadcasts over a larger batch, a
+            larger state never enlarges the stream.  With the arithmetic
+            operators the result must have the stream's shape exactly.
 
     Example:
         >>> import operator
@@ -120,13 +123,20 @@ class Merger(Module):
 
         Raises:
             KeyError: the state has no entry ``name``.
+            TypeError: the stream or ``state[name]`` is not a Tensor.
             ValueError: ``op`` cannot take the state's value, or the result
-                cannot be combined with the stream (both shapes named).
+                cannot be combined with the stream, or it changes the stream's
+                batch size or number of axes (both shapes named).
         """
         if self.name not in state:
             raise KeyError(f'{self!r}: the state has no entry "{self.name}" (it has {sorted(state)}); '
                            "start from net.initial_state(x)")
         s = state[self.name]
+        if not isinstance(s, Tensor):
+            raise TypeError(f'{self!r}: state["{self.name}"] must be a Tensor, got {type(s).__name__}; '
+                            "start from net.initial_state(x)")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self!r}: the stream must be a Tensor, got {type(x).__name__}")
         fused = self._fused(x, s)
         if fused is not None:
             return fused
@@ -165,15 +175,24 @@ class Merger(Module):
         combine = self.combine
         if combine in _ARITHMETIC:
             if backend.broadcast_shape(x.shape, fb.shape) != tuple(x.shape):
-                raise ValueError(f'{self!r}: cannot combine the stream of shape {tuple(x.shape)} with '
-                                 f'op(state["{self.name}"]) of shape {tuple(fb.shape)}')
+                self._refuse(x, fb)
             return combine(x, fb)
         try:
-            return combine(x, fb)
+            y = combine(x, fb)
         except (ValueError, TypeError) as err:
             raise ValueError(f'Merger("{self.name}"): combine {describe(combine)} failed on the stream of shape '
                              f'{tuple(x.shape)} and op(state["{self.name}"]) of shape {tuple(fb.shape)}: {err}'
                              ) from err
+        # any other combine (F.add, F.maximum, a lambda, a concatenation) may change the channels, never the
+        # batch: a state of a larger batch must not silently enlarge the stream (once per call, no array work)
+        if isinstance(y, Tensor) and (y.ndim != x.ndim or (x.ndim > 1 and y.shape[0] != x.shape[0])):
+            self._refuse(x, fb, f" (combine {describe(combine)} gave shape {tuple(y.shape)}: the state must not "
+                                "change the stream's batch size or number of axes)")
+        return y
+
+    def _refuse(self, x, fb, why=""):
+        raise ValueError(f'{self!r}: cannot combine the stream of shape {tuple(x.shape)} with '
+                         f'op(state["{self.name}"]) of shape {tuple(fb.shape)}{why}')
 
     def _repr_args(self):
         return [f'"{self.name}"', describe(self.op), describe(self.combine)]
@@ -242,6 +261,9 @@ def _previous_value(splitter: Splitter, state: dict, x: Tensor):
         raise KeyError(f'{splitter!r} in a FeedbackTree: the state has no entry "{name}" (it has '
                        f"{sorted(state)}); start from net.initial_state(x)")
     value = state[name]
+    if not isinstance(value, Tensor):
+        raise TypeError(f'{splitter!r} in a FeedbackTree: state["{name}"] must be a Tensor, got '
+                        f"{type(value).__name__}; start from net.initial_state(x)")
     if tuple(value.shape) != tuple(x.shape):
         if backend.broadcast_shape(value.shape, x.shape) != tuple(x.shape):
             raise ValueError(f'{splitter!r} in a FeedbackTree: the state\'s value of shape '
@@ -272,6 +294,7 @@ class FeedbackChain(LayerSequence, Module):
             or FeedbackChains.
 
     Raises:
+        TypeError: at construction, for a layer that is not callable.
         ValueError: at construction, for duplicate Splitter names or a Merger
             whose name no Splitter writes (see :meth:`validate`).
 
@@ -292,7 +315,7 @@ class FeedbackChain(LayerSequence, Module):
     is_tree = False
 
     def __init__(self, *layers):
-        self.layers = list(layers)
+        self.layers = check_layers(type(self).__name__, layers)
         self.validate()
 
     def forward(self, state: dict, x: Tensor):
@@ -350,11 +373,15 @@ class FeedbackChain(LayerSequence, Module):
             ``{name: zeros}`` in Splitter order, on ``x``'s device, with ``x``'s dtype.
 
         Raises:
+            TypeError: ``x`` is not a Tensor.
             ValueError: the chain cannot run with feedback off (e.g. a Merger's
                 combine changes the stream's shape, as concatenation does);
                 build the state by hand then.
         """
         from .recurrent import Recur  # recurrent imports nothing from here; avoid a cycle at import
+
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__}.initial_state: x must be a Tensor, got {type(x).__name__}")
 
         modes = [(m, m.training) for m in self.modules()]
         states = [(m, m.state) for m in self.modules() if isinstance(m, Recur)]

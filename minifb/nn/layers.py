@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, checks
 from .. import functional as F
 from ..tensor import Tensor, no_grad
 from .module import Buffer, Module, Parameter, describe
@@ -134,9 +134,10 @@ class Dense(AffineLayer):
 
     def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True):
         check_activation("Dense", activation)
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Dense: sizes must be positive, got in={in_features}, out={out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        in_features = checks.integer("Dense", "in_features", in_features)
+        out_features = checks.integer("Dense", "out_features", out_features)
+        bias = checks.flag("Dense", "bias", bias)
+        self.in_features, self.out_features = in_features, out_features
         bound = kaiming_uniform_bound(in_features)
         self.weight = uniform_parameter((out_features, in_features), bound)
         self.bias = uniform_parameter((out_features,), bound) if bias else None
@@ -164,11 +165,14 @@ class _ConvBase(AffineLayer):
     _defaults: dict = {}
 
     def _check_groups(self, name, in_channels, out_channels, groups):
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"{name}: channel counts must be positive, got {in_channels} and {out_channels}")
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        """``(in_channels, out_channels, groups)`` as ints, each a positive integer, ``groups`` dividing both."""
+        in_channels = checks.integer(name, "in_channels", in_channels)
+        out_channels = checks.integer(name, "out_channels", out_channels)
+        groups = checks.integer(name, "groups", groups)
+        if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
+        return in_channels, out_channels, groups
 
     def _check_geometry(self, name, stride, padding, dilation, output_padding=None):
         """Check stride, padding, dilation (and output_padding) at construction, naming the layer."""
@@ -243,11 +247,12 @@ class Conv(_ConvBase):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
                  stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True):
         check_activation("Conv", activation)
-        self._check_groups("Conv", in_channels, out_channels, groups)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        in_channels, out_channels, groups = self._check_groups("Conv", in_channels, out_channels, groups)
+        bias = checks.flag("Conv", "bias", bias)
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair("kernel_size", kernel_size, "Conv")
         self._check_geometry("Conv", stride, padding, dilation)
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, int(groups)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = kaiming_uniform_bound(fan_in)
         self.weight = uniform_parameter((out_channels, in_channels // groups) + self.kernel_size, bound)
@@ -287,14 +292,15 @@ class ConvTranspose(_ConvBase):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
                  stride=1, padding=0, output_padding=0, dilation=1, groups: int = 1, bias: bool = True):
         check_activation("ConvTranspose", activation)
-        self._check_groups("ConvTranspose", in_channels, out_channels, groups)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        in_channels, out_channels, groups = self._check_groups("ConvTranspose", in_channels, out_channels, groups)
+        bias = checks.flag("ConvTranspose", "bias", bias)
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair("kernel_size", kernel_size, "ConvTranspose")
         if isinstance(padding, str):
             raise ValueError(f"ConvTranspose: padding must be an int or a pair of ints, got {padding!r}")
         self._check_geometry("ConvTranspose", stride, padding, dilation, output_padding)
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
-        self.dilation, self.groups = dilation, int(groups)
+        self.dilation, self.groups = dilation, groups
         # PyTorch computes the fan-in of a transposed convolution from weight.shape[1]
         fan_in = out_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = kaiming_uniform_bound(fan_in)
@@ -408,6 +414,8 @@ class Flatten(Module):
 
     def forward(self, x):
         """Flatten all axes after the first: ``(N, d1, d2, ...) -> (N, d1·d2·...)``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
         if x.ndim < 2:
             raise ValueError(f"Flatten: expected a batch of at least 2 dimensions, got shape {tuple(x.shape)}")
         return F.flatten(x, 1)
@@ -463,7 +471,7 @@ class BatchNorm(Module):
     Args:
         num_features: the number of channels C.
         activation: a callable applied to the result, or ``None`` (Flux's argument).
-        eps: added to the variance.
+        eps: added to the variance, > 0.
         momentum: weight of the new batch in the running statistics, in
             ``[0, 1]``, or ``None`` for the cumulative average (this adds the
             buffer ``num_batches_tracked``, a 0-d int64 count).
@@ -482,13 +490,14 @@ class BatchNorm(Module):
     def __init__(self, num_features: int, activation=None, *, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True):
         check_activation("BatchNorm", activation)
-        if num_features < 1:
-            raise ValueError(f"BatchNorm: num_features must be positive, got {num_features}")
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum!r}")
-        self.num_features = int(num_features)
+        num_features = checks.integer("BatchNorm", "num_features", num_features)
+        eps = checks.number("BatchNorm", "eps", eps, above=0)
+        if momentum is not None:
+            momentum = checks.number("BatchNorm", "momentum", momentum, at_least=0, at_most=1)
+        affine = checks.flag("BatchNorm", "affine", affine)
+        self.num_features = num_features
         self.activation = activation
-        self.eps, self.momentum = float(eps), None if momentum is None else float(momentum)
+        self.eps, self.momentum = eps, momentum
         dtype = backend.DEFAULT_DTYPE
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
@@ -562,7 +571,7 @@ class LRN(Module):
 
     Args:
         size: number of neighbouring channels in the window.
-        alpha, beta, k: the constants of the formula.
+        alpha, beta, k: the constants of the formula (real numbers).
 
     Shapes:
         ``(N, C, ...)``, unchanged.
@@ -573,9 +582,9 @@ class LRN(Module):
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
-        if size < 1:
-            raise ValueError(f"LRN: size must be positive, got {size}")
-        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+        self.size = checks.integer("LRN", "size", size)
+        self.alpha, self.beta, self.k = (checks.number("LRN", name, value)
+                                         for name, value in (("alpha", alpha), ("beta", beta), ("k", k)))
 
     def forward(self, x):
         """Normalise across neighbouring channels: ``(N, C, ...)``, shape unchanged."""

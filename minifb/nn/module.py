@@ -35,10 +35,11 @@ from __future__ import annotations
 import operator
 import textwrap
 from collections import namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
-from .. import backend
+from .. import backend, checks
 from ..tensor import Tensor, data_of
 
 __all__ = ["Module", "Parameter", "Buffer", "LoadResult"]
@@ -50,7 +51,10 @@ class Parameter(Tensor):
     Args:
         data: a backend array, a :class:`~minifb.Tensor` (its values are
             shared, not copied), or anything ``numpy.asarray`` accepts.
-        requires_grad: set to ``False`` to freeze the parameter.
+        requires_grad: set to ``False`` to freeze the parameter (a bool).
+
+    Raises:
+        TypeError: ``data`` is no array of numbers, or ``requires_grad`` is no bool.
 
     Example:
         >>> w = nn.Parameter(mf.randn(3, 2))
@@ -59,7 +63,8 @@ class Parameter(Tensor):
     """
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(_as_backend_array(data), requires_grad=requires_grad)
+        requires_grad = checks.flag("Parameter", "requires_grad", requires_grad)
+        super().__init__(_as_backend_array(data, "Parameter"), requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter(" + super().__repr__() + ")"
@@ -78,19 +83,26 @@ class Buffer(Tensor):
     """
 
     def __init__(self, data):
-        super().__init__(_as_backend_array(data), requires_grad=False)
+        super().__init__(_as_backend_array(data, "Buffer"), requires_grad=False)
 
     def __repr__(self):
         return "Buffer(" + super().__repr__() + ")"
 
 
-def _as_backend_array(data):
-    """The backend array of a Tensor, a NumPy/CuPy array as it is, anything else as float32 NumPy."""
+def _as_backend_array(data, owner: str):
+    """The backend array of a Tensor, a NumPy/CuPy array as it is, anything else as float32 NumPy.
+
+    Raises a TypeError naming ``owner`` for what is no array of numbers (a string, a ragged list).
+    """
     if isinstance(data, Tensor):
         return data.data
     if _is_backend_array(data):
         return data
-    return np.asarray(data, dtype=backend.DEFAULT_DTYPE)
+    try:
+        return np.asarray(data, dtype=backend.DEFAULT_DTYPE)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: data must be a Tensor, an array or a (nested) list of numbers, "
+                        f"got {data!r}") from None
 
 
 def _is_backend_array(data) -> bool:
@@ -115,6 +127,24 @@ class Module:
     """
 
     training = True  # class default, so subclasses need not call super().__init__()
+
+    def __setattr__(self, name, value):
+        """Set an attribute, refusing to replace a Parameter (Buffer) by anything but one or ``None``.
+
+        ``layer.weight = array`` would otherwise drop the weight from
+        ``parameters()`` without a word (an optimiser would skip it); PyTorch
+        refuses it the same way.  Assign ``nn.Parameter(array)``, or write
+        the values into ``layer.weight.data``.  Private attributes (``_name``)
+        are not walked, so they are not checked.
+        """
+        old = self.__dict__.get(name)
+        if isinstance(old, Tensor) and value is not None and not name.startswith("_"):
+            for kind, label in ((Parameter, "parameter"), (Buffer, "buffer")):
+                if isinstance(old, kind) and not isinstance(value, kind):
+                    cls = type(value)
+                    raise TypeError(f"{type(self).__name__}: cannot assign '{cls.__module__}.{cls.__qualname__}' "
+                                    f"as {label} '{name}' (nn.{kind.__name__} or None expected)")
+        object.__setattr__(self, name, value)
 
     # ---- calling -------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
@@ -232,10 +262,16 @@ class Module:
             ``LoadResult(missing_keys, unexpected_keys)``.
 
         Raises:
+            TypeError: ``state_dict`` is not a mapping, or ``strict`` not a bool.
             KeyError: (strict) listing every missing and unexpected name.
             ValueError: listing every name whose shape does not match or whose
                 value cannot be converted to the parameter's dtype (always).
         """
+        fn = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{fn}: state_dict must be a dict {{name: Tensor or array}}, "
+                            f"got {type(state_dict).__name__}")
+        strict = checks.flag(fn, "strict", strict)
         own = dict(self._named_tensors((Parameter, Buffer)))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -267,9 +303,14 @@ class Module:
 
     # ---- modes, devices, gradients ----------------------------------------
     def train(self, mode: bool = True) -> "Module":
-        """Set training mode (``training=mode``) on this module and every sub-module; returns ``self``."""
+        """Set training mode (``training=mode``) on this module and every sub-module; returns ``self``.
+
+        Raises:
+            TypeError: ``mode`` is not a bool (``"no"`` would read as True).
+        """
+        mode = checks.flag(f"{type(self).__name__}.train", "mode", mode)
         for m in self.modules():
-            m.training = bool(mode)
+            m.training = mode
         return self
 
     def eval(self) -> "Module":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from .. import backend
+from .. import backend, checks
 from .. import functional as F
 from ..tensor import Tensor
 from .layers import Conv, _pair, check_activation, uniform_parameter
@@ -141,18 +141,37 @@ def unroll(recur, xs) -> list:
     Returns:
         ``[recur(xs[0]), recur(xs[1]), ...]``; the state is left after the last step.
 
+    Raises:
+        TypeError: ``recur`` is not callable, or ``xs`` is neither a Tensor nor iterable.
+        ValueError: ``xs`` is a 0-d Tensor (it has no time axis).
+
     Example:
         >>> rnn = nn.RNN(3, 4)
         >>> ys = nn.unroll(rnn, mf.randn(6, 2, 3))     # 6 steps, batch 2
         >>> len(ys), ys[0].shape
         (6, (2, 4))
     """
+    if not callable(recur):
+        raise TypeError(f"unroll: recur must be callable as y = recur(x) (a Recur), got {recur!r}")
     if isinstance(xs, Tensor):
+        if xs.ndim == 0:
+            raise ValueError(f"unroll: xs must have a time axis first, got a Tensor of shape {tuple(xs.shape)}")
         xs = [xs[t] for t in range(xs.shape[0])]
+    else:
+        try:
+            xs = iter(xs)
+        except TypeError:
+            raise TypeError("unroll: xs must be a list of per-step inputs or a Tensor whose first axis is time, "
+                            f"got {type(xs).__name__}") from None
     return [recur(x) for x in xs]
 
 
 # ---- the classic cells --------------------------------------------------------------------
+def _check_sizes(name: str, input_size, hidden_size) -> tuple:
+    """``(input_size, hidden_size)`` as ints when both are positive integers, else a ValueError naming ``name``."""
+    return checks.integer(name, "input_size", input_size), checks.integer(name, "hidden_size", hidden_size)
+
+
 class _Cell(Module):
     """Shared parts of RNNCell, LSTMCell and GRUCell: PyTorch's parameter names and init."""
 
@@ -160,9 +179,8 @@ class _Cell(Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         name = type(self).__name__
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"{name}: sizes must be positive, got input={input_size}, hidden={hidden_size}")
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.input_size, self.hidden_size = _check_sizes(name, input_size, hidden_size)
+        bias = checks.flag(name, "bias", bias)
         rows = self.gates * self.hidden_size
         bound = 1.0 / math.sqrt(self.hidden_size)
         self.weight_ih = uniform_parameter((rows, self.input_size), bound)
@@ -357,10 +375,14 @@ class ConvLSTMCell(Module):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size, bias: bool = True):
+        # checked here, so that the errors name this cell rather than its inner Conv
+        in_channels = checks.integer("ConvLSTMCell", "in_channels", in_channels)
+        hidden_channels = checks.integer("ConvLSTMCell", "hidden_channels", hidden_channels)
+        bias = checks.flag("ConvLSTMCell", "bias", bias)
         kh, kw = _pair("kernel_size", kernel_size, "ConvLSTMCell")
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"ConvLSTMCell: kernel_size must be odd (symmetric same padding), got {kernel_size!r}")
-        self.in_channels, self.hidden_channels = int(in_channels), int(hidden_channels)
+        self.in_channels, self.hidden_channels = in_channels, hidden_channels
         self.kernel_size = (kh, kw)
         self.conv = Conv(in_channels + hidden_channels, 4 * hidden_channels, (kh, kw),
                          padding=(kh // 2, kw // 2), bias=bias)
@@ -385,6 +407,8 @@ class ConvLSTMCell(Module):
         h, c = state
         expected = (x.shape[0], self.hidden_channels) + tuple(x.shape[2:])
         for name, t in (("h", h), ("c", c)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{self!r}: state {name} must be a Tensor, got {type(t).__name__}")
             # a state may broadcast into the batch (a learned initial state), never enlarge it, as in LSTMCell
             if tuple(t.shape) != expected and backend.broadcast_shape(t.shape, expected) != expected:
                 raise ValueError(f"{self!r}: state {name} of shape {tuple(t.shape)} does not fit input of "
@@ -426,6 +450,7 @@ class RNN(_ZeroStateRecur):
     """
 
     def __init__(self, input_size: int, hidden_size: int, activation=F.tanh, bias: bool = True):
+        _check_sizes("RNN", input_size, hidden_size)
         super().__init__(RNNCell(input_size, hidden_size, activation, bias))
 
 
@@ -439,6 +464,7 @@ class LSTM(_ZeroStateRecur):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        _check_sizes("LSTM", input_size, hidden_size)
         super().__init__(LSTMCell(input_size, hidden_size, bias))
 
 
@@ -452,4 +478,5 @@ class GRU(_ZeroStateRecur):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        _check_sizes("GRU", input_size, hidden_size)
         super().__init__(GRUCell(input_size, hidden_size, bias))
