@@ -145,6 +145,17 @@ def test_maximum_minimum_ties_match_pytorch(name):
     np.testing.assert_allclose(tb.grad, pb.grad.numpy(), rtol=1e-15, atol=0)
 
 
+
+@pytest.mark.parametrize("fn", [F.maximum, F.minimum])
+def test_maximum_minimum_pass_the_gradient_to_both_sides_of_a_nan(fn):
+    # the result is NaN, so neither side "lost": both get the gradient, whatever the argument order (PyTorch's
+    # rule); before, b took all of it, so swapping the arguments moved the gradient
+    for a, b in (([np.nan, 1.0], [0.0, np.nan]), ([0.0, np.nan], [np.nan, 1.0])):
+        ta, tb = t64(np.array(a)), t64(np.array(b))
+        fn(ta, tb).backward(np.array([2.0, 3.0]))
+        np.testing.assert_array_equal(ta.grad, [2.0, 3.0])
+        np.testing.assert_array_equal(tb.grad, [2.0, 3.0])
+
 @pytest.mark.parametrize("low,high", [(-0.5, 0.7), (-0.5, None), (None, 0.7)])
 def test_clip_gradient_passes_at_the_bounds(low, high):
     """A value exactly on a bound is not clipped: its gradient passes (PyTorch's clamp convention)."""

@@ -154,8 +154,19 @@ class Abs(Function):
         return (grad * array_module(grad).sign(self.a),)
 
 
+def _winner_grads(op, grad, a_loses, b_loses):
+    """Gradients of max/min: each side gets ``grad`` unless it lost, half of it at a tie.
+
+    A side that did not lose keeps its share, so at a NaN (no comparison holds) both sides get the whole
+    gradient, whatever the argument order, as in PyTorch.
+    """
+    tie = 0.5 * (op.a == op.b)
+    return (grad * (~a_loses() - tie) if op.needs[0] else None,
+            grad * (~b_loses() - tie) if op.needs[1] else None)
+
+
 class Maximum(Function):
-    """Elementwise ``max(a, b)``; a tie sends half the gradient to each side."""
+    """Elementwise ``max(a, b)``; a tie sends half the gradient to each side, a NaN all of it to both."""
 
     def forward(self, a, b):
         xp = array_module(a, b)
@@ -163,13 +174,11 @@ class Maximum(Function):
         return xp.maximum(a, b)
 
     def backward(self, grad):
-        wa = (self.a > self.b) + 0.5 * (self.a == self.b)
-        return (grad * wa if self.needs[0] else None,
-                grad * (1 - wa) if self.needs[1] else None)
+        return _winner_grads(self, grad, lambda: self.a < self.b, lambda: self.a > self.b)
 
 
 class Minimum(Function):
-    """Elementwise ``min(a, b)``; a tie sends half the gradient to each side."""
+    """Elementwise ``min(a, b)``; a tie sends half the gradient to each side, a NaN all of it to both."""
 
     def forward(self, a, b):
         xp = array_module(a, b)
@@ -177,9 +186,7 @@ class Minimum(Function):
         return xp.minimum(a, b)
 
     def backward(self, grad):
-        wa = (self.a < self.b) + 0.5 * (self.a == self.b)
-        return (grad * wa if self.needs[0] else None,
-                grad * (1 - wa) if self.needs[1] else None)
+        return _winner_grads(self, grad, lambda: self.a > self.b, lambda: self.a < self.b)
 
 
 class Where(Function):
