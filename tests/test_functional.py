@@ -146,6 +146,14 @@ def test_maximum_minimum_ties_match_pytorch(name):
 
 
 
+def test_division_by_a_subnormal_gives_a_zero_numerator_a_zero_gradient():
+    # d(a/b)/db = -(a/b)/b: formed as (grad/b)·(a/b) it was inf·0 = NaN at a = 0 (PyTorch: 0)
+    a = mf.tensor([0.0, 1.0], dtype="float32", requires_grad=True)
+    b = mf.tensor([1e-40, 2.0], dtype="float32", requires_grad=True)
+    with np.errstate(over="ignore"):
+        (a / b).backward(np.ones(2, np.float32))
+    np.testing.assert_array_equal(b.grad, [0.0, -0.25])
+
 @pytest.mark.parametrize("fn", [F.maximum, F.minimum])
 def test_maximum_minimum_pass_the_gradient_to_both_sides_of_a_nan(fn):
     # the result is NaN, so neither side "lost": both get the gradient, whatever the argument order (PyTorch's

@@ -54,9 +54,9 @@ class Div(Function):
         return out
 
     def backward(self, grad):
-        ga = grad / self.b
-        return (ga if self.needs[0] else None,
-                -ga * self.out if self.needs[1] else None)
+        # d/db as -grad·((a/b)/b), PyTorch's order: at a = 0 it is 0 even when 1/b overflows (inf·0 was NaN)
+        return (grad / self.b if self.needs[0] else None,
+                -(grad * (self.out / self.b)) if self.needs[1] else None)
 
 
 class Neg(Function):
