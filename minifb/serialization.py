@@ -90,8 +90,8 @@ def save(module, path) -> str:
 
 def _expected_shapes(module) -> dict:
     """``{dotted_name: shape}`` of everything ``state_dict`` holds, without copying the values."""
-    if hasattr(module, "named_buffers"):
-        names = list(module.named_parameters()) + list(module.named_buffers())
+    if hasattr(module, "_state_items"):
+        names = module._state_items()
     else:
         names = list(module.state_dict().items())
     return {name: tuple(t.shape) for name, t in names}

@@ -302,12 +302,75 @@ def test_assigning_a_non_parameter_over_a_parameter_is_refused():
     d.weight = new                                  # a Parameter replaces a Parameter
     d.bias = None                                   # None removes it, as in PyTorch
     assert d.parameters() == [new]
+    with pytest.raises(TypeError, match=r"cannot assign 'minifb.tensor.Tensor' as parameter 'bias'"):
+        d.bias = mf.zeros(4)                         # a name that held a Parameter stays one after None
+    d.bias = nn.Parameter(np.zeros(4, np.float32))
+    del d.bias                                       # deleted, the name is free again (as in PyTorch)
+    d.bias = mf.zeros(4)
+    assert len(d.parameters()) == 1
     bn = nn.BatchNorm(2)
     with pytest.raises(TypeError, match=r"^BatchNorm: cannot assign 'numpy.ndarray' as buffer 'running_mean' "
-                                        r"\(nn.Buffer or None expected\)"):
+                                        r"\(a Tensor or None expected\)"):
         bn.running_mean = np.zeros(2, np.float32)
     d.note = 3                                       # other attributes are free
     d.note = "x"
+
+
+def test_a_tensor_assigned_to_a_buffer_stays_a_buffer_and_a_parameter_may_replace_it():
+    # PyTorch's rules: a plain tensor under a buffer's name is kept as a buffer; a Parameter turns it into one
+    bn = nn.BatchNorm(2)
+    bn.running_mean = mf.ones(2)
+    assert isinstance(bn.running_mean, nn.Buffer) and "running_mean" in dict(bn.named_buffers())
+    np.testing.assert_array_equal(bn.state_dict()["running_mean"].numpy(), [1.0, 1.0])
+    bn.running_var = nn.Parameter(np.ones(2, np.float32))
+    assert "running_var" in dict(bn.named_parameters()) and "running_var" not in dict(bn.named_buffers())
+
+
+def test_state_dict_lists_a_shared_parameter_under_every_name_as_pytorch_does():
+    class Tied(nn.Module):
+        def __init__(self):
+            self.enc, self.dec = nn.Dense(4, 4), nn.Dense(4, 4)
+            self.dec.weight = self.enc.weight
+    m = Tied()
+    assert list(m.state_dict()) == ["enc.weight", "enc.bias", "dec.weight", "dec.bias"]
+    assert len(m.parameters()) == 3                  # the optimiser still sees it once
+    sd = m.state_dict()
+    sd["enc.weight"] = sd["dec.weight"] = mf.full((4, 4), 2.0)
+    other = Tied()
+    other.load_state_dict(sd)                        # strict: every name present
+    np.testing.assert_array_equal(other.dec.weight.numpy(), np.full((4, 4), 2.0))
+    assert other.dec.weight is other.enc.weight      # still tied
+    torch = pytest.importorskip("torch")
+
+    class TTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.dec.weight = self.enc.weight
+    assert list(TTied().state_dict()) == list(m.state_dict())
+    m.load_state_dict({k: v.detach().numpy() for k, v in TTied().state_dict().items()})
+
+
+def test_two_tensors_under_one_dotted_name_are_refused():
+    m = nn.Chain()
+    m.heads = {1: nn.Dense(2, 2), "1": nn.Dense(2, 3)}      # both are named heads.1.weight
+    with pytest.raises(ValueError, match=r"two different tensors are both named 'heads\.1\.weight'"):
+        m.state_dict()
+    assert len(m.parameters()) == 4
+
+
+def test_a_container_that_holds_itself_is_walked_once():
+    m = nn.Chain(nn.Dense(2, 2))
+    loop = [nn.Dense(2, 3)]
+    loop.append(loop)
+    m.extra = loop
+    assert len(m.parameters()) == 4
+    assert list(m.state_dict()) == ["layers.0.weight", "layers.0.bias", "extra.0.weight", "extra.0.bias"]
+    assert len(list(m.children())) == 2
+    m.train(False)
+    holder = nn.Module()
+    holder.extra = loop
+    assert "Dense(2, 3)" in repr(holder)            # shown once, no RecursionError
 
 
 def test_parameter_and_buffer_refuse_non_numeric_data():

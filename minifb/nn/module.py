@@ -129,22 +129,35 @@ class Module:
     training = True  # class default, so subclasses need not call super().__init__()
 
     def __setattr__(self, name, value):
-        """Set an attribute, refusing to replace a Parameter (Buffer) by anything but one or ``None``.
+        """Set an attribute, keeping PyTorch's rules for the names of parameters and buffers.
 
-        ``layer.weight = array`` would otherwise drop the weight from
-        ``parameters()`` without a word (an optimiser would skip it); PyTorch
-        refuses it the same way.  Assign ``nn.Parameter(array)``, or write
-        the values into ``layer.weight.data``.  Private attributes (``_name``)
-        are not walked, so they are not checked.
+        A name that holds a Parameter takes only a Parameter or ``None`` (and
+        stays a parameter's name after ``None``, until ``del``): ``layer.weight
+        = array`` would otherwise drop the weight from ``parameters()`` without
+        a word, and an optimiser would skip it.  A plain Tensor assigned to a
+        buffer's name is kept as a :class:`Buffer`; a Parameter may replace a
+        buffer.  Private attributes (``_name``) are not walked, so they are free.
         """
-        old = self.__dict__.get(name)
-        if isinstance(old, Tensor) and value is not None and not name.startswith("_"):
-            for kind, label in ((Parameter, "parameter"), (Buffer, "buffer")):
-                if isinstance(old, kind) and not isinstance(value, kind):
-                    cls = type(value)
+        if not name.startswith("_"):
+            kinds = self.__dict__.get("_tensor_kinds")
+            if isinstance(value, (Parameter, Buffer)):
+                if kinds is None:
+                    kinds = self.__dict__["_tensor_kinds"] = {}
+                kinds[name] = Parameter if isinstance(value, Parameter) else Buffer
+            elif kinds is not None and value is not None and name in kinds:
+                if kinds[name] is Buffer and isinstance(value, Tensor):
+                    value = Buffer(value)
+                else:
+                    cls, label = type(value), ("parameter" if kinds[name] is Parameter else "buffer")
+                    expected = "nn.Parameter" if kinds[name] is Parameter else "a Tensor"
                     raise TypeError(f"{type(self).__name__}: cannot assign '{cls.__module__}.{cls.__qualname__}' "
-                                    f"as {label} '{name}' (nn.{kind.__name__} or None expected)")
+                                    f"as {label} '{name}' ({expected} or None expected)")
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        """Delete an attribute; a parameter's or buffer's name is then free for any value."""
+        object.__delattr__(self, name)
+        self.__dict__.get("_tensor_kinds", {}).pop(name, None)
 
     # ---- calling -------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
@@ -159,28 +172,37 @@ class Module:
         """(name, value) of the attributes that are walked, in assignment order."""
         return [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
 
-    def _walk(self):
+    def _walk(self, every: bool = False):
         """Yield ``(dotted_name, value)`` for every Module and Tensor reachable from the attributes.
 
         Pre-order, in attribute order (lists by index, dicts by insertion
-        order); a module reachable twice is entered once.
+        order).  A module reachable twice is entered once, under its first
+        name, or with ``every`` under each of its names (as a state dict lists
+        a shared module).  A module or container is never entered from inside
+        itself, so a list that holds itself ends the walk there.
         """
         seen = {id(self)}
-        stack = [(_join("", str(k)), v) for k, v in reversed(self._public_attributes())]
+        stack = [(_join("", str(k)), v, (id(self),)) for k, v in reversed(self._public_attributes())]
         while stack:
-            name, value = stack.pop()
+            name, value, path = stack.pop()     # path: the ids of the modules and containers around value
+            if isinstance(value, Tensor):
+                yield name, value
+                continue
             if isinstance(value, Module):
-                if id(value) in seen:
+                if id(value) in path or (id(value) in seen and not every):
                     continue
                 seen.add(id(value))
                 yield name, value
-                stack.extend((_join(name, str(k)), v) for k, v in reversed(value._public_attributes()))
-            elif isinstance(value, Tensor):
-                yield name, value
+                items = value._public_attributes()
             elif isinstance(value, dict):
-                stack.extend((_join(name, str(k)), v) for k, v in reversed(list(value.items())))
+                items = list(value.items())
             elif isinstance(value, (list, tuple)):
-                stack.extend((_join(name, str(i)), v) for i, v in reversed(list(enumerate(value))))
+                items = list(enumerate(value))
+            else:
+                continue
+            if id(value) not in path:
+                inner = path + (id(value),)
+                stack.extend((_join(name, str(k)), v, inner) for k, v in reversed(items))
 
     def named_modules(self):
         """Yield ``(dotted_name, module)`` for this module (name ``""``) and every sub-module, depth first."""
@@ -210,6 +232,20 @@ class Module:
                 seen.add(id(value))
                 yield name, value
 
+    def _state_items(self) -> list:
+        """``(dotted_name, tensor)`` of every Parameter and Buffer under each of its names.
+
+        A shared tensor appears under every name, as in PyTorch's state dict; two different tensors
+        under one name (dict keys ``1`` and ``"1"``, or ``"a.b"`` beside ``a.b``) are refused, since
+        one of them would silently be left out of a saved model.
+        """
+        items = {}
+        for name, value in self._walk(every=True):
+            if isinstance(value, (Parameter, Buffer)) and items.setdefault(name, value) is not value:
+                raise ValueError(f"{type(self).__name__}: two different tensors are both named {name!r} "
+                                 "(attribute names or dict keys collide); rename one")
+        return list(items.items())
+
     def named_parameters(self):
         """Yield ``(dotted_name, parameter)`` for every trainable parameter, in a fixed order.
 
@@ -236,7 +272,8 @@ class Module:
         """Return the parameters and buffers as ``{dotted_name: Tensor}``.
 
         The tensors are detached copies (changing them does not change the
-        module), on the module's device.  Together with
+        module), on the module's device.  A parameter shared by two layers is
+        listed under both names, as in PyTorch.  Together with
         :meth:`load_state_dict` this is what :func:`minifb.save` and
         :func:`minifb.load` store.
 
@@ -244,7 +281,7 @@ class Module:
             >>> sorted(nn.Dense(2, 3).state_dict())
             ['bias', 'weight']
         """
-        return {name: Tensor(t.data.copy()) for name, t in self._named_tensors((Parameter, Buffer))}
+        return {name: Tensor(t.data.copy()) for name, t in self._state_items()}
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> LoadResult:
         """Copy values from ``state_dict`` into the parameters and buffers.
@@ -272,7 +309,7 @@ class Module:
             raise TypeError(f"{fn}: state_dict must be a dict {{name: Tensor or array}}, "
                             f"got {type(state_dict).__name__}")
         strict = checks.flag(fn, "strict", strict)
-        own = dict(self._named_tensors((Parameter, Buffer)))
+        own = dict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         converted, mismatched, unconvertible = {}, [], []
@@ -432,15 +469,21 @@ def _converted(value, target: Tensor):
     return backend.to_device(array, target.device)
 
 
-def _repr_modules(value):
-    """The repr of ``value`` showing only the Modules in it (through lists, tuples and dicts), or ``None``."""
+def _repr_modules(value, around=()):
+    """The repr of ``value`` showing only the Modules in it (through lists, tuples and dicts), or ``None``.
+
+    ``around``: the ids of the containers being shown, so that a list holding itself is shown once.
+    """
     if isinstance(value, Module):
         return repr(value)
+    if id(value) in around:
+        return None
+    inner = around + (id(value),)
     if isinstance(value, dict):
-        shown = [(k, _repr_modules(v)) for k, v in value.items()]
+        shown = [(k, _repr_modules(v, inner)) for k, v in value.items()]
         items, brackets = [f"{k!r}: {r}" for k, r in shown if r is not None], "{}"
     elif isinstance(value, (list, tuple)):
-        items = [r for r in map(_repr_modules, value) if r is not None]
+        items = [r for r in (_repr_modules(v, inner) for v in value) if r is not None]
         brackets = "[]" if isinstance(value, list) else "()"
         if isinstance(value, tuple) and len(items) == 1:
             items[0] += ","
@@ -457,15 +500,14 @@ def _repr_modules(value):
 
 def _direct_modules(items):
     """The Modules among (name, value) pairs, looking into lists, tuples and dicts but not into Modules."""
-    stack = [v for _, v in reversed(list(items))]
+    stack, entered = [v for _, v in reversed(list(items))], set()
     while stack:
         value = stack.pop()
         if isinstance(value, Module):
             yield value
-        elif isinstance(value, dict):
-            stack.extend(reversed(list(value.values())))
-        elif isinstance(value, (list, tuple)):
-            stack.extend(reversed(list(value)))
+        elif isinstance(value, (dict, list, tuple)) and id(value) not in entered:   # a list may hold itself
+            entered.add(id(value))
+            stack.extend(reversed(list(value.values() if isinstance(value, dict) else value)))
 
 
 def _join(prefix: str, name: str) -> str:
