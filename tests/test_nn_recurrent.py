@@ -410,3 +410,18 @@ def test_unroll_bad_arguments():
         nn.unroll(rnn, mf.tensor(1.0))
     with pytest.raises(TypeError, match=r"^unroll: recur must be callable as y = recur\(x\) \(a Recur\), got 5"):
         nn.unroll(5, [mf.randn(3)])
+
+
+@pytest.mark.parametrize("make", [lambda b: nn.RNNCell(3, 4, bias=b), lambda b: nn.LSTMCell(3, 4, bias=b),
+                                  lambda b: nn.GRUCell(3, 4, bias=b)])
+def test_cell_bias_must_be_a_bool(make):
+    with pytest.raises(TypeError, match=r"Cell: bias must be True or False, got 'no'"):
+        make("no")
+    cell = make(np.bool_(False))
+    assert cell.bias_ih is None and cell.bias_hh is None
+
+
+def test_conv_lstm_cell_bias_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"^ConvLSTMCell: bias must be True or False, got 'no'"):
+        nn.ConvLSTMCell(2, 3, 3, bias="no")
+    assert nn.ConvLSTMCell(2, 3, 3, bias=np.bool_(False)).conv.bias is None

@@ -58,3 +58,17 @@ def test_submodules_are_attributes_after_a_plain_import():
     code = "import minifb as mf; print(mf.nn.Dense.__name__, mf.optim.SGD.__name__, mf.models.lenet5.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Dense", "SGD", "lenet5"]
+
+
+@pytest.mark.parametrize("call, exc", [
+    (lambda: mf.zeros(2, 3)[5], IndexError),                      # ops/movement.GetItem
+    (lambda: mf.Tensor("abc"), TypeError),                         # tensor._as_array
+    (lambda: nn.Chain(nn.Dense(2, 2))[5], IndexError),             # nn.containers.LayerSequence.__getitem__
+    (lambda: optim.clip_grad_norm(5, 1.0), TypeError),             # optim.clip_grad_norm
+    (lambda: mf.save(nn.Dense(2, 2), 5), TypeError),               # serialization._check_path
+])
+def test_rewrapped_errors_do_not_chain_the_internal_one(call, exc):
+    # the new message says it all: no "During handling of the above exception, another exception occurred"
+    with pytest.raises(exc) as info:
+        call()
+    assert info.value.__cause__ is None and info.value.__suppress_context__

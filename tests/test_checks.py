@@ -1,0 +1,41 @@
+"""minifb.checks: the shared argument checks (their use is tested with each function that calls them)."""
+
+import numpy as np
+import pytest
+
+from minifb import checks
+
+
+def test_integer_takes_integers_only():
+    assert checks.integer("f", "n", np.int64(3)) == 3 and type(checks.integer("f", "n", np.int64(3))) is int
+    assert checks.integer("f", "n", 0, minimum=0) == 0
+    for bad in (True, np.bool_(True), 2.0, 2.5, "2", None, 0):
+        with pytest.raises(ValueError, match=r"^f: n must be a positive integer, got "):
+            checks.integer("f", "n", bad)
+    with pytest.raises(ValueError, match=r"^f: n must be an integer >= 0, got -1"):
+        checks.integer("f", "n", -1, minimum=0)
+
+
+def test_flag_takes_bools_only():
+    assert checks.flag("f", "b", np.bool_(False)) is False
+    for bad in (0, 1, "no", None, []):
+        with pytest.raises(TypeError, match=r"^f: b must be True or False, got "):
+            checks.flag("f", "b", bad)
+
+
+def test_number_checks_type_and_each_bound():
+    assert checks.number("f", "x", np.float32(0.5), above=0, below=1) == 0.5
+    assert checks.number("f", "x", 1, at_least=1, at_most=1) == 1.0
+    for bad in (None, "1", True, np.array([1.0])):
+        with pytest.raises(TypeError, match=r"^f: x must be a number, got "):
+            checks.number("f", "x", bad)
+    for value, bound in ((0, {"above": 0}), (-1, {"at_least": 0}), (2, {"at_most": 1}), (1, {"below": 1})):
+        with pytest.raises(ValueError, match=r"^f: x must be a number [<>]=? "):
+            checks.number("f", "x", value, **bound)
+
+
+def test_checks_number_never_puts_a_nan_inside_a_bound():
+    for bound in ("above", "at_least", "at_most", "below"):
+        with pytest.raises(ValueError, match=r"^f: x must be a number .*, got nan"):
+            checks.number("f", "x", float("nan"), **{bound: 0})
+    assert checks.number("f", "x", 0, at_least=0) == 0.0
