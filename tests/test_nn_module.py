@@ -434,3 +434,17 @@ def test_docstring_examples_run(name):
     result = doctest.testmod(module, extraglobs={"mf": mf, "nn": nn, "F": F, "np": np},
                              optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_load_state_dict_copies_into_the_existing_arrays_as_pytorch_does():
+    d = nn.Dense(3, 2)
+    w = d.weight.data                               # an array taken before the load follows it
+    alias = nn.Parameter(d.weight)                  # a parameter sharing the weight's values stays tied
+    stale = (mf.ones(1, 3) @ d.weight.T).sum()      # recorded before the load
+    sd = {"weight": np.full((2, 3), 2.0), "bias": np.zeros(2)}
+    d.load_state_dict(sd)
+    assert d.weight.data is w
+    np.testing.assert_array_equal(w, np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(alias.numpy(), np.full((2, 3), 2.0))
+    with pytest.raises(RuntimeError, match=r"updated in place after the forward pass"):
+        stale.backward()                            # the values it used are gone

@@ -286,7 +286,10 @@ class Module:
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> LoadResult:
         """Copy values from ``state_dict`` into the parameters and buffers.
 
-        Values keep the parameter's device and dtype (they are converted).
+        Values keep the parameter's device and dtype (they are converted), and
+        are copied into the existing arrays, as in PyTorch: an array taken from
+        ``p.data`` before the load, or a Parameter sharing it, sees the new
+        values, and a graph recorded before the load can no longer backward.
         Nothing is changed unless everything is acceptable: every value is
         checked and converted first, and only then assigned.
 
@@ -335,7 +338,12 @@ class Module:
             message = f"{type(self).__name__}.load_state_dict: " + "; ".join(problems)
             raise (ValueError if mismatched or unconvertible else KeyError)(message)
         for name, value in converted.items():
-            own[name].data = value
+            target = own[name]
+            if getattr(target.data.flags, "writeable", True):   # CuPy arrays have no such flag: writable
+                backend.array_module(target.data).copyto(target.data, value)
+            else:
+                target.data = value
+            target._version += 1   # an in-place update: a graph recorded before it can no longer backward
         return LoadResult(missing, unexpected)
 
     # ---- modes, devices, gradients ----------------------------------------
