@@ -441,6 +441,10 @@ class _ZeroStateRecur(Recur):
 class RNN(_ZeroStateRecur):
     """``Recur(RNNCell(input_size, hidden_size, activation))`` starting from a zero state.
 
+    One call is one timestep, as with Flux's recurrent layers (not PyTorch's ``nn.RNN``, which runs a
+    whole sequence): ``x`` is ``(N, input_size)``. Run a ``(T, N, input_size)`` sequence with
+    :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
+
     The zero state is made on the first call, for the batch shape of that input.
 
     Example:
@@ -457,6 +461,10 @@ class RNN(_ZeroStateRecur):
 class LSTM(_ZeroStateRecur):
     """``Recur(LSTMCell(input_size, hidden_size))`` starting from a zero ``(h, c)``.
 
+    One call is one timestep, as with Flux's recurrent layers (not PyTorch's ``nn.LSTM``, which runs a
+    whole sequence): ``x`` is ``(N, input_size)``. Run a ``(T, N, input_size)`` sequence with
+    :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
+
     Example:
         >>> lstm = nn.LSTM(3, 4)
         >>> lstm(mf.randn(2, 3)).shape
@@ -470,6 +478,10 @@ class LSTM(_ZeroStateRecur):
 
 class GRU(_ZeroStateRecur):
     """``Recur(GRUCell(input_size, hidden_size))`` starting from a zero state.
+
+    One call is one timestep, as with Flux's recurrent layers (not PyTorch's ``nn.GRU``, which runs a
+    whole sequence): ``x`` is ``(N, input_size)``. Run a ``(T, N, input_size)`` sequence with
+    :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
 
     Example:
         >>> gru = nn.GRU(3, 4)
