@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -67,8 +68,8 @@ def _leaves(data):
         yield data
 
 
-def _ragged(data) -> str:
-    """Where a nested list is ragged: the first depth whose rows differ in length, and those lengths."""
+def _ragged(data) -> str | None:
+    """Where a nested list is ragged (the first depth whose rows differ in length, and those lengths), or None."""
     level, depth = [data], 0
     while level:
         lengths = [len(x) if isinstance(x, (list, tuple)) or getattr(x, "ndim", 0) else None for x in level]
@@ -78,17 +79,25 @@ def _ragged(data) -> str:
         if lengths[0] is None:
             break
         level, depth = [y for x in level for y in x], depth + 1
-    return "the rows differ in length"
+    return None
 
 
 def _from_python(data):
     """Python data (numbers, nested lists) as a new NumPy array, refusing ragged lists with a clear error."""
     try:
-        return np.array(data)
+        with warnings.catch_warnings():  # NumPy < 1.24 makes an object array of a ragged list, with a warning
+            warnings.simplefilter("ignore", getattr(np, "exceptions", np).VisibleDeprecationWarning)
+            array = np.array(data)
     except ValueError as err:
         if "inhomogeneous" not in str(err) and "sequence" not in str(err):
             raise
-        raise ValueError(f"tensor: the nested list is ragged (its rows differ in length): {_ragged(data)}") from None
+        array = None
+    if array is None or (array.dtype == object and isinstance(data, (list, tuple))):
+        where = _ragged(data)
+        if where is not None or array is None:
+            raise ValueError(f"tensor: the nested list is ragged (its rows differ in length): "
+                             f"{where or 'the rows differ in length'}") from None
+    return array
 
 
 def _check_numeric(original, array):
