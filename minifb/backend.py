@@ -237,8 +237,26 @@ _random = _Random()
 def manual_seed(seed: int) -> None:
     """Seed minifb's random generators (parameter initialisation, ``randn``, dropout, ...).
 
+    Every device's generator restarts from ``seed``: the CPU one (which also
+    draws the initial weights of every layer, whatever device the model moves
+    to) and, when used, the GPU one.  Until it is called, the generators are
+    seeded from the operating system's entropy.
+
+    Args:
+        seed: an integer >= 0 (Python or NumPy, not a bool).
+
+    Returns:
+        None.
+
     Raises:
-        ValueError: ``seed`` is not an integer >= 0.
+        ValueError: ``seed`` is not an integer >= 0 (``1.0`` and ``True`` included).
+
+    Example:
+        >>> mf.manual_seed(42)
+        >>> a = mf.randn(3)
+        >>> mf.manual_seed(42)
+        >>> np.array_equal(mf.randn(3).numpy(), a.numpy())
+        True
     """
     _random.seed = checks.integer("manual_seed", "seed", seed, minimum=0)
     _random.generators.clear()

@@ -121,17 +121,39 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
     Floating-point data becomes float32 unless ``dtype`` says otherwise;
     integer and boolean data keep their kind (for labels and masks).  A
     (nested) list of Tensors is stacked into one new tensor, on the CPU unless
-    ``device`` says otherwise.
+    ``device`` says otherwise.  The values are always copied: the new tensor
+    shares no memory with ``data`` and is a leaf, cut from any graph ``data``
+    belongs to.
+
+    Args:
+        data: a number, a (nested) list or tuple of numbers or of Tensors, a
+            NumPy/CuPy array or a Tensor, of any shape ``S``.
+        requires_grad: whether gradients flow into the new tensor (a bool,
+            default ``False``; floating dtypes only).
+        device: ``"cpu"`` or ``"cuda"``; ``None`` (default) keeps an array's or
+            a Tensor's device and puts Python data on the CPU.
+        dtype: a numeric NumPy dtype or its name (``"float32"``, ``"int64"``,
+            ``"bool"``); ``None`` (default) infers it as described above.
+
+    Returns:
+        A new Tensor of shape ``S`` on ``device``: float32 for floating-point
+        data, int64 for Python ints, bool for booleans, the array's own dtype
+        for integer arrays; ``dtype`` when given.
 
     Raises:
-        TypeError: ``data`` is not numbers or booleans (None, a string, a dict, an object array), or
-            ``dtype`` is not a numeric NumPy dtype.
-        ValueError: ``data`` is a ragged nested list (its rows differ in length).
+        TypeError: ``data`` is not numbers or booleans (None, a string, a dict, an object array);
+            ``dtype`` is not a numeric NumPy dtype; ``requires_grad`` is not a bool, or is ``True``
+            for non-floating data.
+        ValueError: ``data`` is a ragged nested list (its rows differ in length), or ``device`` is
+            neither ``"cpu"`` nor ``"cuda"``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
 
     Example:
         >>> mf.tensor([[1, 2], [3, 4]], dtype="float32", requires_grad=True)
         tensor([[1., 2.],
                 [3., 4.]], requires_grad=True)
+        >>> mf.tensor([1, 2]).dtype, mf.tensor([0.5]).dtype
+        (dtype('int64'), dtype('float32'))
         >>> mf.tensor([mf.tensor(1.0), mf.tensor(2.0)]).shape
         (2,)
     """
@@ -165,16 +187,60 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
 def zeros(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
     """A tensor of zeros, e.g. ``mf.zeros(2, 3)`` or ``mf.zeros((2, 3))``.
 
+    Args:
+        *shape: the shape ``S``, as separate non-negative ints or one tuple or
+            list; no sizes at all gives a 0-d tensor.
+        device: ``"cpu"`` (``None``, the default) or ``"cuda"``.
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) means float32.
+        requires_grad: whether gradients flow into the tensor (a bool, default
+            ``False``; floating dtypes only).
+
+    Returns:
+        A Tensor of shape ``S`` and dtype ``dtype`` (float32 by default) on
+        ``device``, every element 0.
+
     Raises:
-        ValueError: a size is not a non-negative int (``True`` and ``2.0`` are not sizes).
-        TypeError: ``dtype`` is not a numeric NumPy dtype.
+        ValueError: a size is not a non-negative int (``True`` and ``2.0`` are not sizes), or
+            ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+        TypeError: ``dtype`` is not a numeric NumPy dtype; ``requires_grad`` is not a bool, or is
+            ``True`` with a non-floating ``dtype``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
+
+    Example:
+        >>> mf.zeros(2, 3)
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]])
+        >>> mf.zeros((2,), dtype="int64")
+        tensor([0, 0], dtype=int64)
     """
     xp = backend.xp_for(device or "cpu")
     return Tensor(xp.zeros(_shape("zeros", shape), dtype=_dtype("zeros", dtype)), requires_grad=requires_grad)
 
 
 def ones(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
-    """A tensor of ones; the shape and the errors as :func:`zeros`."""
+    """A tensor of ones; the shape and the errors as :func:`zeros`.
+
+    Args:
+        *shape: the shape ``S``, as separate non-negative ints or one tuple or list.
+        device: ``"cpu"`` (``None``, the default) or ``"cuda"``.
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) means float32.
+        requires_grad: whether gradients flow into the tensor (a bool, default
+            ``False``; floating dtypes only).
+
+    Returns:
+        A Tensor of shape ``S`` and dtype ``dtype`` (float32 by default) on
+        ``device``, every element 1.
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as :func:`zeros`.
+
+    Example:
+        >>> mf.ones(2, 2)
+        tensor([[1., 1.],
+                [1., 1.]])
+        >>> mf.ones(3, dtype="bool")
+        tensor([ True,  True,  True], dtype=bool)
+    """
     xp = backend.xp_for(device or "cpu")
     return Tensor(xp.ones(_shape("ones", shape), dtype=_dtype("ones", dtype)), requires_grad=requires_grad)
 
@@ -182,9 +248,32 @@ def ones(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
 def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
     """A tensor of shape ``shape`` (an int or a tuple) filled with ``value``, a number or a bool.
 
+    Args:
+        shape: the shape ``S``, one non-negative int (a 1-D tensor) or a tuple
+            or list of them.
+        value: the fill value, a real number or a bool.
+        device: ``"cpu"`` (``None``, the default) or ``"cuda"``.
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) means
+            float32, whatever the type of ``value`` (``full(2, 3)`` is float32).
+        requires_grad: whether gradients flow into the tensor (a bool, default
+            ``False``; floating dtypes only).
+
+    Returns:
+        A Tensor of shape ``S`` and dtype ``dtype`` (float32 by default) on
+        ``device``, every element ``value``.
+
     Raises:
-        ValueError: a size is not a non-negative int.
-        TypeError: ``value`` is not a number (None, a string); ``dtype`` is not a numeric NumPy dtype.
+        ValueError: a size is not a non-negative int, or ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+        TypeError: ``value`` is not a number (None, a string); ``dtype`` is not a numeric NumPy dtype;
+            ``requires_grad`` is not a bool, or is ``True`` with a non-floating ``dtype``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
+
+    Example:
+        >>> mf.full((2, 2), 0.5)
+        tensor([[0.5, 0.5],
+                [0.5, 0.5]])
+        >>> mf.full(3, 7, dtype="int64")
+        tensor([7, 7, 7], dtype=int64)
     """
     if not isinstance(value, (bool, np.bool_)):
         checks.number("full", "value", value)  # checked only: an int fill stays exact
@@ -193,14 +282,49 @@ def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
 
 
 def zeros_like(t: Tensor, dtype=None) -> Tensor:
-    """Zeros with the shape, device and (by default) dtype of the Tensor ``t``."""
+    """Zeros with the shape, device and (by default) dtype of the Tensor ``t``.
+
+    Args:
+        t: a Tensor of shape ``S`` (only its shape, device and dtype are used).
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) means ``t.dtype``.
+
+    Returns:
+        A new Tensor of shape ``S`` on ``t``'s device, every element 0; it does
+        not require gradients.
+
+    Raises:
+        TypeError: ``t`` is not a Tensor (a NumPy array included), or ``dtype`` is not a numeric NumPy dtype.
+
+    Example:
+        >>> mf.zeros_like(mf.tensor([1, 2, 3]))
+        tensor([0, 0, 0], dtype=int64)
+        >>> mf.zeros_like(mf.ones(2, 3), dtype="float64").dtype
+        dtype('float64')
+    """
     _check_tensor("zeros_like", t)
     xp = backend.array_module(t.data)
     return Tensor(xp.zeros(t.shape, dtype=t.dtype if dtype is None else _dtype("zeros_like", dtype)))
 
 
 def ones_like(t: Tensor, dtype=None) -> Tensor:
-    """Ones with the shape, device and (by default) dtype of the Tensor ``t``."""
+    """Ones with the shape, device and (by default) dtype of the Tensor ``t``.
+
+    Args:
+        t: a Tensor of shape ``S`` (only its shape, device and dtype are used).
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) means ``t.dtype``.
+
+    Returns:
+        A new Tensor of shape ``S`` on ``t``'s device, every element 1; it does
+        not require gradients.
+
+    Raises:
+        TypeError: ``t`` is not a Tensor (a NumPy array included), or ``dtype`` is not a numeric NumPy dtype.
+
+    Example:
+        >>> mf.ones_like(mf.zeros(2, 2))
+        tensor([[1., 1.],
+                [1., 1.]])
+    """
     _check_tensor("ones_like", t)
     xp = backend.array_module(t.data)
     return Tensor(xp.ones(t.shape, dtype=t.dtype if dtype is None else _dtype("ones_like", dtype)))
@@ -209,13 +333,33 @@ def ones_like(t: Tensor, dtype=None) -> Tensor:
 def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     """Evenly spaced values as ``numpy.arange``: int64 for integer arguments, else float32.
 
+    ``out[i] = start + i * step`` for ``0 <= i < ceil((stop - start) / step)``;
+    ``stop`` itself is excluded.  ``arange(n)`` is ``arange(0, n, 1)``.
+
+    Args:
+        start: the first value (a real number, not a bool), or ``stop`` when
+            ``stop`` is omitted (then the values start at 0).
+        stop: the end, excluded; ``None`` (default) means ``start`` is the end.
+        step: the spacing, non-zero, negative to count down (default 1).
+        device: ``"cpu"`` (``None``, the default) or ``"cuda"``.
+        dtype: a numeric NumPy dtype or its name; ``None`` (default) gives int64
+            when ``start``, ``stop`` and ``step`` are all integers, else float32.
+
+    Returns:
+        A 1-D Tensor of shape ``(ceil((stop - start) / step),)`` (``(0,)`` when
+        that is not positive) on ``device``.
+
     Raises:
         TypeError: ``start``, ``stop`` or ``step`` is not a number; ``dtype`` is not a numeric NumPy dtype.
-        ValueError: one of them is infinite or NaN, or ``step`` is 0.
+        ValueError: one of them is infinite or NaN, or ``step`` is 0; ``device`` is neither ``"cpu"``
+            nor ``"cuda"``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
 
     Example:
         >>> mf.arange(0.0, 1.0, 0.25)
         tensor([0.  , 0.25, 0.5 , 0.75])
+        >>> mf.arange(4)
+        tensor([0, 1, 2, 3], dtype=int64)
     """
     xp = backend.xp_for(device or "cpu")
     if stop is None:
@@ -248,13 +392,20 @@ def randn(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
         device: ``"cpu"`` (default) or ``"cuda"``.
         dtype: a floating-point dtype (float32 by default); float16 is drawn
             in float32 and rounded.
-        requires_grad: whether the tensor records gradients.
+        requires_grad: whether the tensor records gradients (a bool, default ``False``).
+
+    Returns:
+        A Tensor of shape ``shape`` and dtype ``dtype`` (float32 by default) on
+        ``device``, each element drawn independently, ``x ~ N(0, 1)``.
 
     Raises:
-        TypeError: ``dtype`` is not a floating-point dtype.
-        ValueError: a size is not a non-negative int.
+        TypeError: ``dtype`` is not a floating-point dtype; ``requires_grad`` is not a bool.
+        ValueError: a size is not a non-negative int, or ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
 
     Example:
+        >>> mf.randn(2, 3).shape, mf.randn(2, 3).dtype
+        ((2, 3), dtype('float32'))
         >>> mf.randn(2, 3, dtype="float16").dtype
         dtype('float16')
     """
@@ -273,13 +424,20 @@ def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
         dtype: a floating-point dtype (float32 by default); float16 is drawn
             in float32 and rounded, a draw that rounds up to 1 becoming the
             largest value below 1.
-        requires_grad: whether the tensor records gradients.
+        requires_grad: whether the tensor records gradients (a bool, default ``False``).
+
+    Returns:
+        A Tensor of shape ``shape`` and dtype ``dtype`` (float32 by default) on
+        ``device``, each element drawn independently, ``x ~ U[0, 1)``.
 
     Raises:
-        TypeError: ``dtype`` is not a floating-point dtype.
-        ValueError: a size is not a non-negative int.
+        TypeError: ``dtype`` is not a floating-point dtype; ``requires_grad`` is not a bool.
+        ValueError: a size is not a non-negative int, or ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+        RuntimeError: ``device="cuda"`` without CuPy and a GPU.
 
     Example:
+        >>> mf.rand(2, 3).shape, mf.rand(2, 3).dtype
+        ((2, 3), dtype('float32'))
         >>> float(mf.rand(1000, dtype="float16").max()) < 1
         True
     """

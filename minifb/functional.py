@@ -123,6 +123,24 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
     Lists of floats become float32, as in :func:`minifb.tensor`; a Python
     number takes the dtype of ``like`` when that is of the same or a higher
     category (a float next to an integer tensor gives float32).
+
+    Args:
+        value: a Tensor (returned as it is, whatever ``like`` is), a Python number, a (nested) list or an array.
+        like: a Tensor beside which ``value`` is promoted: the result has the dtype that an elementwise op of
+            ``like`` and ``value`` would give, on ``like``'s device; or ``None`` (default) for ``value``'s own
+            dtype, on the CPU.
+
+    Returns:
+        A Tensor of ``value``'s shape (0-d for a number), on ``like``'s device when it is given.
+
+    Raises:
+        TypeError: ``value`` is not a Tensor, number, list or array (None, a string).
+
+    Example:
+        >>> F.as_tensor(2, like=mf.tensor([1, 2])).dtype, F.as_tensor(2.5, like=mf.tensor([1, 2])).dtype
+        (dtype('int64'), dtype('float32'))
+        >>> F.as_tensor([1.0, 2.0])
+        tensor([1., 2.])
     """
     if isinstance(value, Tensor):
         return value
@@ -153,27 +171,114 @@ def add(a, b) -> Tensor:
 
     Either operand may be a Python number, a list or an array; the result's
     dtype follows PyTorch's type promotion (see :func:`minifb.backend.result_type`).
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = a[i] + b[i]``, of the broadcast shape of ``a`` and ``b`` and the promoted dtype.
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.add(mf.tensor([[1.0, 2.0]]), mf.tensor([[10.0], [20.0]]))
+        tensor([[11., 12.],
+                [21., 22.]])
     """
     return _elementwise("add", ew.Add, a, b)
 
 
 def sub(a, b) -> Tensor:
-    """Elementwise ``a - b`` with broadcasting."""
+    """Elementwise ``a - b`` with broadcasting.
+
+    Operands and dtypes are as in :func:`add`.
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = a[i] - b[i]``, of the broadcast shape of ``a`` and ``b`` and the promoted dtype.
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string);
+            both are boolean (NumPy has no boolean subtraction).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.sub(mf.tensor([3.0, 5.0]), 1.0)
+        tensor([2., 4.])
+    """
     return _elementwise("sub", ew.Sub, a, b)
 
 
 def mul(a, b) -> Tensor:
-    """Elementwise ``a * b`` with broadcasting."""
+    """Elementwise ``a * b`` with broadcasting.
+
+    Operands and dtypes are as in :func:`add`.
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = a[i] · b[i]``, of the broadcast shape of ``a`` and ``b`` and the promoted dtype.
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.mul(mf.tensor([[1.0, 2.0]]), mf.tensor([[3.0], [-1.0]]))
+        tensor([[ 3.,  6.],
+                [-1., -2.]])
+    """
     return _elementwise("mul", ew.Mul, a, b)
 
 
 def div(a, b) -> Tensor:
-    """Elementwise true division ``a / b`` with broadcasting; integers give float32."""
+    """Elementwise true division ``a / b`` with broadcasting; integers give float32.
+
+    Division by zero gives ``inf`` or ``nan``, as in NumPy.
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = a[i] / b[i]``, of the broadcast shape and the promoted floating dtype (boolean and integer
+        operands alone give float32).
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.div(mf.tensor([1, 2, 3]), 2)
+        tensor([0.5, 1. , 1.5])
+    """
     return _elementwise("div", ew.Div, a, b, floating=True)
 
 
 def neg(a) -> Tensor:
-    """Elementwise ``-a``."""
+    """Elementwise ``-a``.
+
+    Args:
+        a: a Tensor of any shape.
+
+    Returns:
+        ``-a``, of ``a``'s shape and dtype.
+
+    Raises:
+        TypeError: ``a`` is not a Tensor, or is boolean (NumPy has no boolean negative; use ``~``).
+
+    Example:
+        >>> F.neg(mf.tensor([1.0, -2.0]))
+        tensor([-1.,  2.])
+    """
     _check_tensor("neg", "a", a)
     return ew.Neg.apply(a)
 
@@ -184,6 +289,25 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
     Gradients follow PyTorch where the formulas are singular: zero for an
     exponent of 0; with respect to a tensor exponent, zero at base 0 for
     exponents >= 0 and NaN for a negative base.
+
+    Args:
+        a: the base: a Tensor, Python number, (nested) list or array.
+        b: the exponent: a Python number, or a Tensor, list or array broadcastable with ``a``.
+
+    Returns:
+        ``out[i] = a[i] ** b[i]``, of the broadcast shape and the promoted dtype (an integer tensor to a
+        float power gives float32).
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes do not broadcast together; an integer tensor to a negative integer power
+            (NumPy's error).
+
+    Example:
+        >>> F.pow(mf.tensor([1.0, 2.0, 3.0]), 2)
+        tensor([1., 4., 9.])
+        >>> F.pow(mf.tensor([2.0, 2.0]), mf.tensor([0.5, 3.0]))
+        tensor([1.4142, 8.    ])
     """
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
         return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=b)
@@ -191,33 +315,131 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
 
 
 def exp(x) -> Tensor:
-    """Elementwise ``e ** x``."""
+    """Elementwise ``e ** x``.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = e ** x[i]``, of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.exp(mf.tensor([0.0, 1.0]))
+        tensor([1.    , 2.7183])
+    """
     return ew.Exp.apply(_floating("exp", x))
 
 
 def log(x) -> Tensor:
-    """Elementwise natural logarithm."""
+    """Elementwise natural logarithm.
+
+    As in NumPy, ``log(0)`` is ``-inf`` and a negative input gives ``nan``.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = ln(x[i])``, of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.log(mf.tensor([1.0, 4.0]))
+        tensor([0.    , 1.3863])
+    """
     return ew.Log.apply(_floating("log", x))
 
 
 def sqrt(x) -> Tensor:
-    """Elementwise square root."""
+    """Elementwise square root.
+
+    As in NumPy, a negative input gives ``nan``.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = √x[i]``, of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.sqrt(mf.tensor([4.0, 9.0]))
+        tensor([2., 3.])
+    """
     return ew.Sqrt.apply(_floating("sqrt", x))
 
 
 def abs(x) -> Tensor:  # noqa: A001
-    """Elementwise absolute value."""
+    """Elementwise absolute value.
+
+    The gradient is ``sign(x)``, 0 at 0.
+
+    Args:
+        x: a Tensor of any shape.
+
+    Returns:
+        ``out[i] = |x[i]|``, of ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor.
+
+    Example:
+        >>> F.abs(mf.tensor([-1.5, 0.0, 2.0]))
+        tensor([1.5, 0. , 2. ])
+    """
     _check_tensor("abs", "x", x)
     return ew.Abs.apply(x)
 
 
 def maximum(a, b) -> Tensor:
-    """Elementwise maximum of two tensors (ties split the gradient)."""
+    """Elementwise maximum of two tensors (ties split the gradient).
+
+    Operands and dtypes are as in :func:`add`; at a NaN both sides get the whole gradient, as in PyTorch.
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = max(a[i], b[i])``, of the broadcast shape and the promoted dtype.
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.maximum(mf.tensor([1.0, 5.0]), 3.0)
+        tensor([3., 5.])
+    """
     return _elementwise("maximum", ew.Maximum, a, b)
 
 
 def minimum(a, b) -> Tensor:
-    """Elementwise minimum of two tensors (ties split the gradient)."""
+    """Elementwise minimum of two tensors (ties split the gradient).
+
+    Operands and dtypes are as in :func:`add`; at a NaN both sides get the whole gradient, as in PyTorch.
+
+    Args:
+        a: a Tensor, Python number, (nested) list or array.
+        b: the same kinds, broadcastable with ``a`` (NumPy's rules).
+
+    Returns:
+        ``out[i] = min(a[i], b[i])``, of the broadcast shape and the promoted dtype.
+
+    Raises:
+        TypeError: an operand is not a Tensor, number, list or array (None, a string).
+        ValueError: the shapes of ``a`` and ``b`` do not broadcast together.
+
+    Example:
+        >>> F.minimum(mf.tensor([1.0, 5.0]), 3.0)
+        tensor([1., 3.])
+    """
     return _elementwise("minimum", ew.Minimum, a, b)
 
 
@@ -230,9 +452,19 @@ def where(condition, a, b) -> Tensor:
         condition: a boolean Tensor, array, (nested) list or bool, broadcastable with ``a`` and ``b``.
         a, b: Tensors, numbers, lists or arrays.
 
+    Returns:
+        ``out[i] = a[i] if condition[i] else b[i]``, of the broadcast shape of the three and the promoted
+        dtype of ``a`` and ``b``.
+
     Raises:
-        TypeError: ``condition`` is not boolean (None, a string, a float or integer tensor), as in PyTorch.
+        TypeError: ``condition`` is not boolean (None, a string, a float or integer tensor), as in PyTorch;
+            ``a`` or ``b`` is not a Tensor, number, list or array.
         ValueError: the three shapes do not broadcast together.
+
+    Example:
+        >>> x = mf.tensor([-1.0, 2.0, -3.0])
+        >>> F.where(x > 0, x, 0.0)
+        tensor([0., 2., 0.])
     """
     cond = condition.data if isinstance(condition, Tensor) else condition
     if not hasattr(cond, "shape"):
@@ -257,6 +489,21 @@ def clip(x, low=None, high=None) -> Tensor:
         low, high: the bounds: numbers, tensors (e.g. 0-d) broadcastable to
             ``x``'s shape, or ``None`` for no bound.  Bounds are constants:
             no gradient flows into them.
+
+    Returns:
+        ``out[i] = min(max(x[i], low), high)`` (so ``high`` wins where ``low > high``, as in NumPy), of
+        ``x``'s shape and the promoted dtype of ``x`` and the bounds (an integer ``x`` with a float bound
+        gives float32).
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or a bound is not a number, Tensor, list or array.
+        ValueError: a bound's shape does not broadcast to ``x``'s shape.
+
+    Example:
+        >>> F.clip(mf.tensor([-1.0, 0.5, 2.0]), 0.0, 1.0)
+        tensor([0. , 0.5, 1. ])
+        >>> F.clip(mf.tensor([-1.0, 0.5, 2.0]), high=0.0)
+        tensor([-1.,  0.,  0.])
     """
     _check_tensor("clip", "x", x)
     low, high = (v if v is None or isinstance(v, Tensor) else _operand("clip", v) for v in (low, high))
@@ -277,28 +524,128 @@ def clip(x, low=None, high=None) -> Tensor:
 
 # ---- reductions --------------------------------------------------------------
 def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
-    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes); ``keepdims`` True or False."""
+    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes); ``keepdims`` True or False.
+
+    :meth:`Tensor.sum` is this function: ``x.sum(1)`` is ``F.sum(x, 1)``.
+
+    Args:
+        x: a Tensor of any shape.
+        axis: the axis to reduce over: an int, a tuple or list of distinct ints (negative counts from the
+            end), or ``None`` (default) for all axes; ``()`` reduces over none.
+        keepdims: True keeps each reduced axis with size 1 (so the result broadcasts against ``x``);
+            False (default) drops it.
+
+    Returns:
+        ``out = Σ x[..., i, ...]`` over the reduced axes: ``x``'s shape without them (with them as size 1
+        when ``keepdims``); 0-d for ``axis=None`` without ``keepdims``. A floating tensor keeps its dtype;
+        a boolean or integer one sums as int64, as in PyTorch.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor; ``axis`` is not an int, a tuple of ints or None; ``keepdims`` is
+            not True or False.
+        ValueError: an axis is out of range or repeated.
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> F.sum(x), F.sum(x, axis=0), x.sum(1, keepdims=True).shape
+        (tensor(10.), tensor([4., 6.]), (2, 1))
+    """
     _check_tensor("sum", "x", x)
     return reduce.Sum.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="sum"),
                             keepdims=checks.flag("sum", "keepdims", keepdims))
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
-    """Arithmetic mean over ``axis``; a boolean or integer tensor gives float32."""
+    """Arithmetic mean over ``axis``; a boolean or integer tensor gives float32.
+
+    :meth:`Tensor.mean` is this function: ``x.mean(1)`` is ``F.mean(x, 1)``.
+
+    Args:
+        x: a Tensor of any shape.
+        axis: the axis to reduce over: an int, a tuple or list of distinct ints (negative counts from the
+            end), or ``None`` (default) for all axes; ``()`` reduces over none.
+        keepdims: True keeps each reduced axis with size 1 (so the result broadcasts against ``x``);
+            False (default) drops it.
+
+    Returns:
+        ``out = Σ x[..., i, ...] / n`` over the reduced axes, ``n`` the number of elements reduced: ``x``'s
+        shape without them (with them as size 1 when ``keepdims``), in ``x``'s floating dtype (float32 for a
+        boolean or integer ``x``). An empty reduction gives ``nan``, as in NumPy.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor; ``axis`` is not an int, a tuple of ints or None; ``keepdims`` is
+            not True or False.
+        ValueError: an axis is out of range or repeated.
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> F.mean(x), F.mean(x, axis=1), F.mean(mf.tensor([1, 2, 4]))
+        (tensor(2.5), tensor([1.5, 3.5]), tensor(2.3333))
+    """
     x = _floating("mean", x)
     return reduce.Mean.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="mean"),
                              keepdims=checks.flag("mean", "keepdims", keepdims))
 
 
 def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
-    """Maximum over ``axis``; tied maxima share the gradient equally."""
+    """Maximum over ``axis``; tied maxima share the gradient equally.
+
+    :meth:`Tensor.max` is this function: ``x.max(1)`` is ``F.max(x, 1)``. It returns the values only (no
+    indices, unlike ``torch.max``); for the elementwise maximum of two tensors see :func:`maximum`.
+
+    Args:
+        x: a Tensor of any shape.
+        axis: the axis to reduce over: an int, a tuple or list of distinct ints (negative counts from the
+            end), or ``None`` (default) for all axes; ``()`` reduces over none.
+        keepdims: True keeps each reduced axis with size 1 (so the result broadcasts against ``x``);
+            False (default) drops it.
+
+    Returns:
+        ``out = max x[..., i, ...]`` over the reduced axes: ``x``'s shape without them (with them as size 1
+        when ``keepdims``), in ``x``'s dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor; ``axis`` is not an int, a tuple of ints or None; ``keepdims`` is
+            not True or False.
+        ValueError: an axis is out of range or repeated, or a reduced axis has length 0 (the result would be undefined).
+
+    Example:
+        >>> x = mf.tensor([[1.0, 5.0], [3.0, 4.0]])
+        >>> F.max(x), F.max(x, axis=0), x.max(1, keepdims=True).shape
+        (tensor(5.), tensor([3., 5.]), (2, 1))
+    """
     _check_tensor("max", "x", x)
     return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="max"),
                             keepdims=checks.flag("max", "keepdims", keepdims))
 
 
 def min(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001
-    """Minimum over ``axis``; tied minima share the gradient equally."""
+    """Minimum over ``axis``; tied minima share the gradient equally.
+
+    :meth:`Tensor.min` is this function: ``x.min(1)`` is ``F.min(x, 1)``. It returns the values only (no
+    indices, unlike ``torch.min``); for the elementwise minimum of two tensors see :func:`minimum`.
+
+    Args:
+        x: a Tensor of any shape.
+        axis: the axis to reduce over: an int, a tuple or list of distinct ints (negative counts from the
+            end), or ``None`` (default) for all axes; ``()`` reduces over none.
+        keepdims: True keeps each reduced axis with size 1 (so the result broadcasts against ``x``);
+            False (default) drops it.
+
+    Returns:
+        ``out = min x[..., i, ...]`` over the reduced axes: ``x``'s shape without them (with them as size 1
+        when ``keepdims``), in ``x``'s dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor; ``axis`` is not an int, a tuple of ints or None; ``keepdims`` is
+            not True or False.
+        ValueError: an axis is out of range or repeated, or a reduced axis has length 0 (the result would be undefined).
+
+    Example:
+        >>> x = mf.tensor([[1.0, 5.0], [3.0, 4.0]])
+        >>> F.min(x), F.min(x, axis=0), x.min(1, keepdims=True).shape
+        (tensor(1.), tensor([1., 4.]), (2, 1))
+    """
     _check_tensor("min", "x", x)
     return reduce.Max.apply(x, axis=reduce.normalize_axis(axis, x.ndim, fn="min"),
                             keepdims=checks.flag("min", "keepdims", keepdims), minimum=True)
@@ -309,6 +656,24 @@ def matmul(a, b) -> Tensor:
     """Matrix product with NumPy's ``@`` rules (batch axes broadcast).
 
     Shapes: (..., m, k) @ (..., k, n) -> (..., m, n); 1-D operands as in NumPy.
+
+    Args:
+        a: (..., m, k), or (k,) (treated as one row, whose axis is then dropped).
+        b: (..., k, n), or (k,) (treated as one column, whose axis is then dropped).
+
+    Returns:
+        (..., m, n) with ``out[..., i, j] = Σ_k a[..., i, k] · b[..., k, j]``, the batch axes ``...``
+        broadcast; 0-d for two 1-D operands (their dot product). The dtype is the promoted one.
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a Tensor.
+        ValueError: an operand is 0-d, the inner dimensions differ, or the batch axes do not broadcast.
+
+    Example:
+        >>> F.matmul(mf.ones(2, 3), mf.ones(3, 4)).shape, F.matmul(mf.ones(5, 2, 3), mf.ones(3)).shape
+        ((2, 4), (5, 2))
+        >>> F.matmul(mf.tensor([1.0, 2.0]), mf.tensor([3.0, 4.0]))
+        tensor(11.)
     """
     _check_tensor("matmul", "a", a)
     _check_tensor("matmul", "b", b)
@@ -321,10 +686,21 @@ def linear(x, w, b=None) -> Tensor:
     Args:
         x: (..., in) input.
         w: (out, in) weight.
-        b: (out,) bias or ``None``.
+        b: (out,) bias or ``None`` (default: no bias).
 
     Returns:
-        (..., out).
+        (..., out) with ``y[..., o] = Σ_i x[..., i] · w[o, i] + b[o]``, in the promoted dtype of the
+        operands (an integer ``x`` with a float32 weight gives float32).
+
+    Raises:
+        TypeError: ``x``, ``w`` or ``b`` is not a Tensor.
+        ValueError: ``w`` is not 2-D, ``x`` is 0-d or its last dimension is not ``in``, or ``b`` is not (out,).
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0]])
+        >>> w = mf.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
+        >>> F.linear(x, w, mf.tensor([0.5, 0.5, 0.5]))
+        tensor([[ 1.5,  3.5, -1.5]])
     """
     _check_tensor("linear", "x", x)
     _check_tensor("linear", "w", w)
@@ -348,9 +724,24 @@ def _shape_args(shape):
 def reshape(x, *shape) -> Tensor:
     """View ``x`` with a new shape (one ``-1`` allowed); shape as separate ints or one tuple.
 
+    The elements keep their row-major (C) order. :meth:`Tensor.reshape` calls this function.
+
+    Args:
+        x: a Tensor.
+        *shape: the new sizes, as separate ints (``reshape(x, 2, 3)``) or one tuple or list
+            (``reshape(x, (2, 3))``); one of them may be -1, inferred from ``x``'s size and the others.
+
+    Returns:
+        ``x``'s elements with shape ``shape``, in ``x``'s dtype.
+
     Raises:
-        TypeError: a size is not an int (a float, a bool, None, a string).
-        ValueError: the sizes do not hold ``x``'s elements.
+        TypeError: ``x`` is not a Tensor, or a size is not an int (a float, a bool, None, a string).
+        ValueError: the sizes do not hold ``x``'s elements (or more than one is -1).
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+        >>> F.reshape(x, 3, 2).shape, F.reshape(x, (-1,)).shape, x.reshape(1, -1).shape
+        ((3, 2), (6,), (1, 6))
     """
     _check_tensor("reshape", "x", x)
     shape = _shape_args(shape)
@@ -363,7 +754,28 @@ def reshape(x, *shape) -> Tensor:
 
 
 def transpose(x, *axes) -> Tensor:
-    """Permute axes; with no axes, reverse them (so a matrix is transposed)."""
+    """Permute axes; with no axes, reverse them (so a matrix is transposed).
+
+    :meth:`Tensor.transpose` calls this function, and ``x.T`` is ``transpose(x)``.
+
+    Args:
+        x: a Tensor.
+        *axes: a permutation of ``x``'s axes, as separate ints or one tuple or list (negative counts from
+            the end); none given reverses the axes.
+
+    Returns:
+        ``x`` with its axes permuted: ``out.shape[i] == x.shape[axes[i]]``, in ``x``'s dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or an axis is not an int.
+        ValueError: ``axes`` is not a permutation of ``x``'s axes (too few or too many, a repeat, or out of
+            range).
+
+    Example:
+        >>> x = mf.ones(2, 3, 4)
+        >>> F.transpose(x).shape, F.transpose(x, 0, 2, 1).shape, x.transpose((1, 0, 2)).shape
+        ((4, 3, 2), (2, 4, 3), (3, 2, 4))
+    """
     _check_tensor("transpose", "x", x)
     axes = _shape_args(axes) if axes else tuple(reversed(range(x.ndim)))
     normalized = tuple(reduce.check_axis(a, x.ndim, fn="transpose") for a in axes) if len(axes) == x.ndim else None
@@ -387,6 +799,13 @@ def flatten(x, start_axis=1, end_axis=-1) -> Tensor:
         start_axis: first axis to merge (default 1: keep the batch axis).
         end_axis: last axis to merge, inclusive (default -1: the last).
 
+    Returns:
+        ``x.shape[:start] + (x.shape[start] · ... · x.shape[end],) + x.shape[end + 1:]``, in ``x``'s dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or an axis is not an int.
+        ValueError: an axis is out of range, or ``start_axis`` comes after ``end_axis``.
+
     Example:
         >>> F.flatten(mf.ones(2, 3, 4, 5)).shape, F.flatten(mf.ones(2, 3, 4, 5), 1, 2).shape
         ((2, 60), (2, 12, 5))
@@ -406,7 +825,28 @@ def flatten(x, start_axis=1, end_axis=-1) -> Tensor:
 
 
 def getitem(x, index) -> Tensor:
-    """``x[index]`` with NumPy's basic and integer/boolean-array indexing."""
+    """``x[index]`` with NumPy's basic and integer/boolean-array indexing.
+
+    ``Tensor.__getitem__`` is this function. Backward adds the gradient into the picked positions (summed
+    where an integer array picks one element several times).
+
+    Args:
+        x: a Tensor.
+        index: what NumPy accepts: ints, slices, ``None``, ``...``, integer or boolean arrays or Tensors,
+            or a tuple of them.
+
+    Returns:
+        The shape NumPy gives ``x.numpy()[index]``, in ``x``'s dtype.
+
+    Raises:
+        IndexError: an index is out of bounds or of a kind NumPy does not take (the message names ``x``'s shape).
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> F.getitem(x, 0), x[:, 1], x[mf.tensor([1, 1, 0])].shape
+        (tensor([1., 2.]), tensor([2., 4.]), (3, 2))
+    """
+    _check_tensor("getitem", "x", x)
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -425,7 +865,26 @@ def _tensor_list(name, xs) -> list:
 
 
 def concat(xs, axis=0) -> Tensor:
-    """Join a list or tuple of tensors along an existing axis; all other dimensions must agree."""
+    """Join a list or tuple of tensors along an existing axis; all other dimensions must agree.
+
+    Args:
+        xs: a non-empty list or tuple of Tensors of one rank (at least 1), promoted to one dtype.
+        axis: the axis to join along (default 0; negative counts from the end).
+
+    Returns:
+        ``xs[0]``'s shape with ``axis`` of size ``Σ_t xs[t].shape[axis]``; the tensors follow each other in
+        order along ``axis``. The dtype is the promoted one.
+
+    Raises:
+        TypeError: ``xs`` is not a list or tuple, an element is not a Tensor, or ``axis`` is not an int.
+        ValueError: ``xs`` is empty, the tensors are 0-d, their shapes differ outside ``axis``, or ``axis``
+            is out of range.
+
+    Example:
+        >>> a, b = mf.tensor([[1.0, 2.0]]), mf.tensor([[3.0, 4.0]])
+        >>> F.concat([a, b]).shape, F.concat([a, b], axis=1)
+        ((2, 2), tensor([[1., 2., 3., 4.]]))
+    """
     xs = _tensor_list("concat", xs)
     ndim = xs[0].ndim
     if ndim == 0:
@@ -438,7 +897,29 @@ def concat(xs, axis=0) -> Tensor:
 
 
 def stack(xs, axis=0) -> Tensor:
-    """Join a list or tuple of equal-shaped tensors along a new axis (``axis`` in ``[-ndim - 1, ndim]``)."""
+    """Join a list or tuple of equal-shaped tensors along a new axis (``axis`` in ``[-ndim - 1, ndim]``).
+
+    Args:
+        xs: a non-empty list or tuple of Tensors of one shape S, promoted to one dtype.
+        axis: where the new axis goes in the result (default 0; negative counts from the end of the
+            result's ``ndim + 1`` axes).
+
+    Returns:
+        S with ``len(xs)`` inserted at ``axis``: ``out[..., t, ...] = xs[t]``. The dtype is the promoted one.
+
+    Raises:
+        TypeError: ``xs`` is not a list or tuple, or an element is not a Tensor.
+        ValueError: ``xs`` is empty, the shapes differ, or ``axis`` is not an int in range (a non-int
+            ``axis`` is a ValueError here).
+
+    Example:
+        >>> a, b = mf.tensor([1.0, 2.0]), mf.tensor([3.0, 4.0])
+        >>> F.stack([a, b]).shape
+        (2, 2)
+        >>> F.stack([a, b], axis=1)
+        tensor([[1., 3.],
+                [2., 4.]])
+    """
     xs = _tensor_list("stack", xs)
     if any(t.shape != xs[0].shape for t in xs):
         raise ValueError(f"stack: all shapes must be equal, got {[tuple(t.shape) for t in xs]}")
@@ -456,11 +937,21 @@ def pad(x, pad_width, value=0.0) -> Tensor:
     Args:
         x: the tensor.
         pad_width: one ``(before, after)`` pair of non-negative ints per axis of ``x``.
-        value: the fill, a number (or a bool).
+        value: the fill, a number (or a bool); default 0.0.
+
+    Returns:
+        ``x`` with ``before`` copies of ``value`` ahead of it and ``after`` behind it on each axis: shape
+        ``(n + before + after)`` per axis of size ``n``, in ``x``'s dtype (the fill is converted to it).
 
     Raises:
-        TypeError: ``pad_width`` is not a sequence of (before, after) pairs; ``value`` is not a number.
+        TypeError: ``x`` is not a Tensor; ``pad_width`` is not a sequence of (before, after) pairs;
+            ``value`` is not a number.
         ValueError: there is not one pair per axis; a width is negative or not an int (``1.5`` is not 1).
+
+    Example:
+        >>> F.pad(mf.tensor([[1.0, 2.0]]), ((0, 1), (1, 0)))
+        tensor([[0., 1., 2.],
+                [0., 0., 0.]])
     """
     _check_tensor("pad", "x", x)
     if not isinstance(pad_width, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2
@@ -480,9 +971,23 @@ def pad(x, pad_width, value=0.0) -> Tensor:
 def broadcast_to(x, shape) -> Tensor:
     """Broadcast ``x`` to ``shape`` (NumPy rules); backward sums over broadcast axes.
 
+    Args:
+        x: a Tensor.
+        shape: the target shape, a tuple or list of ints with at least ``x.ndim`` entries; each of ``x``'s
+            sizes (aligned from the right) must equal the target's or be 1.
+
+    Returns:
+        ``x``'s values repeated to ``shape``, in ``x``'s dtype.
+
     Raises:
-        TypeError: ``shape`` is not a tuple or list of ints.
+        TypeError: ``x`` is not a Tensor, or ``shape`` is not a tuple or list of ints.
         ValueError: ``x``'s shape does not broadcast to ``shape``.
+
+    Example:
+        >>> F.broadcast_to(mf.tensor([1.0, 2.0]), (3, 2))
+        tensor([[1., 2.],
+                [1., 2.],
+                [1., 2.]])
     """
     _check_tensor("broadcast_to", "x", x)
     if not isinstance(shape, (tuple, list)) or not all(backend.is_int(n) for n in shape):
@@ -495,7 +1000,23 @@ def broadcast_to(x, shape) -> Tensor:
 
 # ---- activations ------------------------------------------------------------------
 def relu(x) -> Tensor:
-    """Rectified linear unit ``max(x, 0)``."""
+    """Rectified linear unit ``max(x, 0)``, elementwise.
+
+    The gradient is 1 where ``x > 0``, else 0 (0 at 0, as in PyTorch).
+
+    Args:
+        x: a Tensor of any shape.
+
+    Returns:
+        ``out[i] = max(x[i], 0)``, of ``x``'s shape and, for a floating or integer ``x``, its dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor.
+
+    Example:
+        >>> F.relu(mf.tensor([[-1.0, 0.5, 2.0]]))
+        tensor([[0. , 0.5, 2. ]])
+    """
     _check_tensor("relu", "x", x)
     return activation.ReLU.apply(x)
 
@@ -503,8 +1024,19 @@ def relu(x) -> Tensor:
 def leaky_relu(x, negative_slope=0.01) -> Tensor:
     """``x`` for positive inputs, ``negative_slope·x`` otherwise.
 
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+        negative_slope: the slope for ``x <= 0``, a number (default 0.01).
+
+    Returns:
+        ``out[i] = x[i] if x[i] > 0 else negative_slope · x[i]``, of ``x``'s shape and floating dtype.
+
     Raises:
-        TypeError: ``negative_slope`` is not a number (None, a string, a bool).
+        TypeError: ``negative_slope`` is not a number (None, a string, a bool); ``x`` is not a Tensor.
+
+    Example:
+        >>> F.leaky_relu(mf.tensor([-2.0, 3.0]), negative_slope=0.1)
+        tensor([-0.2,  3. ])
     """
     if type(negative_slope) is not float:  # the default and the usual case skip the check
         negative_slope = checks.number("leaky_relu", "negative_slope", negative_slope)
@@ -512,17 +1044,61 @@ def leaky_relu(x, negative_slope=0.01) -> Tensor:
 
 
 def sigmoid(x) -> Tensor:
-    """Logistic function ``1 / (1 + e^-x)``, stable for large ``|x|``."""
+    """Logistic function ``1 / (1 + e^-x)``, stable for large ``|x|``.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = 1 / (1 + e^-x[i])``, in (0, 1), of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.sigmoid(mf.tensor([0.0, 2.0]))
+        tensor([0.5   , 0.8808])
+    """
     return activation.Sigmoid.apply(_floating("sigmoid", x))
 
 
 def tanh(x) -> Tensor:
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = (e^x[i] - e^-x[i]) / (e^x[i] + e^-x[i])``, in (-1, 1), of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.tanh(mf.tensor([0.0, 1.0]))
+        tensor([0.    , 0.7616])
+    """
     return activation.Tanh.apply(_floating("tanh", x))
 
 
 def softplus(x) -> Tensor:
-    """``log(1 + e^x)``, stable for large ``|x|``."""
+    """``log(1 + e^x)``, stable for large ``|x|``.
+
+    A smooth :func:`relu`; its derivative is :func:`sigmoid`.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+
+    Returns:
+        ``out[i] = log(1 + e^x[i])``, positive, of ``x``'s shape and floating dtype.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor (wrap arrays with :func:`minifb.tensor`).
+
+    Example:
+        >>> F.softplus(mf.tensor([0.0, 1.0]))
+        tensor([0.6931, 1.3133])
+    """
     return activation.Softplus.apply(_floating("softplus", x))
 
 
@@ -532,6 +1108,22 @@ def gelu(x, approximate="none") -> Tensor:
     The exact form evaluates ``Φ`` through an approximation of ``erf`` whose fractional error is below
     1.2e-7 (NumPy has no ``erf``; see ``ops.activation.erf_array``): exact to float32 precision, and
     within about 1e-8 of PyTorch's in float64, not to float64's last digit.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+        approximate: ``"none"`` (default) for ``Φ(x) = (1 + erf(x/√2)) / 2``, the standard normal CDF, or
+            ``"tanh"`` for ``x·Φ(x) ≈ x/2 · (1 + tanh(√(2/π) · (x + 0.044715·x³)))``.
+
+    Returns:
+        ``out[i] = x[i] · Φ(x[i])`` (or its tanh approximation), of ``x``'s shape and floating dtype.
+
+    Raises:
+        ValueError: ``approximate`` is neither ``"none"`` nor ``"tanh"``.
+        TypeError: ``x`` is not a Tensor.
+
+    Example:
+        >>> F.gelu(mf.tensor([0.0, 1.0])), F.gelu(mf.tensor([0.0, 1.0]), approximate="tanh")
+        (tensor([0.    , 0.8413]), tensor([0.    , 0.8412]))
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -547,19 +1139,72 @@ def _one_axis(fn, axis, ndim) -> tuple:
 
 
 def softmax(x, axis=-1) -> Tensor:
-    """``exp(x) / sum(exp(x))`` along one axis ``axis`` (stable)."""
+    """``exp(x) / sum(exp(x))`` along one axis ``axis`` (stable).
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+        axis: the one axis to normalise over (default -1, the last; negative counts from the end). A 0-d
+            tensor takes 0 or -1, as in PyTorch.
+
+    Returns:
+        ``x``'s shape and floating dtype, with ``out_i = exp(x_i - max) / Σ_j exp(x_j - max)`` along
+        ``axis`` (``max`` the largest ``x_j`` there, subtracted so that no ``exp`` overflows): non-negative
+        values that sum to 1 along ``axis``.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or ``axis`` is not one int (a tuple included).
+        ValueError: ``axis`` is out of range.
+
+    Example:
+        >>> p = F.softmax(mf.tensor([[1.0, 2.0, 3.0]]))
+        >>> p, p.sum(axis=-1)
+        (tensor([[0.09  , 0.2447, 0.6652]]), tensor([1.]))
+    """
     x = _floating("softmax", x)
     return sm.Softmax.apply(x, axis=_one_axis("softmax", axis, x.ndim))
 
 
 def log_softmax(x, axis=-1) -> Tensor:
-    """``x - logsumexp(x)`` along one axis ``axis`` (stable)."""
+    """``x - logsumexp(x)`` along one axis ``axis`` (stable).
+
+    More accurate than ``log(softmax(x))`` where a probability underflows.
+
+    Args:
+        x: a Tensor of any shape; a boolean or integer tensor becomes float32.
+        axis: the one axis to normalise over (default -1, the last; negative counts from the end). A 0-d
+            tensor takes 0 or -1, as in PyTorch.
+
+    Returns:
+        ``x``'s shape and floating dtype, with ``out_i = x_i - max - log Σ_j exp(x_j - max)`` along ``axis``
+        (``max`` the largest ``x_j`` there): ``log(softmax(x))``.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or ``axis`` is not one int (a tuple included).
+        ValueError: ``axis`` is out of range.
+
+    Example:
+        >>> F.log_softmax(mf.tensor([[0.0, 0.0], [0.0, 1.0]]))
+        tensor([[-0.6931, -0.6931],
+                [-1.3133, -0.3133]])
+    """
     x = _floating("log_softmax", x)
     return sm.LogSoftmax.apply(x, axis=_one_axis("log_softmax", axis, x.ndim))
 
 
 def activation_name(fn):
-    """The fused-kernel name of an activation callable (``None``, ``relu``, ``sigmoid``, ``tanh``), else ``None``."""
+    """The fused-kernel name of an activation callable (``None``, ``relu``, ``sigmoid``, ``tanh``), else ``None``.
+
+    Args:
+        fn: an activation: ``None`` (none), or a callable such as :func:`relu`.
+
+    Returns:
+        ``"identity"`` for ``None``; ``"relu"``, ``"sigmoid"`` or ``"tanh"`` for exactly those functions of
+        this module (which ``mf.relu`` etc. are); ``None`` for any other callable, which has no fused kernel.
+
+    Example:
+        >>> F.activation_name(F.relu), F.activation_name(None), F.activation_name(F.gelu)
+        ('relu', 'identity', None)
+    """
     if fn is None:
         return "identity"
     return {relu: "relu", sigmoid: "sigmoid", tanh: "tanh"}.get(fn)
@@ -591,12 +1236,23 @@ def bias_act(x, bias, act="identity", axis=1) -> Tensor:
     Args:
         x: (..., C, ...) input, channel on ``axis``.
         bias: (C,).
-        act: ``"identity"``, ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
+        act: ``"identity"`` (default), ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
         axis: the channel axis of ``x`` that ``bias`` runs along (default 1,
             NCHW's channels; negative counts from the end).
 
     Returns:
-        ``x``'s shape.
+        ``x``'s shape, with ``out[..., c, ...] = act(x[..., c, ...] + bias[c])`` (``c`` on ``axis``).
+
+    Raises:
+        TypeError: ``x`` or ``bias`` is not a Tensor, or ``axis`` is not an int.
+        ValueError: ``act`` is not one of the four names; ``axis`` is out of range; ``x`` is 0-d or ``bias``
+            is not (C,) for ``C = x.shape[axis]``.
+
+    Example:
+        >>> F.bias_act(mf.tensor([[1.0, -2.0]]), mf.tensor([0.5, 1.0]), "relu")
+        tensor([[1.5, 0. ]])
+        >>> F.bias_act(mf.ones(2, 3, 4, 4), mf.zeros(3), "sigmoid").shape
+        (2, 3, 4, 4)
     """
     _check_tensor("bias_act", "x", x)
     _check_tensor("bias_act", "bias", bias)
@@ -624,13 +1280,22 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
         x: the forward stream, shape S.
         fb: the feedback pre-activation, shape S.
         bias: (C,) along channel axis ``axis``.
-        act: the activation applied to ``fb + bias``: ``"identity"``,
+        act: the activation applied to ``fb + bias``: ``"identity"`` (default),
             ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
         axis: the channel axis of S that ``bias`` runs along (default 1,
             NCHW's channels; negative counts from the end).
 
     Returns:
-        shape S.
+        shape S, with ``out[..., c, ...] = x[..., c, ...] + act(fb[..., c, ...] + bias[c])``.
+
+    Raises:
+        TypeError: ``x``, ``fb`` or ``bias`` is not a Tensor, or ``axis`` is not an int.
+        ValueError: ``act`` is not one of the four names; ``x`` and ``fb`` differ in shape (no broadcasting);
+            ``axis`` is out of range; ``bias`` is not (C,) for ``C = S[axis]``.
+
+    Example:
+        >>> F.merge_act(mf.ones(1, 2), mf.tensor([[-1.0, 2.0]]), mf.tensor([0.5, 0.5]), "relu")
+        tensor([[1. , 3.5]])
     """
     _check_tensor("merge_act", "x", x)
     _check_tensor("merge_act", "fb", fb)
@@ -657,15 +1322,22 @@ def lstm_pointwise(gi, gh, c) -> Tensor:
 
     Args:
         gi: (B, 4H) input pre-activations ``x @ W_ih.T + b_ih``, gates in PyTorch's order i, f, g, o.
+            Leading axes other than one B are allowed: (..., 4H).
         gh: (B, 4H) hidden pre-activations ``h @ W_hh.T + b_hh``.
         c: (B, H) previous cell state.
 
     Returns:
-        (B, 2H): ``[h' | c']`` with ``c' = f·c + i·g`` and ``h' = o·tanh(c')``.
+        (B, 2H): ``[h' | c']`` with ``c' = f·c + i·g`` and ``h' = o·tanh(c')``, where
+        ``[i, f, g, o] = [σ, σ, tanh, σ](gi + gh)`` split into four H-wide chunks.
 
     Raises:
         TypeError: an argument is not a Tensor (boolean and integer tensors become float32).
         ValueError: the shapes do not fit together.
+
+    Example:
+        >>> hc = F.lstm_pointwise(mf.zeros(2, 12), mf.zeros(2, 12), mf.ones(2, 3))  # H = 3, every gate σ(0) = 0.5
+        >>> hc.shape, hc[0]                                    # h' = 0.5·tanh(0.5), c' = 0.5·1 + 0.5·tanh(0)
+        ((2, 6), tensor([0.2311, 0.2311, 0.2311, 0.5   , 0.5   , 0.5   ]))
     """
     return recurrent.LSTMPointwise.apply(_floating("lstm_pointwise", gi, "gi"), _floating("lstm_pointwise", gh, "gh"),
                                          _floating("lstm_pointwise", c, "c"))
@@ -675,16 +1347,23 @@ def gru_pointwise(gi, gh, h) -> Tensor:
     """The elementwise part of a GRU step, fused into one op (one GPU kernel).
 
     Args:
-        gi: (B, 3H) input pre-activations, gates in PyTorch's order r, z, n.
-        gh: (B, 3H) hidden pre-activations.
+        gi: (B, 3H) input pre-activations ``x @ W_ih.T + b_ih``, gates in PyTorch's order r, z, n.
+            Leading axes other than one B are allowed: (..., 3H).
+        gh: (B, 3H) hidden pre-activations ``h @ W_hh.T + b_hh``.
         h: (B, H) previous hidden state.
 
     Returns:
-        (B, H): ``h' = (1 - z)·n + z·h`` with ``n = tanh(gi_n + r·gh_n)``.
+        (B, H): ``h' = (1 - z)·n + z·h`` with ``n = tanh(gi_n + r·gh_n)``,
+        ``r = σ(gi_r + gh_r)`` and ``z = σ(gi_z + gh_z)``.
 
     Raises:
         TypeError: an argument is not a Tensor (boolean and integer tensors become float32).
         ValueError: the shapes do not fit together.
+
+    Example:
+        >>> h = F.gru_pointwise(mf.zeros(2, 9), mf.zeros(2, 9), mf.ones(2, 3))  # H = 3
+        >>> h.shape, h[0]                                                      # z = 0.5, n = 0
+        ((2, 3), tensor([0.5, 0.5, 0.5]))
     """
     return recurrent.GRUPointwise.apply(_floating("gru_pointwise", gi, "gi"), _floating("gru_pointwise", gh, "gh"),
                                         _floating("gru_pointwise", h, "h"))
@@ -698,12 +1377,20 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
     """Softmax cross-entropy against integer class labels.
 
     Args:
-        logits: (N, C) or (N, C, d...) unnormalised scores.
-        labels: (N,) or (N, d...) integers in ``[0, C)``.
+        logits: (N, C) or (N, C, d...) unnormalised scores; a boolean or integer tensor becomes float32.
+        labels: (N,) or (N, d...) integers in ``[0, C)``: a Tensor, an array or a (nested) list.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
 
     Returns:
-        A scalar, or per-sample losses for ``"none"``.
+        A scalar, or per-sample losses for ``"none"`` (of ``labels``' shape), in ``logits``' floating dtype.
+        Sample ``n``'s loss is ``log Σ_c exp(logits[n, c]) - logits[n, labels[n]]``, i.e.
+        ``-log_softmax(logits, axis=1)[n, labels[n]]`` (likewise at each position ``d...``); ``"mean"``
+        averages over all of them.
+
+    Raises:
+        TypeError: ``logits`` is not a Tensor, or ``labels`` are not integers.
+        ValueError: ``reduction`` is not one of the three; ``logits`` has fewer than 2 axes; ``labels`` has
+            the wrong shape or a value outside ``[0, C)``.
 
     Example:
         >>> F.cross_entropy(mf.zeros(4, 10, requires_grad=True), mf.tensor([1, 0, 9, 3]))  # uniform: log 10
@@ -731,8 +1418,28 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
 
 
 def mse_loss(pred, target, reduction="mean") -> Tensor:
-    """Squared error ``(pred - target)²``, averaged (default) or summed; shapes must match exactly."""
-    pred, target = _promote("mse_loss", pred, target)
+    """Squared error ``(pred - target)²``, averaged (default) or summed; shapes must match exactly.
+
+    Args:
+        pred: the prediction, a Tensor (or a number, list or array) of any shape.
+        target: the target, of exactly ``pred``'s shape; promoted with ``pred`` to one dtype.
+        reduction: ``"mean"`` (default) for ``mean((pred - target)²)`` over all elements, ``"sum"`` for
+            ``Σ (pred - target)²``, or ``"none"`` for the elementwise ``(pred - target)²``.
+
+    Returns:
+        A 0-d tensor for ``"mean"`` and ``"sum"``, ``pred``'s shape for ``"none"``; floating inputs keep
+        their (promoted) dtype.
+
+    Raises:
+        TypeError: ``pred`` or ``target`` is not a Tensor, number, list or array.
+        ValueError: the shapes differ (there is no broadcasting), or ``reduction`` is not one of the three.
+
+    Example:
+        >>> pred, target = mf.tensor([1.0, 2.0]), mf.tensor([0.0, 0.0])
+        >>> F.mse_loss(pred, target), F.mse_loss(pred, target, reduction="none")  # (1 + 4) / 2
+        (tensor(2.5), tensor([1., 4.]))
+    """
+    pred, target = _promote("mse_loss", pred, target, floating=True)   # integer inputs: float32, as mean
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction shape {pred.shape} and target shape {target.shape} differ")
     if reduction not in _REDUCTIONS:
@@ -741,13 +1448,35 @@ def mse_loss(pred, target, reduction="mean") -> Tensor:
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tensor:
-    """Sigmoid cross-entropy ``-[y·log σ(z) + (1-y)·log(1-σ(z))]``, computed stably from logits."""
-    logits, targets = _promote("binary_cross_entropy_with_logits", logits, targets)
+    """Sigmoid cross-entropy ``-[y·log σ(z) + (1-y)·log(1-σ(z))]``, computed stably from logits.
+
+    Args:
+        logits: ``z``, unnormalised scores, a Tensor (or a number, list or array) of any shape.
+        targets: ``y``, of exactly ``logits``' shape, usually in [0, 1] (probabilities or 0/1 labels);
+            promoted with ``logits`` to one dtype.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Returns:
+        A 0-d tensor for ``"mean"`` and ``"sum"``, the per-element losses (``logits``' shape) for ``"none"``.
+        Each is computed as ``max(z, 0) - z·y + log(1 + exp(-|z|))``, equal to the formula above without
+        overflow for large ``|z|``.
+
+    Raises:
+        TypeError: ``logits`` or ``targets`` is not a Tensor, number, list or array.
+        ValueError: the shapes differ (there is no broadcasting), or ``reduction`` is not one of the three.
+
+    Example:
+        >>> z, y = mf.tensor([0.0, 0.0]), mf.tensor([0.0, 1.0])
+        >>> F.binary_cross_entropy_with_logits(z, y)  # σ(0) = 0.5 for either label: log 2
+        tensor(0.6931)
+    """
+    logits, targets = _promote("binary_cross_entropy_with_logits", logits, targets, floating=True)
     if logits.shape != targets.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"targets shape {targets.shape} differ")
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"binary_cross_entropy_with_logits: reduction must be one of {_REDUCTIONS}")
+        raise ValueError(f"binary_cross_entropy_with_logits: reduction must be one of {_REDUCTIONS}, "
+                         f"got {reduction!r}")
     return loss.BCEWithLogits.apply(logits, targets, reduction=reduction)
 
 
@@ -757,9 +1486,27 @@ def dropout(x, p=0.5, training=True) -> Tensor:
     A boolean or integer input is first converted to float32. With ``p = 1``
     training gives zeros (as in PyTorch; there is nothing left to scale).
 
+    Args:
+        x: a Tensor of any shape.
+        p: the probability of zeroing each element, a number in [0, 1] (default 0.5).
+        training: True (default) to drop; False returns ``x`` unchanged.
+
+    Returns:
+        ``x``'s shape and floating dtype. In training ``x·mask/(1-p)``, with ``mask`` independent 0/1 draws
+        that are 1 with probability ``1 - p`` (from the generator :func:`minifb.manual_seed` seeds), so the
+        expected value is ``x``; backward multiplies by the same ``mask/(1-p)``. When not training, or for
+        ``p = 0``, the identity: ``x`` itself (after the float conversion).
+
     Raises:
-        TypeError: ``p`` is not a number, or ``training`` is not True or False.
+        TypeError: ``x`` is not a Tensor; ``p`` is not a number, or ``training`` is not True or False.
         ValueError: ``p`` is outside [0, 1].
+
+    Example:
+        >>> x = mf.tensor([[1.0, 2.0]])
+        >>> F.dropout(x, p=0.5, training=False) is x
+        True
+        >>> F.dropout(mf.ones(3, 4), p=0.25).shape
+        (3, 4)
     """
     x = _floating("dropout", x)
     p = checks.number("dropout", "p", p, at_least=0, at_most=1)

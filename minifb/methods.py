@@ -98,16 +98,6 @@ def _invert(self):
     return Tensor(~self.data)
 
 
-def _transpose(self, *axes):
-    """Permute axes (reverse them when none are given)."""
-    return F.transpose(self, *axes)
-
-
-def _reshape(self, *shape):
-    """View with a new shape, given as separate ints or one tuple."""
-    return F.reshape(self, *shape)
-
-
 def _flatten(self, start_axis=0, end_axis=-1):
     """Merge axes ``start_axis..end_axis`` into one; by default everything, as ``ndarray.flatten``.
 
@@ -148,8 +138,8 @@ Tensor.sum = F.sum
 Tensor.mean = F.mean
 Tensor.max = F.max
 Tensor.min = F.min
-Tensor.reshape = _reshape
-Tensor.transpose = _transpose
+Tensor.reshape = F.reshape
+Tensor.transpose = F.transpose
 Tensor.T = property(_T)
 Tensor.flatten = _flatten
 Tensor.exp = F.exp

@@ -176,8 +176,10 @@ def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> Fee
 
 
 def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> FeedbackModel:
-    """LeNet-5 (LeCun et al., 1998), the layers of FeedbackNets.jl's ``lenet5`` but with ReLUs (its
-    default is tanh) and a logit output (it ends in a softmax; minifb's losses take logits).
+    """LeNet-5 (LeCun et al., 1998) as FeedbackNets.jl's ``lenet5``, with ReLUs and a logit output.
+
+    FeedbackNets.jl's default activation is tanh and its model ends in a
+    softmax; minifb's losses take logits.
 
     Layers: ``Conv(channels, 6, 5, relu, padding=2)``, ``MaxPool(2)``,
     ``Conv(6, 16, 5, relu)``, ``MaxPool(2)``, ``Conv(16, 120, 5, relu)``,
@@ -191,9 +193,10 @@ def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feedbac
     its state is ``{}``.
 
     Args:
-        channels: input channels.
-        input_size: ``(H, W)`` (or an int); below 28 the first convolution pads more.
-        classes: number of logits.
+        channels: input channels (a positive int, default 1).
+        input_size: ``(H, W)`` (or an int), each a positive int (default
+            ``(28, 28)``); below 28 the first convolution pads more.
+        classes: number of logits (a positive int, default 10).
 
     Returns:
         A :class:`FeedbackModel`: ``state, logits = net(state, x)`` with ``x``

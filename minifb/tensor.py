@@ -49,7 +49,16 @@ class no_grad:
 
     As a decorator it may be written with or without parentheses, and it also
     wraps generator functions: recording is off while the generator's body
-    runs, and back to the caller's setting at each ``yield``.
+    runs, and back to the caller's setting at each ``yield``.  Inside it every
+    op's output has ``requires_grad=False`` and keeps no reference to its
+    inputs, whatever their ``requires_grad``; the previous setting comes back
+    on leaving, also after an exception, so the blocks nest.
+
+    Args:
+        fn: only with the bare decorator ``@no_grad``: the function or
+            generator function to wrap (then ``no_grad(fn)`` returns the
+            wrapped function).  ``with no_grad():`` and ``@no_grad()`` take no
+            argument.
 
     Example:
         >>> x = mf.randn(3, requires_grad=True)
@@ -314,7 +323,21 @@ class Tensor:
         return (self[i] for i in range(self.data.shape[0]))
 
     def numpy(self) -> np.ndarray:
-        """The values as a NumPy array (copied from the GPU if needed)."""
+        """The values as a NumPy array (copied from the GPU if needed).
+
+        Args:
+            none.
+
+        Returns:
+            A ``numpy.ndarray`` of the tensor's shape and dtype.  For a CPU
+            tensor it is the tensor's own array, not a copy (as PyTorch's
+            ``numpy()`` shares memory): writing into it changes the tensor.
+            For a CUDA tensor it is a host copy.
+
+        Example:
+            >>> mf.tensor([[1.0, 2.0]]).numpy()
+            array([[1., 2.]], dtype=float32)
+        """
         return backend.to_numpy(self.data)
 
     def item(self):
@@ -356,7 +379,26 @@ class Tensor:
         return self.numpy().tolist()
 
     def detach(self) -> "Tensor":
-        """A tensor sharing the same values (and version counter) but cut from the tape."""
+        """A tensor sharing the same values (and version counter) but cut from the tape.
+
+        No gradient flows through the result into the graph that made this
+        tensor: it is a leaf with ``requires_grad=False``.  Its array is this
+        tensor's array (no copy), so an in-place update of one shows in the
+        other; the shared version counter lets ``backward`` refuse a graph
+        whose detached input was updated since (see :meth:`backward`).
+
+        Args:
+            none.
+
+        Returns:
+            A new Tensor of the same shape, dtype and device.
+
+        Example:
+            >>> x = mf.tensor([1.0, 2.0], requires_grad=True)
+            >>> d = (x * 3).detach()
+            >>> d, d.requires_grad, d.is_leaf
+            (tensor([3., 6.]), False, True)
+        """
         return Tensor(self)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
@@ -375,7 +417,26 @@ class Tensor:
         return self
 
     def to(self, device: str) -> "Tensor":
-        """Return this tensor on ``device`` (``"cpu"`` or ``"cuda"``); differentiable."""
+        """Return this tensor on ``device`` (``"cpu"`` or ``"cuda"``); differentiable.
+
+        Args:
+            device: ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` also reads as ``"cuda"``).
+
+        Returns:
+            ``self`` itself when it is already on ``device`` (no copy); otherwise
+            a new Tensor of the same shape and dtype on ``device``, recorded on
+            the tape when this tensor requires grad, so the gradient flows back
+            to this device.
+
+        Raises:
+            ValueError: ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+            RuntimeError: ``device="cuda"`` without CuPy and a GPU.
+
+        Example:
+            >>> x = mf.ones(2, 3)
+            >>> x.to("cpu") is x
+            True
+        """
         device = backend.check_device(device)
         if device == self.device:
             return self
@@ -432,14 +493,6 @@ class Tensor:
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Back-propagate from this tensor, adding gradients into the leaves' ``.grad``.
 
-        Args:
-            grad: the gradient of some scalar with respect to this tensor: a
-                Tensor, array or number of the same shape (converted to this
-                tensor's dtype and device); may be omitted when this tensor has
-                one element.
-            retain_graph: keep the ops' saved arrays so that backward can run
-                through this graph again (off by default to free memory).
-
         The ops keep references to the arrays they saved, not copies.  So, as
         in PyTorch, every tensor has a version counter that an in-place update
         (an optimiser's ``step()``) increases, shared with the tensors that share
@@ -449,6 +502,21 @@ class Tensor:
         would mix old and new weights.  The usual cause is ``optimizer.step()``
         between a forward pass and its ``backward()``.  Writing into ``.data``
         yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
+
+        Args:
+            grad: the gradient of some scalar with respect to this tensor: a
+                Tensor, array or number of the same shape (converted to this
+                tensor's dtype and device); may be omitted when this tensor has
+                one element.
+            retain_graph: keep the ops' saved arrays so that backward can run
+                through this graph again (default ``False``: they are freed as
+                backward goes).
+
+        Returns:
+            None: each leaf ``t`` reached with ``requires_grad=True`` gets
+            ``t.grad += dL/dt`` (a backend array of ``t``'s shape and dtype,
+            created on the first backward), where ``L = sum(grad * self)``
+            (``L = self`` when ``grad`` is omitted).
 
         Raises:
             RuntimeError: this tensor does not require grad (no input had
@@ -460,6 +528,15 @@ class Tensor:
                 exactly one element; or ``grad``'s shape differs from this
                 tensor's.
             TypeError: ``grad`` is complex and this tensor is not.
+
+        Example:
+            >>> x = mf.tensor([1.0, 2.0], requires_grad=True)
+            >>> (x * x).sum().backward()
+            >>> x.grad
+            array([2., 4.], dtype=float32)
+            >>> (x * x).backward(mf.tensor([1.0, 0.5]))   # a non-scalar needs grad; .grad accumulates
+            >>> x.grad
+            array([4., 6.], dtype=float32)
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "

@@ -1093,3 +1093,14 @@ def test_fused_cell_steps_need_tensors(fn, state):
             fn(*args)
     as_int = fn(mf.zeros(2, state * 3, dtype="int64"), gh, mf.ones(2, 3, dtype="int64"))   # as sigmoid: float32
     np.testing.assert_allclose(as_int.numpy(), fn(gi, gh, h).numpy())
+
+
+def test_losses_of_integer_tensors_are_float32_and_getitem_names_a_non_tensor():
+    a, b = mf.tensor([1, 2, 3]), mf.tensor([1, 0, 3])
+    assert F.mse_loss(a, b).dtype == np.float32                     # as mean(); it was float64
+    np.testing.assert_allclose(F.mse_loss(a, b).item(), 4 / 3, rtol=1e-6)
+    assert F.binary_cross_entropy_with_logits(a, mf.tensor([1, 0, 1])).dtype == np.float32
+    with pytest.raises(ValueError, match=r"reduction must be one of .*, got 'avg'"):
+        F.binary_cross_entropy_with_logits(a, b, reduction="avg")
+    with pytest.raises(TypeError, match=r"^getitem: argument 'x' must be a minifb Tensor"):
+        F.getitem(np.ones(3), 0)

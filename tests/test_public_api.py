@@ -50,6 +50,37 @@ def test_every_public_name_and_method_has_a_docstring(module_name):
     assert not undocumented, f"{module_name}: no docstring on {undocumented}"
 
 
+TENSOR_CONTRACT = "backward detach to numpy sum mean max reshape transpose"
+
+
+def _contract_objects():
+    for module_name, names in sorted(CONTRACT.items()):
+        for name in names.split():
+            yield f"{module_name}.{name}", getattr(MODULES[module_name], name)
+    for name in TENSOR_CONTRACT.split():
+        yield f"Tensor.{name}", getattr(mf.Tensor, name)
+
+
+@pytest.mark.parametrize("qualname, obj", list(_contract_objects()), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_contracts_names_have_google_style_docstrings(qualname, obj):
+    """DESIGN.md: "one-line summary, shapes in Args/Returns, the formula, a short example"."""
+    doc = inspect.getdoc(obj) or ""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    if inspect.isclass(obj):
+        doc += "\n" + (inspect.getdoc(obj.__init__) if "__init__" in vars(obj) else "")
+    try:
+        takes = [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
+    except (TypeError, ValueError):
+        takes = []
+    summary = doc.strip().split("\n\n")[0]
+    problems = [what for what, ok in (
+        ("a one-line summary", summary and "\n" not in summary),
+        ("Args:", "Args:" in doc or not takes),
+        ("Returns:", inspect.isclass(obj) or "Returns:" in doc or "Yields:" in doc),
+        ("an example (>>>)", ">>>" in doc)) if not ok]
+    assert not problems, f"{qualname}'s docstring lacks {problems}"
+
+
 def test_submodules_are_attributes_after_a_plain_import():
     """``import minifb as mf`` is enough for ``mf.nn``, ``mf.optim``, ``mf.models`` (as ``torch.nn`` is)."""
     import subprocess

@@ -413,12 +413,26 @@ class FeedbackTree(FeedbackChain):
     as in FeedbackNets.jl's FeedbackTree; with a zero initial state the stages
     above the k-th Splitter see zeros for the first k steps.
 
-    Args and Raises: as :class:`FeedbackChain`.
+    For a Splitter ``name`` at step t: ``new_state[name] = x_t`` and the stream
+    continues with ``state[name] = x_{t-1}`` (broadcast to ``x_t``'s shape when
+    it is a batch-1 state).  Mergers work as in a FeedbackChain.
+
+    Args:
+        *layers: layers (any callables), Splitters, Mergers, and nested Chains
+            or FeedbackChains, as :class:`FeedbackChain`; every Splitter among
+            them (nested ones included) behaves as a tree Splitter.
+
+    Raises:
+        TypeError: at construction, for a layer that is not callable.
+        ValueError: at construction, for duplicate Splitter names or a Merger
+            whose name no Splitter writes (see :meth:`validate`).
 
     Example:
         >>> tree = nn.FeedbackTree(nn.Dense(3, 3), nn.Splitter("s1"), nn.Dense(3, 2))
         >>> h = tree.initial_state(mf.ones(3))
         >>> h, y = tree(h, mf.ones(3))     # the Dense(3, 2) saw zeros this step
+        >>> h["s1"].shape, y.shape
+        ((3,), (2,))
     """
 
     is_tree = True

@@ -347,11 +347,32 @@ def _check_images(layer, x):
 class MaxPool(_Pool):
     """2-D max pooling (:func:`minifb.functional.max_pool2d`; stride defaults to the kernel size).
 
-    Shapes: ``(N, C, H, W) -> (N, C, floor((H + 2p - k) / s) + 1, ...)``.
+    ``y[n, c, i, j] = max_{a < kh, b < kw} x_pad[n, c, i*sh + a, j*sw + b]``,
+    with ``-inf`` padding (PyTorch's ``MaxPool2d``, floor mode); the gradient
+    goes to the first maximum of each window.  No parameters.  The arguments
+    are checked on the first call, by :func:`~minifb.functional.max_pool2d`,
+    not at construction.
+
+    Args:
+        kernel_size: int or ``(kh, kw)``, each >= 1.
+        stride: int or ``(sh, sw)``; ``None`` (default) means ``kernel_size``.
+        padding: int or ``(ph, pw)`` of implicit ``-inf`` padding, at most half
+            the kernel (default 0).
+
+    Shapes:
+        input ``(N, C, H, W)`` (a batch: a single ``(C, H, W)`` image is
+        refused), output ``(N, C, OH, OW)`` with
+        ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
+
+    Raises:
+        ValueError: (on a call) the input is not a 4-D Tensor, or
+            ``kernel_size``, ``stride`` or ``padding`` is invalid for it.
 
     Example:
         >>> nn.MaxPool(2)(mf.randn(1, 3, 8, 8)).shape
         (1, 3, 4, 4)
+        >>> nn.MaxPool(2)(mf.tensor([[[[1.0, 2.0], [4.0, 3.0]]]])).tolist()
+        [[[[4.0]]]]
     """
 
     _fn = staticmethod(F.max_pool2d)
@@ -360,9 +381,32 @@ class MaxPool(_Pool):
 class MeanPool(_Pool):
     """2-D average pooling (:func:`minifb.functional.avg_pool2d`; zero padding counts).
 
+    ``y[n, c, i, j] = (1 / (kh kw)) sum_{a < kh, b < kw} x_pad[n, c, i*sh + a, j*sw + b]``
+    with zero padding that counts in the average (PyTorch's ``AvgPool2d``
+    with ``count_include_pad=True``, floor mode).  No parameters.  The
+    arguments are checked on the first call, by
+    :func:`~minifb.functional.avg_pool2d`, not at construction.
+
+    Args:
+        kernel_size: int or ``(kh, kw)``, each >= 1.
+        stride: int or ``(sh, sw)``; ``None`` (default) means ``kernel_size``.
+        padding: int or ``(ph, pw)`` of zero padding, at most half the kernel
+            (default 0).
+
+    Shapes:
+        input ``(N, C, H, W)`` (a batch: a single ``(C, H, W)`` image is
+        refused), output ``(N, C, OH, OW)`` with
+        ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
+
+    Raises:
+        ValueError: (on a call) the input is not a 4-D Tensor, or
+            ``kernel_size``, ``stride`` or ``padding`` is invalid for it.
+
     Example:
         >>> nn.MeanPool(2)(mf.randn(1, 3, 8, 8)).shape
         (1, 3, 4, 4)
+        >>> nn.MeanPool(2)(mf.tensor([[[[1.0, 2.0], [4.0, 3.0]]]])).tolist()
+        [[[[2.5]]]]
     """
 
     _fn = staticmethod(F.avg_pool2d)
@@ -407,9 +451,25 @@ class GlobalMeanPool(Module):
 class Flatten(Module):
     """Merge all axes after the first: ``(N, d1, d2, ...) -> (N, d1·d2·...)``.
 
+    ``y[n] = x[n].reshape(-1)`` (:func:`minifb.functional.flatten` with
+    ``start_axis=1``), in C order; no parameters.
+
+    Args:
+        none: ``Flatten()`` takes no arguments.
+
+    Shapes:
+        input ``(N, d1, d2, ...)`` with at least 2 axes; output ``(N, d1·d2·...)``
+        (a 2-D input is returned with its shape unchanged).
+
+    Raises:
+        TypeError: (on a call) the input is not a Tensor.
+        ValueError: (on a call) the input has fewer than 2 axes.
+
     Example:
         >>> nn.Flatten()(mf.randn(2, 3, 4, 4)).shape
         (2, 48)
+        >>> nn.Flatten()(mf.arange(8.0).reshape(2, 2, 2)).tolist()
+        [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
     """
 
     def forward(self, x):

@@ -119,11 +119,26 @@ class Module:
 
     Subclasses implement ``forward`` (calling the module calls it) and assign
     their parameters and sub-modules as ordinary attributes; they need not call
-    ``super().__init__()``.
+    ``super().__init__()``.  ``module(*args)`` is ``module.forward(*args)``;
+    its shapes are the subclass's.
+
+    Args:
+        none: ``Module()`` takes no arguments; a subclass's constructor takes
+            its own.
 
     Attributes:
         training: ``True`` in training mode (the default), ``False`` after
             :meth:`eval`; read by Dropout and BatchNorm.
+
+    Example:
+        >>> class Scale(nn.Module):
+        ...     def __init__(self, n):
+        ...         self.weight = nn.Parameter(mf.ones(n))
+        ...     def forward(self, x):                 # (..., n) -> (..., n)
+        ...         return x * self.weight
+        >>> m = Scale(3)
+        >>> m(mf.ones(2, 3)).shape, m.num_parameters(), [name for name, _ in m.named_parameters()]
+        ((2, 3), 3, ['weight'])
     """
 
     training = True  # class default, so subclasses need not call super().__init__()

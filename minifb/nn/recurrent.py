@@ -446,6 +446,24 @@ class RNN(_ZeroStateRecur):
     :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
 
     The zero state is made on the first call, for the batch shape of that input.
+    Each call computes ``h_t = activation(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
+    and returns ``y_t = h_t`` (see :class:`RNNCell`).
+
+    Args:
+        input_size: size of the last axis of ``x`` (a positive int).
+        hidden_size: size H of the hidden state and the output (a positive int).
+        activation: a callable (``mf.tanh`` by default, ``mf.relu`` as PyTorch's
+            ``nonlinearity="relu"``), or ``None`` for none.
+        bias: whether to learn ``bias_ih`` and ``bias_hh`` (a bool, default ``True``).
+
+    Shapes:
+        input ``x`` ``(N, input_size)`` (or ``(..., input_size)``, or
+        ``(input_size,)`` unbatched), output ``(..., hidden_size)``; the state
+        has the input's batch shape and stays in :attr:`state` between calls.
+
+    Attributes:
+        cell: the :class:`RNNCell` (its parameters are the RNN's).
+        state: the current ``h``, ``None`` before the first call and after :meth:`reset`.
 
     Example:
         >>> rnn = nn.RNN(3, 4)
@@ -465,6 +483,24 @@ class LSTM(_ZeroStateRecur):
     whole sequence): ``x`` is ``(N, input_size)``. Run a ``(T, N, input_size)`` sequence with
     :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
 
+    Each call runs one :class:`LSTMCell` step, ``c_t = f * c_{t-1} + i * g``,
+    ``h_t = o * tanh(c_t)`` with gates i, f, g, o from ``x_t`` and ``h_{t-1}``,
+    and returns ``y_t = h_t``; the zero ``(h, c)`` is made on the first call.
+
+    Args:
+        input_size: size of the last axis of ``x`` (a positive int).
+        hidden_size: size H of ``h``, ``c`` and the output (a positive int).
+        bias: whether to learn ``bias_ih`` and ``bias_hh`` (a bool, default ``True``).
+
+    Shapes:
+        input ``x`` ``(N, input_size)`` (or ``(..., input_size)``, or
+        ``(input_size,)`` unbatched), output ``(..., hidden_size)``; the state
+        has the input's batch shape and stays in :attr:`state` between calls.
+
+    Attributes:
+        cell: the :class:`LSTMCell` (its parameters are the LSTM's).
+        state: the current ``(h, c)``, ``None`` before the first call and after :meth:`reset`.
+
     Example:
         >>> lstm = nn.LSTM(3, 4)
         >>> lstm(mf.randn(2, 3)).shape
@@ -482,6 +518,24 @@ class GRU(_ZeroStateRecur):
     One call is one timestep, as with Flux's recurrent layers (not PyTorch's ``nn.GRU``, which runs a
     whole sequence): ``x`` is ``(N, input_size)``. Run a ``(T, N, input_size)`` sequence with
     :func:`unroll`; given to a call, it would be read as one step of a ``(T, N)`` batch.
+
+    Each call runs one :class:`GRUCell` step, ``h_t = (1 - z) * n + z * h_{t-1}``
+    with gates r, z, n from ``x_t`` and ``h_{t-1}``, and returns ``y_t = h_t``;
+    the zero state is made on the first call.
+
+    Args:
+        input_size: size of the last axis of ``x`` (a positive int).
+        hidden_size: size H of the hidden state and the output (a positive int).
+        bias: whether to learn ``bias_ih`` and ``bias_hh`` (a bool, default ``True``).
+
+    Shapes:
+        input ``x`` ``(N, input_size)`` (or ``(..., input_size)``, or
+        ``(input_size,)`` unbatched), output ``(..., hidden_size)``; the state
+        has the input's batch shape and stays in :attr:`state` between calls.
+
+    Attributes:
+        cell: the :class:`GRUCell` (its parameters are the GRU's).
+        state: the current ``h``, ``None`` before the first call and after :meth:`reset`.
 
     Example:
         >>> gru = nn.GRU(3, 4)
