@@ -275,6 +275,7 @@ def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
         >>> mf.full(3, 7, dtype="int64")
         tensor([7, 7, 7], dtype=int64)
     """
+    value = checks.scalar(value)                  # a 0-d Tensor or array: its number
     if not isinstance(value, (bool, np.bool_)):
         checks.number("full", "value", value)  # checked only: an int fill stays exact
     xp = backend.xp_for(device or "cpu")

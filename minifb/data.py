@@ -455,7 +455,8 @@ def batches(
             ``True`` are refused, not truncated), ``x`` or ``y`` is a 0-d
             array, or ``x`` and ``y`` differ in length.
         TypeError: If ``x`` or ``y`` is not an array (``None``), ``shuffle`` is
-            not a bool, or ``rng`` is not a ``numpy.random.Generator``; all
+            not a bool, or ``rng`` is not a ``numpy.random.Generator`` (or a
+            legacy ``RandomState``); all
             checked when ``batches`` is called, not at the first batch.
     """
     batch_size = checks.integer("batches", "batch_size", batch_size)
@@ -487,9 +488,11 @@ def _batch_length(fn: str, name: str, v) -> int:
     return len(v)
 
 
-def _check_rng(fn: str, rng) -> np.random.Generator:
-    """``rng`` when it is a ``numpy.random.Generator``; a clear error for None, a seed or a ``RandomState``."""
-    if not isinstance(rng, np.random.Generator):
+def _check_rng(fn: str, rng, legacy: bool = True):
+    """``rng`` when it is a ``numpy.random.Generator`` (or, where ``legacy``, a ``RandomState``, whose
+    ``permutation``, ``normal`` and ``random`` these functions also find); a clear error for None or a seed."""
+    kinds = (np.random.Generator, np.random.RandomState) if legacy else np.random.Generator
+    if not isinstance(rng, kinds):
         raise TypeError(f"{fn}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}")
     return rng
 
@@ -607,7 +610,7 @@ def debris(
     if len(src) == 0:
         raise ValueError("source_images is empty")
     fraction = checks.number("debris", "fraction", fraction)
-    _check_rng("debris", rng)
+    _check_rng("debris", rng, legacy=False)   # uses Generator.integers
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"debris fraction must be in [0, 1], got {fraction!r}")
     f = int(fragment_size) if fragment_size is not None else max(2, int(round(h / 4)))
@@ -710,7 +713,7 @@ def clutter(
         labels ``(N, classes)`` float32.
     """
     x = _as_images(x)
-    _check_rng("clutter", rng)
+    _check_rng("clutter", rng, legacy=False)
     y = np.asarray(y, dtype=np.int64)
     n, _, h, w = x.shape
     if len(y) != n:
@@ -821,14 +824,16 @@ def corrupt(
             corruption (the message says what the level is: the noise std,
             the fraction, the number of clutter digits), or ``clutter`` gets
             no labels.
-        TypeError: If ``rng`` is not a ``numpy.random.Generator`` (any
-            corruption, ``none`` included), or the ``level`` of ``noise``,
-            ``saltpepper`` or ``debris`` is not a number.
+        TypeError: If ``rng`` is not a ``numpy.random.Generator`` (``none``
+            also takes ``None``; a legacy ``RandomState`` also serves
+            ``none``, ``noise`` and ``saltpepper``), or the ``level`` of
+            ``noise``, ``saltpepper`` or ``debris`` is not a number.
     """
     key = str(name).strip().lower()
     if key not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}: expected one of {', '.join(CORRUPTIONS)}")
-    _check_rng("corrupt", rng)
+    if key != "none" or rng is not None:   # "none" draws nothing, so it may go without a generator
+        _check_rng("corrupt", rng)
     lvl = DEFAULT_LEVELS[key] if level is None else level
     if key in ("noise", "saltpepper", "debris"):
         checks.number("corrupt", "level", lvl)      # its range is checked, in its own terms, by the corruption

@@ -954,6 +954,8 @@ def pad(x, pad_width, value=0.0) -> Tensor:
                 [0., 0., 0.]])
     """
     _check_tensor("pad", "x", x)
+    if isinstance(pad_width, np.ndarray) and pad_width.ndim == 2:   # numpy.pad's own form
+        pad_width = pad_width.tolist()
     if not isinstance(pad_width, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2
                                                            for p in pad_width):
         raise TypeError(f"pad: pad_width must be one (before, after) pair per axis of shape {x.shape}, "
@@ -963,6 +965,7 @@ def pad(x, pad_width, value=0.0) -> Tensor:
                          f"got {len(pad_width)} pairs: {pad_width!r}")
     pad_width = tuple((checks.integer("pad", f"pad_width[{i}][0]", a, minimum=0),
                        checks.integer("pad", f"pad_width[{i}][1]", b, minimum=0)) for i, (a, b) in enumerate(pad_width))
+    value = checks.scalar(value)                  # a 0-d Tensor or array: its number
     if not isinstance(value, (bool, np.bool_)):
         checks.number("pad", "value", value)  # checked only: an int fill stays exact
     return movement.Pad.apply(x, pad_width=pad_width, value=value)
@@ -990,6 +993,8 @@ def broadcast_to(x, shape) -> Tensor:
                 [1., 2.]])
     """
     _check_tensor("broadcast_to", "x", x)
+    if isinstance(shape, np.ndarray) and shape.ndim == 1:   # a shape held in an array, as NumPy takes it
+        shape = shape.tolist()
     if not isinstance(shape, (tuple, list)) or not all(backend.is_int(n) for n in shape):
         raise TypeError(f"broadcast_to: shape must be a tuple of ints, got {shape!r}")
     shape = tuple(int(n) for n in shape)

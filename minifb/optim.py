@@ -60,7 +60,6 @@ def _param_list(params, owner: str) -> list:
         if id(p) in seen:
             raise ValueError(f"{owner}: params[{i}] (shape {p.shape}) appears more than once in the parameter list")
         seen.add(id(p))
-        _check_writable(owner, i, p)
     return params
 
 

@@ -150,7 +150,7 @@ def load(module, path):
     if unreadable:
         raise ValueError(f"load: {path!r} has values that cannot be read: " + "; ".join(unreadable))
     expected = _expected_shapes(module)
-    missing = [n for n in expected if n not in arrays]
+    missing = module._missing(arrays) if hasattr(module, "_missing") else [n for n in expected if n not in arrays]
     unexpected = [n for n in arrays if n not in expected]
     differ = [f"{n}: file {tuple(arrays[n].shape)} vs module {expected[n]}"
               for n in expected if n in arrays and tuple(arrays[n].shape) != expected[n]]

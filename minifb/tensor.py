@@ -262,7 +262,8 @@ class Tensor:
     @property
     def _version(self) -> int:
         """How many in-place updates (optimiser steps) these values have had."""
-        return 0 if self._shared is None else self._shared[0]
+        shared = getattr(self, "_shared", None)  # unset while a pickle from before the shared counter loads
+        return 0 if shared is None else shared[0]
 
     @_version.setter
     def _version(self, value: int) -> None:
@@ -270,7 +271,7 @@ class Tensor:
 
     def _version_counter(self) -> list:
         """The shared counter, made now if this tensor has none yet."""
-        if self._shared is None:
+        if getattr(self, "_shared", None) is None:
             self._shared = [0]
         return self._shared
 
@@ -502,6 +503,9 @@ class Tensor:
         would mix old and new weights.  The usual cause is ``optimizer.step()``
         between a forward pass and its ``backward()``.  Writing into ``.data``
         yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
+        minifb is stricter than PyTorch here: it checks every recorded input,
+        not only those the op saved, so even ``(q + p).sum()`` refuses a
+        backward after a step on ``p``.
 
         Args:
             grad: the gradient of some scalar with respect to this tensor: a

@@ -39,3 +39,22 @@ def test_checks_number_never_puts_a_nan_inside_a_bound():
         with pytest.raises(ValueError, match=r"^f: x must be a number .*, got nan"):
             checks.number("f", "x", float("nan"), **{bound: 0})
     assert checks.number("f", "x", 0, at_least=0) == 0.0
+
+
+def test_0d_arrays_tensors_fractions_and_decimals_are_accepted():
+    # what minifb's own reductions give (x.max().data is a 0-d array) must pass where a number does
+    import decimal
+    import fractions
+
+    import minifb as mf
+
+    x = mf.tensor([1.0, 3.0])
+    assert checks.number("f", "x", x.max().data) == 3.0 and checks.number("f", "x", x.max()) == 3.0
+    assert checks.number("f", "x", fractions.Fraction(1, 4)) == 0.25
+    assert checks.number("f", "x", decimal.Decimal("0.5")) == 0.5
+    assert checks.integer("f", "n", np.array(3)) == 3 and checks.integer("f", "n", mf.tensor([1, 2]).sum()) == 3
+    assert checks.flag("f", "b", (x > 0).data.all()) is True
+    with pytest.raises(TypeError):
+        checks.number("f", "x", 1 + 2j)
+    with pytest.raises(ValueError):
+        checks.integer("f", "n", np.array(2.0))

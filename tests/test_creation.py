@@ -105,9 +105,10 @@ def test_full_checks_its_shape_and_value():
         mf.full((-1,), 1.0)
     with pytest.raises(ValueError, match=r"full: shape must be non-negative integers, got \(True,\)"):
         mf.full(True, 1.0)
-    for value in (None, "a", [1.0], mf.tensor(1.0)):
+    for value in (None, "a", [1.0], mf.tensor([1.0])):
         with pytest.raises(TypeError, match=r"full: value must be a number, got"):
             mf.full((2,), value)
+    assert mf.full(2, mf.tensor([1.0, 4.0]).max()).numpy().tolist() == [4.0, 4.0]   # a 0-d Tensor is a number
     assert mf.full(3, 2).numpy().tolist() == [2.0, 2.0, 2.0]
     assert mf.full((2,), True, dtype="bool").numpy().tolist() == [True, True]
     assert mf.full((1,), 2 ** 60 + 1, dtype="int64").numpy().tolist() == [2 ** 60 + 1]

@@ -1003,12 +1003,13 @@ def test_pad_refuses_bad_widths(pad_width, error, match):
         F.pad(mf.ones(2, 3), pad_width)
 
 
-@pytest.mark.parametrize("value", [None, "a", [1.0], mf.tensor(1.0)])
+@pytest.mark.parametrize("value", [None, "a", [1.0], mf.tensor([1.0])])
 def test_pad_refuses_a_value_that_is_not_a_number(value):
     with pytest.raises(TypeError, match=r"pad: value must be a number, got"):
         F.pad(mf.ones(2, 3), ((1, 0), (0, 0)), value)
     out = F.pad(mf.ones(2, 3), [[1, 0], [0, 2]], np.float64(2.0))
     assert out.shape == (3, 5) and out.numpy()[0, 0] == 2.0
+    assert F.pad(mf.ones(1), ((1, 0),), mf.tensor(3.0)).numpy().tolist() == [3.0, 1.0]   # a 0-d Tensor
     assert F.pad(mf.tensor([True]), ((1, 0),), True).numpy().tolist() == [True, True]
     big = 2 ** 60 + 1
     assert F.pad(mf.tensor([1]), ((1, 0),), big).numpy().tolist() == [big, 1]   # no trip through float
@@ -1104,3 +1105,9 @@ def test_losses_of_integer_tensors_are_float32_and_getitem_names_a_non_tensor():
         F.binary_cross_entropy_with_logits(a, b, reduction="avg")
     with pytest.raises(TypeError, match=r"^getitem: argument 'x' must be a minifb Tensor"):
         F.getitem(np.ones(3), 0)
+
+
+def test_pad_and_broadcast_to_take_their_shapes_as_numpy_arrays_too():
+    x = mf.ones(2, 2)
+    assert F.pad(x, np.array([[0, 0], [1, 1]])).shape == (2, 4)
+    assert F.broadcast_to(x, np.array([3, 2, 2])).shape == (3, 2, 2)

@@ -494,10 +494,11 @@ def test_layer_sizes_accept_numpy_integers():
     assert nn.LRN(np.int64(3)).size == 3 and type(nn.LRN(np.int64(3)).size) is int
 
 
-@pytest.mark.parametrize("eps", [0.0, -1.0, float("nan")])
-def test_batchnorm_eps_must_be_positive(eps):
-    with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a number > 0, got "):
+@pytest.mark.parametrize("eps", [-1.0, -1e-9, float("nan")])
+def test_batchnorm_eps_must_not_be_negative(eps):
+    with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a number >= 0, got "):
         nn.BatchNorm(3, eps=eps)
+    assert nn.BatchNorm(3, eps=0).eps == 0.0          # PyTorch takes 0 too
 
 
 def test_batchnorm_and_lrn_constants_must_be_numbers():

@@ -448,3 +448,36 @@ def test_load_state_dict_copies_into_the_existing_arrays_as_pytorch_does():
     np.testing.assert_array_equal(alias.numpy(), np.full((2, 3), 2.0))
     with pytest.raises(RuntimeError, match=r"updated in place after the forward pass"):
         stale.backward()                            # the values it used are gone
+
+
+def test_a_tied_weight_saved_under_one_name_still_loads(tmp_path):
+    # state dicts written before shared tensors were listed under every name hold a tied weight once
+    class Tied(nn.Module):
+        def __init__(self):
+            self.enc, self.dec = nn.Dense(4, 4), nn.Dense(4, 4)
+            self.dec.weight = self.enc.weight
+    old_style = {k: v for k, v in Tied().state_dict().items() if k != "dec.weight"}
+    m = Tied()
+    assert m.load_state_dict(old_style).missing_keys == []
+    np.testing.assert_array_equal(m.dec.weight.numpy(), old_style["enc.weight"].numpy())
+    np.savez(tmp_path / "old.npz", **{k: v.numpy() for k, v in old_style.items()})
+    mf.load(Tied(), tmp_path / "old.npz")
+    with pytest.raises(KeyError, match=r"missing keys: dec.bias"):
+        m.load_state_dict({k: v for k, v in old_style.items() if k != "dec.bias"})
+
+
+def test_a_buffer_cannot_replace_a_parameter_and_a_copy_keeps_its_own_rules():
+    import copy
+
+    d = nn.Dense(2, 2)
+    with pytest.raises(TypeError, match=r"cannot assign 'minifb.nn.module.Buffer' as parameter 'weight'"):
+        d.weight = nn.Buffer(np.ones((2, 2), np.float32))   # it would drop the weight from parameters()
+    e = copy.copy(d)
+    del e.weight                                         # frees the name on the copy only
+    e.weight = mf.ones(2, 2)
+    with pytest.raises(TypeError, match=r"as parameter 'weight'"):
+        d.weight = mf.ones(2, 2)
+    m = nn.Merger("s", nn.Dense(2, 2), operator.add)      # a subclass with a _refuse helper of its own
+    m.gain = nn.Parameter(np.ones(2, np.float32))
+    with pytest.raises(TypeError, match=r"^Merger: cannot assign 'numpy.ndarray' as parameter 'gain'"):
+        m.gain = np.ones(2)

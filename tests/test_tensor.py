@@ -735,3 +735,15 @@ def test_requires_grad_must_be_a_bool():
         with pytest.raises(TypeError, match=r"requires_grad_: flag must be True or False"):
             mf.ones(2).requires_grad_(bad)
     assert mf.Tensor(np.ones(2, np.float32), requires_grad=np.bool_(True)).requires_grad is True
+
+
+def test_a_pickle_from_before_the_shared_version_counter_loads():
+    # such a pickle sets the slot "_version" (now a property over the shared counter) before any other
+    t = mf.Tensor.__new__(mf.Tensor)
+    for name, value in (("_version", 2), ("data", np.ones(2, np.float32)), ("grad", None),
+                        ("requires_grad", True), ("_ctx", None)):
+        setattr(t, name, value)
+    assert t._version == 2 and t.detach()._version == 2
+    import pickle
+    u = pickle.loads(pickle.dumps(t))
+    assert u._version == 2 and np.array_equal(u.data, t.data)

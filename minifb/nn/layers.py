@@ -531,7 +531,7 @@ class BatchNorm(Module):
     Args:
         num_features: the number of channels C.
         activation: a callable applied to the result, or ``None`` (Flux's argument).
-        eps: added to the variance, > 0.
+        eps: added to the variance, >= 0.
         momentum: weight of the new batch in the running statistics, in
             ``[0, 1]``, or ``None`` for the cumulative average (this adds the
             buffer ``num_batches_tracked``, a 0-d int64 count).
@@ -551,7 +551,7 @@ class BatchNorm(Module):
                  affine: bool = True):
         check_activation("BatchNorm", activation)
         num_features = checks.integer("BatchNorm", "num_features", num_features)
-        eps = checks.number("BatchNorm", "eps", eps, above=0)
+        eps = checks.number("BatchNorm", "eps", eps, at_least=0)   # 0 allowed, as in PyTorch
         if momentum is not None:
             momentum = checks.number("BatchNorm", "momentum", momentum, at_least=0, at_most=1)
         affine = checks.flag("BatchNorm", "affine", affine)

@@ -154,25 +154,26 @@ class Module:
         buffer.  Private attributes (``_name``) are not walked, so they are free.
         """
         if not name.startswith("_"):
-            kinds = self.__dict__.get("_tensor_kinds")
+            kinds = self.__dict__.get("_tensor_kinds", {})   # name -> Parameter or Buffer; never changed in place,
+            kind = kinds.get(name)                           # so a copy.copy of the module has a table of its own
+            if value is not None and kind is Parameter and not isinstance(value, Parameter):
+                _refuse_assignment(self, name, value, "parameter", "nn.Parameter")
             if isinstance(value, (Parameter, Buffer)):
-                if kinds is None:
-                    kinds = self.__dict__["_tensor_kinds"] = {}
-                kinds[name] = Parameter if isinstance(value, Parameter) else Buffer
-            elif kinds is not None and value is not None and name in kinds:
-                if kinds[name] is Buffer and isinstance(value, Tensor):
-                    value = Buffer(value)
-                else:
-                    cls, label = type(value), ("parameter" if kinds[name] is Parameter else "buffer")
-                    expected = "nn.Parameter" if kinds[name] is Parameter else "a Tensor"
-                    raise TypeError(f"{type(self).__name__}: cannot assign '{cls.__module__}.{cls.__qualname__}' "
-                                    f"as {label} '{name}' ({expected} or None expected)")
+                new = Parameter if isinstance(value, Parameter) else Buffer
+                if new is not kind:
+                    self.__dict__["_tensor_kinds"] = {**kinds, name: new}
+            elif value is not None and kind is Buffer:
+                if not isinstance(value, Tensor):
+                    _refuse_assignment(self, name, value, "buffer", "a Tensor")
+                value = Buffer(value)   # PyTorch keeps a tensor assigned to a buffer's name a buffer
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
         """Delete an attribute; a parameter's or buffer's name is then free for any value."""
         object.__delattr__(self, name)
-        self.__dict__.get("_tensor_kinds", {}).pop(name, None)
+        kinds = self.__dict__.get("_tensor_kinds", {})
+        if name in kinds:
+            self.__dict__["_tensor_kinds"] = {k: v for k, v in kinds.items() if k != name}
 
     # ---- calling -------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
@@ -261,6 +262,16 @@ class Module:
                                  "(attribute names or dict keys collide); rename one")
         return list(items.items())
 
+    def _missing(self, present) -> list:
+        """The state names not in ``present``, leaving out a shared tensor that another of its names carries.
+
+        A tied weight saved under one name only (as state dicts listed it before shared tensors were
+        listed under every name) still loads: its other names get the same values through the tie.
+        """
+        items = self._state_items()
+        carried = {id(t) for name, t in items if name in present}
+        return [name for name, t in items if name not in present and id(t) not in carried]
+
     def named_parameters(self):
         """Yield ``(dotted_name, parameter)`` for every trainable parameter, in a fixed order.
 
@@ -328,7 +339,7 @@ class Module:
                             f"got {type(state_dict).__name__}")
         strict = checks.flag(fn, "strict", strict)
         own = dict(self._state_items())
-        missing = [k for k in own if k not in state_dict]
+        missing = self._missing(state_dict)
         unexpected = [k for k in state_dict if k not in own]
         converted, mismatched, unconvertible = {}, [], []
         for name, target in own.items():
@@ -531,6 +542,13 @@ def _direct_modules(items):
         elif isinstance(value, (dict, list, tuple)) and id(value) not in entered:   # a list may hold itself
             entered.add(id(value))
             stack.extend(reversed(list(value.values() if isinstance(value, dict) else value)))
+
+
+def _refuse_assignment(module, name, value, label, expected):
+    """The TypeError for assigning ``value`` to the name of a parameter (buffer), in PyTorch's words."""
+    cls = type(value)
+    raise TypeError(f"{type(module).__name__}: cannot assign '{cls.__module__}.{cls.__qualname__}' "
+                    f"as {label} '{name}' ({expected} or None expected)")
 
 
 def _join(prefix: str, name: str) -> str:
