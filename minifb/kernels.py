@@ -275,6 +275,9 @@ class EmuKernel:
         fn.argtypes = [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_int]
         fn.restype = ctypes.c_int
         self._fn = fn
+        # made once: ctypes holds array types only weakly, and each is a reference cycle, so a type made
+        # per launch was rebuilt after every garbage collection
+        self._argv_type = ctypes.c_void_p * max(1, len(params))
 
     def _convert(self, p: Param, a):
         if p.pointer:
@@ -300,13 +303,14 @@ class EmuKernel:
         if len(args) != len(self.params):
             raise TypeError(f"kernel {self.name} takes {len(self.params)} arguments, got {len(args)}")
         holders = [self._convert(p, a) for p, a in zip(self.params, args)]
-        argv = (ctypes.c_void_p * max(1, len(holders)))(*[ctypes.addressof(h) for h in holders])
-        err = ctypes.create_string_buffer(self._ERRLEN)
+        argv = self._argv_type(*[ctypes.addressof(h) for h in holders])
+        err = _ERROR_BUFFER()
         rc = self._fn(*(int(v) for v in grid), *(int(v) for v in block), argv, err, self._ERRLEN)
         if rc != 0:
             raise RuntimeError(f"emulated kernel {self.name} failed: {err.value.decode(errors='replace')}")
 
 
+_ERROR_BUFFER = ctypes.c_char * EmuKernel._ERRLEN   # the type of a launch's error message buffer, made once
 _BUILD_LOCK = threading.Lock()  # held while an emulation library is built and loaded (a one-time cost)
 
 

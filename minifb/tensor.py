@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import traceback
 
 import numpy as np
 
@@ -561,76 +562,86 @@ class Tensor:
             if grad.dtype != self.dtype:  # gradients always have their tensor's dtype
                 grad = grad.astype(self.dtype)
 
-        root = self if self._ctx is None else self._ctx
-        waiting = _consumer_counts(root)  # per node: how many consumers have not sent their gradient yet
-        pending = {id(root): grad}         # gradients of nodes (ops, or leaf tensors) not processed yet
-        owned = set()                      # keys whose pending array was allocated here: add in place
-        ready = [root]
-        while ready:
-            # Depth first among the ready nodes: each node runs as soon as all its consumers have, so its
-            # summed gradient is freed at once (e.g. a weight's per-timestep gradients are folded into the
-            # weight's one buffer step by step instead of all waiting until the end of BPTT).
-            node = ready.pop()
-            key = id(node)
-            g = pending.pop(key, None)
-            if type(g) is ProductSum:      # a deferred sum of products: one matrix product now
-                g = g.evaluate()
-                owned.add(key)
-            if isinstance(node, Tensor):   # a leaf
-                if g is not None:
-                    _accumulate(node, g, fresh=key in owned)
-                    del g
-                continue
-            op = node
-            if op.parents is None:
-                if g is None:
-                    continue
-                raise RuntimeError("backward through a graph whose saved values were already freed; "
-                                   "pass retain_graph=True to the first backward() if you need a second one")
-            ran = g is not None
-            if ran:
-                owned.discard(key)
-                in_grads = op.backward(g)
+        try:
+            _backprop(self if self._ctx is None else self._ctx, grad, retain_graph)
+        except BaseException as err:
+            # The walk's frames hold the whole graph and the pending gradients: a traceback the caller keeps
+            # (pytest.raises, an interactive session's last error) would keep them alive. Drop their locals.
+            traceback.clear_frames(err.__traceback__)
+            raise
+
+
+def _backprop(root, grad, retain_graph: bool) -> None:
+    """Walk the tape from ``root`` (an op, or a leaf Tensor) with ``grad`` as its gradient; see Tensor.backward."""
+    waiting = _consumer_counts(root)  # per node: how many consumers have not sent their gradient yet
+    pending = {id(root): grad}         # gradients of nodes (ops, or leaf tensors) not processed yet
+    owned = set()                      # keys whose pending array was allocated here: add in place
+    ready = [root]
+    while ready:
+        # Depth first among the ready nodes: each node runs as soon as all its consumers have, so its
+        # summed gradient is freed at once (e.g. a weight's per-timestep gradients are folded into the
+        # weight's one buffer step by step instead of all waiting until the end of BPTT).
+        node = ready.pop()
+        key = id(node)
+        g = pending.pop(key, None)
+        if type(g) is ProductSum:      # a deferred sum of products: one matrix product now
+            g = g.evaluate()
+            owned.add(key)
+        if isinstance(node, Tensor):   # a leaf
+            if g is not None:
+                _accumulate(node, g, fresh=key in owned)
                 del g
-                for parent, pg, meta in zip(op.parents, in_grads, op.metas):
-                    if parent is None:
-                        if meta is not None and meta[1][0] != meta[2]:   # a detach() of a stepped parameter
-                            _raise_modified(op, None, meta[2], meta[0], meta[1][0])
-                        continue
-                    shape, dtype, version = meta
-                    if isinstance(parent, Tensor) and parent._version != version:
-                        _raise_modified(op, parent, version, parent.shape, parent._version)
-                    if pg is None:
-                        continue
-                    if type(pg) is ProductSum and (pg.shape != shape or pg.dtype != dtype):
-                        pg = pg.evaluate()
-                    if pg.shape != shape:
-                        pg = unbroadcast(pg, shape)
-                    if pg.dtype != dtype:
-                        pg = pg.astype(dtype)
-                    pkey = id(parent)
-                    previous = pending.get(pkey)
-                    if previous is None:
-                        pending[pkey] = pg
-                    elif type(previous) is ProductSum or type(pg) is ProductSum:
-                        pending[pkey] = ProductSum.combine(previous, pg)
-                        owned.discard(pkey)
-                    elif pkey in owned:
-                        previous += pg
-                        pending[pkey] = previous  # a 0-d NumPy sum is an immutable scalar: += rebinds it
-                    else:
-                        pending[pkey] = previous + pg
-                        owned.add(pkey)
-                in_grads = pg = previous = None  # hold no extra reference (see _accumulate)
-            parents = op.parents
-            if ran and not retain_graph:
-                op.release()
-            for parent in parents:
-                if parent is not None:
-                    pkey = id(parent)
-                    waiting[pkey] -= 1
-                    if waiting[pkey] == 0:
-                        ready.append(parent)
+            continue
+        op = node
+        if op.parents is None:
+            if g is None:
+                continue
+            raise RuntimeError("backward through a graph whose saved values were already freed; "
+                               "pass retain_graph=True to the first backward() if you need a second one")
+        ran = g is not None
+        if ran:
+            owned.discard(key)
+            in_grads = op.backward(g)
+            del g
+            for parent, pg, meta in zip(op.parents, in_grads, op.metas):
+                if parent is None:
+                    if meta is not None and meta[1][0] != meta[2]:   # a detach() of a stepped parameter
+                        _raise_modified(op, None, meta[2], meta[0], meta[1][0])
+                    continue
+                shape, dtype, version = meta
+                if isinstance(parent, Tensor) and parent._version != version:
+                    _raise_modified(op, parent, version, parent.shape, parent._version)
+                if pg is None:
+                    continue
+                if type(pg) is ProductSum and (pg.shape != shape or pg.dtype != dtype):
+                    pg = pg.evaluate()
+                if pg.shape != shape:
+                    pg = unbroadcast(pg, shape)
+                if pg.dtype != dtype:
+                    pg = pg.astype(dtype)
+                pkey = id(parent)
+                previous = pending.get(pkey)
+                if previous is None:
+                    pending[pkey] = pg
+                elif type(previous) is ProductSum or type(pg) is ProductSum:
+                    pending[pkey] = ProductSum.combine(previous, pg)
+                    owned.discard(pkey)
+                elif pkey in owned:
+                    previous += pg
+                    pending[pkey] = previous  # a 0-d NumPy sum is an immutable scalar: += rebinds it
+                else:
+                    pending[pkey] = previous + pg
+                    owned.add(pkey)
+            in_grads = pg = previous = None  # hold no extra reference (see _accumulate)
+        parents = op.parents
+        if ran and not retain_graph:
+            op.release()
+        for parent in parents:
+            if parent is not None:
+                pkey = id(parent)
+                waiting[pkey] -= 1
+                if waiting[pkey] == 0:
+                    ready.append(parent)
 
 
 class ProductSum:
