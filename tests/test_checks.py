@@ -54,7 +54,7 @@ def test_0d_arrays_tensors_fractions_and_decimals_are_accepted():
     assert checks.number("f", "x", decimal.Decimal("0.5")) == 0.5
     assert checks.integer("f", "n", np.array(3)) == 3 and checks.integer("f", "n", mf.tensor([1, 2]).sum()) == 3
     assert checks.flag("f", "b", (x > 0).data.all()) is True
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"f: x must be a number, got \(1\+2j\)"):
         checks.number("f", "x", 1 + 2j)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"f: n must be a positive integer, got array\(2\.\)"):
         checks.integer("f", "n", np.array(2.0))

@@ -240,38 +240,54 @@ def test_conv_transpose_is_adjoint_of_conv(params):
 
 # ---------------------------------------------------------------- (4) hypothesis
 @st.composite
-def conv_cases(draw):
+def conv_cases(draw, string_padding=False):
+    """Random conv2d shapes and parameters; with ``string_padding`` the padding is also drawn as
+    ``"same"`` (with stride 1, which it requires) or ``"valid"``."""
     groups = draw(st.integers(1, 3))
     cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    padding = (ph, pw)
+    if string_padding:
+        padding = draw(st.sampled_from([padding, padding, "same", "valid"]))
+        if padding == "same":
+            sh = sw = 1
+    pt, pb, pl, pr = _conv_pads(padding, (kh, kw), (dh, dw))
     n, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    assume(h + 2 * ph >= dh * (kh - 1) + 1 and w + 2 * pw >= dw * (kw - 1) + 1)
+    assume(h + pt + pb >= dh * (kh - 1) + 1 and w + pl + pr >= dw * (kw - 1) + 1)
     seed = draw(st.integers(0, 2**31 - 1))
     return dict(x=(n, cg * groups, h, w), w=(kg * groups, cg, kh, kw), seed=seed,
-                params=dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups))
+                params=dict(stride=(sh, sw), padding=padding, dilation=(dh, dw), groups=groups))
 
 
 @settings(max_examples=25, deadline=None)
-@given(conv_cases())
+@given(conv_cases(string_padding=True))
 def test_conv_random_shapes(case):
+    """Forward against the direct definition, input gradient against conv_transpose, and a gradcheck of
+    the input, the weight and the bias (padding numeric, ``"same"`` or ``"valid"``)."""
     p = case["params"]
     x, w = _arr(*case["x"], seed=case["seed"]), _arr(*case["w"], seed=case["seed"] + 1)
-    tx, tw = _t(x), _t(w)
-    y = conv2d(tx, tw, **p)
-    np.testing.assert_allclose(y.data, ref_conv2d(x, w, **p), rtol=1e-10, atol=1e-10)
+    b = _arr(case["w"][0], seed=case["seed"] + 3)
+    tx, tw, tb = _t(x), _t(w), _t(b)
+    y = conv2d(tx, tw, tb, **p)
+    np.testing.assert_allclose(y.data, ref_conv2d(x, w, b, **p), rtol=1e-10, atol=1e-10)
     g = _arr(*y.shape, seed=case["seed"] + 2)
     y.backward(g)
-    # the input gradient of conv is conv_transpose with the matching output_padding
-    op = _matching_output_padding(x.shape, w.shape, p)
-    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
-    if op[0] < max(sh, dh) and op[1] < max(sw, dw):
-        z = conv_transpose2d(_t(g, False), _t(w, False), output_padding=op, **p).data
-        np.testing.assert_allclose(tx.grad, z, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(z, ref_conv_transpose2d(g, w, output_padding=op, **p), rtol=1e-10, atol=1e-10)
-    assert gradcheck(lambda a, b: conv2d(a, b, **p), _t(x), _t(w), directions=1)
+    np.testing.assert_allclose(tb.grad, g.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+    # the input gradient of conv is conv_transpose with the matching output_padding ("same" may pad
+    # unevenly, which conv_transpose2d cannot express; "valid" is padding 0)
+    if p["padding"] != "same":
+        pn = dict(p, padding=(0, 0) if p["padding"] == "valid" else p["padding"])
+        op = _matching_output_padding(x.shape, w.shape, pn)
+        (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+        if op[0] < max(sh, dh) and op[1] < max(sw, dw):
+            z = conv_transpose2d(_t(g, False), _t(w, False), output_padding=op, **pn).data
+            np.testing.assert_allclose(tx.grad, z, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(z, ref_conv_transpose2d(g, w, output_padding=op, **pn), rtol=1e-10,
+                                       atol=1e-10)
+    assert gradcheck(lambda a, c, d: conv2d(a, c, d, **p), _t(x), _t(w), _t(b), directions=1)
 
 
 @settings(max_examples=25, deadline=None)

@@ -19,10 +19,15 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minifb as mf
 from minifb import backend, kernels, models, nn, optim
 from minifb import functional as F
+from minifb.testing import gradcheck
+
+from strategies import floats64, seeds, shapes, shapes_broadcasting_to
 
 PATHS = [
     pytest.param(("cpu", "emulate"), id="cpu-emulate"),
@@ -212,7 +217,7 @@ def test_model_training_matches_the_numpy_path(name, path):
         np.testing.assert_allclose(params[k], want_params[k], rtol=1e-3, atol=1e-5, err_msg=f"{name}: {k}")
 
 
-def test_batchnorm_and_lrn_match_the_numpy_path(path):
+def test_batchnorm_and_lrn_match_the_numpy_path(path, kernel_launches):
     def run(device, mode):
         mf.manual_seed(8)
         with kernels.use(mode):
@@ -228,7 +233,14 @@ def test_batchnorm_and_lrn_match_the_numpy_path(path):
         return [out.numpy(), evaluated] + [backend.to_numpy(p.grad) for p in net.parameters()] + \
             [backend.to_numpy(b.data) for _, b in net.named_buffers()]
 
-    for g, w in zip(run(*path), run("cpu", "off")):
+    want = run("cpu", "off")
+    kernel_launches.clear()
+    got = run(*path)
+    if path == ("cpu", "emulate") and not any("norm" in n or "lrn" in n for n in kernel_launches):
+        # BatchNorm and LRN are array-module code: the emulated run was the NumPy path again for them,
+        # a comparison that cannot fail (the conv and dense kernels it launches have their own cases)
+        pytest.skip("BatchNorm/LRN have no kernel on this path")
+    for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
@@ -282,6 +294,27 @@ def test_clip_grad_norm_matches_the_cpu(device):
     norm, got = clipped(device)
     want_norm, want = clipped("cpu")
     assert norm == pytest.approx(want_norm, rel=1e-6)
+    # an independent float64 reference (on "cpu" the comparison above is the computation with itself)
+    total = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
+    assert total > 1.5                                           # so that clipping does scale
+    assert float(norm) == pytest.approx(total, rel=1e-6)
+    for g, c in zip(got, grads):
+        np.testing.assert_allclose(g, c.astype(np.float64) * min(1.0, 1.5 / total), rtol=1e-6)
     assert np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in got)) == pytest.approx(1.5, rel=1e-5)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+@pytest.mark.skipif(not backend.cuda_available(), reason="ToDevice's gradcheck needs CuPy and an NVIDIA GPU")
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes(min_dims=0, max_dims=3, max_side=4), seed=seeds, data=st.data())
+def test_to_device_gradcheck(shape, seed, data):
+    """``(t.to("cuda") * w).to("cpu")`` on random shapes, float64: ToDevice's backward copies the gradient
+    back to the CPU for ``t``; ``w`` (broadcasting to ``t``'s shape) gets its gradient on the GPU."""
+    t = mf.tensor(floats64(shape, seed), dtype="float64", requires_grad=True)
+    w = mf.tensor(floats64(data.draw(shapes_broadcasting_to(shape)), seed + 1), dtype="float64",
+                  requires_grad=True, device="cuda")
+    out = (t.to("cuda") * w).to("cpu")
+    assert out.device == "cpu" and out.shape == t.shape
+    gradcheck(lambda t, w: (t.to("cuda") * w).to("cpu"), t, w)
+    assert backend.device_of(t.grad) == "cpu" and backend.device_of(w.grad) == "cuda"

@@ -18,7 +18,9 @@ slices (negative steps), integer arrays with repeats and boolean masks; ``concat
 ``binary_cross_entropy_with_logits``; ``bias_act`` and ``merge_act`` (every activation, any channel
 axis); ``lstm_pointwise`` and ``gru_pointwise`` (broadcast leading axes); ``max_pool2d`` and
 ``avg_pool2d`` (random kernel, stride and padding within PyTorch's rules, distinct values so that no
-max-pool window has a tie); ``clip`` with tensor bounds (which are constants: only ``x`` is checked).
+max-pool window has a tie); ``clip`` with tensor bounds (which are constants: only ``x`` is checked); ``Cast`` (a
+float64 scalar cast down by type promotion).  ``ToDevice``'s gradcheck is in tests/test_device_parity.py (a
+file that benchmarks/gpu_check.sh runs).
 
 Shapes are small and examples few so the file runs in seconds.
 """
@@ -26,14 +28,16 @@ Shapes are small and examples few so the file runs in seconds.
 import itertools
 import math
 import operator
+from unittest import mock
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minifb as mf
 from minifb import functional as F
+from minifb.ops.movement import Cast
 from minifb.testing import gradcheck
 
 from strategies import (distinct64, floats64, matmul_shapes, mutually_broadcastable, seeds, shapes,
@@ -220,6 +224,7 @@ def test_getitem_basic_indices(shape, seed, data):
     """Ints, slices, ``None`` and ``...`` in any combination (hypothesis's own basic-index strategy)."""
     index = data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
     x = t64(floats64(shape, seed))
+    assume(x.numpy()[index].size > 0)                  # an empty result would check nothing
     np.testing.assert_array_equal(x[index].numpy(), x.numpy()[index])
     gradcheck(lambda t: t[index], x)
 
@@ -238,6 +243,7 @@ def strided_slice(draw, n):
 def test_getitem_strided_slices(shape, seed, data):
     index = tuple(data.draw(strided_slice(n)) for n in shape)
     x = t64(floats64(shape, seed))
+    assume(x.numpy()[index].size > 0)                  # an empty result would check nothing
     np.testing.assert_array_equal(x[index].numpy(), x.numpy()[index])
     gradcheck(lambda t: t[index], x)
     gradcheck(lambda t: F.getitem(t, index[0]), x)   # a bare slice, not in a tuple
@@ -285,6 +291,7 @@ def test_getitem_boolean_masks(shape, seed, data):
     first = data.draw(st.integers(0, ndim - 1))
     last = data.draw(st.integers(first + 1, ndim))
     mask = np.random.default_rng(seed + 1).random(shape[first:last]) < 0.6
+    assume(mask.any() and 0 not in shape)              # an empty result would check nothing
     mask = mf.tensor(mask) if data.draw(st.booleans()) else mask
     index = (slice(None),) * first + (mask,) if first else mask
     x = t64(floats64(shape, seed))
@@ -296,7 +303,7 @@ def test_getitem_boolean_masks(shape, seed, data):
 @given(shape=shapes(min_dims=1, max_dims=3, max_side=3), seed=seeds, data=st.data())
 def test_concat(shape, seed, data):
     axis = axis_of(data.draw, len(shape))
-    sizes = data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4))
+    sizes = data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4).filter(any))  # not all empty
     parts = []
     for i, n in enumerate(sizes):
         s = list(shape)
@@ -455,3 +462,27 @@ def test_clip_with_tensor_bounds(shape, seed, data, kinds):
             x = away_from_zero(x - values) + values
     gradcheck(lambda t: F.clip(t, low, high), t64(x))
     gradcheck(lambda t: t.clip(low, high), t64(x))
+
+
+# ---- Cast (type promotion) -------------------------------------------------------------------------------
+@SETTINGS
+@given(shape=shapes(min_dims=1, max_dims=3, max_side=4), seed=seeds, value=st.floats(-2, 2))
+def test_cast_by_type_promotion(shape, seed, value):
+    """A float64 0-d leaf times a float32 tensor is cast down to float32 (a ``Cast`` node), and its gradient
+    goes back through ``Cast.backward``.  The product is linear in ``s``, so a large step is exact even
+    though the forward pass runs in float32."""
+    x32 = mf.tensor(floats64(shape, seed).astype(np.float32), dtype="float32")
+    s = t64(value)
+    real = Cast.backward
+    calls = []
+
+    def recording(self, grad):
+        calls.append(grad.dtype)
+        return real(self, grad)
+
+    with mock.patch.object(Cast, "backward", recording):
+        assert (x32 * s).dtype == np.float32
+        gradcheck(lambda s: x32 * s, s, eps=1e-2, atol=1e-4, rtol=1e-3)
+    assert calls, "Cast.backward did not run: the float64 scalar was not cast by type promotion"
+    assert s.grad.dtype == np.float64
+

@@ -493,9 +493,9 @@ def test_mode_switch(monkeypatch):
             assert K.should_use(x, None, x)                 # None entries are ignored
     assert K.mode() == "emulate"
     monkeypatch.setenv("MINIFB_KERNELS", "bogus")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"MINIFB_KERNELS='bogus': expected one of off, emulate, cuda, auto"):
         K.mode()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"kernels\.use\('gpu'\): expected one of \('off', 'emulate', 'cuda'\)"):
         with K.use("gpu"):
             pass
 
@@ -808,3 +808,21 @@ def test_a_checkout_compiles_its_own_kernel_sources():
     assert (checkout / "cuda_emu.h").is_file()      # the tests run from a checkout
     assert K.source_dir() == checkout
     assert all(p.parent == checkout for p in K.kernel_files())
+
+
+def test_emulated_launches_leave_no_reference_cycles():
+    # a ctypes array type made per launch is a reference cycle that every garbage collection rebuilt
+    import gc
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+    x = rand(np.random.default_rng(0), 4, 5)
+    K.softmax_xent(x, np.arange(4))                          # built and loaded first
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            K.softmax_xent(x, np.arange(4))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -125,7 +125,8 @@ def test_argument_validation():
         optim.SGD(p, lr=-0.1)
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD(p, lr=0.1, nesterov=True)
-    with pytest.raises(TypeError):  # dampening and nesterov are keyword-only (orders differ)
+    # dampening and nesterov are keyword-only (orders differ)
+    with pytest.raises(TypeError, match=r"takes from 3 to 5 positional arguments but 6 were given"):
         optim.SGD(p, 0.1, 0.9, 1e-4, 0.1)
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
@@ -626,3 +627,19 @@ def test_clip_grad_norm_refuses_what_is_not_an_iterable_of_tensors():
     with pytest.raises(TypeError, match=r"^clip_grad_norm: params must be a Tensor or an iterable of Tensors; "
                                         r"pass model.parameters\(\), not the Dense itself"):
         optim.clip_grad_norm(nn.Dense(3, 2), 1.0)
+
+
+def test_a_kept_backward_error_does_not_keep_the_graph_alive():
+    # the tape walk's frame holds the graph and the pending gradients; a kept traceback must not pin them
+    w = Tensor(np.ones(3), requires_grad=True)
+    loss = ((w * 2.0).exp() * 3.0).sum()
+    (w * 1.0).sum().backward()
+    optim.SGD([w], lr=0.1).step()
+    with pytest.raises(RuntimeError, match="updated in place") as info:
+        loss.backward()
+    tb, walks = info.value.__traceback__, []
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_backprop":
+            walks.append(tb.tb_frame.f_locals)
+        tb = tb.tb_next
+    assert walks == [{}]

@@ -3,6 +3,7 @@
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -13,10 +14,54 @@ def test_readme_has_the_seed_example_first():
     assert BLOCKS and 'nn.Merger("fork1", nn.Dense(5, 10, mf.relu), operator.add)' in BLOCKS[0]
 
 
+def _check_seed_example(ns):
+    """One FeedbackChain step by hand, then one through Recur: a (5,) ReLU output and a "fork1" state that
+    the Splitter filled with that step's output."""
+    out, h, state = ns["out"], ns["h"], ns["rnet"].state
+    assert out.shape == (5,) and (out.numpy() >= 0).all()
+    assert set(h) == {"fork1"} and h["fork1"].shape == (5,)
+    assert set(state) == {"fork1"} and state["fork1"].shape == (5,)
+    np.testing.assert_array_equal(state["fork1"].numpy(), out.numpy())
+
+
+def _check_training_example(ns, before):
+    """Four timesteps of a conv net with top-down feedback, one Adam step: a finite positive loss, a
+    gradient for every parameter, and every parameter moved by the step."""
+    from minifb import backend
+
+    loss, net = ns["loss"], ns["net"]
+    assert loss.shape == () and np.isfinite(loss.item()) and loss.item() > 0
+    assert set(ns["rnet"].state) == {"top"}
+    params = dict(net.named_parameters())
+    assert params.keys() == before.keys() and params
+    for name, p in params.items():
+        assert p.grad is not None and np.isfinite(backend.to_numpy(p.grad)).all(), name
+        assert not np.array_equal(backend.to_numpy(p.data), before[name]), f"{name} unchanged by opt.step()"
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
-    namespace = {}
-    exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
+    """Each block runs as written, and what it computes is checked.  The training block is run in two parts,
+    split before ``opt.step()``, so that the parameters can be compared before and after the step."""
+    from minifb import backend
+
+    block, namespace = BLOCKS[index], {}
+
+    def run(code):
+        exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+
+    if 'nn.Splitter("fork1")' in block and "nn.Recur(net, h)" in block:
+        run(block)
+        _check_seed_example(namespace)
+    elif "\nopt.step()" in block:
+        head, step, tail = block.partition("\nopt.step()")
+        run(head)
+        before = {k: backend.to_numpy(p.data).copy() for k, p in namespace["net"].named_parameters()}
+        run("\n" * head.count("\n") + step + tail)           # line numbers in tracebacks stay right
+        _check_training_example(namespace, before)
+    else:
+        run(block)
+        pytest.fail(f"README python block {index} ran, but this test has no check of what it computes: add one")
 
 
 TEXT = README.read_text()

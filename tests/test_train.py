@@ -297,14 +297,18 @@ def test_bad_arguments_raise_value_errors(kwargs, match):
         mftrain.train(**args)
 
 
-@pytest.mark.parametrize("kwargs", [dict(weight_decay=-1.0), dict(weight_decay=float("nan")), dict(lr=-1.0)])
-def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_path, kwargs):
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weight_decay=-1.0), r"Adam: weight_decay must be finite, >= 0\.0; got -1\.0"),
+    (dict(weight_decay=float("nan")), r"Adam: weight_decay must be finite, >= 0\.0; got nan"),
+    (dict(lr=-1.0), r"learning rate must be a positive number, got -1\.0"),
+])
+def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_path, kwargs, message):
     out = tmp_path / "run"
     mftrain.train("spoerer-BT", limit=20, epochs=1, steps=2, features=4, size=8, out=str(out),
                   progress=False, log=None, plot=False)
     before = sorted(p.name for p in out.iterdir())
     assert {"model.npz", "metrics.json"} <= set(before)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         mftrain.train("spoerer-BT", limit=20, epochs=1, steps=2, features=4, size=8, out=str(out),
                       progress=False, log=None, plot=False, **kwargs)
     assert sorted(p.name for p in out.iterdir()) == before
