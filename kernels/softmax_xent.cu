@@ -1,7 +1,8 @@
 // softmax_xent.cu -- row-wise softmax cross-entropy, numerically stable, loss and logits gradient at once.
 //
 // logits (B, K) float32, labels (B,) int64. For row b with label t = labels[b]:
-//   m = max_k z_k,  s = sum_k exp(z_k - m),  loss[b] = log(s) + m - z_t
+//   m = max_k z_k,  s = sum_k exp(z_k - m),  loss[b] = log(s) - (z_t - m)  (log(s) + m - z_t loses log(s)
+//   beside a max of 1e30)
 //   grad[b, k] = (exp(z_k - m) / s - [k == t]) * scale
 // A label outside [0, K) marks an ignored row: loss 0 and a zero gradient row.
 // With do_grad = 0 only the losses are written (grad may then be any valid pointer).

@@ -171,12 +171,9 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
         _check_numeric(data, array)
         if device != "cpu":
             array = backend.to_device(array, "cuda")
-    elif device == "cpu":
-        array = np.array(backend.to_numpy(data))
     else:
-        array = backend.to_device(data, "cuda").copy()
-    if isinstance(array.dtype, np.dtype):
-        _check_numeric(data, array)
+        _check_numeric(data, data)  # before any copy: CuPy would refuse an object array with a ValueError
+        array = np.array(backend.to_numpy(data)) if device == "cpu" else backend.to_device(data, "cuda").copy()
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     elif array.dtype.kind == "f" and array.dtype != backend.DEFAULT_DTYPE:
@@ -365,6 +362,7 @@ def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     xp = backend.xp_for(device or "cpu")
     if stop is None:
         start, stop = 0, start
+    start, stop, step = (checks.scalar(v) for v in (start, stop, step))   # a 0-d array or Tensor: its number
     values = [checks.number("arange", name, v) for name, v in (("start", start), ("stop", stop), ("step", step))]
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"arange: start, stop and step must be finite, got ({start!r}, {stop!r}, {step!r})")

@@ -840,6 +840,8 @@ def getitem(x, index) -> Tensor:
 
     Raises:
         IndexError: an index is out of bounds or of a kind NumPy does not take (the message names ``x``'s shape).
+            On a GPU, CuPy wraps an out-of-bounds *integer-array* index around instead (CuPy's documented
+            difference from NumPy); slices and plain integers are checked there too.
 
     Example:
         >>> x = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -954,7 +956,7 @@ def pad(x, pad_width, value=0.0) -> Tensor:
                 [0., 0., 0.]])
     """
     _check_tensor("pad", "x", x)
-    if isinstance(pad_width, np.ndarray) and pad_width.ndim == 2:   # numpy.pad's own form
+    if getattr(pad_width, "ndim", None) == 2 and hasattr(pad_width, "tolist"):   # an array, numpy.pad's form
         pad_width = pad_width.tolist()
     if not isinstance(pad_width, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2
                                                            for p in pad_width):
@@ -993,7 +995,7 @@ def broadcast_to(x, shape) -> Tensor:
                 [1., 2.]])
     """
     _check_tensor("broadcast_to", "x", x)
-    if isinstance(shape, np.ndarray) and shape.ndim == 1:   # a shape held in an array, as NumPy takes it
+    if getattr(shape, "ndim", None) == 1 and hasattr(shape, "tolist"):   # a shape held in an array
         shape = shape.tolist()
     if not isinstance(shape, (tuple, list)) or not all(backend.is_int(n) for n in shape):
         raise TypeError(f"broadcast_to: shape must be a tuple of ints, got {shape!r}")

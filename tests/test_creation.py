@@ -165,3 +165,14 @@ def test_like_functions_need_a_tensor(fn, t, got):
 def test_arange_refuses_bad_bounds(args, error, match):
     with pytest.raises(error, match=match):
         mf.arange(*args)
+
+
+def test_tensor_checks_an_arrays_dtype_before_copying_it_and_arange_takes_0d_values():
+    # CuPy refuses an object array with its own ValueError: the check has to come before the copy
+    from unittest import mock
+
+    with mock.patch("minifb.backend.to_numpy", side_effect=AssertionError("copied before the check")):
+        with pytest.raises(TypeError, match=r"^tensor: cannot make a tensor from an array of dtype <U1"):
+            mf.tensor(np.array(["a", "b"]))
+    assert mf.arange(np.array(3)).numpy().tolist() == [0, 1, 2]
+    assert mf.arange(mf.tensor(2.0)).dtype == np.float32 and mf.arange(mf.tensor(4)).dtype == np.int64
