@@ -170,21 +170,28 @@ def _write_npz(path, arrays, allow_pickle=False):
                 np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=allow_pickle)
 
 
+def _load_is_refused_and_changes_nothing(path, key):
+    """Load ``path`` into a fresh Block: a ValueError naming the file and ``key``, every value as it was.
+    Returns the message."""
+    dst = Block(seed=1)
+    before = values(dst)
+    with pytest.raises(ValueError) as info:
+        serialization.load(dst, path)
+    message = str(info.value)
+    assert str(path) in message and key in message
+    for k, v in values(dst).items():
+        np.testing.assert_array_equal(v, before[k])
+    return message
+
+
 def test_load_names_the_file_and_key_of_an_object_array_and_changes_nothing(tmp_path):
     src = Block(seed=0)
     arrays = values(src)
     arrays["blocks.1.b"] = np.array([{}, {}], dtype=object)   # only readable by unpickling
     path = tmp_path / "pickled.npz"
     _write_npz(path, arrays, allow_pickle=True)
-    dst = Block(seed=1)
-    before = values(dst)
-    with pytest.raises(ValueError) as info:
-        serialization.load(dst, path)
-    message = str(info.value)
-    assert str(path) in message and "blocks.1.b" in message
+    message = _load_is_refused_and_changes_nothing(path, "blocks.1.b")
     assert "allow_pickle" not in message
-    for k, v in values(dst).items():
-        np.testing.assert_array_equal(v, before[k])
 
 
 def test_load_names_the_file_and_key_of_a_value_that_cannot_be_converted(tmp_path):
@@ -192,14 +199,7 @@ def test_load_names_the_file_and_key_of_a_value_that_cannot_be_converted(tmp_pat
     arrays["blocks.0.b"] = np.array(["a", "b"])           # the right shape, but strings
     path = tmp_path / "strings.npz"
     _write_npz(path, arrays)
-    dst = Block(seed=1)
-    before = values(dst)
-    with pytest.raises(ValueError) as info:
-        serialization.load(dst, path)
-    message = str(info.value)
-    assert str(path) in message and "blocks.0.b" in message
-    for k, v in values(dst).items():                        # blocks.0.w, before the bad key, unchanged
-        np.testing.assert_array_equal(v, before[k])
+    _load_is_refused_and_changes_nothing(path, "blocks.0.b")   # blocks.0.w, before the bad key, unchanged too
 
 
 # ---- bad arguments (audit) ---------------------------------------------------------------------------
