@@ -62,6 +62,24 @@ def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return y
 
 
+def ref_conv2d_grad_weight(x, gy, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Direct definition of conv2d's weight gradient:
+    gw[k,c,i,j] = sum over n, oh, ow of gy[n,k,oh,ow] x[n, gC+c, oh*s - p + i*d, ...]."""
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    n, c, h, wd = x.shape
+    k, cg, kh, kw = w_shape
+    pt, pb, pl, pr = _conv_pads(padding, (kh, kw), (dh, dw))
+    kg = k // groups
+    gw = np.zeros(w_shape)
+    for oh, ow, i, j in itertools.product(range(gy.shape[2]), range(gy.shape[3]), range(kh), range(kw)):
+        r, q = oh * sh - pt + i * dh, ow * sw - pl + j * dw
+        if 0 <= r < h and 0 <= q < wd:
+            for g in range(groups):
+                xs, gs = x[:, g * cg:(g + 1) * cg, r, q], gy[:, g * kg:(g + 1) * kg, oh, ow]
+                gw[g * kg:(g + 1) * kg, :, i, j] += gs.T @ xs
+    return gw
+
+
 def ref_conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
     """Direct definition: each input pixel scatters x[n,c,ih,iw] * w[c,o,i,j] to (ih*s - p + i*d, ...)."""
     (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
@@ -276,6 +294,8 @@ def test_conv_random_shapes(case):
     g = _arr(*y.shape, seed=case["seed"] + 2)
     y.backward(g)
     np.testing.assert_allclose(tb.grad, g.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+    # exactly, since a stride-1 backward takes it from the output gradient's columns (_unflip_weight)
+    np.testing.assert_allclose(tw.grad, ref_conv2d_grad_weight(x, g, w.shape, **p), rtol=1e-10, atol=1e-10)
     # the input gradient of conv is conv_transpose with the matching output_padding ("same" may pad
     # unevenly, which conv_transpose2d cannot express; "valid" is padding 0)
     if p["padding"] != "same":
