@@ -661,6 +661,13 @@ class ProductSum:
     :data:`MAX_FACTOR_RATIO` times the elements of the result, the terms so far
     are evaluated into ``extra`` and dropped: the memory a deferred sum holds
     stays within a small multiple of the weight's own size, whatever T is.
+    Except that the stacked product is always allowed an inner dimension of
+    :data:`MIN_INNER` (that is, factors of ``MIN_INNER * (m + n)`` elements for an
+    (m, n) result), since shorter products run far below BLAS's peak: for a
+    small weight twice its size is only a few timesteps (W3's input weight was
+    evaluated every 4 of its 32 timesteps, its output layer's every 3; W3 step
+    0.89-0.93x with the floor, peak memory +2.4 MiB; benchmarks/NOTES.md,
+    session 10).
 
     Attributes:
         terms: list of ``(a, b)`` pairs, ``a`` of shape (m, k_i), ``b`` of shape (k_i, n).
@@ -670,8 +677,10 @@ class ProductSum:
 
     __slots__ = ("terms", "extra", "shape", "dtype", "held")
 
-    #: Evaluate the pending terms once their factors hold this many times the result's elements.
+    #: Evaluate the pending terms once their factors hold this many times the result's elements ...
     MAX_FACTOR_RATIO = 2
+    #: ... and more than this inner dimension's worth of factors, ``MIN_INNER * (m + n)`` elements.
+    MIN_INNER = 1024
 
     def __init__(self, a, b):
         self.terms, self.extra = [(a, b)], None
@@ -690,7 +699,8 @@ class ProductSum:
             second = second.extra
         if second is not None:
             first.extra = second if first.extra is None else first.extra + second
-        if first.held > ProductSum.MAX_FACTOR_RATIO * first.shape[0] * first.shape[1]:
+        m, n = first.shape
+        if first.held > max(ProductSum.MAX_FACTOR_RATIO * m * n, ProductSum.MIN_INNER * (m + n)):
             first.extra, first.terms, first.held = first.evaluate(), [], 0
         return first
 

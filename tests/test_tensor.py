@@ -430,6 +430,7 @@ def test_product_sum_evaluates_early_to_bound_its_memory(monkeypatch):
     from minifb.tensor import ProductSum
 
     monkeypatch.setattr(ProductSum, "MAX_FACTOR_RATIO", 1)
+    monkeypatch.setattr(ProductSum, "MIN_INNER", 0)
     rng = np.random.default_rng(10)
     pairs = [(rng.standard_normal((4, 3)), rng.standard_normal((3, 5))) for _ in range(6)]
     total = ProductSum(*pairs[0])
@@ -437,6 +438,23 @@ def test_product_sum_evaluates_early_to_bound_its_memory(monkeypatch):
         total = ProductSum.combine(total, ProductSum(a, b))
         assert total.held <= 2 * (4 * 3 + 3 * 5) + 20   # never more than ~ the limit plus one term
     assert total.extra is not None
+    np.testing.assert_allclose(total.evaluate(), sum(a @ b for a, b in pairs), rtol=1e-12, atol=1e-12)
+
+
+def test_product_sum_stacks_at_least_min_inner_rows_before_evaluating(monkeypatch):
+    """A small result is not evaluated at twice its size: the terms are kept until the stacked product's
+    inner dimension passes MIN_INNER, and then folded into ``extra``."""
+    from minifb.tensor import ProductSum
+
+    monkeypatch.setattr(ProductSum, "MIN_INNER", 12)
+    rng = np.random.default_rng(11)
+    pairs = [(rng.standard_normal((4, 3)), rng.standard_normal((3, 5))) for _ in range(6)]
+    total = ProductSum(*pairs[0])
+    for k, (a, b) in enumerate(pairs[1:], start=2):
+        total = ProductSum.combine(total, ProductSum(a, b))
+        # 2 * 4 * 5 = 40 elements allow one term of 27; 12 * (4 + 5) = 108 allow four (inner dimension 12)
+        assert (total.extra is None) == (k <= 4)
+        assert total.held <= 108
     np.testing.assert_allclose(total.evaluate(), sum(a @ b for a, b in pairs), rtol=1e-12, atol=1e-12)
 
 
