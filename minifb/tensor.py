@@ -665,9 +665,9 @@ class ProductSum:
     :data:`MIN_INNER` (that is, factors of ``MIN_INNER * (m + n)`` elements for an
     (m, n) result), since shorter products run far below BLAS's peak: for a
     small weight twice its size is only a few timesteps (W3's input weight was
-    evaluated every 4 of its 32 timesteps, its output layer's every 3; W3 step
-    0.89-0.93x with the floor, peak memory +2.4 MiB; benchmarks/NOTES.md,
-    session 10).
+    evaluated every 4 of its 32 timesteps, its output layer's every 3: 21
+    evaluations a step, 4.4 ms; with the floor 6, 3.8 ms, for +0.3 MiB of peak
+    memory; benchmarks/NOTES.md, session 10).
 
     Attributes:
         terms: list of ``(a, b)`` pairs, ``a`` of shape (m, k_i), ``b`` of shape (k_i, n).
@@ -680,7 +680,7 @@ class ProductSum:
     #: Evaluate the pending terms once their factors hold this many times the result's elements ...
     MAX_FACTOR_RATIO = 2
     #: ... and more than this inner dimension's worth of factors, ``MIN_INNER * (m + n)`` elements.
-    MIN_INNER = 1024
+    MIN_INNER = 512
 
     def __init__(self, a, b):
         self.terms, self.extra = [(a, b)], None
