@@ -31,6 +31,7 @@ import zipfile
 import numpy as np
 
 from . import backend
+from .nn.module import missing_state_names
 
 __all__ = ["save", "load"]
 
@@ -88,13 +89,11 @@ def save(module, path) -> str:
     return path
 
 
-def _expected_shapes(module) -> dict:
-    """``{dotted_name: shape}`` of everything ``state_dict`` holds, without copying the values."""
+def _state_items(module) -> list:
+    """``(dotted_name, tensor)`` of everything ``state_dict`` holds, without copying the values."""
     if hasattr(module, "_state_items"):
-        names = module._state_items()
-    else:
-        names = list(module.state_dict().items())
-    return {name: tuple(t.shape) for name, t in names}
+        return module._state_items()
+    return list(module.state_dict().items())
 
 
 def load(module, path):
@@ -149,8 +148,9 @@ def load(module, path):
                 unreadable.append(f"{name}: " + _unreadable_reason(error))
     if unreadable:
         raise ValueError(f"load: {path!r} has values that cannot be read: " + "; ".join(unreadable))
-    expected = _expected_shapes(module)
-    missing = module._missing(arrays) if hasattr(module, "_missing") else [n for n in expected if n not in arrays]
+    items = _state_items(module)
+    expected = {name: tuple(t.shape) for name, t in items}
+    missing = missing_state_names(items, arrays)
     unexpected = [n for n in arrays if n not in expected]
     differ = [f"{n}: file {tuple(arrays[n].shape)} vs module {expected[n]}"
               for n in expected if n in arrays and tuple(arrays[n].shape) != expected[n]]

@@ -262,16 +262,6 @@ class Module:
                                  "(attribute names or dict keys collide); rename one")
         return list(items.items())
 
-    def _missing(self, present) -> list:
-        """The state names not in ``present``, leaving out a shared tensor that another of its names carries.
-
-        A tied weight saved under one name only (as state dicts listed it before shared tensors were
-        listed under every name) still loads: its other names get the same values through the tie.
-        """
-        items = self._state_items()
-        carried = {id(t) for name, t in items if name in present}
-        return [name for name, t in items if name not in present and id(t) not in carried]
-
     def named_parameters(self):
         """Yield ``(dotted_name, parameter)`` for every trainable parameter, in a fixed order.
 
@@ -338,8 +328,9 @@ class Module:
             raise TypeError(f"{fn}: state_dict must be a dict {{name: Tensor or array}}, "
                             f"got {type(state_dict).__name__}")
         strict = checks.flag(fn, "strict", strict)
-        own = dict(self._state_items())
-        missing = self._missing(state_dict)
+        items = self._state_items()
+        own = dict(items)
+        missing = missing_state_names(items, state_dict)
         unexpected = [k for k in state_dict if k not in own]
         converted, mismatched, unconvertible = {}, [], []
         for name, target in own.items():
@@ -542,6 +533,17 @@ def _direct_modules(items):
         elif isinstance(value, (dict, list, tuple)) and id(value) not in entered:   # a list may hold itself
             entered.add(id(value))
             stack.extend(reversed(list(value.values() if isinstance(value, dict) else value)))
+
+
+def missing_state_names(items, present) -> list:
+    """The names of ``items`` (``(name, tensor)`` pairs, as :meth:`Module._state_items` lists them) that
+    ``present`` lacks, leaving out a shared tensor that another of its names carries.
+
+    A tied weight saved under one name only (as state dicts listed it before shared tensors were
+    listed under every name) still loads: its other names get the same values through the tie.
+    """
+    carried = {id(t) for name, t in items if name in present}
+    return [name for name, t in items if name not in present and id(t) not in carried]
 
 
 def _refuse_assignment(module, name, value, label, expected):
