@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from . import backend, checks
-from .tensor import Tensor
+from .tensor import Tensor, check_tensor
 
 _NUMERIC_KINDS = "biufc"  # bool, integer, unsigned, floating, complex: what a tensor may hold
 
@@ -36,12 +36,6 @@ def _dtype(fn, dtype):
         raise TypeError(f"{fn}: dtype must be a numeric NumPy dtype (e.g. 'float32', 'int64', 'bool'), "
                         f"got {dtype!r}")
     return out
-
-
-def _check_tensor(fn, t):
-    if not isinstance(t, Tensor):
-        hint = " (wrap arrays with mf.tensor)" if hasattr(t, "shape") else ""
-        raise TypeError(f"{fn}: t must be a minifb Tensor, got {type(t).__name__}{hint}")
 
 
 def _first_leaf(data):
@@ -299,7 +293,7 @@ def zeros_like(t: Tensor, dtype=None) -> Tensor:
         >>> mf.zeros_like(mf.ones(2, 3), dtype="float64").dtype
         dtype('float64')
     """
-    _check_tensor("zeros_like", t)
+    check_tensor("zeros_like", "t", t)
     xp = backend.array_module(t.data)
     return Tensor(xp.zeros(t.shape, dtype=t.dtype if dtype is None else _dtype("zeros_like", dtype)))
 
@@ -323,7 +317,7 @@ def ones_like(t: Tensor, dtype=None) -> Tensor:
         tensor([[1., 1.],
                 [1., 1.]])
     """
-    _check_tensor("ones_like", t)
+    check_tensor("ones_like", "t", t)
     xp = backend.array_module(t.data)
     return Tensor(xp.ones(t.shape, dtype=t.dtype if dtype is None else _dtype("ones_like", dtype)))
 

@@ -15,7 +15,7 @@ from . import backend, checks
 from .ops import activation, dropout as dropout_ops, elementwise as ew, fused, loss, matmul as mm
 from .ops import movement, recurrent, reduce, softmax as sm
 from .ops.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d  # noqa: F401  (re-exported)
-from .tensor import Tensor
+from .tensor import Tensor, check_tensor as _check_tensor
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs", "maximum", "minimum", "where",
@@ -27,12 +27,6 @@ __all__ = [
 
 
 # ---- helpers ----------------------------------------------------------------
-def _check_tensor(name, arg, value):
-    if not isinstance(value, Tensor):
-        hint = " (wrap arrays with mf.tensor)" if hasattr(value, "shape") else ""
-        raise TypeError(f"{name}: argument {arg!r} must be a minifb Tensor, got {type(value).__name__}{hint}")
-
-
 _cast = movement.cast  # ``x`` as ``dtype`` (differentiably), or ``x`` itself when it already has it
 
 

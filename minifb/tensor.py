@@ -766,6 +766,21 @@ def data_of(value):
     return value.data if isinstance(value, Tensor) else value
 
 
+def check_tensor(fn: str, arg: str, value) -> None:
+    """Refuse an argument that is not a Tensor, naming the function and the argument.
+
+    Args:
+        fn: the function's name, for the message. arg: the argument's name.
+        value: what the caller passed.
+
+    Raises:
+        TypeError: ``value`` is not a Tensor (an array gets a hint to wrap it with ``mf.tensor``).
+    """
+    if not isinstance(value, Tensor):
+        hint = " (wrap arrays with mf.tensor)" if hasattr(value, "shape") else ""
+        raise TypeError(f"{fn}: argument {arg!r} must be a minifb Tensor, got {type(value).__name__}{hint}")
+
+
 def _is_float(array) -> bool:
     return np.dtype(array.dtype).kind == "f"
 

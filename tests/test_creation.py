@@ -148,7 +148,7 @@ def test_unknown_dtypes_name_the_function(call):
 @pytest.mark.parametrize("t, got", [(None, "NoneType"), (np.ones((2, 3)), r"ndarray \(wrap arrays with mf.tensor\)"),
                                     ([1.0], "list")])
 def test_like_functions_need_a_tensor(fn, t, got):
-    with pytest.raises(TypeError, match=rf"{fn.__name__}: t must be a minifb Tensor, got {got}"):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: argument 't' must be a minifb Tensor, got {got}"):
         fn(t)
 
 
