@@ -140,7 +140,7 @@ def test_headline_ratio_never_rounds_onto_its_target(ratio, target, text):
 
 
 # ---- every benchmark measures the checkout it sits in ---------------------------------------------------
-@pytest.mark.parametrize("script", ["run.py", "bench_micro.py", "bench_kernels.py"])
+@pytest.mark.parametrize("script", ["run.py", "bench_micro.py", "bench_kernels.py", "conv_floor.py"])
 def test_benchmark_scripts_import_their_own_checkout_first(script, tmp_path):
     """Run as scripts, the benchmarks import the minifb beside them, not another one earlier on the path
     (an installed minifb, or another worktree's): an A/B between two worktrees must time two codes."""
@@ -244,3 +244,56 @@ def test_bench_kernels_rejects_bad_counts(argv, message, capsys, monkeypatch):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and argv[0] in err
+
+
+# ---- conv_floor.py: the copy-free bound ----------------------------------------------------------------
+def _load_conv_floor():
+    spec = importlib.util.spec_from_file_location("minifb_bench_conv_floor", RUNNER.parent / "conv_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_floor_switch_skips_the_copies_and_puts_them_back():
+    """With the stand-ins on, a convolution multiplies never-written (zero) columns, so its output is its
+    bias alone; switched off, the real copies are back and the output is the convolution again."""
+    import numpy as np
+
+    import minifb as mf
+    from minifb.ops import conv
+
+    floor = _load_conv_floor()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    switch = floor.CopyFree()
+    with mf.kernels.use("off"):                               # the array path, as conv_floor.py times it
+        real = conv.conv2d(mf.Tensor(x), mf.Tensor(w), mf.Tensor(b), padding=1).numpy()
+        try:
+            switch.on(True)
+            skipped = conv.conv2d(mf.Tensor(x), mf.Tensor(w), mf.Tensor(b), padding=1).numpy()
+        finally:
+            switch.on(False)
+        again = conv.conv2d(mf.Tensor(x), mf.Tensor(w), mf.Tensor(b), padding=1).numpy()
+    np.testing.assert_array_equal(skipped, np.broadcast_to(b[:, None, None], skipped.shape))
+    assert np.abs(real - skipped).max() > 1.0
+    np.testing.assert_array_equal(again, real)
+    assert all(getattr(conv, name) is fn for name, fn in switch.real.items())
+
+
+def test_conv_floor_smoke_prints_its_table(capsys):
+    """``conv_floor.py --smoke`` times all three cases both ways and prints one table row each."""
+    floor = _load_conv_floor()
+    rows = floor.main(["--smoke"])
+    assert [r["name"] for r in rows] == ["conv2d", "conv_transpose2d", "W2"]
+    assert all(r["as_is_s"] > 0 and r["copy_free_s"] > 0 and r["copy_bytes"] > 0 for r in rows)
+    printed = capsys.readouterr().out
+    assert "copy-free" in printed and all(f"| {name} |" in printed for name in floor.CASES)
+
+
+def test_conv_floor_rejects_an_unknown_case(capsys):
+    floor = _load_conv_floor()
+    with pytest.raises(SystemExit) as exit_info:
+        floor.main(["--only", "conv3d"])
+    assert exit_info.value.code == 2 and "conv3d" in capsys.readouterr().err
