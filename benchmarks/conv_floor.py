@@ -77,8 +77,7 @@ class CopyFree:
         def counting(name, fn):
             def wrapper(*args, **kwargs):
                 result = fn(*args, **kwargs)
-                source = kwargs.get("out", args[-1]) if name == "_col2im" else args[0]
-                if name == "_col2im" or not np.may_share_memory(result, source):
+                if name == "_col2im" or not np.may_share_memory(result, args[0]):
                     total[0] += result.nbytes
                 return result
             return wrapper
