@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -63,7 +64,8 @@ def flag(fn: str, name: str, value) -> bool:
     return bool(v)
 
 
-def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None, below=None) -> float:
+def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None, below=None,
+           finite: bool = False) -> float:
     """``value`` as a float when it is a real number inside the given bounds.
 
     Python and NumPy numbers, ``Fraction`` and ``Decimal``, and 0-d arrays of them are numbers; bools
@@ -74,6 +76,7 @@ def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None
         value: what the caller passed.
         above, at_least, at_most, below: the bounds, ``above < value``, ``at_least <= value``,
             ``value <= at_most``, ``value < below``; None for no bound. A NaN is never inside a bound.
+        finite: also refuse NaN and infinities (a learning rate of ``inf`` has no lower bound to fail).
 
     Raises:
         TypeError: ``value`` is not a real number (None, a string, a bool, an array with dimensions).
@@ -87,6 +90,37 @@ def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None
     bounds = [(above, ">", lambda b: v > b), (at_least, ">=", lambda b: v >= b),
               (at_most, "<=", lambda b: v <= b), (below, "<", lambda b: v < b)]
     wanted = [f"{op} {b:g}" for b, op, _ in bounds if b is not None]
-    if not all(inside(b) for b, _, inside in bounds if b is not None):
-        raise ValueError(f"{fn}: {name} must be a number {' and '.join(wanted)}, got {v!r}")
+    if not all(inside(b) for b, _, inside in bounds if b is not None) or (finite and not math.isfinite(v)):
+        what = "a finite number" if finite else "a number"
+        raise ValueError(f"{fn}: {name} must be {what} {' and '.join(wanted)}".rstrip() + f", got {v!r}")
     return v
+
+
+def pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
+    """``value`` as a pair ``(h, w)`` of ints when it is an int, or a pair (tuple, list or 1-d array) of ints,
+    each at least ``minimum``: the rule for kernel sizes, strides, paddings and image sizes.
+
+    Example:
+        >>> pair("Conv", "stride", 2)
+        (2, 2)
+        >>> pair("Conv", "padding", (1, -1), minimum=0)
+        Traceback (most recent call last):
+            ...
+        ValueError: Conv: padding must be an int >= 0 or a pair of them, got (1, -1)
+
+    Raises:
+        ValueError: anything else: a float, a bool, a pair of the wrong length, a value under ``minimum``.
+    """
+    def as_int(v):
+        v = scalar(v)
+        try:
+            return None if isinstance(v, (bool, np.bool_)) else operator.index(v)
+        except TypeError:
+            return None
+
+    is_pair = isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1
+    items = [as_int(v) for v in value] if is_pair else [as_int(value)] * 2
+    if len(items) != 2 or any(v is None or v < minimum for v in items):
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{fn}: {name} must be {what} or a pair of them, got {value!r}")
+    return items[0], items[1]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import operator
 
-from . import backend, checks
+from . import checks
 from . import functional as F
 from . import nn
 from .tensor import Tensor
@@ -111,18 +111,6 @@ def _compact(pair: tuple):
     return pair[0] if pair[0] == pair[1] else pair
 
 
-def _size_pair(fn: str, name: str, value) -> tuple:
-    """An int or a pair of positive ints as ``(h, w)``."""
-    pair = (value, value) if backend.is_int(value) else value
-    try:
-        pair = tuple(pair)
-    except TypeError:
-        raise ValueError(f"{fn}: {name} must be an int or a pair (h, w) of ints, got {value!r}") from None
-    if len(pair) != 2 or any(not backend.is_int(v) or v < 1 for v in pair):
-        raise ValueError(f"{fn}: {name} must be a positive int or a pair (h, w) of positive ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 # ---- LeNet-5 --------------------------------------------------------------------------------
 def _lenet_sizes(fn: str, input_size) -> dict:
     """Padding of the first conv and spatial sizes through LeNet-5 for ``input_size``.
@@ -132,7 +120,7 @@ def _lenet_sizes(fn: str, input_size) -> dict:
     padding, so that the first layer is at least 28x28 and every later layer
     keeps its size (a 16x16 input gives the same layer sizes as 28x28).
     """
-    h, w = _size_pair(fn, "input_size", input_size)
+    h, w = checks.pair(fn, "input_size", input_size)
 
     def chain(n):
         pad = 2 + max(0, -(-(28 - n) // 2))  # 2, plus ceil((28 - n) / 2) below 28
@@ -172,7 +160,7 @@ def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> Fee
         nn.Dense(120 * h3 * w3, 84, relu),
         nn.Dense(84, classes),
     ]
-    return FeedbackModel(*layers, name=fn, channels=channels, input_size=_size_pair(fn, "input_size", input_size))
+    return FeedbackModel(*layers, name=fn, channels=channels, input_size=checks.pair(fn, "input_size", input_size))
 
 
 def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> FeedbackModel:
@@ -309,10 +297,10 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
     channels = checks.integer(fn, "channels", channels)
     features = checks.integer(fn, "features", features)
     classes = checks.integer(fn, "classes", classes)
-    kernel = _size_pair(fn, "kernel", kernel)
+    kernel = checks.pair(fn, "kernel", kernel)
     if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
         raise ValueError(f"{fn}: kernel must be odd so that 'same' padding is symmetric, got {kernel}")
-    h, w = _size_pair(fn, "input_size", input_size)
+    h, w = checks.pair(fn, "input_size", input_size)
     if h < 2 or w < 2:
         raise ValueError(f"{fn}: input_size {(h, w)} is too small for the 2x2 max pooling between the "
                          "layers (each side must be at least 2)")

@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-from . import backend, kernels
+from . import backend, checks, kernels
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "clip_grad_norm_"]
@@ -70,25 +70,13 @@ def _check_writable(owner: str, i: int, p) -> None:
                          "updates parameters in place, so give it a writable copy (e.g. Parameter(array.copy()))")
 
 
-def _number(owner: str, name: str, value, low: float = 0.0, high: float | None = None,
-            high_open: bool = False) -> float:
-    """Check that ``value`` is a real number in [low, high] (or [low, high)) and return it as float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < low or (high is not None and (value >= high if high_open else value > high)):
-        bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
-        raise ValueError(f"{owner}: {name} must be finite, >= {low}{bound}; got {value!r}")
-    return value
-
-
 def _betas(owner: str, betas) -> tuple:
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}") from None
-    return (_number(owner, "betas[0]", b1, 0.0, 1.0, high_open=True),
-            _number(owner, "betas[1]", b2, 0.0, 1.0, high_open=True))
+    return (checks.number(owner, "betas[0]", b1, at_least=0, below=1, finite=True),
+            checks.number(owner, "betas[1]", b2, at_least=0, below=1, finite=True))
 
 
 def _follow_device(state: dict, w) -> None:
@@ -382,10 +370,10 @@ class SGD(Optimizer):
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, *, dampening=0.0, nesterov=False):
-        self.lr = _number("SGD", "lr", lr)
-        self.momentum = _number("SGD", "momentum", momentum)
-        self.dampening = _number("SGD", "dampening", dampening)
-        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+        self.lr = checks.number("SGD", "lr", lr, at_least=0, finite=True)
+        self.momentum = checks.number("SGD", "momentum", momentum, at_least=0, finite=True)
+        self.dampening = checks.number("SGD", "dampening", dampening, at_least=0, finite=True)
+        self.weight_decay = checks.number("SGD", "weight_decay", weight_decay, at_least=0, finite=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening = 0, "
@@ -468,10 +456,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         owner = type(self).__name__
-        self.lr = _number(owner, "lr", lr)
+        self.lr = checks.number(owner, "lr", lr, at_least=0, finite=True)
         self.betas = _betas(owner, betas)
-        self.eps = _number(owner, "eps", eps)
-        self.weight_decay = _number(owner, "weight_decay", weight_decay)
+        self.eps = checks.number(owner, "eps", eps, at_least=0, finite=True)
+        self.weight_decay = checks.number(owner, "weight_decay", weight_decay, at_least=0, finite=True)
         super().__init__(params)
 
     def update(self, w, g, state):
@@ -591,7 +579,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"clip_grad_norm: params[{i}] is a {type(p).__name__}, expected a Tensor")
-    max_norm = _number("clip_grad_norm", "max_norm", max_norm)
+    max_norm = checks.number("clip_grad_norm", "max_norm", max_norm, at_least=0, finite=True)
     if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
         raise ValueError(f"clip_grad_norm: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)

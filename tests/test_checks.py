@@ -58,3 +58,26 @@ def test_0d_arrays_tensors_fractions_and_decimals_are_accepted():
         checks.number("f", "x", 1 + 2j)
     with pytest.raises(ValueError, match=r"f: n must be a positive integer, got array\(2\.\)"):
         checks.integer("f", "n", np.array(2.0))
+
+
+def test_number_finite_refuses_nan_and_infinities_even_without_a_bound():
+    assert checks.number("f", "x", 1e300, finite=True) == 1e300
+    assert checks.number("f", "x", float("inf")) == float("inf")  # without finite, an unbounded inf passes
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"^f: x must be a finite number, got "):
+            checks.number("f", "x", bad, finite=True)
+    with pytest.raises(ValueError, match=r"^f: x must be a finite number >= 0, got inf"):
+        checks.number("f", "x", float("inf"), at_least=0, finite=True)
+
+
+def test_pair_takes_an_int_or_two_ints_at_least_the_minimum():
+    assert checks.pair("f", "k", 3) == (3, 3)
+    assert checks.pair("f", "k", [1, np.int64(2)]) == (1, 2)
+    assert checks.pair("f", "k", np.array([2, 5])) == (2, 5)
+    assert checks.pair("f", "p", (0, 4), minimum=0) == (0, 4)
+    assert all(type(v) is int for v in checks.pair("f", "k", (np.int32(1), np.array(2))))
+    for bad in (0, (1, 0), (1,), (1, 2, 3), 1.5, (2, 2.0), True, (1, True), "22", None, np.array([[1, 2]])):
+        with pytest.raises(ValueError, match=r"^f: k must be a positive int or a pair of them, got "):
+            checks.pair("f", "k", bad)
+    with pytest.raises(ValueError, match=r"^f: p must be an int >= 0 or a pair of them, got \(1, -1\)"):
+        checks.pair("f", "p", (1, -1), minimum=0)

@@ -406,13 +406,13 @@ def test_conv2d_channel_mismatch_message():
     ((2, 4, 3, 3), (6, 4, 3, 3), dict(dilation=2), r"conv2d: kernel of dilated size \(5, 5\)"),
     ((4, 5, 5), (6, 4, 3, 3), {}, r"conv2d: input must be 4-D \(N, C, H, W\), got shape \(4, 5, 5\)"),
     ((2, 4, 5, 5), (6, 4, 3), {}, r"conv2d: weight must be 4-D .* got shape \(6, 4, 3\)"),
-    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=1.5), r"conv2d: stride must be an int or a pair of ints, got 1.5"),
-    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=0), r"conv2d: stride must be >= 1"),
-    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=(1, 2, 3)), r"conv2d: padding must be an int or a pair"),
-    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=-1), r"conv2d: padding must be >= 0"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=1.5), r"conv2d: stride must be a positive int or a pair of them, got 1.5"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(stride=0), r"conv2d: stride must be a positive int or a pair"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=(1, 2, 3)), r"conv2d: padding must be an int >= 0 or a pair"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding=-1), r"conv2d: padding must be an int >= 0 or a pair of them, got -1"),
     ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="full"), r"conv2d: padding must be .*'same' or 'valid'"),
     ((2, 4, 5, 5), (6, 4, 3, 3), dict(padding="same", stride=2), r"conv2d: padding='same' needs stride 1"),
-    ((2, 4, 5, 5), (6, 4, 3, 3), dict(dilation=(1, True)), r"conv2d: dilation must be an int or a pair"),
+    ((2, 4, 5, 5), (6, 4, 3, 3), dict(dilation=(1, True)), r"conv2d: dilation must be a positive int or a pair"),
     ((2, 4, 5, 5), (6, 4, 0, 3), {}, r"conv2d: weight shape \(6, 4, 0, 3\) .* has an empty dimension"),
     ((2, 0, 5, 5), (6, 0, 3, 3), {}, r"conv2d: weight shape \(6, 0, 3, 3\) .* has an empty dimension"),
     ((2, 4, 5, 5), (0, 4, 3, 3), {}, r"conv2d: weight shape \(0, 4, 3, 3\) .* has an empty dimension"),
@@ -459,7 +459,7 @@ def test_conv2d_rejects_integer_input_and_non_tensor():
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(output_padding=1), r"output_padding=1 must be smaller"),
     ((2, 4, 1, 1), (4, 3, 1, 1), dict(padding=1), r"conv_transpose2d: output size \(-1, -1\) is not positive"),
     ((2, 4, 4, 4), (4, 3, 3, 3), dict(padding="same"), r"conv_transpose2d: padding must be an int or a pair"),
-    ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=(1, 2.0)), r"conv_transpose2d: stride must be an int or a pair"),
+    ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=(1, 2.0)), r"conv_transpose2d: stride must be a positive int or a pair"),
 ])
 def test_conv_transpose2d_errors(x_shape, w_shape, kwargs, match):
     _raises(conv_transpose2d, _t(np.zeros(x_shape), False), _t(np.zeros(w_shape), False), match=match, **kwargs)
@@ -485,7 +485,7 @@ def test_pool_errors(fn):
     _raises(fn, x, 3, padding=2, match=rf"{name}: padding=2 must be at most half the kernel size \(3, 3\)")
     _raises(fn, x, 6, match=rf"{name}: kernel \(6, 6\) is larger than the padded input \(4, 4\)")
     _raises(fn, _t(np.zeros((3, 4, 4)), False), 2, match=rf"{name}: input must be 4-D")
-    _raises(fn, x, 2, stride=0, match=rf"{name}: stride must be >= 1")
+    _raises(fn, x, 2, stride=0, match=rf"{name}: stride must be a positive int or a pair")
 
 
 # ---------------------------------------------------------------- (7) non-contiguous inputs, dtype

@@ -298,8 +298,8 @@ def test_bad_arguments_raise_value_errors(kwargs, match):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(weight_decay=-1.0), r"Adam: weight_decay must be finite, >= 0\.0; got -1\.0"),
-    (dict(weight_decay=float("nan")), r"Adam: weight_decay must be finite, >= 0\.0; got nan"),
+    (dict(weight_decay=-1.0), r"Adam: weight_decay must be a finite number >= 0, got -1\.0"),
+    (dict(weight_decay=float("nan")), r"Adam: weight_decay must be a finite number >= 0, got nan"),
     (dict(lr=-1.0), r"learning rate must be a positive number, got -1\.0"),
 ])
 def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_path, kwargs, message):

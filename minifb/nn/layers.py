@@ -44,15 +44,6 @@ def kaiming_uniform_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
-def _pair(name: str, value, layer: str, minimum: int = 1) -> tuple:
-    """An int or a pair of ints, each at least ``minimum``, as a pair (kernel sizes, strides, ...)."""
-    pair = (value, value) if backend.is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(backend.is_int(v) and v >= minimum for v in pair):
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{layer}: {name} must be {what} or a pair of them, got {value!r}")
-    return tuple(int(v) for v in pair)
-
-
 def check_activation(layer: str, activation):
     """Return ``activation`` when it is ``None`` or callable, else raise a TypeError naming ``layer``.
 
@@ -176,8 +167,8 @@ class _ConvBase(AffineLayer):
 
     def _check_geometry(self, name, stride, padding, dilation, output_padding=None):
         """Check stride, padding, dilation (and output_padding) at construction, naming the layer."""
-        stride = _pair("stride", stride, name)
-        dilation = _pair("dilation", dilation, name)
+        stride = checks.pair(name, "stride", stride)
+        dilation = checks.pair(name, "dilation", dilation)
         if isinstance(padding, str) and output_padding is None:
             if padding not in ("same", "valid"):
                 raise ValueError(f"{name}: padding must be an int, a pair of ints, 'same' or 'valid', "
@@ -185,9 +176,9 @@ class _ConvBase(AffineLayer):
             if padding == "same" and stride != (1, 1):
                 raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
         else:
-            _pair("padding", padding, name, minimum=0)
+            checks.pair(name, "padding", padding, minimum=0)
         if output_padding is not None:
-            for op, st, d in zip(_pair("output_padding", output_padding, name, minimum=0), stride, dilation):
+            for op, st, d in zip(checks.pair(name, "output_padding", output_padding, minimum=0), stride, dilation):
                 if op >= max(st, d):
                     raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than "
                                      f"stride={stride} or dilation={dilation}")
@@ -250,7 +241,7 @@ class Conv(_ConvBase):
         in_channels, out_channels, groups = self._check_groups("Conv", in_channels, out_channels, groups)
         bias = checks.flag("Conv", "bias", bias)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair("kernel_size", kernel_size, "Conv")
+        self.kernel_size = checks.pair("Conv", "kernel_size", kernel_size)
         self._check_geometry("Conv", stride, padding, dilation)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
@@ -295,7 +286,7 @@ class ConvTranspose(_ConvBase):
         in_channels, out_channels, groups = self._check_groups("ConvTranspose", in_channels, out_channels, groups)
         bias = checks.flag("ConvTranspose", "bias", bias)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair("kernel_size", kernel_size, "ConvTranspose")
+        self.kernel_size = checks.pair("ConvTranspose", "kernel_size", kernel_size)
         if isinstance(padding, str):
             raise ValueError(f"ConvTranspose: padding must be an int or a pair of ints, got {padding!r}")
         self._check_geometry("ConvTranspose", stride, padding, dilation, output_padding)

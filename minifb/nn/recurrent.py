@@ -27,7 +27,7 @@ import math
 from .. import backend, checks
 from .. import functional as F
 from ..tensor import Tensor
-from .layers import Conv, _pair, check_activation, uniform_parameter
+from .layers import Conv, check_activation, uniform_parameter
 from .module import Module, Parameter, describe, format_call
 
 __all__ = ["Recur", "RNNCell", "LSTMCell", "GRUCell", "ConvLSTMCell", "RNN", "LSTM", "GRU", "unroll"]
@@ -379,7 +379,7 @@ class ConvLSTMCell(Module):
         in_channels = checks.integer("ConvLSTMCell", "in_channels", in_channels)
         hidden_channels = checks.integer("ConvLSTMCell", "hidden_channels", hidden_channels)
         bias = checks.flag("ConvLSTMCell", "bias", bias)
-        kh, kw = _pair("kernel_size", kernel_size, "ConvLSTMCell")
+        kh, kw = checks.pair("ConvLSTMCell", "kernel_size", kernel_size)
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"ConvLSTMCell: kernel_size must be odd (symmetric same padding), got {kernel_size!r}")
         self.in_channels, self.hidden_channels = in_channels, hidden_channels

@@ -44,12 +44,11 @@ Python loops run over the kernel taps, the stride phases and a few batch blocks.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend, checks, kernels
 from ..tensor import Function, Tensor
 from .movement import cast
 from .reduce import channel_sum
@@ -99,24 +98,6 @@ class _Geometry:
         return tuple((p - e) // s + 1 for p, e, s in zip(padded, self.span(), self.stride))
 
 
-def _int_pair(fn, name, value, minimum):
-    """Parse an int or a pair of ints, each at least ``minimum``."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    ok = len(items) == 2 and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
-    if not ok:
-        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
-def _check_groups(fn, groups):
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
-    return int(groups)
-
-
 def _check_4d(fn, name, array, layout):
     if array.ndim != 4:
         raise ValueError(f"{fn}: {name} must be 4-D {layout}, got shape {tuple(array.shape)}")
@@ -144,7 +125,7 @@ def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
     """Check conv2d's arguments and return its geometry and output size."""
     _check_4d(fn, "input", x, "(N, C, H, W)")
     _check_weight(fn, w, "(C_out, C_in/groups, kh, kw)")
-    groups = _check_groups(fn, groups)
+    groups = checks.integer(fn, "groups", groups)
     c_out, c_per_group, kh, kw = w.shape
     if c_out % groups:
         raise ValueError(f"{fn}: groups={groups} does not divide the {c_out} output channels "
@@ -154,8 +135,8 @@ def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
         raise ValueError(f"{fn}: weight expects {c_per_group} input channels per group "
                          f"(shape {tuple(w.shape)}) but input has {x.shape[1]} channels "
                          f"(shape {tuple(x.shape)}){extra}")
-    stride = _int_pair(fn, "stride", stride, 1)
-    dilation = _int_pair(fn, "dilation", dilation, 1)
+    stride = checks.pair(fn, "stride", stride, 1)
+    dilation = checks.pair(fn, "dilation", dilation, 1)
     if isinstance(padding, str):
         if padding == "valid":
             pad = (0, 0, 0, 0)
@@ -169,7 +150,7 @@ def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
             raise ValueError(f"{fn}: padding must be an int, a pair of ints, 'same' or 'valid', "
                              f"got {padding!r}")
     else:
-        ph, pw = _int_pair(fn, "padding", padding, 0)
+        ph, pw = checks.pair(fn, "padding", padding, 0)
         pad = (ph, ph, pw, pw)
     geom = _Geometry((kh, kw), stride, dilation, pad, groups)
     out_hw = geom.out_size(x.shape[2:])
@@ -185,7 +166,7 @@ def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation
     """Check conv_transpose2d's arguments and return its geometry and output size."""
     _check_4d(fn, "input", x, "(N, C_in, H, W)")
     _check_weight(fn, w, "(C_in, C_out/groups, kh, kw)")
-    groups = _check_groups(fn, groups)
+    groups = checks.integer(fn, "groups", groups)
     c_in, _, kh, kw = w.shape
     if c_in % groups:
         raise ValueError(f"{fn}: groups={groups} does not divide the {c_in} input channels "
@@ -196,10 +177,10 @@ def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation
     if isinstance(padding, str):
         raise ValueError(f"{fn}: padding must be an int or a pair of ints "
                          f"(string padding is only for conv2d), got {padding!r}")
-    stride = _int_pair(fn, "stride", stride, 1)
-    dilation = _int_pair(fn, "dilation", dilation, 1)
-    ph, pw = _int_pair(fn, "padding", padding, 0)
-    oph, opw = _int_pair(fn, "output_padding", output_padding, 0)
+    stride = checks.pair(fn, "stride", stride, 1)
+    dilation = checks.pair(fn, "dilation", dilation, 1)
+    ph, pw = checks.pair(fn, "padding", padding, 0)
+    oph, opw = checks.pair(fn, "output_padding", output_padding, 0)
     for op, s, d in ((oph, stride[0], dilation[0]), (opw, stride[1], dilation[1])):
         if op >= max(s, d):
             raise ValueError(f"{fn}: output_padding={output_padding!r} must be smaller than "
@@ -761,9 +742,9 @@ class ConvTranspose2d(Function):
 
 def _pool_geometry(fn, x, kernel_size, stride, padding):
     _check_4d(fn, "input", x, "(N, C, H, W)")
-    kernel = _int_pair(fn, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _int_pair(fn, "stride", stride, 1)
-    ph, pw = _int_pair(fn, "padding", padding, 0)
+    kernel = checks.pair(fn, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else checks.pair(fn, "stride", stride, 1)
+    ph, pw = checks.pair(fn, "padding", padding, 0)
     if ph > kernel[0] // 2 or pw > kernel[1] // 2:
         raise ValueError(f"{fn}: padding={padding!r} must be at most half the kernel size "
                          f"{kernel} (input shape {tuple(x.shape)})")
