@@ -726,5 +726,5 @@ def test_tree_state_value_that_is_not_a_tensor_names_the_splitter(value):
 
 
 def test_feedback_chain_refuses_a_layer_that_is_not_callable():
-    with pytest.raises(TypeError, match=r"FeedbackChain: layers\[1\] is not callable, got 5"):
+    with pytest.raises(TypeError, match=r"FeedbackChain: layers\[1\] must be callable, got 5"):
         nn.FeedbackChain(nn.Dense(2, 2), 5)

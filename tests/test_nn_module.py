@@ -410,7 +410,7 @@ def test_parallel_connection_that_does_not_fit_the_branches():
 
 
 def test_containers_refuse_what_is_not_callable():
-    with pytest.raises(TypeError, match=r"^Chain: layers\[1\] is not callable, got 5"):
+    with pytest.raises(TypeError, match=r"^Chain: layers\[1\] must be callable, got 5"):
         nn.Chain(nn.Dense(2, 2), 5)
     with pytest.raises(TypeError, match=r"^SkipConnection: connection must be callable, got 'add'"):
         nn.SkipConnection(nn.Dense(2, 2), "add")
@@ -418,7 +418,7 @@ def test_containers_refuse_what_is_not_callable():
         nn.SkipConnection(3, operator.add)
     with pytest.raises(TypeError, match=r"^Parallel: connection must be callable, got None"):
         nn.Parallel(None, nn.Dense(2, 2))
-    with pytest.raises(TypeError, match=r"^Parallel: layers\[0\] is not callable, got 2"):
+    with pytest.raises(TypeError, match=r"^Parallel: layers\[0\] must be callable, got 2"):
         nn.Parallel(operator.add, 2)
 
 

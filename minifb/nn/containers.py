@@ -9,10 +9,7 @@ __all__ = ["Chain", "SkipConnection", "Parallel"]
 
 def check_layers(container: str, layers) -> list:
     """``layers`` as a list when every one is callable, else a TypeError naming ``container`` and the index."""
-    for i, layer in enumerate(layers):
-        if not callable(layer):
-            raise TypeError(f"{container}: layers[{i}] is not callable, got {layer!r}")
-    return list(layers)
+    return [_check_callable(container, f"layers[{i}]", layer) for i, layer in enumerate(layers)]
 
 
 def _check_callable(container: str, name: str, value):
