@@ -363,7 +363,12 @@ def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
     if values[2] == 0:
         raise ValueError(f"arange: step must not be 0, got {step!r}")
     dtype = backend.result_type(start, stop, step) if dtype is None else _dtype("arange", dtype)
-    return Tensor(xp.arange(start, stop, step, dtype=dtype))
+    if all(backend.is_int(v) for v in (start, stop, step)):
+        return Tensor(xp.arange(start, stop, step, dtype=dtype))   # exact, whatever the size
+    # NumPy fills a float32 (or integer) range by repeated steps in that dtype, so 1e6 + 0.01 * i stays 1e6;
+    # like PyTorch, compute start + i * step in float64 and round once
+    n = max(0, math.ceil((values[1] - values[0]) / values[2]))
+    return Tensor((values[0] + xp.arange(n, dtype=np.float64) * values[2]).astype(dtype, copy=False))
 
 
 def _random_dtypes(fn, dtype):

@@ -374,7 +374,7 @@ class SGD(Optimizer):
         self.momentum = checks.number("SGD", "momentum", momentum, at_least=0, finite=True)
         self.dampening = checks.number("SGD", "dampening", dampening, at_least=0, finite=True)
         self.weight_decay = checks.number("SGD", "weight_decay", weight_decay, at_least=0, finite=True)
-        self.nesterov = bool(nesterov)
+        self.nesterov = checks.flag("SGD", "nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening = 0, "
                              f"got momentum={self.momentum}, dampening={self.dampening}")
@@ -391,12 +391,15 @@ class SGD(Optimizer):
             kernels.sgd_update(w, g, buf if self.momentum else xp.empty(1, dtype=np.float32), self.lr,
                                self.momentum, self.dampening, self.weight_decay, self.nesterov, first_step=first)
             return
+        xp = backend.array_module(w)
         if self.weight_decay:
             g = g + self.weight_decay * w
         if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
+                # xp.array, not g.copy(): with a 0-d weight, ``g + wd * w`` is a NumPy scalar, and the
+                # in-place updates below would rebind a scalar instead of changing the stored buffer
+                buf = state["momentum_buffer"] = xp.array(g, dtype=w.dtype, copy=True)
             else:
                 buf *= self.momentum
                 buf += (1.0 - self.dampening) * g
@@ -583,6 +586,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
         raise ValueError(f"clip_grad_norm: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)
+    error_if_nonfinite = checks.flag("clip_grad_norm", "error_if_nonfinite", error_if_nonfinite)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0

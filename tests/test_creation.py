@@ -69,6 +69,30 @@ def test_arange_with_float_arguments_gives_float32():
     assert mf.arange(3, dtype="float64").dtype == np.float64
 
 
+@pytest.mark.parametrize("start, stop, step", [(1e6, 1e6 + 10, 0.01), (100.0, 101.0, 0.1), (0.5, -3, -0.7),
+                                              (0, 2, 0.3), (-1e-3, 1e-3, 1e-5), (7, 1e8, 1234567.5)])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int64"])
+def test_arange_with_a_float_step_is_start_plus_i_step_rounded_once(start, stop, step, dtype):
+    # NumPy's own arange steps in the target dtype: float32 1e6 + 0.01 stays 1e6 (a run of 1000 equal values)
+    n = int(np.ceil((stop - start) / step))
+    exact = start + np.arange(n, dtype=np.float64) * step
+    if dtype == "float16" and np.abs(exact).max() > np.finfo(np.float16).max:
+        pytest.skip("outside float16's range")
+    want = exact.astype(dtype)
+    got = mf.arange(start, stop, step, dtype=dtype).numpy()
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_arange_matches_pytorch_for_float_ranges():
+    torch = pytest.importorskip("torch")
+    for args in [(1e6, 1e6 + 10, 0.01), (100.0, 101.0, 0.1), (0.5, -3, -0.7), (0, 2, 0.3)]:
+        ours = mf.arange(*args, dtype="float64").numpy()
+        np.testing.assert_allclose(ours, torch.arange(*args, dtype=torch.float64).numpy(), rtol=1e-15, atol=0)
+        ours = mf.arange(*args).numpy()   # float32: one ulp apart at most (PyTorch rounds its own way)
+        np.testing.assert_allclose(ours, torch.arange(*args).numpy(), rtol=2 ** -23, atol=0)
+
+
 @pytest.mark.parametrize("fn", [mf.randn, mf.rand])
 def test_random_tensors_in_every_floating_dtype(fn, device):
     for dtype in ("float16", "float32", "float64"):

@@ -130,6 +130,12 @@ def test_argument_validation():
         optim.SGD(p, 0.1, 0.9, 1e-4, 0.1)
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
+    with pytest.raises(TypeError, match=r"^SGD: nesterov must be True or False, got 'no'"):
+        optim.SGD(p, lr=0.1, momentum=0.9, nesterov="no")
+    with pytest.raises(TypeError, match=r"^clip_grad_norm: error_if_nonfinite must be True or False, got 'no'"):
+        optim.clip_grad_norm(p, 1.0, error_if_nonfinite="no")
+    with pytest.raises(ValueError, match=r"^SGD: lr must be a finite number >= 0, got inf"):
+        optim.SGD(p, lr=float("inf"))
     with pytest.raises(ValueError, match="betas"):
         optim.Adam(p, betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="betas"):
@@ -264,8 +270,8 @@ TORCH_CASES = [
 def test_matches_pytorch_over_several_steps(name, kw):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
-    shapes = [(4, 3), (3,), (2, 2, 2)]
-    init = [rng.standard_normal(s) for s in shapes]
+    shapes = [(4, 3), (3,), (2, 2, 2), ()]
+    init = [np.asarray(rng.standard_normal(s)) for s in shapes]
     ours = [Tensor(w.copy(), requires_grad=True) for w in init]
     theirs = [torch.tensor(w.copy(), requires_grad=True) for w in init]
     opt = getattr(optim, name)(ours, **kw)
@@ -281,6 +287,18 @@ def test_matches_pytorch_over_several_steps(name, kw):
         topt.step()
         for p, tp in zip(ours, theirs):
             np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,kw", TORCH_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(TORCH_CASES)])
+def test_a_0d_parameter_moves_as_a_1_element_one_does(name, kw):
+    # ``g + wd * w`` of 0-d arrays is a NumPy scalar; a momentum buffer kept as one never changed again
+    scalar, vector = Tensor(np.array(1.5), requires_grad=True), Tensor(np.array([1.5]), requires_grad=True)
+    opts = [getattr(optim, name)([p], **kw) for p in (scalar, vector)]
+    for step in range(5):
+        for p, opt in zip((scalar, vector), opts):
+            p.grad = (2.0 * p.data).reshape(p.shape)   # the gradient of p ** 2
+            opt.step()
+        assert scalar.shape == () and scalar.data.item() == vector.data.item()
 
 
 def test_clip_grad_norm_matches_pytorch():
