@@ -347,6 +347,25 @@ def test_batchnorm_cumulative_moving_average_matches_pytorch(shape):
     assert repr(bn) == "BatchNorm(3, momentum=None)"
 
 
+def test_batchnorm_momentum_may_change_between_steps_and_the_stats_update_in_place():
+    torch = pytest.importorskip("torch")
+    bn, ref = nn.BatchNorm(3), torch.nn.BatchNorm2d(3)
+    held = bn.running_mean.data   # the Buffer's promise: updates land in this array
+    for step in range(6):
+        if step == 2:
+            bn.momentum, ref.momentum = None, None      # from an exponential to the cumulative average
+        if step == 4:
+            bn.momentum, ref.momentum = 0.3, 0.3
+        x = rng(step).standard_normal((4, 3, 2, 2)).astype(np.float32) * (step + 1) + step
+        np.testing.assert_allclose(bn(mf.tensor(x)).numpy(), ref(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.running_mean.numpy(), ref.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.numpy(), ref.running_var.numpy(), rtol=1e-5, atol=1e-6)
+        assert int(bn.num_batches_tracked.numpy()) == int(ref.num_batches_tracked) == step + 1
+    assert bn.running_mean.data is held
+    assert sorted(bn.state_dict()) == sorted(ref.state_dict())
+
+
 def test_batchnorm_cumulative_average_by_hand_and_state_dict():
     bn = nn.BatchNorm(1, momentum=None)
     batches = [np.array([[1.0], [3.0]], np.float32), np.array([[5.0], [9.0]], np.float32)]

@@ -69,7 +69,8 @@ def test_state_dict_round_trip():
     b = nn.Chain(nn.Dense(4, 6, mf.relu), nn.BatchNorm(6), nn.Dense(6, 2))
     sd = a.state_dict()
     assert list(sd) == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
-                        "layers.1.running_mean", "layers.1.running_var", "layers.2.weight", "layers.2.bias"]
+                        "layers.1.running_mean", "layers.1.running_var", "layers.1.num_batches_tracked",
+                        "layers.2.weight", "layers.2.bias"]   # PyTorch's names and order
     result = b.load_state_dict(sd)
     assert result.missing_keys == [] and result.unexpected_keys == []
     x = mf.randn(5, 4)

@@ -524,13 +524,15 @@ class BatchNorm(Module):
         activation: a callable applied to the result, or ``None`` (Flux's argument).
         eps: added to the variance, >= 0.
         momentum: weight of the new batch in the running statistics, in
-            ``[0, 1]``, or ``None`` for the cumulative average (this adds the
-            buffer ``num_batches_tracked``, a 0-d int64 count).
+            ``[0, 1]``, or ``None`` for the cumulative average. It may be changed
+            between steps, to or from ``None``: the buffer ``num_batches_tracked``
+            (a 0-d int64 count of the training batches seen) is always kept, as in PyTorch.
         affine: learn ``weight`` (gamma, ones) and ``bias`` (beta, zeros).
 
     Shapes:
         ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``, unchanged.  Buffers
-        ``running_mean`` and ``running_var`` (C,) are in ``state_dict()``.
+        ``running_mean`` and ``running_var`` (C,), updated in place, and
+        ``num_batches_tracked`` () are in ``state_dict()``.
 
     Example:
         >>> bn = nn.BatchNorm(3)
@@ -554,8 +556,7 @@ class BatchNorm(Module):
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
         self.running_mean = Buffer(np.zeros(num_features, dtype))
         self.running_var = Buffer(np.ones(num_features, dtype))
-        if momentum is None:
-            self.num_batches_tracked = Buffer(np.zeros((), np.int64))
+        self.num_batches_tracked = Buffer(np.zeros((), np.int64))
 
     def forward(self, x):
         """Normalise each channel: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``, shape unchanged."""
@@ -589,16 +590,16 @@ class BatchNorm(Module):
         return y if self.activation is None else self.activation(y)
 
     def _update_running(self, mean, var, count):
+        self.num_batches_tracked.data += 1  # in place: a 0-d array stays an array
         m = self.momentum
         if m is None:
-            self.num_batches_tracked.data += 1  # in place: a 0-d array stays an array
             m = 1.0 / float(self.num_batches_tracked.data)
         with no_grad():
             batch_mean = mean.data.reshape(-1)
             batch_var = var.data.reshape(-1) * (count / (count - 1))
-            rm, rv = self.running_mean, self.running_var
-            rm.data = ((1 - m) * rm.data + m * batch_mean).astype(rm.dtype)
-            rv.data = ((1 - m) * rv.data + m * batch_var).astype(rv.dtype)
+            # in place, as Buffer promises: an array taken from ``running_mean.data`` follows the updates
+            for running, batch in ((self.running_mean, batch_mean), (self.running_var, batch_var)):
+                running.data[...] = (1 - m) * running.data + m * batch
 
     def _repr_args(self):
         args = [str(self.num_features)]
