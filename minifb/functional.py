@@ -304,7 +304,9 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
         tensor([1.4142, 8.    ])
     """
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
-        return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=b)
+        # a NumPy scalar as its Python number: NumPy (NEP 50) would let np.float64(2) widen float32 to float64
+        exponent = b.item() if isinstance(b, np.generic) else b
+        return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=exponent)
     return _elementwise("pow", ew.Pow, a, b)
 
 
@@ -506,7 +508,7 @@ def clip(x, low=None, high=None) -> Tensor:
 
     def raw(bound):
         if bound is None or isinstance(bound, numbers.Number):
-            return bound
+            return bound.item() if isinstance(bound, np.generic) else bound   # as pow's exponent above
         array = backend.to_device(bound.data if isinstance(bound, Tensor) else bound, x.device)
         if backend.broadcast_shape(array.shape, x.shape) != x.shape:
             raise ValueError(f"clip: bound of shape {tuple(array.shape)} does not broadcast to the input's "

@@ -1111,3 +1111,45 @@ def test_pad_and_broadcast_to_take_their_shapes_as_numpy_arrays_too():
     x = mf.ones(2, 2)
     assert F.pad(x, np.array([[0, 0], [1, 1]])).shape == (2, 4)
     assert F.broadcast_to(x, np.array([3, 2, 2])).shape == (3, 2, 2)
+
+
+# ---- float16 sums in float32, NumPy scalars as weak operands, float16 dropout (session 12 audit) ------------
+def test_float16_gradients_and_softmax_accumulate_in_float32():
+    rng = np.random.default_rng(0)
+    x = mf.ones(100000, dtype="float16", requires_grad=True)
+    x.mean().backward()                                   # float16(100000) is inf; 1 / 100000 is not
+    np.testing.assert_array_equal(x.grad, np.float16(1e-5))   # 1e-5 rounded once (a subnormal float16)
+
+    b = mf.zeros(2, dtype="float16", requires_grad=True)  # Linear's bias gradient: a sum over 5000 rows
+    F.linear(mf.ones(5000, 3, dtype="float16"), mf.ones(2, 3, dtype="float16"), b).sum().backward()
+    np.testing.assert_array_equal(b.grad, [5000, 5000])
+
+    cb = mf.zeros(2, dtype="float16", requires_grad=True)  # a bias gradient from an NCHW (not channels-last) array
+    y = F.conv2d(mf.ones(512, 2, 8, 8, dtype="float16"), mf.full((2, 2, 1, 1), 0.5, dtype="float16"), cb)
+    (F.flatten(y) * 0.1).sum().backward()
+    np.testing.assert_allclose(cb.grad.astype(np.float64), 512 * 64 * np.float64(np.float16(0.1)), rtol=1e-3)
+
+    logits = (rng.random((5000, 2)) * 0.1).astype(np.float16)
+    exact = np.exp(logits.astype(np.float64)) / np.exp(logits.astype(np.float64)).sum(axis=0)
+    np.testing.assert_allclose(F.softmax(mf.tensor(logits), axis=0).numpy().astype(np.float64), exact,
+                               rtol=5e-3)
+    np.testing.assert_allclose(F.log_softmax(mf.tensor(logits), axis=0).numpy().astype(np.float64),
+                               np.log(exact), rtol=2e-3)
+
+
+def test_numpy_scalars_are_weak_operands_of_pow_and_clip_as_of_the_operators():
+    x = mf.tensor([0.5, 1.5], requires_grad=True)
+    for s in (np.float64(2.0), np.float32(2.0), np.int64(2)):
+        assert (x ** s).dtype == (x * s).dtype == np.float32
+        assert F.clip(x, s, None).dtype == F.clip(x, None, s).dtype == np.float32
+    assert (mf.tensor(np.array([1, 2], np.int32)) ** np.int64(2)).dtype == np.int32
+    assert (mf.ones(2, dtype="float16") ** np.float32(2)).dtype == np.float16
+    (x ** np.float64(3.0)).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, 3 * np.array([0.5, 1.5]) ** 2, rtol=1e-6)
+
+
+def test_float16_dropout_with_a_scale_past_float16s_range_drops_to_zero_not_nan():
+    y = F.dropout(mf.ones(1000, dtype="float16"), 0.99999)   # 1 / (1 - p) = 1e5 > 65504
+    values = y.numpy()
+    assert not np.isnan(values).any() and set(np.unique(values)) <= {0.0, np.inf}

@@ -21,7 +21,11 @@ class Dropout(Function):
         gen = backend.rng(backend.device_of(x))
         draw_dtype = np.float32 if x.dtype == np.float16 else x.dtype
         keep = gen.random(x.shape, dtype=draw_dtype) >= p
-        self.mask = keep * x.dtype.type(1.0 / (1.0 - p))
+        # where, not keep * scale: a float16 scale may overflow to inf, and False * inf would be NaN
+        xp = backend.array_module(x)
+        with np.errstate(over="ignore"):   # a scale past float16's range is inf, as in PyTorch
+            scale = x.dtype.type(1.0 / (1.0 - p))
+        self.mask = xp.where(keep, scale, x.dtype.type(0))
         return x * self.mask
 
     def backward(self, grad):

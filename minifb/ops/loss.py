@@ -5,7 +5,7 @@ gradient with respect to the logits is simply ``softmax - onehot``.
 """
 
 from .. import kernels
-from ..backend import array_module
+from ..backend import array_module, sum_array
 from ..tensor import Function
 from .activation import sigmoid_array
 from .softmax import log_softmax_array
@@ -15,7 +15,7 @@ def _reduce(values, reduction):
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":
-        return values.sum()
+        return sum_array(values)
     return values
 
 

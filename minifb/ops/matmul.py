@@ -8,7 +8,7 @@ removed again from the gradient.
 
 import math
 
-from ..backend import array_module
+from ..backend import array_module, sum_array
 from ..tensor import Function, ProductSum
 
 
@@ -105,5 +105,5 @@ class Linear(Function):
             return gx, gw
         gb = None
         if self.needs[2]:
-            gb = grad if grad.ndim == 1 else _rows(grad).sum(axis=0)
+            gb = grad if grad.ndim == 1 else sum_array(_rows(grad), axis=0)
         return gx, gw, gb

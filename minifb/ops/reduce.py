@@ -4,6 +4,8 @@ The backward of a reduction broadcasts the output gradient back over the
 reduced axes, so it first re-inserts them as size-1 axes.
 """
 
+import numpy as np
+
 from ..backend import array_module, is_int, sum_array
 from ..tensor import Function
 
@@ -61,10 +63,10 @@ def channel_sum(a, axis):
     """
     xp = array_module(a)
     last = xp.moveaxis(a, axis, -1)
-    if a.ndim > 1 and last.flags.c_contiguous and a.dtype.kind == "f":
+    if a.ndim > 1 and last.flags.c_contiguous and a.dtype in (np.float32, np.float64):
         rows = last.reshape(-1, last.shape[-1])
         return xp.matmul(xp.ones(rows.shape[0], dtype=a.dtype), rows)
-    return a.sum(axis=tuple(i for i in range(a.ndim) if i != axis % a.ndim))
+    return sum_array(a, axis=tuple(i for i in range(a.ndim) if i != axis % a.ndim))
 
 
 def _expand(grad, axes, keepdims):
@@ -100,7 +102,11 @@ class Mean(Function):
 
     def backward(self, grad):
         xp = array_module(grad)
-        g = _expand(grad, self.axes, self.keepdims) / grad.dtype.type(max(self.count, 1))
+        g, count = _expand(grad, self.axes, self.keepdims), max(self.count, 1)
+        if g.dtype == np.float16:   # float16(count) is inf past 65504, while 1 / count may still be representable
+            g = (g.astype(np.float32) / np.float32(count)).astype(np.float16)
+        else:
+            g = g / g.dtype.type(count)
         return (xp.broadcast_to(g, self.shape),)
 
 

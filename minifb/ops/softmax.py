@@ -8,7 +8,7 @@ Subtracting the row maximum before ``exp`` changes nothing mathematically and
 keeps every exponent <= 0, so nothing overflows.
 """
 
-from ..backend import array_module
+from ..backend import array_module, sum_array
 from ..tensor import Function
 
 
@@ -18,7 +18,7 @@ def log_softmax_array(x, axis):
         return x.copy()
     xp = array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted - xp.log(sum_array(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 class Softmax(Function):
@@ -31,12 +31,12 @@ class Softmax(Function):
             return self.out
         xp = array_module(x)
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
-        self.out = e / e.sum(axis=axis, keepdims=True)
+        self.out = e / sum_array(e, axis=axis, keepdims=True)
         return self.out
 
     def backward(self, grad):
         s = self.out
-        return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
+        return (s * (grad - sum_array(grad * s, axis=self.axis, keepdims=True)),)
 
 
 class LogSoftmax(Function):
@@ -48,4 +48,4 @@ class LogSoftmax(Function):
 
     def backward(self, grad):
         xp = array_module(grad)
-        return (grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True),)
+        return (grad - xp.exp(self.out) * sum_array(grad, axis=self.axis, keepdims=True),)
