@@ -171,22 +171,25 @@ class _Batch:
     """
 
     def __init__(self, net, x: Tensor):
-        from .nn import Module, Recur
+        from .nn import Module, Recur, reset_state
 
         self.net = net
-        self.inner = [m for m in net.modules() if isinstance(m, Recur)] if isinstance(net, Module) else []
-        for recur in self.inner:
-            recur.reset()
+        inner = [m for m in net.modules() if isinstance(m, Recur)] if isinstance(net, Module) else []
+        if inner:
+            reset_state(net)   # before initial_state(x), which runs the net: no state of an earlier batch
         self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
-        self.stateful = bool(self.inner) or bool(self.outer is not None and self.outer.state)
+        self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
+        self.stateful = bool(inner) or bool(self.outer is not None and self.outer.state)
 
     def __call__(self, x):
         return self.outer(x) if self.outer is not None else self.net(x)
 
     def detach(self):
         """Cut the tape at the current state, keeping its values (truncated BPTT)."""
-        for recur in self.inner + ([self.outer] if self.outer is not None else []):
-            recur.detach()
+        from .nn import detach_state
+
+        if self.stateful:
+            detach_state(self.top)
 
 
 def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | None, backward: bool):

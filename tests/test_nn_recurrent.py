@@ -254,6 +254,44 @@ def test_detach_handles_nested_states():
     np.testing.assert_array_equal(a.numpy(), state["a"][0].numpy())
 
 
+def test_reset_and_detach_reach_a_recur_inside_the_cell():
+    import operator
+
+    mf.manual_seed(0)
+    net = nn.FeedbackChain(nn.Merger("top", nn.Dense(4, 8), operator.add), nn.LSTM(8, 4), nn.Splitter("top"))
+    x = mf.randn(2, 8)
+    rnet = nn.Recur(net, net.initial_state(x))
+    firsts = []
+    for _ in range(2):                       # two sequences, each from the zero state, each back-propagated
+        rnet.reset()
+        ys = [rnet(x) for _ in range(3)]
+        firsts.append(ys[0].numpy())
+        mf.stack(ys).sum().backward()
+    np.testing.assert_array_equal(firsts[0], firsts[1])
+    rnet(x)                                  # truncated BPTT: the inner LSTM's state is cut too
+    rnet.detach()
+    h, c = net.layers[1].state
+    assert not h.requires_grad and not c.requires_grad
+    rnet(x).sum().backward()
+
+
+def test_reset_state_and_detach_state_walk_a_whole_model():
+    mf.manual_seed(1)
+    model = nn.Chain(nn.LSTM(3, 4), nn.Dense(4, 4), nn.RNN(4, 2))
+    x = mf.randn(5, 3)
+    first = model(x).numpy()
+    model(x)
+    nn.detach_state(model)
+    assert all(not t.requires_grad for t in (*model.layers[0].state, model.layers[2].state))
+    model(x).sum().backward()                # only the last step is on the tape
+    nn.reset_state(model)
+    assert model.layers[0].state is None and model.layers[2].state is None
+    np.testing.assert_array_equal(model(x).numpy(), first)
+    nn.reset_state(lambda x: x)              # a plain function holds no state
+    with pytest.raises(TypeError, match=r"^reset_state: model must be a Module, got int"):
+        nn.reset_state(3)
+
+
 def test_learned_initial_state_is_a_parameter():
     cell = nn.RNNCell(2, 3)
     h0 = nn.Parameter(np.zeros(3, np.float32))

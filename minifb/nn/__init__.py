@@ -12,7 +12,9 @@ from .layers import (
     MaxPool, MeanPool,
 )
 from .module import Buffer, Module, Parameter
-from .recurrent import GRU, LSTM, RNN, ConvLSTMCell, GRUCell, LSTMCell, Recur, RNNCell, unroll
+from .recurrent import (
+    GRU, LSTM, RNN, ConvLSTMCell, GRUCell, LSTMCell, Recur, RNNCell, detach_state, reset_state, unroll,
+)
 
 __all__ = [
     "Module", "Parameter", "Buffer",
@@ -21,4 +23,5 @@ __all__ = [
     "Chain", "SkipConnection", "Parallel",
     "Splitter", "Merger", "FeedbackChain", "FeedbackTree",
     "Recur", "RNNCell", "LSTMCell", "GRUCell", "ConvLSTMCell", "RNN", "LSTM", "GRU", "unroll",
+    "reset_state", "detach_state",
 ]

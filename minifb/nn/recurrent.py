@@ -109,16 +109,24 @@ class Recur(Module):
         return y
 
     def reset(self) -> None:
-        """Go back to the initial state ``state0`` (or to a lazily made zero state)."""
-        self._state = self.state0
+        """Go back to the initial state ``state0`` (or to a lazily made zero state), and reset every
+        ``Recur`` inside the cell too (an ``nn.LSTM`` in a FeedbackChain), as Flux's ``reset!`` does."""
+        for recur in self._recurs():
+            recur._state = recur.state0
 
     def detach(self) -> None:
         """Keep the state's values but cut them from the tape (truncated BPTT).
 
         Gradients of later steps stop at the current state.  Works for
-        Tensor, tuple (LSTM), dict (FeedbackChain) and nested states.
+        Tensor, tuple (LSTM), dict (FeedbackChain) and nested states, and
+        detaches every ``Recur`` inside the cell too.
         """
-        self._state = map_state(self._state, lambda t: t.detach())
+        for recur in self._recurs():
+            recur._state = map_state(recur._state, lambda t: t.detach())
+
+    def _recurs(self) -> list:
+        """This Recur and every Recur inside its cell, each once."""
+        return [m for m in self.modules() if isinstance(m, Recur)]
 
     def _move_extra(self, device):
         """Move ``state0`` and the current state with the module (Parameters are moved in place)."""
@@ -129,6 +137,52 @@ class Recur(Module):
 
     def _repr_args(self):
         return [describe(self.cell)]
+
+
+def reset_state(model) -> None:
+    """Reset every :class:`Recur` in ``model`` (``model`` itself included) to its initial state.
+
+    The state-carrying layers may sit anywhere in a model, for example an ``nn.LSTM`` inside a
+    ``Chain``; this is Flux's ``reset!``.  Call it before each new sequence.
+
+    Args:
+        model: a Module (a plain callable that is not a Module holds no Recur and is left alone).
+
+    Example:
+        >>> model = nn.Chain(nn.LSTM(3, 4), nn.Dense(4, 2))
+        >>> y = model(mf.randn(5, 3))
+        >>> nn.reset_state(model)
+        >>> model.layers[0].state is None
+        True
+    """
+    for recur in _recurs_in("reset_state", model):
+        recur._state = recur.state0
+
+
+def detach_state(model) -> None:
+    """Cut the tape at the current state of every :class:`Recur` in ``model``, keeping the values
+    (truncated BPTT for a model whose recurrent layers sit inside containers).
+
+    Args:
+        model: a Module.
+
+    Example:
+        >>> model = nn.Chain(nn.RNN(3, 4), nn.Dense(4, 2))
+        >>> y = model(mf.randn(5, 3))
+        >>> nn.detach_state(model)
+        >>> model.layers[0].state.requires_grad
+        False
+    """
+    for recur in _recurs_in("detach_state", model):
+        recur._state = map_state(recur._state, lambda t: t.detach())
+
+
+def _recurs_in(fn: str, model) -> list:
+    if isinstance(model, Module):
+        return [m for m in model.modules() if isinstance(m, Recur)]
+    if callable(model):
+        return []
+    raise TypeError(f"{fn}: model must be a Module, got {type(model).__name__}")
 
 
 def unroll(recur, xs) -> list:
