@@ -22,9 +22,10 @@ op's saved arrays are released as soon as its backward has run.
 This module knows almost no particular op: the arithmetic operators and
 methods of ``Tensor`` are attached in :mod:`minifb.methods`.  The two
 exceptions are :meth:`Tensor.to`, which imports and applies
-:class:`minifb.ops.movement.ToDevice`, and :class:`ProductSum`, the deferred
-weight gradient that :class:`minifb.ops.matmul.Linear` returns and
-:meth:`Tensor.backward` evaluates.
+:class:`minifb.ops.movement.ToDevice`, and the two deferred gradients that
+:meth:`Tensor.backward` sums and evaluates: :class:`ProductSum`, the weight
+gradient :class:`minifb.ops.matmul.Linear` returns, and :class:`SliceSum`, the
+gradient of a slice (``xs[t]``) that :class:`minifb.ops.movement.GetItem` returns.
 """
 
 from __future__ import annotations
@@ -584,7 +585,7 @@ def _backprop(root, grad, retain_graph: bool) -> None:
         node = ready.pop()
         key = id(node)
         g = pending.pop(key, None)
-        if type(g) is ProductSum:      # a deferred sum of products: one matrix product now
+        if type(g) in _DEFERRED:       # a deferred sum (of products, of slices): computed once now
             g = g.evaluate()
             owned.add(key)
         if isinstance(node, Tensor):   # a leaf
@@ -613,7 +614,7 @@ def _backprop(root, grad, retain_graph: bool) -> None:
                     _raise_modified(op, parent, version, parent.shape, parent._version)
                 if pg is None:
                     continue
-                if type(pg) is ProductSum and (pg.shape != shape or pg.dtype != dtype):
+                if type(pg) in _DEFERRED and (pg.shape != shape or pg.dtype != dtype):
                     pg = pg.evaluate()
                 if pg.shape != shape:
                     pg = unbroadcast(pg, shape)
@@ -623,8 +624,8 @@ def _backprop(root, grad, retain_graph: bool) -> None:
                 previous = pending.get(pkey)
                 if previous is None:
                     pending[pkey] = pg
-                elif type(previous) is ProductSum or type(pg) is ProductSum:
-                    pending[pkey] = ProductSum.combine(previous, pg)
+                elif type(previous) in _DEFERRED or type(pg) in _DEFERRED:
+                    pending[pkey] = _combine_deferred(previous, pg)
                     owned.discard(pkey)
                 elif pkey in owned:
                     previous += pg
@@ -721,6 +722,67 @@ class ProductSum:
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out
+
+
+class SliceSum:
+    """A gradient kept as pieces ``(index, g)`` of a zero array until it is needed, then written once.
+
+    ``x[index]``'s gradient is zero outside the slice, so :class:`minifb.ops.movement.GetItem` with a basic
+    index returns ``SliceSum(x.shape, index, g)`` instead of a whole zero array with ``g`` written in.
+    Feeding a sequence ``xs`` one step at a time (``xs[0]``, ``xs[1]``, ... in :func:`minifb.nn.unroll`)
+    then costs one array of ``xs``'s size in backward rather than T of them, T^2 work in all.
+
+    The pieces are evaluated into ``extra`` once they hold more elements than the result, so a
+    deferred sum never holds more than about twice the array's memory.
+
+    Attributes:
+        pieces: list of ``(index, g)``, each ``g`` shaped as ``zeros(shape)[index]``.
+        extra: an array added to the sum (a gradient that arrived already computed), or None.
+        shape, dtype: those of the result.
+    """
+
+    __slots__ = ("pieces", "extra", "shape", "dtype", "held", "xp")
+
+    def __init__(self, shape, index, g):
+        self.pieces, self.extra = [(index, g)], None
+        self.shape, self.dtype, self.held = tuple(shape), g.dtype, g.size
+        self.xp = backend.array_module(g)
+
+    @staticmethod
+    def combine(first, second):
+        """The sum of two gradients, at least one a ``SliceSum`` (``first`` is reused when it is one)."""
+        if type(first) is not SliceSum:
+            first, second = second, first
+        if type(second) is SliceSum:
+            first.pieces.extend(second.pieces)
+            first.held += second.held
+            second = second.extra
+        if second is not None:
+            first.extra = second if first.extra is None else first.extra + second
+        if first.held > int(np.prod(first.shape)):
+            first.extra, first.pieces, first.held = first.evaluate(), [], 0
+        return first
+
+    def evaluate(self):
+        """The sum as one fresh array."""
+        out = self.xp.zeros(self.shape, dtype=self.dtype)
+        if self.extra is not None:
+            out += self.extra
+        for index, g in self.pieces:
+            out[index] += g
+        return out
+
+
+#: The deferred gradient types :func:`_backprop` sums without computing them.
+_DEFERRED = (ProductSum, SliceSum)
+
+
+def _combine_deferred(previous, new):
+    """The sum of two pending gradients, at least one deferred; one of another kind is evaluated first."""
+    if type(previous) in _DEFERRED and type(new) in _DEFERRED and type(previous) is not type(new):
+        new = new.evaluate()
+    kind = type(previous) if type(previous) in _DEFERRED else type(new)
+    return kind.combine(previous, new)
 
 
 def _raise_modified(op, leaf, version, shape, now):

@@ -441,6 +441,53 @@ def test_product_sum_evaluates_early_to_bound_its_memory(monkeypatch):
     np.testing.assert_allclose(total.evaluate(), sum(a @ b for a, b in pairs), rtol=1e-12, atol=1e-12)
 
 
+# ---------------------------------------------------------------- deferred slice gradients (SliceSum)
+def test_slices_of_one_tensor_get_one_summed_gradient_with_every_other_use():
+    """xs[t] per timestep (as unroll feeds a sequence), overlapping slices, the whole tensor, and a Linear
+    weight (a ProductSum) in one graph: the gradient is the sum of them all, in either order of use."""
+    from minifb import functional as F
+    from minifb.tensor import SliceSum
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, 3))
+    for order in range(3):
+        w = t64(rng.standard_normal((4, 3)), requires_grad=True)
+        terms = [(w[t] * w[t]).sum() * (t + 1) for t in range(4)]         # rows 0..3, weighted
+        terms.append((w[1:3, ::2] * 3.0).sum())                             # a strided slice overlapping them
+        terms.append(F.linear(t64(x), w).sum())                             # deferred as a ProductSum
+        terms.append((w * w * w).sum())                                     # a plain gradient
+        terms = terms[order:] + terms[:order]
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = loss + term
+        loss.backward()
+        want = 2 * w.data * np.array([1.0, 2.0, 3.0, 4.0])[:, None] + 3 * w.data ** 2 + np.ones((5, 4)).T @ x
+        want[1:3, ::2] += 3.0
+        np.testing.assert_allclose(w.grad, want, rtol=1e-12, atol=1e-12)
+    ys = mf.tensor(np.ones((3, 2)), requires_grad=True)
+    assert type(ys[1]._ctx.backward(np.ones(2))[0]) is SliceSum      # basic indices are deferred
+
+
+def test_slice_sum_combines_and_evaluates_once_it_holds_the_whole_array():
+    from minifb.tensor import SliceSum
+
+    rng = np.random.default_rng(13)
+    pieces = [((t,), rng.standard_normal(6)) for t in (0, 1, 1, 3)] + [((slice(None), 2), rng.standard_normal(4))]
+    extra = rng.standard_normal((4, 6))
+    total = SliceSum((4, 6), *pieces[0])
+    total = SliceSum.combine(total, SliceSum((4, 6), *pieces[1]))
+    total = SliceSum.combine(extra, total)
+    assert total.extra is extra and total.held == 12
+    for index, g in pieces[2:]:
+        total = SliceSum.combine(total, SliceSum((4, 6), index, g))
+        assert total.held <= 4 * 6
+    want = extra.copy()
+    for index, g in pieces:
+        want[index] += g
+    np.testing.assert_allclose(total.evaluate(), want, rtol=1e-12, atol=1e-12)
+    assert total.evaluate() is not total.evaluate() and total.shape == (4, 6)
+
+
 def test_product_sum_stacks_at_least_min_inner_rows_before_evaluating(monkeypatch):
     """A small result is not evaluated at twice its size: the terms are kept until the stacked product's
     inner dimension passes MIN_INNER, and then folded into ``extra``."""

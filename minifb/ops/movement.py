@@ -6,7 +6,7 @@ Each backward is the inverse movement of the gradient.
 
 from .. import backend
 from ..backend import array_module
-from ..tensor import Function
+from ..tensor import Function, SliceSum
 
 
 class Reshape(Function):
@@ -55,10 +55,8 @@ class GetItem(Function):
 
     def backward(self, grad):
         xp = array_module(grad)
-        if _is_basic_index(self.index):
-            out = xp.zeros(self.shape, dtype=grad.dtype)
-            out[self.index] = grad
-            return (out,)
+        if _is_basic_index(self.index):   # zero outside the slice: written when the whole gradient is needed
+            return (SliceSum(self.shape, self.index, grad),)
         size = 1
         for n in self.shape:
             size *= n
@@ -96,8 +94,10 @@ class Stack(Function):
         return array_module(*xs).stack(xs, axis=axis)
 
     def backward(self, grad):
-        xp = array_module(grad)
-        return tuple(xp.take(grad, i, axis=self.axis) if need else None for i, need in enumerate(self.needs))
+        # views, not xp.take: take copies a non-contiguous gradient (a broadcast one, from .sum()) whole
+        # for every slice, T^2 work for T stacked tensors
+        before = (slice(None),) * (self.axis % grad.ndim)
+        return tuple(grad[before + (i,)] if need else None for i, need in enumerate(self.needs))
 
 
 class Pad(Function):
