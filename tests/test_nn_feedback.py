@@ -1,6 +1,7 @@
 """Feedback: Splitter, Merger, FeedbackChain, FeedbackTree, nesting, initial_state, BPTT, errors."""
 
 import operator
+import re
 
 import numpy as np
 import pytest
@@ -170,6 +171,15 @@ def test_merger_calls_an_affine_subclass_that_overrides_forward(monkeypatch):
 
     nn.FeedbackChain(nn.Merger("s", Named(3, 3, mf.relu), operator.add), body, nn.Splitter("s"))({"s": s}, x)
     assert calls == [1]
+
+
+def test_merger_calls_a_layer_whose_forward_was_replaced_on_the_instance():
+    mf.manual_seed(0)
+    op = nn.Dense(4, 4, mf.relu)
+    plain = op.forward
+    op.forward = lambda s: plain(s) * 0.0    # as a user's hook or a test double would
+    x, s = mf.randn(2, 4), mf.randn(2, 4)
+    np.testing.assert_array_equal(nn.Merger("s", op, operator.add).merge(x, {"s": s}).numpy(), x.numpy())
 
 
 def test_fused_merger_with_broadcasting_state_falls_back():
@@ -652,10 +662,25 @@ def test_error_state_is_not_a_dict():
 
 def test_error_tree_state_of_the_wrong_shape():
     tree = nn.FeedbackTree(nn.Dense(2, 2), nn.Splitter("s"))
-    with pytest.raises(ValueError, match=r"shape \(3,\) cannot replace the stream of shape \(2,\)"):
+    with pytest.raises(ValueError, match=r'state\["s"\] has shape \(3,\), but this Splitter records values of '
+                                         r"shape \(2,\)"):
         tree({"s": mf.zeros(3)}, mf.randn(2))
-    with pytest.raises(ValueError, match=r"shape \(3, 2\) cannot replace the stream of shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r'state\["s"\] has shape \(3, 2\), but .* shape \(2, 2\)'):
         tree({"s": mf.zeros(3, 2)}, mf.randn(2, 2))
+
+
+@pytest.mark.parametrize("cls", [nn.FeedbackChain, nn.FeedbackTree])
+def test_a_state_that_a_merger_would_broadcast_but_its_splitter_does_not_write_is_refused(cls):
+    # FeedbackNets.jl's Merger("f", identity, +): the state is added to the stream as it is
+    net = cls(nn.Dense(5, 5), nn.Merger("f", nn.Lambda(lambda s: s), operator.add), nn.Dense(5, 5),
+              nn.Splitter("f"))
+    x = mf.randn(2, 5)
+    for bad in (mf.ones(2, 1), mf.ones(1), mf.tensor(1.0)):       # (3, 5) fails in the Merger already
+        with pytest.raises(ValueError, match=rf'Splitter\("f"\): state\["f"\] has shape {re.escape(str(bad.shape))}'):
+            net({"f": bad}, x)
+    for fine in (mf.ones(2, 5), mf.ones(1, 5), mf.ones(5)):   # its own shape, a batch of 1, no batch axis
+        state, _ = net({"f": fine}, x)
+        assert state["f"].shape == (2, 5)
 
 
 def test_tree_splitter_broadcasts_a_batch_1_state_like_a_merger():

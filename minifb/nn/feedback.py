@@ -156,8 +156,8 @@ class Merger(Module):
             return None
         cls = type(op)
         if (cls.__call__ is not Module.__call__ or cls.forward is not AffineLayer.forward
-                or cls.finish is not AffineLayer.finish):
-            return None      # a subclass that changes what calling it does: call it (the plain path)
+                or cls.finish is not AffineLayer.finish or "forward" in vars(op) or "finish" in vars(op)):
+            return None      # a subclass (or an instance) that changes what calling it does: call it (the plain path)
         act = F.activation_name(op.activation)
         if act is None:
             return None
@@ -215,6 +215,8 @@ def _run(layers, x, ctx: _Pass, tree: bool):
     for layer in layers:
         if isinstance(layer, Splitter):
             ctx.new[layer.name] = x
+            if not ctx.infer:
+                _check_state_shape(layer, ctx.old, x)
             if tree and not ctx.infer:
                 x = _previous_value(layer, ctx.old, x)
         elif isinstance(layer, Merger):
@@ -254,6 +256,20 @@ def _is_plain_chain(layer) -> bool:
     return isinstance(layer, Chain) and type(layer).forward is Chain.forward
 
 
+def _check_state_shape(splitter: Splitter, state: dict, x: Tensor) -> None:
+    """Refuse a state entry whose shape is not what its Splitter records (``x``'s), instead of letting a
+    Merger broadcast it silently. A batch of 1, or no batch axis, is allowed: a learned initial state."""
+    value = state.get(splitter.name)
+    if not isinstance(value, Tensor):
+        return        # missing or not a Tensor: the Merger or tree Splitter that reads it says so
+    old, new = tuple(value.shape), tuple(x.shape)
+    if old == new or old == new[1:] or (len(old) == len(new) and old[0] == 1 and old[1:] == new[1:]):
+        return
+    raise ValueError(f'{splitter!r}: state["{splitter.name}"] has shape {old}, but this Splitter records '
+                     f"values of shape {new}; a state must have the shape its Splitter writes (a batch of 1 "
+                     "or no batch axis broadcasts); start from net.initial_state(x)")
+
+
 def _previous_value(splitter: Splitter, state: dict, x: Tensor):
     """The value a tree Splitter continues with: the previous step's ``state[name]``."""
     name = splitter.name
@@ -264,10 +280,7 @@ def _previous_value(splitter: Splitter, state: dict, x: Tensor):
     if not isinstance(value, Tensor):
         raise TypeError(f'{splitter!r} in a FeedbackTree: state["{name}"] must be a Tensor, got '
                         f"{type(value).__name__}; start from net.initial_state(x)")
-    if tuple(value.shape) != tuple(x.shape):
-        if backend.broadcast_shape(value.shape, x.shape) != tuple(x.shape):
-            raise ValueError(f'{splitter!r} in a FeedbackTree: the state\'s value of shape '
-                             f"{tuple(value.shape)} cannot replace the stream of shape {tuple(x.shape)}")
+    if tuple(value.shape) != tuple(x.shape):     # _check_state_shape let only these through
         value = F.broadcast_to(value, x.shape)   # a batch-1 (learned) state, as a Merger allows
     return value
 
