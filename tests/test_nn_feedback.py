@@ -753,3 +753,32 @@ def test_tree_state_value_that_is_not_a_tensor_names_the_splitter(value):
 def test_feedback_chain_refuses_a_layer_that_is_not_callable():
     with pytest.raises(TypeError, match=r"FeedbackChain: layers\[1\] must be callable, got 5"):
         nn.FeedbackChain(nn.Dense(2, 2), 5)
+
+
+@pytest.mark.parametrize("build, marker, container", [
+    (lambda: nn.FeedbackChain(nn.Dense(4, 4), nn.SkipConnection(nn.Chain(nn.Merger("s", nn.Dense(4, 4), operator.add)),
+                                                                operator.add), nn.Splitter("s")),
+     'Merger("s"', "SkipConnection("),
+    (lambda: nn.FeedbackChain(nn.Dense(4, 4), nn.Parallel(operator.add, nn.Splitter("s"), nn.Dense(4, 4)),
+                              nn.Merger("s", nn.Dense(4, 4), operator.add)),
+     'Splitter("s")', "Parallel("),
+    (lambda: nn.FeedbackTree(nn.Merger("s", nn.Chain(nn.Dense(4, 4), nn.Splitter("q")), operator.add), nn.Dense(4, 4),
+                             nn.Splitter("s")),
+     'Splitter("q")', 'Merger("s"'),
+    (lambda: nn.FeedbackChain(nn.Chain(nn.Dense(4, 4), nn.SkipConnection(nn.Splitter("s"), operator.add)),
+                              nn.Merger("s", nn.Dense(4, 4), operator.add)),
+     'Splitter("s")', "SkipConnection("),
+])
+def test_validate_refuses_markers_the_chain_cannot_reach(build, marker, container):
+    with pytest.raises(ValueError, match=re.escape(marker) + r".* sits inside " + re.escape(container)):
+        build()
+
+
+def test_markers_inside_a_nested_recur_belong_to_it():
+    mf.manual_seed(0)
+    inner = nn.FeedbackChain(nn.Merger("a", nn.Dense(4, 4), operator.add), nn.Dense(4, 4), nn.Splitter("a"))
+    net = nn.FeedbackChain(nn.Merger("s", nn.Dense(4, 4), operator.add), nn.Recur(inner), nn.Splitter("s"))
+    assert net.splitnames() == ["s"]
+    x = mf.randn(2, 4)
+    state, y = net(net.initial_state(x), x)
+    assert list(state) == ["s"] and y.shape == (2, 4)

@@ -294,6 +294,21 @@ def _walk_markers(layers):
             yield from _walk_markers(layer.layers)
 
 
+def _markers_below(module, path=()):
+    """Yield ``(marker, container)`` for every Splitter and Merger among ``module``'s sub-modules (except
+    inside a Recur, whose cell keeps its own state); ``container`` is the outermost layer on the way down
+    that the feedback pass does not walk through (a SkipConnection, a Merger, ...), or ``module``."""
+    from .recurrent import Recur  # recurrent imports nothing from here; avoid a cycle at import
+
+    for child in module.children():
+        if isinstance(child, Recur):
+            continue
+        if isinstance(child, (Splitter, Merger)):
+            opaque = [m for m in path if not (isinstance(m, FeedbackChain) or _is_plain_chain(m))]
+            yield child, (opaque[0] if opaque else module)
+        yield from _markers_below(child, path + (child,))
+
+
 class FeedbackChain(LayerSequence, Module):
     """A chain of layers with feedback; one call is one timestep.
 
@@ -357,13 +372,23 @@ class FeedbackChain(LayerSequence, Module):
         """Check the feedback wiring (run at construction).
 
         Raises:
-            ValueError: naming the duplicate Splitter names, or the Mergers
-                whose name no Splitter writes.
+            ValueError: naming the duplicate Splitter names, the Mergers
+                whose name no Splitter writes, or a Splitter or Merger the
+                chain cannot reach (inside a SkipConnection, a Parallel, a
+                Merger's op, ...; one inside a Recur belongs to that Recur).
         """
         names = self.splitnames()
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"{type(self).__name__}: duplicate Splitter names {duplicates}")
+        reachable = {id(m) for m in _walk_markers(self.layers)}
+        hidden = [(m, parent) for m, parent in _markers_below(self) if id(m) not in reachable]
+        if hidden:
+            marker, parent = hidden[0]
+            raise ValueError(f"{type(self).__name__}: {marker!r} sits inside {describe(parent)}, where the chain "
+                             "cannot reach it: Splitters and Mergers work as layers of a FeedbackChain or "
+                             "FeedbackTree, or of a Chain nested in one (not inside a SkipConnection, a "
+                             "Parallel, a Merger's op or another layer)")
         orphans = [m for m in _walk_markers(self.layers) if isinstance(m, Merger) and m.name not in names]
         if orphans:
             listed = ", ".join(f'Merger("{m.name}")' for m in orphans)
