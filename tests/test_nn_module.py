@@ -405,9 +405,15 @@ def test_container_indexing_errors_name_the_container():
 
 def test_parallel_connection_that_does_not_fit_the_branches():
     par = nn.Parallel(operator.add, nn.Dense(3, 2), nn.Dense(3, 2), nn.Dense(3, 2))
-    with pytest.raises(TypeError, match=r"^Parallel\(\+, .*\): connection \+ failed on the 3 branch outputs of "
+    with pytest.raises(TypeError, match=r"^Parallel\(\+, .*\): connection \+ failed on the 3 branch outputs, of "
                                         r"shapes \[\(4, 2\), \(4, 2\), \(4, 2\)\]: add expected 2 arguments"):
         par(mf.randn(4, 3))
+    with pytest.raises(ValueError, match=r"^Parallel\(\+, Dense\(3, 2\), Dense\(3, 4\)\): connection \+ failed on "
+                                         r"the 2 branch outputs, of shapes \[\(4, 2\), \(4, 4\)\]"):
+        nn.Parallel(operator.add, nn.Dense(3, 2), nn.Dense(3, 4))(mf.randn(4, 3))
+    with pytest.raises(ValueError, match=r"^SkipConnection\(Dense\(3, 2\), \+\): connection \+ failed on the "
+                                         r"layer's output and the input, of shapes \[\(4, 2\), \(4, 3\)\]"):
+        nn.SkipConnection(nn.Dense(3, 2), operator.add)(mf.randn(4, 3))
 
 
 def test_containers_refuse_what_is_not_callable():

@@ -18,6 +18,14 @@ def _check_callable(container: str, name: str, value):
     return value
 
 
+def _connection_error(container, what: str, values, err):
+    """The error (of ``err``'s kind) for a container whose ``connection`` failed, naming it and the shapes."""
+    shapes = ", ".join(str(tuple(v.shape)) if hasattr(v, "shape") else type(v).__name__ for v in values)
+    kind = TypeError if isinstance(err, TypeError) else ValueError
+    return kind(f"{container!r}: connection {describe(container.connection)} failed on {what}, of shapes "
+                f"[{shapes}]: {err}")
+
+
 class LayerSequence:
     """Sequence behaviour shared by the containers that hold ``self.layers``.
 
@@ -91,6 +99,10 @@ class SkipConnection(Module):
         connection: a binary function of ``(layer(x), x)``, e.g. ``operator.add``
             for a residual connection or ``lambda a, b: F.concat([a, b], axis=1)``.
 
+    Raises:
+        TypeError: ``layer`` or ``connection`` is not callable (at construction).
+        TypeError, ValueError: ``connection`` fails on ``(layer(x), x)`` (naming the container and shapes).
+
     Example:
         >>> import operator
         >>> block = nn.SkipConnection(nn.Dense(4, 4, mf.relu), operator.add)
@@ -104,7 +116,11 @@ class SkipConnection(Module):
 
     def forward(self, x):
         """Return ``connection(layer(x), x)``; the shapes are those of ``layer`` and ``connection``."""
-        return self.connection(self.layer(x), x)
+        y = self.layer(x)
+        try:
+            return self.connection(y, x)
+        except (TypeError, ValueError) as err:   # say which container and which shapes
+            raise _connection_error(self, "the layer's output and the input", [y, x], err) from err
 
     def _repr_args(self):
         return [describe(self.layer), describe(self.connection)]
@@ -123,8 +139,8 @@ class Parallel(LayerSequence, Module):
         *layers: the branches.
 
     Raises:
-        TypeError: ``connection`` or a branch is not callable (at construction),
-            or ``connection`` fails on the branches' outputs (naming their shapes).
+        TypeError: ``connection`` or a branch is not callable (at construction).
+        TypeError, ValueError: ``connection`` fails on the branches' outputs (naming their shapes).
 
     Example:
         >>> import operator
@@ -146,10 +162,8 @@ class Parallel(LayerSequence, Module):
         ys = [layer(x) for layer in self.layers]
         try:
             return self.connection(*ys)
-        except TypeError as err:   # e.g. operator.add given three branches: say which container and shapes
-            shapes = ", ".join(str(tuple(y.shape)) if hasattr(y, "shape") else type(y).__name__ for y in ys)
-            raise TypeError(f"{self!r}: connection {describe(self.connection)} failed on the {len(ys)} branch "
-                            f"outputs of shapes [{shapes}]: {err}") from err
+        except (TypeError, ValueError) as err:   # e.g. operator.add given three branches, or shapes that differ
+            raise _connection_error(self, f"the {len(ys)} branch outputs", ys, err) from err
 
     def _with_layers(self, layers):
         return type(self)(self.connection, *layers)
