@@ -463,3 +463,12 @@ def test_conv_lstm_cell_bias_must_be_a_bool():
     with pytest.raises(TypeError, match=r"^ConvLSTMCell: bias must be True or False, got 'no'"):
         nn.ConvLSTMCell(2, 3, 3, bias="no")
     assert nn.ConvLSTMCell(2, 3, 3, bias=np.bool_(False)).conv.bias is None
+
+
+def test_cells_given_where_a_recur_belongs_and_layers_given_as_cells_get_named_errors():
+    with pytest.raises(TypeError, match=r"^unroll: LSTMCell\(3, 4\) is a cell, .*nn.unroll\(nn.Recur\(cell\), xs\)"):
+        nn.unroll(nn.LSTMCell(3, 4), mf.randn(2, 1, 3))
+    with pytest.raises(TypeError, match=r"^Recur: cell Dense\(3, 3\) cannot be called as `state, y = cell"):
+        nn.Recur(nn.Dense(3, 3), mf.zeros(3))
+    assert [y.shape for y in nn.unroll(lambda x: x * 2, [mf.ones(2)] * 3)] == [(2,)] * 3   # any y = f(x)
+    assert repr(nn.ConvLSTMCell(2, 3, 3, bias=False)) == "ConvLSTMCell(2, 3, 3, bias=False)"

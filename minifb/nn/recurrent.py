@@ -22,6 +22,7 @@ GRUCell    r, z, n                ``h``
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from .. import backend, checks
@@ -82,6 +83,9 @@ class Recur(Module):
     def __init__(self, cell, state0=None):
         if not callable(cell):
             raise TypeError(f"Recur: cell must be callable as `state, y = cell(state, x)`, got {cell!r}")
+        if not _takes_positional(cell, 2):
+            raise TypeError(f"Recur: cell {describe(cell)} cannot be called as `state, y = cell(state, x)` "
+                            "(as an RNNCell or a FeedbackChain is); a layer without state belongs in a Chain")
         self.cell = cell
         self.state0 = state0
         self._state = state0
@@ -207,6 +211,9 @@ def unroll(recur, xs) -> list:
     """
     if not callable(recur):
         raise TypeError(f"unroll: recur must be callable as y = recur(x) (a Recur), got {recur!r}")
+    if not _takes_positional(recur, 1) and _takes_positional(recur, 2):
+        raise TypeError(f"unroll: {describe(recur)} is a cell, called as `state, y = cell(state, x)`; "
+                        "wrap it in a Recur, which keeps the state: nn.unroll(nn.Recur(cell), xs)")
     if isinstance(xs, Tensor):
         if xs.ndim == 0:
             raise ValueError(f"unroll: xs must have a time axis first, got a Tensor of shape {tuple(xs.shape)}")
@@ -218,6 +225,19 @@ def unroll(recur, xs) -> list:
             raise TypeError("unroll: xs must be a list of per-step inputs or a Tensor whose first axis is time, "
                             f"got {type(xs).__name__}") from None
     return [recur(x) for x in xs]
+
+
+def _takes_positional(fn, n: int) -> bool:
+    """Whether ``fn`` (a Module's ``forward`` for a Module) can be called with ``n`` positional arguments;
+    True when its signature cannot be read."""
+    target = fn.forward if isinstance(fn, Module) else fn
+    try:
+        inspect.signature(target).bind(*([None] * n))
+    except TypeError:
+        return False
+    except ValueError:   # no signature (some built-ins)
+        return True
+    return True
 
 
 # ---- the classic cells --------------------------------------------------------------------
@@ -481,7 +501,10 @@ class ConvLSTMCell(Module):
 
     def _repr_args(self):
         k = self.kernel_size
-        return [str(self.in_channels), str(self.hidden_channels), str(k[0]) if k[0] == k[1] else repr(k)]
+        args = [str(self.in_channels), str(self.hidden_channels), str(k[0]) if k[0] == k[1] else repr(k)]
+        if self.conv.bias is None:
+            args.append("bias=False")   # as the other cells show it
+        return args
 
 
 # ---- Recur wrappers with a zero initial state --------------------------------------------
