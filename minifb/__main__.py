@@ -518,6 +518,7 @@ def render_text(net, title: str | None = None) -> str:
     (``+-->``) at the next timestep; nested Chains are indented.
 
     Example:
+        >>> from minifb.__main__ import render_text
         >>> import operator
         >>> net = nn.FeedbackChain(nn.Merger("h", nn.Dense(4, 4), operator.add),
         ...                        nn.Dense(4, 4, mf.relu), nn.Splitter("h"))
@@ -615,6 +616,7 @@ def main(argv=None) -> int:
     """Run the ``minifb`` command line; return the exit status (0 ok, 2 bad arguments, 130 interrupted).
 
     Example:
+        >>> from minifb.__main__ import main
         >>> main(["show", "spoerer-BT", "--size", "8"])  # doctest: +ELLIPSIS
         spoerer-BT for 1x8x8 images, 13,994 parameters
         ...

@@ -71,6 +71,8 @@ def result_type(*values, floating: bool = False) -> np.dtype:
             a boolean or integer result becomes float32.
 
     Example:
+        >>> from minifb.backend import result_type
+        >>> from minifb.backend import result_type
         >>> result_type(np.ones(2, np.int64), np.ones(2, np.float32))     # int with float: the float
         dtype('float32')
         >>> result_type(np.ones(2, np.float32), np.float64(1).reshape(()))  # a 0-d operand: same category
@@ -104,6 +106,8 @@ def sum_array(a, axis=None, keepdims=False):
     float16, as PyTorch returns it.
 
     Example:
+        >>> from minifb.backend import sum_array
+        >>> from minifb.backend import sum_array
         >>> int(sum_array(np.full(300, 255, np.uint8)))
         76500
         >>> a = np.full((5000, 2), 0.1, np.float16)

@@ -5,6 +5,7 @@ argument and the value it got. Nothing is truncated (``2.5`` channels are not 2)
 (``training="no"`` is not True) or left to fail later inside NumPy.
 
 Example:
+    >>> from minifb.checks import integer, number
     >>> integer("LRN", "size", 5)
     5
     >>> integer("LRN", "size", 2.5)
@@ -101,6 +102,8 @@ def pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
     each at least ``minimum``: the rule for kernel sizes, strides, paddings and image sizes.
 
     Example:
+        >>> from minifb.checks import pair
+        >>> from minifb.checks import pair
         >>> pair("Conv", "stride", 2)
         (2, 2)
         >>> pair("Conv", "padding", (1, -1), minimum=0)

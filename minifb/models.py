@@ -191,7 +191,7 @@ def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feedbac
         of shape ``(N, channels, H, W)`` and ``logits`` ``(N, classes)``.
 
     Example:
-        >>> net = lenet5()
+        >>> net = models.lenet5()
         >>> state, logits = net({}, mf.randn(2, 1, 28, 28))
         >>> logits.shape
         (2, 10)
@@ -229,7 +229,7 @@ def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feed
         A :class:`FeedbackModel`; ``state, logits = net(state, x)``.
 
     Example:
-        >>> net = lenet5_fb()
+        >>> net = models.lenet5_fb()
         >>> x = mf.randn(2, 1, 28, 28)
         >>> state, logits = net(net.initial_state(x), x)
         >>> state["conv2"].shape, state["fc1"].shape
@@ -285,7 +285,7 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
         of shape ``(N, channels, H, W)``, ``logits`` ``(N, classes)``.
 
     Example:
-        >>> net = spoerer("BLT", features=16)
+        >>> net = models.spoerer("BLT", features=16)
         >>> x = mf.randn(4, 1, 28, 28)
         >>> state = net.initial_state(x)        # {"l1": (4, 16, 28, 28), "l2": (4, 16, 14, 14)}
         >>> state, logits = net(state, x)
@@ -354,7 +354,7 @@ def build(name: str, **kwargs) -> FeedbackModel:
         The model.
 
     Example:
-        >>> net = build("spoerer-BT", classes=7, input_size=(32, 32))
+        >>> net = models.build("spoerer-BT", classes=7, input_size=(32, 32))
     """
     if not isinstance(name, str):
         raise TypeError(f"build: name must be a string, got {name!r}")

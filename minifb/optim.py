@@ -360,10 +360,10 @@ class SGD(Optimizer):
 
     Example:
         >>> net = nn.Dense(3, 1)
-        >>> opt = SGD(net.parameters(), lr=0.1, momentum=0.9)
+        >>> opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         >>> loss = (net(mf.randn(4, 3)) ** 2).mean()
         >>> opt.zero_grad(); loss.backward(); opt.step()
-        >>> SGD(net.parameters(), 0.1, 0.9, 1e-4)   # lr, momentum, weight_decay
+        >>> optim.SGD(net.parameters(), 0.1, 0.9, 1e-4)   # lr, momentum, weight_decay
         SGD(2 parameters, lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0001)
     """
 
@@ -451,7 +451,7 @@ class Adam(Optimizer):
 
     Example:
         >>> net = nn.Dense(3, 1)
-        >>> opt = Adam(net.parameters(), lr=1e-3)
+        >>> opt = optim.Adam(net.parameters(), lr=1e-3)
     """
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
@@ -526,7 +526,7 @@ class AdamW(Adam):
 
     Example:
         >>> net = nn.Dense(3, 1)
-        >>> opt = AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+        >>> opt = optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     """
 
     decoupled = True
@@ -565,7 +565,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     Example:
         >>> net = nn.Dense(3, 1)
         >>> (net(mf.randn(4, 3)) ** 2).mean().backward()
-        >>> norm = clip_grad_norm(net.parameters(), max_norm=1.0)
+        >>> norm = optim.clip_grad_norm(net.parameters(), max_norm=1.0)
         >>> bool(norm > 0)
         True
     """

@@ -64,11 +64,11 @@ class no_grad:
 
     Example:
         >>> x = mf.randn(3, requires_grad=True)
-        >>> with no_grad():
+        >>> with mf.no_grad():
         ...     y = x * 2
         >>> y.requires_grad
         False
-        >>> @no_grad
+        >>> @mf.no_grad
         ... def double(x):
         ...     return x * 2
         >>> double(x).requires_grad

@@ -885,7 +885,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     Example:
         >>> x = mf.randn(2, 3, 8, 8)
         >>> w = mf.randn(16, 3, 3, 3, requires_grad=True)
-        >>> conv2d(x, w, padding=1).shape
+        >>> F.conv2d(x, w, padding=1).shape
         (2, 16, 8, 8)
     """
     return Conv2d.apply(*_inputs("conv2d", x, w, b), stride=stride, padding=padding,
@@ -925,7 +925,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     Example:
         >>> z = mf.randn(2, 16, 7, 7)
         >>> w = mf.randn(16, 8, 4, 4)
-        >>> conv_transpose2d(z, w, stride=2, padding=1).shape
+        >>> F.conv_transpose2d(z, w, stride=2, padding=1).shape
         (2, 8, 14, 14)
     """
     return ConvTranspose2d.apply(*_inputs("conv_transpose2d", x, w, b), stride=stride, padding=padding,
@@ -947,7 +947,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
         gradient goes to the first maximum of each window.
 
     Example:
-        >>> max_pool2d(mf.randn(2, 3, 8, 8), 2).shape
+        >>> F.max_pool2d(mf.randn(2, 3, 8, 8), 2).shape
         (2, 3, 4, 4)
     """
     return MaxPool2d.apply(_as_tensor("max_pool2d", "input", x), kernel_size=kernel_size,
@@ -969,7 +969,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
         ``y[n, c, oh, ow] = (1 / (kh * kw)) * sum_{i, j} x_pad[n, c, oh*sh + i, ow*sw + j]``.
 
     Example:
-        >>> avg_pool2d(mf.randn(2, 3, 8, 8), 2).shape
+        >>> F.avg_pool2d(mf.randn(2, 3, 8, 8), 2).shape
         (2, 3, 4, 4)
     """
     return AvgPool2d.apply(_as_tensor("avg_pool2d", "input", x), kernel_size=kernel_size,

@@ -73,6 +73,8 @@ def lstm_pointwise_array(gi, gh, c, out=None):
         h_new (N, H), c_new (N, H), gates (N, 4H) = activated [i | f | g | o].
 
     Example:
+        >>> from minifb.ops.recurrent import lstm_pointwise_array
+        >>> from minifb.ops.recurrent import lstm_pointwise_array
         >>> z = np.zeros((1, 4))
         >>> lstm_pointwise_array(z, z, np.ones((1, 1)))[1]      # c' = 0.5·1 + 0.5·tanh(0)
         array([[0.5]])
@@ -106,6 +108,8 @@ def lstm_pointwise_backward_array(dh, dc, gates, c, c_new):
         dgates (N, 4H), the gradient of both gi and gh; dc_prev (N, H).
 
     Example:
+        >>> from minifb.ops.recurrent import lstm_pointwise_array, lstm_pointwise_backward_array
+        >>> from minifb.ops.recurrent import lstm_pointwise_array, lstm_pointwise_backward_array
         >>> z = np.zeros((1, 4)); c = np.ones((1, 1))
         >>> _, c_new, gates = lstm_pointwise_array(z, z, c)
         >>> lstm_pointwise_backward_array(np.zeros((1, 1)), np.ones((1, 1)), gates, c, c_new)[1]   # = f
@@ -137,6 +141,8 @@ class LSTMPointwise(Function):
     Kernels: ``kernels.lstm_cell_forward`` / ``lstm_cell_backward`` on CuPy (or emulated) float32.
 
     Example:
+        >>> from minifb.ops.recurrent import LSTMPointwise
+        >>> from minifb.ops.recurrent import LSTMPointwise
         >>> gi, gh, c = mf.zeros(2, 12), mf.zeros(2, 12), mf.ones(2, 3)
         >>> hc = LSTMPointwise.apply(gi, gh, c)
         >>> hc.shape, hc[:, 3:].numpy()[0]                       # c' = 0.5·1 + 0.5·tanh(0)
@@ -180,6 +186,8 @@ def gru_pointwise_array(gi, gh, h):
         h_new (N, H) and saved (N, 4H) = [r | z | n | gh_n] for the backward.
 
     Example:
+        >>> from minifb.ops.recurrent import gru_pointwise_array
+        >>> from minifb.ops.recurrent import gru_pointwise_array
         >>> z = np.zeros((1, 3))
         >>> gru_pointwise_array(z, z, np.ones((1, 1)))[0]      # n = 0, z = 0.5: h' = 0.5·0 + 0.5·1
         array([[0.5]])
@@ -212,6 +220,8 @@ def gru_pointwise_backward_array(dh, saved, h):
         dgi (N, 3H), dgh (N, 3H) and the pointwise part of dh_prev (N, H).
 
     Example:
+        >>> from minifb.ops.recurrent import gru_pointwise_array, gru_pointwise_backward_array
+        >>> from minifb.ops.recurrent import gru_pointwise_array, gru_pointwise_backward_array
         >>> z, h = np.zeros((1, 3)), np.ones((1, 1))
         >>> _, saved = gru_pointwise_array(z, z, h)
         >>> gru_pointwise_backward_array(np.ones((1, 1)), saved, h)[2]      # dh·z
@@ -241,6 +251,8 @@ class GRUPointwise(Function):
     Kernels: ``kernels.gru_cell_forward`` / ``gru_cell_backward`` on CuPy (or emulated) float32.
 
     Example:
+        >>> from minifb.ops.recurrent import GRUPointwise
+        >>> from minifb.ops.recurrent import GRUPointwise
         >>> h = GRUPointwise.apply(mf.zeros(2, 9), mf.zeros(2, 9), mf.ones(2, 3))
         >>> h.numpy()[0]                                          # z = 0.5, n = 0
         array([0.5, 0.5, 0.5], dtype=float32)
