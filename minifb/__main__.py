@@ -57,6 +57,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+#: The largest image side the command line takes: a 1000-pixel digit set needs tens of GB (the
+#: whole set is resized before --limit picks images), and no shipped model is meant for it.
+MAX_SIZE = 256
+
+
+def _image_side(text):
+    value = _int_at_least(2)(text)
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIZE}, got {value}")
+    return value
+
+
 def _int_at_least(low):
     def parse(text):
         try:
@@ -76,8 +88,32 @@ def _positive_float(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _clip_norm(text):
+    """``--clip``: a positive number, or ``none`` (also ``off`` or ``0``) for no clipping."""
+    if text.strip().lower() in ("none", "off") or (text.strip() and _is_zero(text)):
+        return None
+    return _positive_float(text)
+
+
+def _is_zero(text) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def _choice(options, what):
@@ -156,17 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{_one_of(_DEVICES)} (default %(default)s)")
         p.add_argument("--seed", type=_int_at_least(0), default=_D["seed"],
                        help="seed of the weights, the data split and the corruptions (default %(default)s)")
-        p.add_argument("--size", type=_int_at_least(2), default=None,
-                       help=f"image side in pixels ({size_help})")
+        p.add_argument("--size", type=_image_side, default=None,
+                       help=f"image side in pixels, 2 to {MAX_SIZE} ({size_help})")
         p.add_argument("--features", type=_int_at_least(1), default=None,
                        help="feature maps per layer of spoerer-* models (default 32)")
         p.add_argument("--limit", type=_int_at_least(1), default=None,
                        help="use only the first N training and N test images")
         p.add_argument("--truncate", type=_int_at_least(1), default=None, metavar="K",
                        help="truncated BPTT: detach the state every K steps (K at most --steps)")
-        p.add_argument("--clip", type=_positive_float, default=_D["clip"],
-                       help="gradient-norm clip (default %(default)s)")
-        p.add_argument("--weight-decay", type=float, default=_D["weight_decay"],
+        p.add_argument("--clip", type=_clip_norm, default=_D["clip"],
+                       help="gradient-norm clip, or none (default %(default)s)")
+        p.add_argument("--weight-decay", type=_non_negative_float, default=_D["weight_decay"],
                        help="L2 penalty for sgd and adam, decoupled decay for adamw (default %(default)s; "
                             "adamw uses 0.01 when it is 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -189,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"test on corrupted images: {corrupt_names} (default %(default)s)")
     p.add_argument("--level", type=float, default=None, help="corruption strength (default per corruption)")
     p.add_argument("--data", default=None, help="default: from metrics.json, else digits")
-    p.add_argument("--size", type=_int_at_least(2), default=None, help="default: from metrics.json")
+    p.add_argument("--size", type=_image_side, default=None, help="default: from metrics.json")
     p.add_argument("--features", type=_int_at_least(1), default=None, help="default: from metrics.json")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="default: from metrics.json")
     p.add_argument("--seed", type=_int_at_least(0), default=None,
@@ -257,11 +293,16 @@ def cmd_train(args) -> int:
         return 130
     final = history["final"]["test_accuracy"]
     print(f"test accuracy per timestep: {_steps_text(final)}")
+    diverged = [r["epoch"] for r in history["epochs"] if not np.isfinite(r["loss"])]
     if "clean_accuracy" in history["final"]:
         print(f"clean test accuracy per timestep: {_steps_text(history['final']['clean_accuracy'])}")
     files = ["model.npz", "metrics.json"] + (["curves.png"] if os.path.exists(os.path.join(out, "curves.png"))
                                                else [])
     print(f"wrote {', '.join(os.path.join(out, f) for f in files)} in {history['seconds']:.1f}s")
+    if diverged:
+        print(f"minifb: error: the training loss was not finite from epoch {diverged[0]} on: the run diverged "
+              "(try a smaller --lr, or --clip); the files hold its last weights", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -287,8 +328,13 @@ def cmd_evaluate(args) -> int:
     from .serialization import load
 
     _check_device(args.device)
+    if args.level is not None and args.corrupt == "none":
+        raise UsageError("argument --level: applies to a corruption; give --corrupt too")
+    if os.path.isdir(args.weights) and os.path.isfile(os.path.join(args.weights, "model.npz")):
+        args.weights = os.path.join(args.weights, "model.npz")   # a run's folder, as train wrote it
     if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"weights file not found: {args.weights}")
+        what = "is a folder without a model.npz" if os.path.isdir(args.weights) else "not found"
+        raise FileNotFoundError(f"weights file {what}: {args.weights}")
     config = {}
     meta = os.path.join(os.path.dirname(os.path.abspath(args.weights)), "metrics.json")
     if os.path.isfile(meta):
@@ -629,8 +675,11 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as err:
-        print(f"minifb: error: {err}", file=sys.stderr)
+        print(f"minifb: error: {err} (see minifb --help)", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # `minifb show BLT | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 141
     except OSError as err:  # a file or directory that cannot be read or written
         text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
         print("minifb: error: " + " ".join(text.split()), file=sys.stderr)

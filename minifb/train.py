@@ -728,7 +728,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     if log is not None:
         log(f"training {model_name} ({history['parameters']:,} parameters) on {data} "
             f"{size}x{size}, {len(ds.x_train)} train / {len(ds.x_test)} test images, "
-            f"T={steps} steps, corruption {corrupt}, {epochs} epochs, device {device}")
+            f"T={steps} steps, corruption {corrupt}, {epochs} epoch{'' if epochs == 1 else 's'}, device {device}")
     try:
         fit(net, ds, steps=steps, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, seed=seed,
             corrupt=corrupt, truncate=truncate, clip=clip, weight_decay=weight_decay, progress=progress,

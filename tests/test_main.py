@@ -87,7 +87,11 @@ def test_evaluate_rejects_weights_of_another_model(trained, capsys):
     (["train", "--steps", "2", "--truncate", "3"], "argument --truncate: must be at most --steps (2), got 3"),
     (["show", "nonet"], "unknown model"),
     (["frobnicate"], "invalid choice"),
-    ([], "required"),
+    ([], "required: COMMAND (see minifb --help)"),
+    (["train", "--clip", "inf"], "argument --clip: must be a positive finite number, got inf"),
+    (["train", "--weight-decay", "-1"], "argument --weight-decay: must be a finite number >= 0, got -1"),
+    (["train", "--size", "1000"], "argument --size: must be at most 256, got 1000"),
+    (["evaluate", "--weights", "x", "--size", "1000"], "argument --size: must be at most 256, got 1000"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys, tmp_path):
     if argv and argv[0] == "train":  # in case an argument is wrongly accepted: keep the run tiny
@@ -242,11 +246,48 @@ def test_compare_refuses_an_output_path_that_is_a_file_before_training(tmp_path,
     assert code == 2 and "taken" in err and trained == []
 
 
-def test_evaluate_does_not_report_a_level_that_no_corruption_uses(trained, capsys):
+def test_evaluate_refuses_a_level_without_a_corruption_and_takes_a_run_folder(trained, capsys):
     code, out, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--limit", "20",
                          "--corrupt", "none", "--level", "5")
+    assert code == 2 and "argument --level: applies to a corruption; give --corrupt too" in err
+    code, out, err = run(capsys, "evaluate", "--weights", str(trained), "--limit", "20")   # the run's folder
     assert code == 0, err
-    assert "corruption none)" in out and "level" not in out
+    assert "corruption none)" in out
+    code, out, err = run(capsys, "evaluate", "--weights", str(trained.parent), "--limit", "20")
+    assert code == 2 and "weights file is a folder without a model.npz" in err
+
+
+def test_clip_none_turns_clipping_off_and_a_diverged_run_exits_1(monkeypatch, capsys, tmp_path):
+    seen = []
+    real = cli.mftrain.train
+    monkeypatch.setattr(cli.mftrain, "train", lambda **kw: seen.append(kw["clip"]) or real(**kw))
+    for text in ("none", "off", "0"):
+        code, _, err = run(capsys, "train", "--out", str(tmp_path), "--clip", text, "--limit", "8", "--epochs", "0",
+                           "--no-progress")
+        assert code == 0, err
+    assert seen == [None, None, None]
+
+    def diverging(**kw):   # a run whose loss overflowed in its second epoch (hard to provoke in a tiny run)
+        history = real(**kw)
+        history["epochs"][1]["loss"] = float("nan")
+        return history
+
+    monkeypatch.setattr(cli.mftrain, "train", diverging)
+    code, out, err = run(capsys, "train", "--model", "spoerer-B", "--out", str(tmp_path), *TINY[:2], "--epochs", "2",
+                         *TINY[4:])
+    assert code == 1 and "wrote " in out
+    assert "minifb: error: the training loss was not finite from epoch 2 on: the run diverged" in err
+
+
+def test_output_piped_into_a_reader_that_leaves_stops_quietly():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "minifb", "show", "spoerer-BLT"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()          # as `| head -0` would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 141) and err == b""   # 0 when the output fit the pipe before it closed
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "compare"])
