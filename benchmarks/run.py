@@ -898,9 +898,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--gpu-only", action="store_true",
                         help="run only the GPU table (CuPy with fused kernels on and off, PyTorch CUDA eager)")
     parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2 as the issue asks "
-                             "(1 under --smoke). On a busy machine 1 thread gives steadier ratios (no spinning "
-                             "thread waits for a core)")
+                        help="threads for PyTorch and for NumPy's BLAS (threadpoolctl); default 2, the "
+                             "thread count the targets are set for (1 under --smoke). On a busy machine 1 thread "
+                             "gives steadier ratios (no spinning thread waits for a core)")
     parser.add_argument("--profile", metavar="CASE", choices=WORKLOADS + MICRO_CASES,
                         help=f"profile CASE's minifb step and exit; one of {', '.join(WORKLOADS + MICRO_CASES)}")
     parser.add_argument("--profiler", choices=("auto", "pyinstrument", "cprofile", "none"),
