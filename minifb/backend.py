@@ -157,7 +157,13 @@ def cupy_or_none():
 
 
 def cuda_available() -> bool:
-    """Whether tensors can be placed on ``"cuda"`` (CuPy installed and a GPU present)."""
+    """Whether tensors can be placed on ``"cuda"`` (CuPy installed and a GPU present).
+
+    Example:
+        >>> device = "cuda" if mf.cuda_available() else "cpu"
+        >>> mf.zeros(2, device=device).device == device
+        True
+    """
     return cupy_or_none() is not None
 
 

@@ -69,6 +69,14 @@ class FeedbackModel(nn.FeedbackChain):
         name: the factory name shown in errors (e.g. ``"spoerer-BLT"``).
         channels: expected input channels (``None``: not checked).
         input_size: expected ``(H, W)`` (``None``: not checked).
+
+    Example:
+        >>> net = models.lenet5_fb()            # a FeedbackModel for (N, 1, 28, 28) batches
+        >>> x = mf.randn(2, 1, 32, 32)
+        >>> net(net.initial_state(mf.randn(2, 1, 28, 28)), x)
+        Traceback (most recent call last):
+            ...
+        ValueError: lenet5_fb: expected input of shape (N, 1, 28, 28) (channels=1, input_size=(28, 28)), got (2, 1, 32, 32)
     """
 
     def __init__(self, *layers, name: str = "FeedbackModel", channels: int | None = None,

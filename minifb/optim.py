@@ -176,6 +176,21 @@ class Optimizer:
         params: the list of parameter tensors.
         state: one dict per parameter (momentum buffers, moment estimates,
             step counts), filled lazily on the parameter's first update.
+
+    Example (plain gradient descent with a decaying step, as SGD and Adam are written):
+        >>> class Decaying(optim.Optimizer):
+        ...     hyperparameters = ("lr",)
+        ...     def __init__(self, params, lr):
+        ...         self.lr = lr
+        ...         super().__init__(params)
+        ...     def update(self, w, g, state):              # raw arrays; update w in place
+        ...         state["t"] = state.get("t", 0) + 1
+        ...         w -= self.lr / state["t"] * g
+        >>> w = nn.Parameter(np.ones(2, np.float32))
+        >>> opt = Decaying([w], lr=0.5)
+        >>> (w * w).sum().backward(); opt.step()
+        >>> w.numpy()
+        array([0., 0.], dtype=float32)
     """
 
     hyperparameters: tuple = ()

@@ -124,7 +124,15 @@ class no_grad:
 
 
 def is_grad_enabled() -> bool:
-    """True unless inside :class:`no_grad`."""
+    """True unless inside :class:`no_grad`.
+
+    Example:
+        >>> mf.is_grad_enabled()
+        True
+        >>> with mf.no_grad():
+        ...     mf.is_grad_enabled()
+        False
+    """
     return _Tape.enabled
 
 
@@ -162,6 +170,18 @@ class Function:
     records each input's shape and dtype (``metas``), and
     :meth:`Tensor.backward` reduces each gradient to that shape with
     :func:`unbroadcast` and casts it to that dtype, in this one place.
+
+    Example (a new op, ``y = x ** 3``, written as the ops in :mod:`minifb.ops` are):
+        >>> class Cube(mf.Function):
+        ...     def forward(self, x):
+        ...         self.x = x if self.needs[0] else None      # saved only when a gradient is wanted
+        ...         return x ** 3
+        ...     def backward(self, grad):
+        ...         return (grad * 3 * self.x ** 2,)
+        >>> x = mf.tensor([1.0, 2.0], requires_grad=True)
+        >>> Cube.apply(x).sum().backward()
+        >>> x.grad
+        array([ 3., 12.], dtype=float32)
     """
 
     needs: tuple = ()
