@@ -782,3 +782,9 @@ def test_markers_inside_a_nested_recur_belong_to_it():
     x = mf.randn(2, 4)
     state, y = net(net.initial_state(x), x)
     assert list(state) == ["s"] and y.shape == (2, 4)
+
+
+def test_initial_state_takes_the_dtype_of_the_value_each_splitter_records():
+    net = nn.FeedbackChain(nn.Merger("s", nn.Dense(3, 3), operator.add), nn.Dense(3, 3), nn.Splitter("s"))
+    assert net.initial_state(mf.tensor(np.ones((2, 3), np.int64)))["s"].dtype == np.float32
+    assert net.initial_state(mf.randn(2, 3, dtype="float64"))["s"].dtype == np.float64

@@ -472,3 +472,10 @@ def test_cells_given_where_a_recur_belongs_and_layers_given_as_cells_get_named_e
         nn.Recur(nn.Dense(3, 3), mf.zeros(3))
     assert [y.shape for y in nn.unroll(lambda x: x * 2, [mf.ones(2)] * 3)] == [(2,)] * 3   # any y = f(x)
     assert repr(nn.ConvLSTMCell(2, 3, 3, bias=False)) == "ConvLSTMCell(2, 3, 3, bias=False)"
+
+
+def test_a_cell_given_an_array_raises_a_type_error_as_a_layer_does():
+    for cell, state in ((nn.RNNCell(3, 4), mf.zeros(2, 4)), (nn.LSTMCell(3, 4), (mf.zeros(2, 4), mf.zeros(2, 4))),
+                        (nn.GRUCell(3, 4), mf.zeros(2, 4))):
+        with pytest.raises(TypeError, match=r"input must be a Tensor of shape \(\.\.\., 3\), got ndarray"):
+            cell(state, np.ones((2, 3), np.float32))

@@ -408,7 +408,8 @@ class FeedbackChain(LayerSequence, Module):
             x: an input like the ones the chain will get (its batch size counts).
 
         Returns:
-            ``{name: zeros}`` in Splitter order, on ``x``'s device, with ``x``'s dtype.
+            ``{name: zeros}`` in Splitter order, on ``x``'s device, each with the shape and dtype
+            of the value its Splitter records (an integer input to a float32 net gives float32 states).
 
         Raises:
             TypeError: ``x`` is not a Tensor.
@@ -430,15 +431,16 @@ class FeedbackChain(LayerSequence, Module):
                 _run(self.layers, x, ctx, self.is_tree)
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{type(self).__name__}.initial_state: running the chain with feedback off on an "
-                             f"input of shape {tuple(x.shape)} failed ({err}). If a Merger's combine changes the "
-                             "stream's shape (e.g. concatenation), build the state by hand") from err
+                             f"input of shape {tuple(x.shape)} failed ({err}). Check that the input fits the "
+                             "chain; if it does and a Merger's combine changes the stream's shape (e.g. "
+                             "concatenation), build the state by hand") from err
         finally:
             for m, mode in modes:
                 m.training = mode
             for m, state in states:    # a Recur inside the chain has not taken a step
                 m.state = state
         xp = backend.array_module(x.data)
-        return {name: Tensor(xp.zeros(v.shape, dtype=x.dtype)) for name, v in ctx.new.items()}
+        return {name: Tensor(xp.zeros(v.shape, dtype=v.dtype)) for name, v in ctx.new.items()}
 
 
 

@@ -269,9 +269,11 @@ class _Cell(Module):
         return Tensor(xp.zeros(tuple(x.shape[:-1]) + (self.hidden_size,), dtype=x.dtype))
 
     def _check_input(self, x):
-        if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.input_size:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{self!r}: expected input of shape (..., {self.input_size}), got {shape}")
+        if not isinstance(x, Tensor):   # a TypeError, as every layer gives for a non-Tensor
+            raise TypeError(f"{self!r}: input must be a Tensor of shape (..., {self.input_size}), "
+                            f"got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.input_size:
+            raise ValueError(f"{self!r}: expected input of shape (..., {self.input_size}), got {tuple(x.shape)}")
 
     def _check_hidden(self, h, what="h"):
         if not isinstance(h, Tensor) or h.ndim < 1 or h.shape[-1] != self.hidden_size:
