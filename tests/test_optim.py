@@ -416,7 +416,7 @@ def test_docstring_examples_run():
     from minifb import nn
 
     mf.manual_seed(0)
-    result = doctest.testmod(optim, extraglobs={"mf": mf, "nn": nn, "np": np})
+    result = doctest.testmod(optim, extraglobs={"mf": mf, "nn": nn, "np": np, "optim": optim})
     assert result.attempted > 0 and result.failed == 0
 
 
