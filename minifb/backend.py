@@ -72,7 +72,6 @@ def result_type(*values, floating: bool = False) -> np.dtype:
 
     Example:
         >>> from minifb.backend import result_type
-        >>> from minifb.backend import result_type
         >>> result_type(np.ones(2, np.int64), np.ones(2, np.float32))     # int with float: the float
         dtype('float32')
         >>> result_type(np.ones(2, np.float32), np.float64(1).reshape(()))  # a 0-d operand: same category
@@ -106,7 +105,6 @@ def sum_array(a, axis=None, keepdims=False):
     float16, as PyTorch returns it.
 
     Example:
-        >>> from minifb.backend import sum_array
         >>> from minifb.backend import sum_array
         >>> int(sum_array(np.full(300, 255, np.uint8)))
         76500

@@ -103,7 +103,6 @@ def pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
 
     Example:
         >>> from minifb.checks import pair
-        >>> from minifb.checks import pair
         >>> pair("Conv", "stride", 2)
         (2, 2)
         >>> pair("Conv", "padding", (1, -1), minimum=0)

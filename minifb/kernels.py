@@ -448,7 +448,6 @@ def bias_act(x, bias, act, layout=None):
 
     Example:
         >>> from minifb.kernels import bias_act, use
-        >>> from minifb.kernels import bias_act, use
         >>> with use("emulate"):
         ...     bias_act(np.ones((2, 3), np.float32), np.array([-2, 0, 1], np.float32), "relu")
         array([[0., 1., 2.],

@@ -46,7 +46,6 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
 
     Example:
         >>> from minifb.testing import gradcheck
-        >>> from minifb.testing import gradcheck
         >>> x = mf.tensor(np.random.randn(3, 4), dtype="float64", requires_grad=True)
         >>> gradcheck(lambda t: (t * t).sum(axis=1), x)
         True

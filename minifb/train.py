@@ -254,7 +254,6 @@ def sequence_loss(net, x, y, steps: int = 4):
 
     Example:
         >>> from minifb.train import build_model, sequence_loss
-        >>> from minifb.train import build_model, sequence_loss
         >>> net = build_model("spoerer-BT", 8, features=4)
         >>> xb, yb = np.random.rand(2, 1, 8, 8).astype("float32"), np.array([3, 7])
         >>> loss, logits = sequence_loss(net, xb, yb, steps=4)
@@ -369,7 +368,6 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
         A list of ``T`` floats: ``[acc_t1, ..., acc_tT]``.
 
     Example:
-        >>> from minifb.train import build_model, evaluate, prepare_data
         >>> from minifb.train import build_model, evaluate, prepare_data
         >>> ds = prepare_data("digits", size=8, limit=100)
         >>> net = build_model("spoerer-BT", 8, features=4)
@@ -813,7 +811,6 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
         FileNotFoundError: missing MNIST files.
 
     Example:
-        >>> from minifb.train import train
         >>> from minifb.train import train
         >>> h = train("spoerer-BT", epochs=1, limit=200, progress=False, log=None)
         >>> len(h["final"]["test_accuracy"])

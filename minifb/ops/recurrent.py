@@ -74,7 +74,6 @@ def lstm_pointwise_array(gi, gh, c, out=None):
 
     Example:
         >>> from minifb.ops.recurrent import lstm_pointwise_array
-        >>> from minifb.ops.recurrent import lstm_pointwise_array
         >>> z = np.zeros((1, 4))
         >>> lstm_pointwise_array(z, z, np.ones((1, 1)))[1]      # c' = 0.5·1 + 0.5·tanh(0)
         array([[0.5]])
@@ -109,7 +108,6 @@ def lstm_pointwise_backward_array(dh, dc, gates, c, c_new):
 
     Example:
         >>> from minifb.ops.recurrent import lstm_pointwise_array, lstm_pointwise_backward_array
-        >>> from minifb.ops.recurrent import lstm_pointwise_array, lstm_pointwise_backward_array
         >>> z = np.zeros((1, 4)); c = np.ones((1, 1))
         >>> _, c_new, gates = lstm_pointwise_array(z, z, c)
         >>> lstm_pointwise_backward_array(np.zeros((1, 1)), np.ones((1, 1)), gates, c, c_new)[1]   # = f
@@ -141,7 +139,6 @@ class LSTMPointwise(Function):
     Kernels: ``kernels.lstm_cell_forward`` / ``lstm_cell_backward`` on CuPy (or emulated) float32.
 
     Example:
-        >>> from minifb.ops.recurrent import LSTMPointwise
         >>> from minifb.ops.recurrent import LSTMPointwise
         >>> gi, gh, c = mf.zeros(2, 12), mf.zeros(2, 12), mf.ones(2, 3)
         >>> hc = LSTMPointwise.apply(gi, gh, c)
@@ -187,7 +184,6 @@ def gru_pointwise_array(gi, gh, h):
 
     Example:
         >>> from minifb.ops.recurrent import gru_pointwise_array
-        >>> from minifb.ops.recurrent import gru_pointwise_array
         >>> z = np.zeros((1, 3))
         >>> gru_pointwise_array(z, z, np.ones((1, 1)))[0]      # n = 0, z = 0.5: h' = 0.5·0 + 0.5·1
         array([[0.5]])
@@ -221,7 +217,6 @@ def gru_pointwise_backward_array(dh, saved, h):
 
     Example:
         >>> from minifb.ops.recurrent import gru_pointwise_array, gru_pointwise_backward_array
-        >>> from minifb.ops.recurrent import gru_pointwise_array, gru_pointwise_backward_array
         >>> z, h = np.zeros((1, 3)), np.ones((1, 1))
         >>> _, saved = gru_pointwise_array(z, z, h)
         >>> gru_pointwise_backward_array(np.ones((1, 1)), saved, h)[2]      # dh·z
@@ -251,7 +246,6 @@ class GRUPointwise(Function):
     Kernels: ``kernels.gru_cell_forward`` / ``gru_cell_backward`` on CuPy (or emulated) float32.
 
     Example:
-        >>> from minifb.ops.recurrent import GRUPointwise
         >>> from minifb.ops.recurrent import GRUPointwise
         >>> h = GRUPointwise.apply(mf.zeros(2, 9), mf.zeros(2, 9), mf.ones(2, 3))
         >>> h.numpy()[0]                                          # z = 0.5, n = 0
