@@ -123,12 +123,19 @@ class Dataset:
         mean and std are kept (they are not recomputed).
 
         Args:
-            n_train: Number of training examples to keep (``None`` keeps all).
-            n_test: Number of test examples to keep (``None`` keeps all).
+            n_train: Number of training examples to keep, an integer >= 0
+                (``None``, or more than the split holds, keeps all).
+            n_test: Number of test examples to keep, likewise.
 
         Returns:
             A new :class:`Dataset` sharing no arrays with this one.
+
+        Raises:
+            ValueError: A count is neither ``None`` nor an integer >= 0 (``2.5``
+                and ``True`` are refused, not truncated).
         """
+        n_train, n_test = (None if n is None else checks.integer("Dataset.subset", name, n, minimum=0)
+                           for name, n in (("n_train", n_train), ("n_test", n_test)))
         return Dataset(
             x_train=self.x_train[:n_train].copy(),
             y_train=self.y_train[:n_train].copy(),
@@ -163,9 +170,10 @@ def _standardised(x_train, y_train, x_test, y_test, classes=10) -> Dataset:
 def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Linear-interpolation weights mapping ``n_in`` samples to ``n_out``.
 
-    Uses the half-pixel-centre convention (as PIL and OpenCV do): output pixel
-    ``i`` samples the input at ``(i + 0.5) * n_in / n_out - 0.5``, clamped to
-    the edges. Each row sums to 1, and ``n_in == n_out`` gives the identity.
+    Uses the half-pixel-centre convention: output pixel ``i`` samples the
+    input at ``(i + 0.5) * n_in / n_out - 0.5``, clamped to the edges, with no
+    antialiasing (see :func:`resize_bilinear`). Each row sums to 1, and
+    ``n_in == n_out`` gives the identity.
 
     Returns:
         Array of shape ``(n_out, n_in)``, float64.
@@ -190,6 +198,11 @@ def resize_bilinear(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarr
     Bilinear interpolation is separable, so the resize is two matrix products,
     ``Wy @ image @ Wx.T``, applied to every image at once. Constant images
     stay constant and resizing to the same size is exact.
+
+    The result is that of ``torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False, antialias=False)``: half-pixel centres and no
+    antialiasing. PIL agrees when upsampling only; when downsampling it
+    antialiases (averages over the whole footprint) and this does not.
 
     Args:
         images: Array of shape ``(..., H, W)``.
@@ -269,7 +282,8 @@ def load_digits(size: int = 28, seed: int = 0, test_fraction: float = 0.25) -> D
 
     Args:
         size: Side length ``S`` of the output images (8 keeps the originals).
-        seed: Seed of the train/test split and of the order within each split.
+        seed: Seed of the train/test split and of the order within each split,
+            an integer >= 0.
         test_fraction: Fraction of each class held out for testing, in (0, 1).
 
     Returns:
@@ -279,21 +293,24 @@ def load_digits(size: int = 28, seed: int = 0, test_fraction: float = 0.25) -> D
         images.
 
     Raises:
-        ValueError: If ``size`` is not a positive integer, ``test_fraction`` is
-            not in (0, 1), or ``test_fraction`` is so close to 0 or 1 that the
-            test or the training split would be empty.
+        ValueError: If ``size`` is not a positive integer, ``seed`` is not an
+            integer >= 0 (``None`` too: it would give a different split each
+            call), ``test_fraction`` is not in (0, 1), or ``test_fraction`` is
+            so close to 0 or 1 that the test or the training split would be
+            empty.
+        TypeError: If ``test_fraction`` is not a number.
     """
     size = checks.integer("load_digits", "size", size)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    seed = checks.integer("load_digits", "seed", seed, minimum=0)
+    test_fraction = checks.number("load_digits", "test_fraction", test_fraction, above=0, below=1)
     images, labels = _raw_digits()
     x = resize_bilinear(images.astype(np.float32) / 16.0, size)[:, None]
     np.clip(x, 0.0, 1.0, out=x)
     train_idx, test_idx = _stratified_split(labels, test_fraction, seed)
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise ValueError(
-            f"test_fraction={test_fraction!r} leaves {len(train_idx)} training images and {len(test_idx)} "
-            f"test images of {len(labels)}: both splits need at least one image"
+            f"load_digits: test_fraction={test_fraction!r} leaves {len(train_idx)} training images and "
+            f"{len(test_idx)} test images of {len(labels)}: both splits need at least one image"
         )
     return _standardised(x[train_idx], labels[train_idx], x[test_idx], labels[test_idx])
 
@@ -371,8 +388,8 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
         FileNotFoundError: If a file is missing (the message lists the names
             tried).
         ValueError: If ``size`` is not a positive integer, or a file has a bad
-            magic number, is truncated, or its image and label counts differ;
-            the message names the file.
+            magic number, is truncated, holds no images, or its image and label
+            counts differ; the message names the file.
     """
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"load_mnist: directory must be a path (a str or os.PathLike), got {directory!r}")
@@ -390,7 +407,9 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
             raise ValueError(
                 f"{img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels"
             )
-        if labels.size and labels.max() > 9:
+        if len(images) == 0:
+            raise ValueError(f"load_mnist: {img_path} holds no images: both splits need at least one image")
+        if labels.max() > 9:
             raise ValueError(f"{lab_path}: label {int(labels.max())} is outside 0..9")
         x = resize_bilinear(images.astype(np.float32) / 255.0, size)[:, None]
         np.clip(x, 0.0, 1.0, out=x)
@@ -404,7 +423,8 @@ def load(spec: str, size: int = 28, seed: int = 0) -> Dataset:
 
     Args:
         spec: ``"digits"`` for the shipped digits, or ``"mnist:DIR"`` for IDX
-            files in ``DIR``.
+            files in ``DIR``. Surrounding spaces are ignored, and so is the
+            case of ``digits`` and of the ``mnist:`` prefix (not of ``DIR``).
         size: Side length ``S`` of the output images.
         seed: Split seed (digits only; MNIST has a fixed split).
 
@@ -412,18 +432,21 @@ def load(spec: str, size: int = 28, seed: int = 0) -> Dataset:
         A :class:`Dataset`.
 
     Raises:
+        TypeError: If the spec is not a string.
         ValueError: If the spec is not one of the above.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"data spec must be a string, got {type(spec).__name__}")
-    if spec.strip().lower() == "digits":
+        raise TypeError(f"load: data spec must be a string, got {spec!r}")
+    text = spec.strip()
+    if text.lower() == "digits":
         return load_digits(size=size, seed=seed)
-    if spec.startswith("mnist:"):
-        directory = spec[len("mnist:"):]
+    prefix = "mnist:"
+    if text[:len(prefix)].lower() == prefix:
+        directory = text[len(prefix):]
         if not directory:
-            raise ValueError("data spec 'mnist:' needs a directory, as in 'mnist:/path/to/mnist'")
+            raise ValueError("load: data spec 'mnist:' needs a directory, as in 'mnist:/path/to/mnist'")
         return load_mnist(directory, size=size)
-    raise ValueError(f"unknown data spec {spec!r}: expected 'digits' or 'mnist:DIR'")
+    raise ValueError(f"load: unknown data spec {spec!r}: expected 'digits' or 'mnist:DIR'")
 
 
 # --------------------------------------------------------------------------
@@ -446,6 +469,7 @@ def batches(
         batch_size: Examples per batch; the last batch may be smaller.
         shuffle: Visit the examples in a random order (else in order).
         rng: Generator for the shuffle; a fresh unseeded one if ``None``.
+            Checked even when ``shuffle`` is False.
 
     Returns:
         An iterator of ``(xb, yb)`` with shapes ``(B, ...)``, ``B <= batch_size``.
@@ -463,10 +487,12 @@ def batches(
     n = _batch_length("batches", "x", x)
     m = _batch_length("batches", "y", y)
     if m != n:
-        raise ValueError(f"x has {n} examples but y has {m}")
+        raise ValueError(f"batches: x has {n} examples but y has {m}")
     shuffle = checks.flag("batches", "shuffle", shuffle)
+    if rng is not None:
+        _check_rng("batches", rng)
     if shuffle:
-        order = (_check_rng("batches", rng) if rng is not None else np.random.default_rng()).permutation(n)
+        order = (rng if rng is not None else np.random.default_rng()).permutation(n)
     else:
         order = np.arange(n)
     x, y = _indexable(x), _indexable(y)
@@ -502,10 +528,11 @@ def _check_rng(fn: str, rng, legacy: bool = True):
 # --------------------------------------------------------------------------
 
 
-def _as_images(x: np.ndarray, name: str = "x") -> np.ndarray:
+def _as_images(fn: str, x: np.ndarray, name: str = "x") -> np.ndarray:
+    """``x`` as float32 images ``(N, 1, H, W)``; a clear error, naming ``fn`` and ``name``, for another shape."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (N, 1, H, W), got {x.shape}")
+        raise ValueError(f"{fn}: {name} must have shape (N, 1, H, W), got {x.shape}")
     return x
 
 
@@ -520,16 +547,19 @@ def add_noise(x: np.ndarray, std: float, rng: np.random.Generator, clip: bool = 
         x: Images in raw pixel space, shape ``(N, 1, H, W)``.
         std: Standard deviation of the noise (finite, >= 0).
         rng: Random generator.
-        clip: Clip the result to ``[0, 1]``.
+        clip: Clip the result to ``[0, 1]``; True or False.
 
     Returns:
         Noisy images, shape ``(N, 1, H, W)``, float32.
+
+    Raises:
+        ValueError: ``x`` is not ``(N, 1, H, W)``, or ``std`` is negative or not finite.
+        TypeError: ``std`` is not a number, ``rng`` not a generator, or ``clip`` not a bool.
     """
-    x = _as_images(x)
-    std = checks.number("add_noise", "std", std)
+    x = _as_images("add_noise", x)
+    std = checks.number("add_noise", "std", std, at_least=0, finite=True)
     _check_rng("add_noise", rng)
-    if not (np.isfinite(std) and std >= 0):
-        raise ValueError(f"noise std must be a finite number >= 0, got {std!r}")
+    clip = checks.flag("add_noise", "clip", clip)
     out = x + rng.normal(0.0, std, size=x.shape).astype(np.float32)
     return np.clip(out, 0.0, 1.0) if clip else out
 
@@ -549,11 +579,11 @@ def salt_and_pepper(x: np.ndarray, fraction: float, rng: np.random.Generator) ->
     Returns:
         Corrupted images, shape ``(N, 1, H, W)``, float32.
     """
-    x = _as_images(x)
+    x = _as_images("salt_and_pepper", x)
     fraction = checks.number("salt_and_pepper", "fraction", fraction)
     _check_rng("salt_and_pepper", rng)
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"salt-and-pepper fraction must be in [0, 1], got {fraction!r}")
+        raise ValueError(f"salt_and_pepper: fraction must be in [0, 1], got {fraction!r}")
     n, _, h, w = x.shape
     k = int(round(fraction * h * w))
     out = x.reshape(n, h * w).copy()
@@ -593,7 +623,8 @@ def debris(
             fragment of itself if it is among them).
         fraction: Target coverage, in ``[0, 1]``.
         rng: Random generator.
-        fragment_size: Side of the fragments; default ``max(2, round(H / 4))``
+        fragment_size: Side of the fragments, an integer in ``1..min(H, W)``;
+            default ``max(2, round(min(H, W) / 4))``, at most ``min(H, W)``
             (7 pixels for 28x28 images).
         return_coverage: Also return the per-image coverage.
 
@@ -602,20 +633,26 @@ def debris(
         ``return_coverage`` a tuple ``(images, coverage)`` where ``coverage``
         has shape ``(N,)``.
     """
-    x = _as_images(x)
-    src = _as_images(source_images, "source_images")
+    x = _as_images("debris", x)
+    src = _as_images("debris", source_images, "source_images")
     n, _, h, w = x.shape
     if src.shape[2:] != (h, w):
-        raise ValueError(f"source_images are {src.shape[2:]} but x is {(h, w)}")
+        raise ValueError(f"debris: source_images are {src.shape[2:]} but x is {(h, w)}")
     if len(src) == 0:
-        raise ValueError("source_images is empty")
+        raise ValueError("debris: source_images is empty")
+    if h == 0 or w == 0:
+        raise ValueError(f"debris: images must have at least one pixel, got H x W = {h} x {w}")
     fraction = checks.number("debris", "fraction", fraction)
     _check_rng("debris", rng, legacy=False)   # uses Generator.integers
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"debris fraction must be in [0, 1], got {fraction!r}")
-    f = int(fragment_size) if fragment_size is not None else max(2, int(round(h / 4)))
-    if not 1 <= f <= min(h, w):
-        raise ValueError(f"fragment_size must be in 1..{min(h, w)}, got {f}")
+        raise ValueError(f"debris: fraction must be in [0, 1], got {fraction!r}")
+    side = min(h, w)
+    if fragment_size is None:
+        f = min(side, max(2, int(round(side / 4))))
+    else:
+        f = checks.integer("debris", "fragment_size", fragment_size)
+        if f > side:
+            raise ValueError(f"debris: fragment_size must be in 1..{side} (the image is {h} x {w}), got {f}")
 
     src2 = src[:, 0]
     # Where to cut: a random ink pixel per source (argmax of random scores
@@ -664,6 +701,21 @@ def debris(
     return out
 
 
+def _labels(fn: str, name: str, y, classes: int) -> np.ndarray:
+    """``y`` as int64 labels of shape ``(N,)``, each in ``0..classes-1``; a clear error for anything else
+    (a float label is refused, not truncated; an empty list is ``N = 0`` whatever its dtype)."""
+    y = np.asarray(y)
+    wanted = f"{fn}: {name} must be an integer array of shape (N,) with 0 <= {name} < {classes}"
+    if y.ndim != 1:
+        raise ValueError(f"{wanted}, got shape {y.shape}")
+    if y.size and y.dtype.kind not in "iu":
+        raise ValueError(f"{wanted}, got dtype {y.dtype}: {y[:5].tolist()}")
+    bad = np.flatnonzero((y < 0) | (y >= classes)) if y.size else []
+    if len(bad):
+        raise ValueError(f"{wanted}, got {y[bad[0]]} at index {bad[0]}")
+    return y.astype(np.int64)
+
+
 def _shift(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """Translate each ``(H, W)`` image by integer ``(dy, dx)``, filling with 0."""
     n, h, w = images.shape
@@ -698,43 +750,59 @@ def clutter(
 
     Args:
         x: Images in raw ``[0, 1]`` pixel space, shape ``(N, 1, H, W)``.
-        y: Integer labels, shape ``(N,)``.
+        y: Integer labels, shape ``(N,)``, each in ``0..classes-1``.
         n_digits: Digits per output image, an integer in ``1..classes`` (a
             float such as ``3.0`` is accepted, ``2.5`` is not). The pool must hold
             at least ``n_digits - 1`` classes other than each image's own.
         rng: Random generator.
-        max_shift: Largest translation in pixels; default ``H // 4``.
-        classes: Number of classes.
+        max_shift: Largest translation in pixels, an integer >= 0 and less
+            than ``min(H, W)`` (a shift of the image's size would move a digit
+            entirely off it); default ``min(H, W) // 4``.
+        classes: Number of classes, a positive integer.
         source_images: Pool of digits to add, shape ``(M, 1, H, W)``.
-        source_labels: Their labels, shape ``(M,)``.
+        source_labels: Their labels, shape ``(M,)``, each in ``0..classes-1``.
 
     Returns:
         ``(images, labels)``: images ``(N, 1, H, W)`` float32 and multi-hot
         labels ``(N, classes)`` float32.
+
+    Raises:
+        ValueError: A shape does not fit, a label is not an integer in
+            ``0..classes-1`` (float labels are refused, not truncated),
+            ``n_digits`` or ``max_shift`` is out of range, or the pool lacks
+            the classes to draw from.
+        TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
-    x = _as_images(x)
+    x = _as_images("clutter", x)
     _check_rng("clutter", rng, legacy=False)
-    y = np.asarray(y, dtype=np.int64)
+    classes = checks.integer("clutter", "classes", classes)
     n, _, h, w = x.shape
+    y = _labels("clutter", "y", y, classes)
     if len(y) != n:
-        raise ValueError(f"x has {n} images but y has {len(y)} labels")
+        raise ValueError(f"clutter: x has {n} images but y has {len(y)} labels")
     if (source_images is None) != (source_labels is None):
-        raise ValueError("give both source_images and source_labels, or neither")
-    pool_x = x if source_images is None else _as_images(source_images, "source_images")
-    pool_y = y if source_labels is None else np.asarray(source_labels, dtype=np.int64)
+        raise ValueError("clutter: give both source_images and source_labels, or neither")
+    pool_x = x if source_images is None else _as_images("clutter", source_images, "source_images")
+    pool_y = y if source_labels is None else _labels("clutter", "source_labels", source_labels, classes)
     if len(pool_x) != len(pool_y):
-        raise ValueError(f"source_images has {len(pool_x)} images but source_labels {len(pool_y)}")
+        raise ValueError(f"clutter: source_images has {len(pool_x)} images but source_labels {len(pool_y)}")
     if pool_x.shape[2:] != (h, w):
-        raise ValueError(f"source_images are {pool_x.shape[2:]} but x is {(h, w)}")
+        raise ValueError(f"clutter: source_images are {pool_x.shape[2:]} but x is {(h, w)}")
     if not (_is_integral(n_digits) and 1 <= n_digits <= classes):
-        raise ValueError(f"n_digits must be an integer in 1..{classes}, got {n_digits!r}")
+        raise ValueError(f"clutter: n_digits must be an integer in 1..{classes}, got {n_digits!r}")
     n_digits = int(n_digits)
-    shift = h // 4 if max_shift is None else int(max_shift)
-    counts = np.bincount(pool_y, minlength=classes)[:classes]
+    if max_shift is None:
+        shift = min(h, w) // 4
+    else:
+        shift = checks.integer("clutter", "max_shift", max_shift, minimum=0)
+        if shift and shift >= min(h, w):
+            raise ValueError(f"clutter: max_shift must be in 0..{min(h, w) - 1} (a shift of min(H, W) = "
+                             f"{min(h, w)} pixels moves a digit entirely off the image), got {shift}")
+    counts = np.bincount(pool_y, minlength=classes)
     present = counts > 0
     if n > 0 and n_digits > 1 and (present.sum() - present[y]).min() < n_digits - 1:
         raise ValueError(
-            f"clutter with {n_digits} digits needs {n_digits - 1} other classes in the pool, "
+            f"clutter: {n_digits} digits per image need {n_digits - 1} other classes in the pool, "
             f"which has only classes {np.flatnonzero(present).tolist()}"
         )
 
@@ -778,7 +846,7 @@ def _is_integral(value) -> bool:
 def _check_clutter_level(level, classes: int) -> None:
     """Refuse a clutter ``level`` that is not a whole number of digits in ``1..classes``, in ``level``'s terms.
 
-    (The other corruptions' functions check their level themselves and name it: "noise std", "fraction".)
+    (The other corruptions' functions check their level themselves and name it: "add_noise: std", "fraction".)
     """
     if not (_is_integral(level) and 1 <= level <= classes):
         raise ValueError(f"corruption 'clutter': level is the number of digits per image, "
@@ -838,7 +906,7 @@ def corrupt(
     if key in ("noise", "saltpepper", "debris"):
         checks.number("corrupt", "level", lvl)      # its range is checked, in its own terms, by the corruption
     if key == "none":
-        return _as_images(x).copy(), y
+        return _as_images("corrupt", x).copy(), y
     if key == "noise":
         return add_noise(x, lvl, rng, **kwargs), y
     if key == "saltpepper":

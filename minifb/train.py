@@ -166,12 +166,13 @@ class _Batch:
     does, and is detached with it under truncated BPTT.
 
     Attributes:
-        stateful: whether anything carries state between timesteps; a model without it gives the same
+        stateful: whether the logits can differ between timesteps: state carried between them, or a
+            Dropout in training mode drawing a new mask at each step. A model with neither gives the same
             logits at every step, so the protocol runs it once.
     """
 
     def __init__(self, net, x: Tensor):
-        from .nn import Module, Recur, reset_state
+        from .nn import Dropout, Module, Recur, reset_state
 
         self.net = net
         inner = [m for m in net.modules() if isinstance(m, Recur)] if isinstance(net, Module) else []
@@ -179,7 +180,9 @@ class _Batch:
             reset_state(net)   # before initial_state(x), which runs the net: no state of an earlier batch
         self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
         self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
-        self.stateful = bool(inner) or bool(self.outer is not None and self.outer.state)
+        random = isinstance(net, Module) and any(isinstance(m, Dropout) and m.training and m.p > 0
+                                                 for m in net.modules())
+        self.stateful = bool(inner) or bool(self.outer is not None and self.outer.state) or random
 
     def __call__(self, x):
         return self.outer(x) if self.outer is not None else self.net(x)
@@ -300,6 +303,7 @@ def train_step(net, opt, x, y, steps: int = 4, truncate: int | None = None, clip
     steps = checks.integer("train_step", "steps", steps)
     if truncate is not None:
         truncate = checks.integer("train_step", "truncate", truncate)
+    clip = _check_clip("train_step", clip)
     _check_optimizer("train_step", opt)
     _check_labels("train_step", y)
     x = _as_input(x, _device_of(net))
@@ -327,9 +331,9 @@ def accuracy(logits, y) -> float:
         A float in ``[0, 1]`` (``nan`` for an empty batch).
 
     Raises:
-        ValueError: ``logits`` is not 2-d, or ``y`` is neither ``(N,)`` nor
+        ValueError: ``logits`` is not 2-d, ``y`` is neither ``(N,)`` nor
             ``(N, classes)`` (nothing is broadcast: ``(1,)`` or an int
-            ``(N, 1)`` is refused).
+            ``(N, 1)`` is refused), or a class index is outside ``0..classes-1``.
         TypeError: 1-d labels that are not integers.
     """
     scores = backend.to_numpy(data_of(logits))
@@ -342,6 +346,9 @@ def accuracy(logits, y) -> float:
                          f"({n}, {classes}), got {y.shape}")
     if y.ndim == 1 and y.dtype.kind not in "iu":
         raise TypeError(f"accuracy: labels y of shape {y.shape} must be integer class indices, got dtype {y.dtype}")
+    if y.ndim == 1 and len(y) and (y.min() < 0 or y.max() >= classes):   # would count as wrong answers
+        raise ValueError(f"accuracy: class indices must be in 0..{classes - 1} for {classes} logits, got values "
+                         f"from {y.min()} to {y.max()}")
     if len(y) == 0:
         return float("nan")
     if y.ndim == 1:
@@ -365,7 +372,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
         batch: images per forward pass.
 
     Returns:
-        A list of ``T`` floats: ``[acc_t1, ..., acc_tT]``.
+        A list of ``T`` floats: ``[acc_t1, ..., acc_tT]`` (``nan`` each for an empty set).
 
     Example:
         >>> from minifb.train import build_model, evaluate, prepare_data
@@ -377,6 +384,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
     """
     steps = checks.integer("evaluate", "steps", steps)
     batch = checks.integer("evaluate", "batch", batch)
+    _check_labels("evaluate", y)
     y = backend.to_numpy(data_of(y))
     if len(x) != len(y):
         raise ValueError(f"evaluate: x has {len(x)} images but y has {len(y)} labels")
@@ -398,7 +406,7 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
     finally:
         for m, mode in modes:
             m.training = mode
-    return [float(c / max(len(y), 1)) for c in correct]
+    return [float(c / len(y)) if len(y) else float("nan") for c in correct]   # nan: no images, as accuracy
 
 
 # --------------------------------------------------------------------------
@@ -407,12 +415,15 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
-    """Build ``sgd`` (momentum 0.9), ``adam`` or ``adamw`` over ``params``."""
+    """Build ``sgd`` (momentum 0.9), ``adam`` or ``adamw`` over ``params``.
+
+    ``weight_decay`` is the L2 penalty of ``sgd`` and ``adam`` and the decoupled decay of ``adamw``, whose
+    ``0`` means AdamW's usual 0.01 (pass a small positive number for less).
+    """
     from . import optim
 
     key = str(name).lower()
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+    lr = checks.number("make_optimizer", "lr", lr, above=0, finite=True)
     if key == "sgd":
         return optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     if key == "adam":
@@ -487,22 +498,27 @@ def _test_set(ds, corrupt: str, seed: int):
     return corrupted(ds, ds.x_test, ds.y_test, corrupt, np.random.default_rng(seed + 1))
 
 
-def _check_schedule(steps, epochs, batch, truncate, clip, corrupt):
-    """Check the training-loop arguments of :func:`fit`; return ``(steps, epochs, batch, truncate, corrupt)``."""
-    steps = checks.integer("train", "steps", steps)
-    batch = checks.integer("train", "batch", batch)
-    if not backend.is_int(epochs) or epochs < 0:
-        raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
+def _check_schedule(fn, steps, epochs, batch, truncate, clip, corrupt, seed):
+    """Check the training-loop arguments of :func:`fit` and :func:`train` (``fn``, for the messages);
+    return ``(steps, epochs, batch, truncate, clip, corrupt, seed)``."""
+    steps = checks.integer(fn, "steps", steps)
+    batch = checks.integer(fn, "batch", batch)
+    epochs = checks.integer(fn, "epochs", epochs, minimum=0)
+    seed = checks.integer(fn, "seed", seed, minimum=0)
     if truncate is not None:
-        truncate = checks.integer("train", "truncate", truncate)
+        truncate = checks.integer(fn, "truncate", truncate)
         if truncate > steps:
-            raise ValueError(f"train: truncate must be at most steps ({steps}), got {truncate} "
+            raise ValueError(f"{fn}: truncate must be at most steps ({steps}), got {truncate} "
                              "(None is full BPTT)")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"train: clip must be positive or None, got {clip!r}")
+    clip = _check_clip(fn, clip)
     if str(corrupt).lower() not in mfdata.CORRUPTIONS:
         raise ValueError(f"unknown corruption {corrupt!r}: expected one of {', '.join(mfdata.CORRUPTIONS)}")
-    return steps, int(epochs), batch, truncate, str(corrupt).lower()
+    return steps, epochs, batch, truncate, clip, str(corrupt).lower(), seed
+
+
+def _check_clip(fn, clip):
+    """``clip`` as a float > 0 (a finite gradient-norm bound), or None for no clipping."""
+    return None if clip is None else checks.number(fn, "clip", clip, above=0, finite=True)
 
 
 def _progress(iterable, total, desc, enabled):
@@ -526,8 +542,10 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
     afresh (``corrupt``), runs :func:`train_step` on every batch and then
     :func:`evaluate` on the test set, corrupted with the same corruption (a
     fixed draw); with a corruption, the clean test accuracy is reported too.
-    The learning rate follows a cosine decay from ``lr`` to ``lr / 20`` over
-    the run.
+    The learning rate follows a cosine decay over the run: batch ``b`` of
+    ``B`` (counted from 0 over all epochs) uses ``lr * (0.05 + 0.475 * (1 +
+    cos(pi * b / B)))``, from ``lr`` towards ``lr / 20`` (the last batch's is
+    a little above it; each epoch's record holds its last batch's rate).
 
     Args:
         net: the model, on the device it should train on.
@@ -550,7 +568,8 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
             ``truncate``, ``clip``, ``corrupt``, ``lr``, ``optimizer``).
         TypeError: ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
     """
-    steps, epochs, batch, truncate, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
+    steps, epochs, batch, truncate, clip, corrupt, seed = _check_schedule("fit", steps, epochs, batch, truncate,
+                                                                          clip, corrupt, seed)
     _check_labels("fit", ds.y_train, "ds.y_train")
     _check_labels("fit", ds.y_test, "ds.y_test")
     history = {} if history is None else history
@@ -570,7 +589,7 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
                             f"epoch {epoch}/{epochs}", progress)
         try:
             for xb, yb in it:
-                # Cosine decay of the learning rate over the whole run, to lr / 20.
+                # Cosine decay of the learning rate over the whole run, towards lr / 20.
                 opt.lr = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done / total_batches)))
                 loss, logits = train_step(net, opt, xb, yb, steps=steps, truncate=truncate, clip=clip)
                 done += 1
@@ -615,13 +634,30 @@ def _epoch_line(record, epochs) -> str:
 
 
 def save_metrics(history: dict, path) -> str:
-    """Write the history (config and per-epoch metrics) as JSON to ``path``; return the path."""
+    """Write the history (config and per-epoch metrics) as JSON to ``path``; return the path.
+
+    NumPy numbers are written as numbers, and a NaN or infinite value (a diverged loss) as ``null``:
+    strict JSON has no NaN.
+    """
     path = os.fspath(path)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump(history, fh, indent=2)
+        json.dump(_jsonable(history), fh, indent=2, allow_nan=False)
     os.replace(tmp, path)
     return path
+
+
+def _jsonable(value):
+    """``value`` with NumPy scalars as Python numbers and non-finite floats as None, through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _save_model(net, path) -> None:
@@ -702,7 +738,8 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     backend.check_device(device)
     if str(optimizer).lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-    steps, epochs, _, _, corrupt = _check_schedule(steps, epochs, batch, truncate, clip, corrupt)
+    steps, epochs, _, _, clip, corrupt, seed = _check_schedule("train", steps, epochs, batch, truncate, clip,
+                                                               corrupt, seed)
     checks.integer("train", "size", size)
     start = time.perf_counter()
     backend.manual_seed(seed)
@@ -778,7 +815,7 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
         steps: timesteps ``T`` per image.
         epochs: passes over the training set (0 only evaluates).
         batch: images per batch.
-        lr: peak learning rate (cosine-decayed to ``lr / 20``).
+        lr: peak learning rate (cosine-decayed towards ``lr / 20``; see :func:`fit`).
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         device: ``cpu`` or ``cuda``.
         seed: seeds the initialisation, the shuffles and the corruptions.

@@ -1,6 +1,7 @@
 """Tests for minifb.data: shipped digits, IDX loading, batching, corruptions."""
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -262,7 +263,7 @@ def test_batches_bad_arguments():
         next(batches(np.zeros(3), np.zeros(3), 0))
     with pytest.raises(ValueError, match=r"batches: batch_size must be a positive integer, got -1"):
         next(batches(np.zeros(3), np.zeros(3), -1))       # unchecked, range(0, 3, -1) would yield nothing
-    with pytest.raises(ValueError, match=r"x has 3 examples but y has 4"):
+    with pytest.raises(ValueError, match=r"batches: x has 3 examples but y has 4"):
         next(batches(np.zeros(3), np.zeros(4), 2))
 
 
@@ -282,7 +283,7 @@ def test_noise_has_stated_variance(raw):
 
 @pytest.mark.parametrize("std", [-0.1, float("nan"), float("inf")])
 def test_noise_rejects_a_std_that_is_negative_or_not_finite(raw, std):
-    with pytest.raises(ValueError, match="noise std must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="add_noise: std must be a finite number >= 0"):
         add_noise(raw[0][:2], std, np.random.default_rng(0))
 
 
@@ -414,11 +415,11 @@ def test_corruptions_deterministic_given_rng(raw):
 
 def test_corruption_shape_errors():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+    with pytest.raises(ValueError, match=r"add_noise: x must have shape \(N, 1, H, W\), got \(3, 28, 28\)"):
         add_noise(np.zeros((3, 28, 28)), 0.1, rng)
     # the library's own message: unchecked, 1.5 fails inside np.argpartition, and -0.5 silently changes nothing
     for bad in (1.5, -0.5):
-        with pytest.raises(ValueError, match=rf"salt-and-pepper fraction must be in \[0, 1\], got {bad}"):
+        with pytest.raises(ValueError, match=rf"salt_and_pepper: fraction must be in \[0, 1\], got {bad}"):
             salt_and_pepper(np.zeros((1, 1, 4, 4)), bad, rng)
 
 
@@ -506,3 +507,226 @@ def test_loaders_refuse_a_bad_directory_or_size(tmp_path):
         load_mnist(str(tmp_path), size=2.5)
     with pytest.raises(ValueError, match=r"load_digits: size must be a positive integer, got 8.5"):
         load_digits(size=8.5)                              # was truncated to 8
+
+
+# ---------------------------------------------------------------- labels, sizes and counts: checked, never cast
+
+
+@pytest.mark.parametrize("labels, got", [
+    ([-1, 1, 2, 3], "got -1 at index 0"),           # was silently class 9 with a pool, a bincount error without
+    ([0, 1, 2, 10], "got 10 at index 3"),           # was a bare IndexError
+    ([0.0, 1.5, 2.0, 3.0], "got dtype float64"),    # was truncated to 1
+    ([[0], [1], [2], [3]], r"got shape \(4, 1\)"),
+])
+@pytest.mark.parametrize("pool", [False, True])
+def test_clutter_refuses_labels_that_are_not_classes(raw, labels, got, pool):
+    x, y = raw
+    kwargs = dict(source_images=x, source_labels=y) if pool else {}
+    with pytest.raises(ValueError, match=r"clutter: y must be an integer array of shape \(N,\) with "
+                                         rf"0 <= y < 10, {got}"):
+        clutter(x[:4], labels, 2, np.random.default_rng(0), **kwargs)
+    with pytest.raises(ValueError, match=rf"clutter: y must be .*{got}"):
+        corrupt("clutter", x[:4], labels, rng=np.random.default_rng(0), level=2, **kwargs)
+
+
+@pytest.mark.parametrize("bad, got", [(-1, "got -1 at index 7"), (10, "got 10 at index 7"),
+                                      (0.5, "got dtype float64")])
+def test_clutter_refuses_source_labels_that_are_not_classes(raw, bad, got):
+    x, y = raw
+    pool = y[:20].astype(type(bad))
+    pool[7] = bad
+    with pytest.raises(ValueError, match=r"clutter: source_labels must be an integer array of shape \(N,\) "
+                                         rf"with 0 <= source_labels < 10, {got}"):
+        clutter(x[:4], y[:4], 2, np.random.default_rng(0), source_images=x[:20], source_labels=pool)
+
+
+def test_clutter_labels_must_be_below_classes(raw):
+    x, y = raw
+    keep = y < 3
+    with pytest.raises(ValueError, match=r"clutter: y must be .* with 0 <= y < 3, got \d at index"):
+        clutter(x[:10], y[:10], 2, np.random.default_rng(0), classes=3)
+    _, labels = clutter(x[keep][:10], y[keep][:10], 2, np.random.default_rng(0), classes=3)
+    assert labels.shape == (10, 3)
+    np.testing.assert_array_equal(clutter(x[:0], [], 2, np.random.default_rng(0))[1], np.zeros((0, 10)))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 4), (3, 1, 4, 28), (3, 1, 1, 1), (3, 1, 2, 9)])
+def test_debris_default_fragment_fits_small_and_non_square_images(shape):
+    """The default was round(H / 4) >= 2, refused for 28x4 ("must be in 1..4, got 7") and 1x1 images."""
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    out, coverage = debris(x, x, 0.3, np.random.default_rng(0), return_coverage=True)
+    assert out.shape == shape and np.all(out >= x)
+    images, _ = corrupt("debris", np.zeros(shape), rng=np.random.default_rng(0))
+    assert images.shape == shape
+
+
+def test_debris_default_fragment_is_still_7_pixels_on_28x28(raw):
+    x, _ = raw
+    default = debris(x[:20], x, 0.3, np.random.default_rng(0))
+    np.testing.assert_array_equal(default, debris(x[:20], x, 0.3, np.random.default_rng(0), fragment_size=7))
+
+
+@pytest.mark.parametrize("bad", [2.7, True, "3", 0, -1])
+def test_debris_refuses_a_fragment_size_that_is_not_a_positive_integer(raw, bad):
+    x, _ = raw                                       # 2.7 was 2, True was 1, "3" was 3
+    message = rf"debris: fragment_size must be a positive integer, got {re.escape(repr(bad))}"
+    with pytest.raises(ValueError, match=message):
+        debris(x[:2], x, 0.3, np.random.default_rng(0), fragment_size=bad)
+
+
+def test_debris_refuses_a_fragment_larger_than_the_image():
+    x = np.zeros((2, 1, 28, 4))
+    too_big = r"debris: fragment_size must be in 1..4 \(the image is 28 x 4\), got 5"
+    with pytest.raises(ValueError, match=too_big):
+        debris(x, x, 0.3, np.random.default_rng(0), fragment_size=5)
+    with pytest.raises(ValueError, match=r"debris: fragment_size must be in 1..4 .*got 5"):
+        corrupt("debris", x, rng=np.random.default_rng(0), fragment_size=5)
+    assert debris(x, x, 0.3, np.random.default_rng(0), fragment_size=np.int64(4)).shape == x.shape
+
+
+@pytest.mark.parametrize("bad, words", [
+    (1.7, "an integer >= 0, got 1.7"),              # was truncated to 1
+    (-2, "an integer >= 0, got -2"),                # was numpy's "low >= high"
+    (True, "an integer >= 0, got True"),
+    (28, r"in 0..27 \(a shift of min\(H, W\) = 28 pixels moves a digit entirely off the image\), got 28"),
+])
+def test_clutter_refuses_a_max_shift_that_is_not_a_usable_integer(raw, bad, words):
+    x, y = raw
+    with pytest.raises(ValueError, match=rf"clutter: max_shift must be {words}"):
+        clutter(x[:4], y[:4], 2, np.random.default_rng(0), max_shift=bad)
+
+
+def test_clutter_max_shift_zero_keeps_the_digit_and_the_default_fits_non_square_images(raw):
+    x, y = raw
+    images, _ = clutter(x[:4], y[:4], 1, np.random.default_rng(0), max_shift=0)
+    np.testing.assert_array_equal(images, x[:4])
+    assert clutter(x[:4], y[:4], 2, np.random.default_rng(0), max_shift=27)[0].shape == x[:4].shape
+    thin = x[:8, :, :, 12:16]                       # 28 x 4: the default shift is 4 // 4 = 1, not 28 // 4 = 7
+    assert clutter(thin, y[:8], 2, np.random.default_rng(0))[0].shape == thin.shape
+
+
+@pytest.mark.parametrize("bad", ["no", 1, None])
+def test_add_noise_refuses_a_clip_that_is_not_a_bool(raw, bad):
+    with pytest.raises(TypeError, match=rf"add_noise: clip must be True or False, got {bad!r}"):
+        add_noise(raw[0][:2], 0.1, np.random.default_rng(0), clip=bad)   # "no" clipped, as truthy
+
+
+@pytest.mark.parametrize("args, name, got", [
+    ((-5,), "n_train", "-5"),                       # silently dropped the last 5 images
+    ((None, True), "n_test", "True"),               # kept 1
+    ((2.5,), "n_train", "2.5"),                     # a bare TypeError from slicing
+    (("3",), "n_train", "'3'"),
+])
+def test_subset_refuses_a_count_that_is_not_an_integer(digits, args, name, got):
+    with pytest.raises(ValueError, match=rf"Dataset.subset: {name} must be an integer >= 0, got {got}"):
+        digits.subset(*args)
+
+
+def test_subset_counts_zero_none_and_more_than_the_split(digits):
+    small = digits.subset(0, np.int64(3))
+    assert small.x_train.shape[0] == 0 and small.y_test.shape == (3,)
+    assert digits.subset(None, 10**9).x_test.shape == digits.x_test.shape
+
+
+@pytest.mark.parametrize("seed", [None, -1, 1.5, True])
+def test_load_digits_refuses_a_seed_that_is_not_an_integer(seed):
+    """None gave a different split every call; -1 and 1.5 raw NumPy errors."""
+    with pytest.raises(ValueError, match=rf"load_digits: seed must be an integer >= 0, got {seed!r}"):
+        load_digits(size=8, seed=seed)
+
+
+def test_load_digits_checks_test_fraction_in_its_own_name():
+    with pytest.raises(TypeError, match=r"load_digits: test_fraction must be a number, got '0.3'"):
+        load_digits(size=8, test_fraction="0.3")
+    for bad in (0, 1, 1.5, float("nan")):
+        outside = rf"load_digits: test_fraction must be a number > 0 and < 1, got {float(bad)!r}"
+        with pytest.raises(ValueError, match=outside):
+            load_digits(size=8, test_fraction=bad)
+    with pytest.raises(ValueError, match=r"load_digits: test_fraction=0.999 leaves 0 training images"):
+        load_digits(size=8, test_fraction=0.999)
+    a, b = load_digits(size=8, seed=np.int64(2)), load_digits(size=8, seed=2)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+
+
+@pytest.mark.parametrize("counts, empty", [((0, 7), "train-images-idx3-ubyte"),
+                                           ((12, 0), "t10k-images-idx3-ubyte")])
+def test_load_mnist_refuses_an_empty_split(tmp_path, counts, empty):
+    """An empty training file gave mean=nan and NaN images, with only RuntimeWarnings."""
+    _write_mnist(tmp_path, n_train=counts[0], n_test=counts[1])
+    with pytest.raises(ValueError, match=rf"load_mnist: .*{empty} holds no images: both splits need"):
+        load_mnist(str(tmp_path))
+
+
+def test_load_spec_prefix_is_case_insensitive_and_stripped(tmp_path):
+    directory = tmp_path / "MixedCase"               # the directory part keeps its case
+    directory.mkdir()
+    _write_mnist(directory)
+    for spec in (f"MNIST:{directory}", f"  mnist:{directory}  ", f"Mnist:{directory}\n"):
+        assert load(spec, size=8).x_train.shape == (12, 1, 8, 8)
+    with pytest.raises(FileNotFoundError, match="mixedcase"):
+        load(f"mnist:{str(directory).lower()}")
+    with pytest.raises(ValueError, match=r"load: data spec 'mnist:' needs a directory"):
+        load("  MNIST:  ")
+    assert load(" Digits ", size=8).x_train.shape[1:] == (1, 8, 8)
+
+
+@pytest.mark.parametrize("spec", [5, None, b"digits"])
+def test_load_refuses_a_spec_that_is_not_a_string_with_a_type_error(spec):
+    with pytest.raises(TypeError, match=rf"load: data spec must be a string, got {re.escape(repr(spec))}"):
+        load(spec)
+
+
+def test_batches_checks_rng_even_without_shuffling():
+    with pytest.raises(TypeError, match=r"batches: rng must be a numpy.random.Generator .*got 5"):
+        batches(np.zeros(3), np.zeros(3), 2, shuffle=False, rng=5)
+    unshuffled = batches(np.arange(3), np.arange(3), 2, shuffle=False, rng=np.random.default_rng(0))
+    assert [yb.tolist() for _, yb in unshuffled] == [[0, 1], [2]]
+
+
+def _bad_shape():
+    return np.zeros((2, 28, 28))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, y: add_noise(_bad_shape(), 0.1, np.random.default_rng(0)), r"add_noise: x must have shape"),
+    (lambda x, y: salt_and_pepper(_bad_shape(), 0.1, np.random.default_rng(0)),
+     r"salt_and_pepper: x must have shape"),
+    (lambda x, y: debris(_bad_shape(), x, 0.1, np.random.default_rng(0)), r"debris: x must have shape"),
+    (lambda x, y: debris(x[:2], _bad_shape(), 0.1, np.random.default_rng(0)),
+     r"debris: source_images must have shape"),
+    (lambda x, y: clutter(_bad_shape(), y[:2], 2, np.random.default_rng(0)), r"clutter: x must have shape"),
+    (lambda x, y: corrupt("none", _bad_shape(), rng=None), r"corrupt: x must have shape"),
+    (lambda x, y: debris(x[:2], x[:0], 0.1, np.random.default_rng(0)), r"debris: source_images is empty"),
+    (lambda x, y: debris(x[:2], x[:, :, :14], 0.1, np.random.default_rng(0)),
+     r"debris: source_images are \(14, 28\) but x is \(28, 28\)"),
+    (lambda x, y: debris(x[:2], x, 1.5, np.random.default_rng(0)),
+     r"debris: fraction must be in \[0, 1\], got 1.5"),
+    (lambda x, y: corrupt("debris", x[:2], rng=np.random.default_rng(0), level=-0.5),
+     r"debris: fraction must be in \[0, 1\], got -0.5"),
+    (lambda x, y: clutter(x[:4], y[:3], 2, np.random.default_rng(0)),
+     r"clutter: x has 4 images but y has 3 labels"),
+    (lambda x, y: clutter(x[:4], y[:4], 2, np.random.default_rng(0), source_images=x),
+     r"clutter: give both source_images and source_labels, or neither"),
+    (lambda x, y: clutter(x[:4], y[:4], 2, np.random.default_rng(0), source_images=x, source_labels=y[:5]),
+     r"clutter: source_images has 300 images but source_labels 5"),
+    (lambda x, y: clutter(x[:4], y[:4], 2, np.random.default_rng(0), source_images=x[:, :, :14],
+                          source_labels=y), r"clutter: source_images are \(14, 28\) but x is \(28, 28\)"),
+    (lambda x, y: clutter(x[:4], y[:4], 11, np.random.default_rng(0)), r"clutter: n_digits must be an integer"),
+    (lambda x, y: clutter(x[y < 2], y[y < 2], 3, np.random.default_rng(0)),
+     r"clutter: 3 digits per image need 2 other classes in the pool, which has only classes \[0, 1\]"),
+])
+def test_corruption_messages_name_their_function(raw, call, message):
+    x, y = raw
+    with pytest.raises(ValueError, match=message) as info:
+        call(x, y)
+    assert str(info.value).split(":")[0] in ("add_noise", "salt_and_pepper", "debris", "clutter", "corrupt")
+
+
+def test_resize_matches_torch_bilinear_without_antialiasing_up_and_down():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for h, w, sh, sw in [(8, 8, 28, 28), (28, 28, 8, 8), (7, 13, 5, 20), (28, 28, 3, 11)]:
+        x = rng.random((2, 1, h, w)).astype(np.float32)
+        want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(sh, sw), mode="bilinear",
+                                               align_corners=False, antialias=False).numpy()
+        np.testing.assert_allclose(resize_bilinear(x, (sh, sw)), want, atol=1e-5)

@@ -138,7 +138,7 @@ def test_evaluate_rejects_a_noise_level_that_is_not_a_finite_std(trained, capsys
     code, _, err = run(capsys, "evaluate", "--weights", str(trained / "model.npz"), "--corrupt", "noise",
                        "--level", level, "--limit", "10")
     assert code == 2 and err.strip().splitlines() == [
-        f"minifb: error: noise std must be a finite number >= 0, got {float(level)!r}"]
+        f"minifb: error: add_noise: std must be a finite number >= 0, got {float(level)!r}"]
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "not json", '{"config": 3}'])

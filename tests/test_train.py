@@ -285,7 +285,7 @@ def test_curves_without_epochs_warn_of_no_empty_legend(tmp_path):
     (dict(epochs=-1), "epochs"),
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(corrupt="rain"), "corruption"),
-    (dict(lr=0.0), "learning rate"),
+    (dict(lr=0.0), r"make_optimizer: lr must be a finite number > 0, got 0\.0"),
     (dict(size=1), "size"),
     (dict(steps=2, truncate=3), "truncate must be at most steps"),
     (dict(model_name="lenet5", features=8), "features"),
@@ -300,7 +300,10 @@ def test_bad_arguments_raise_value_errors(kwargs, match):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(weight_decay=-1.0), r"Adam: weight_decay must be a finite number >= 0, got -1\.0"),
     (dict(weight_decay=float("nan")), r"Adam: weight_decay must be a finite number >= 0, got nan"),
-    (dict(lr=-1.0), r"learning rate must be a positive number, got -1\.0"),
+    (dict(lr=-1.0), r"make_optimizer: lr must be a finite number > 0, got -1\.0"),
+    (dict(clip=float("inf")), r"train: clip must be a finite number > 0, got inf"),
+    (dict(clip=True), r"train: clip must be a number, got True"),
+    (dict(seed=-1), r"train: seed must be an integer >= 0, got -1"),
 ])
 def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_path, kwargs, message):
     out = tmp_path / "run"
@@ -308,7 +311,7 @@ def test_a_bad_optimiser_argument_fails_before_an_earlier_run_is_removed(tmp_pat
                   progress=False, log=None, plot=False)
     before = sorted(p.name for p in out.iterdir())
     assert {"model.npz", "metrics.json"} <= set(before)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):   # TypeError: not a number at all
         mftrain.train("spoerer-BT", limit=20, epochs=1, steps=2, features=4, size=8, out=str(out),
                       progress=False, log=None, plot=False, **kwargs)
     assert sorted(p.name for p in out.iterdir()) == before
@@ -415,3 +418,55 @@ def test_build_model_refuses_fractional_sizes():
     for kwargs in (dict(size=8.5), dict(size=8, classes=2.5), dict(size=8, channels=True)):
         with pytest.raises(ValueError, match=r"build_model: \w+ must be a positive integer"):
             mftrain.build_model("spoerer-B", **kwargs)
+
+
+def test_numpy_integer_arguments_and_a_diverged_loss_are_written_as_strict_json(tmp_path):
+    out = tmp_path / "run"
+    mftrain.train("spoerer-BT", limit=np.int64(20), epochs=np.int64(1), steps=np.int64(2), seed=np.int64(0),
+                  features=4, size=8, out=str(out), progress=False, log=None, plot=False)
+    text = (out / "metrics.json").read_text()
+    assert json.loads(text)["config"]["epochs"] == 1
+    history = {"config": {"lr": np.float32(0.5)}, "epochs": [{"loss": float("nan")}, {"loss": np.float64(np.inf)}]}
+    mftrain.save_metrics(history, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"config": {"lr": 0.5}, "epochs": [{"loss": None}, {"loss": None}]}
+
+
+def test_train_step_and_fit_check_clip_and_seed_and_name_themselves():
+    net = tiny("BT")
+    opt = mftrain.make_optimizer("sgd", net.parameters(), 0.1)
+    x, y = batch(4)
+    with pytest.raises(ValueError, match=r"^train_step: clip must be a finite number > 0, got 0"):
+        mftrain.train_step(net, opt, x, y, steps=2, clip=0)
+    ds = mftrain.prepare_data("digits", size=8, limit=8)
+    with pytest.raises(ValueError, match=r"^fit: seed must be an integer >= 0, got -1"):
+        mftrain.fit(net, ds, seed=-1, epochs=1, progress=False, log=None)
+    with pytest.raises(ValueError, match=r"^fit: steps must be a positive integer, got 0"):
+        mftrain.fit(net, ds, steps=0, epochs=1, progress=False, log=None)
+    assert mftrain.make_optimizer("adam", net.parameters(), np.float32(1e-3)).lr == pytest.approx(1e-3)
+
+
+def test_accuracy_refuses_class_indices_outside_the_logits_and_evaluate_names_itself():
+    logits = np.eye(3, dtype=np.float32)
+    assert mftrain.accuracy(logits, np.array([0, 1, 2])) == 1.0
+    for bad in ([0, 1, 3], [-1, 1, 2]):
+        with pytest.raises(ValueError, match=r"^accuracy: class indices must be in 0\.\.2 for 3 logits"):
+            mftrain.accuracy(logits, np.array(bad))
+    net = tiny("BT")
+    x, _ = batch(4)
+    with pytest.raises(TypeError, match=r"^evaluate: labels y must be integers"):
+        mftrain.evaluate(net, x, np.zeros(4), steps=2)
+    empty = mftrain.evaluate(net, x[:0], np.zeros(0, np.int64), steps=2)
+    assert len(empty) == 2 and all(np.isnan(a) for a in empty)   # as accuracy() of an empty batch
+
+
+def test_a_stateless_model_with_dropout_draws_a_mask_per_timestep():
+    mf.manual_seed(0)
+    net = mf.nn.Chain(mf.nn.Flatten(), mf.nn.Dropout(0.5), mf.nn.Dense(64, 10))
+    x, y = batch(4)
+    _, logits = mftrain.sequence_loss(net, x, y, steps=3)
+    assert not np.array_equal(logits[0].numpy(), logits[1].numpy())   # not one mask reused for all steps
+    net.eval()
+    _, logits = mftrain.sequence_loss(net, x, y, steps=3)
+    assert logits[0] is logits[1]                                       # deterministic: computed once
