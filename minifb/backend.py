@@ -18,6 +18,7 @@ The random generator is an explicit object per device, seeded with
 
 from __future__ import annotations
 
+import decimal
 import numbers
 
 import numpy as np
@@ -52,7 +53,7 @@ def _number_dtype(value) -> np.dtype:
         return np.dtype(bool)
     if isinstance(value, numbers.Integral):
         return np.dtype(np.int64)
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, decimal.Decimal)):   # a Decimal is a Number but not registered as Real
         return np.dtype(DEFAULT_DTYPE)
     return np.result_type(DEFAULT_DTYPE, np.complex64)
 
@@ -90,6 +91,8 @@ def result_type(*values, floating: bool = False) -> np.dtype:
     for dtype in reversed(tiers):  # from numbers up to tensors with dimensions
         if dtype is not None and (result is None or _category(dtype) >= _category(result)):
             result = dtype
+        elif dtype is not None and result.kind == "c" and dtype.kind == "f":
+            result = np.promote_types(result, dtype)   # a complex number keeps a float64 tensor's precision
     if result is None:
         raise ValueError("result_type: needs at least one operand")
     if floating and _category(result) < 2:

@@ -186,7 +186,7 @@ class Function:
 
     needs: tuple = ()
     parents: tuple = ()   # per input: the producing op, the leaf Tensor, or None (no gradient needed)
-    metas: tuple = ()     # per input: (shape, dtype, version) to reduce and cast its gradient; see apply
+    metas: tuple = ()     # per input: (shape, dtype, version, counter) to reduce and cast its gradient; see apply
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
         """Compute the op's output array from its input arrays (saving what ``backward`` needs)."""
@@ -209,20 +209,26 @@ class Function:
         """
         op = cls()
         if _Tape.enabled:
-            needs = op.needs = tuple([t.requires_grad for t in inputs])
+            needs = op.needs = tuple([t._requires_grad for t in inputs])
         else:
             needs = op.needs = (False,) * len(inputs)
         out = op.forward(*[t.data for t in inputs], **options)
+        viewed = _viewed_counter(out, inputs)
         if True in needs:
             op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
-            # Per input: (shape, dtype, version) to reduce, cast and check its gradient; for an input without
-            # one, None, or (shape, its shared counter, version) when it shares a parameter's values (a
-            # detach()): an optimiser step would change them under the graph too.
-            op.metas = tuple([(t.data.shape, t.data.dtype, 0 if t._shared is None else t._shared[0]) if n
-                              else None if t._shared is None else (t.data.shape, t._shared, t._shared[0])
-                              for t, n in zip(inputs, needs)])
-            return Tensor(out, requires_grad=True, _ctx=op)
-        return Tensor(out)
+            # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient; for an input
+            # without one, None, or (shape, counter, version). The counter is that of the values the op read:
+            # a leaf's own (made now, so that a first in-place update later is seen), or the one a view or a
+            # detach() shares with the tensor it came from; backward refuses the graph when it has moved.
+            counters = [t._version_counter() if t._ctx is None else t._shared for t in inputs]
+            op.metas = tuple([(t.data.shape, t.data.dtype, 0 if c is None else c[0], c) if n
+                              else None if c is None else (t.data.shape, c, c[0])
+                              for t, n, c in zip(inputs, needs, counters)])
+            result = Tensor(out, requires_grad=True, _ctx=op)
+        else:
+            result = Tensor(out)
+        result._shared = viewed
+        return result
 
     def release(self):
         """Drop everything saved for backward (called once backward has used it)."""
@@ -260,7 +266,7 @@ class Tensor:
         dtype('float32')
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_shared")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_shared")
     __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
@@ -275,9 +281,9 @@ class Tensor:
         self.grad = None
         if requires_grad is not False and requires_grad is not True:   # two identity tests on the ops' path
             requires_grad = checks.flag("Tensor", "requires_grad", requires_grad)
-        self.requires_grad = requires_grad
+        self._requires_grad = requires_grad
         self._ctx = _ctx
-        if self.requires_grad and not _is_float(data):
+        if requires_grad and not _is_float(data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
 
     # ---- the version counter (see backward) -------------------------------
@@ -430,14 +436,26 @@ class Tensor:
         Only a leaf may turn it off, as in PyTorch: switching it off on a computed
         tensor would silently cut the graph; use :meth:`detach` for that.
         """
-        flag = checks.flag("requires_grad_", "flag", flag)
+        self._set_requires_grad("requires_grad_", flag)
+        return self
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow into this tensor. Assigning it checks what :meth:`requires_grad_` checks."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag) -> None:
+        self._set_requires_grad("requires_grad", flag)
+
+    def _set_requires_grad(self, fn: str, flag) -> None:
+        flag = checks.flag(fn, "flag", flag)
         if not flag and self._ctx is not None:
-            raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring gradients; "
+            raise RuntimeError(f"{fn}(False): only leaf tensors can stop requiring gradients; "
                                "use .detach() to cut a computed tensor from the graph")
         if flag and not _is_float(self.data):
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
-        self.requires_grad = flag
-        return self
+        self._requires_grad = flag
 
     def to(self, device: str) -> "Tensor":
         """Return this tensor on ``device`` (``"cpu"`` or ``"cuda"``); differentiable.
@@ -626,12 +644,8 @@ def _backprop(root, grad, retain_graph: bool) -> None:
             del g
             for parent, pg, meta in zip(op.parents, in_grads, op.metas):
                 if parent is None:
-                    if meta is not None and meta[1][0] != meta[2]:   # a detach() of a stepped parameter
-                        _raise_modified(op, None, meta[2], meta[0], meta[1][0])
                     continue
-                shape, dtype, version = meta
-                if isinstance(parent, Tensor) and parent._version != version:
-                    _raise_modified(op, parent, version, parent.shape, parent._version)
+                shape, dtype = meta[0], meta[1]
                 if pg is None:
                     continue
                 if type(pg) in _DEFERRED and (pg.shape != shape or pg.dtype != dtype):
@@ -805,10 +819,35 @@ def _combine_deferred(previous, new):
     return kind.combine(previous, new)
 
 
+def _viewed_counter(out, inputs):
+    """The version counter an op's output must share: that of the input whose memory ``out`` views (a slice,
+    a reshape, a transpose of a parameter changes when the parameter is stepped), else None."""
+    owner = out if getattr(out, "base", None) is None else out.base
+    for t in inputs:
+        data = t.data
+        if data is owner or data.base is owner:
+            return t._version_counter() if t._ctx is None else t._shared
+    return None
+
+
+def _check_versions(op) -> None:
+    """Refuse ``op`` when a value it read has been updated in place since (see :meth:`Tensor.backward`)."""
+    for parent, meta in zip(op.parents, op.metas):
+        if meta is None:
+            continue
+        if parent is None:                         # no gradient wanted: (shape, counter, version)
+            shape, counter, version = meta
+        else:
+            shape, _, version, counter = meta
+        if counter is not None and counter[0] != version:
+            _raise_modified(op, parent if isinstance(parent, Tensor) else None, version, shape, counter[0])
+
+
 def _raise_modified(op, leaf, version, shape, now):
-    """The error for an op whose leaf input (or a ``detach()`` of one: ``leaf`` None) was updated in place
-    after the forward pass recorded it."""
-    what = "a leaf tensor" if leaf is not None else "a tensor that shares its values with a parameter (a detach())"
+    """The error for an op whose leaf input (or a ``detach()`` or a view of one: ``leaf`` None) was updated in
+    place after the forward pass recorded it."""
+    what = ("a leaf tensor" if leaf is not None
+            else "a tensor that shares its values with a parameter (a detach() or a view of it)")
     raise RuntimeError(
         f"backward(): {what} of shape {shape}, an input of {op!r}, was updated in place after the "
         f"forward pass used it (version {version} then, {now} now); backward through that graph "
@@ -942,6 +981,7 @@ def _consumer_counts(root) -> dict:
         parents = None if isinstance(node, Tensor) else node.parents
         if not parents:
             continue
+        _check_versions(node)   # here, before any gradient is computed: a refused graph changes no .grad
         for parent in parents:
             if parent is None:
                 continue

@@ -456,6 +456,43 @@ def test_a_retained_graph_cannot_backward_again_after_a_step():
         loss.backward()
 
 
+@pytest.mark.parametrize("view", [
+    lambda w: w.detach()[0], lambda w: w[0].detach(), lambda w: w.detach().reshape(-1)[:2],
+    lambda w: w.detach().T[0], lambda w: _unrecorded(lambda: w[0]), lambda w: w[0],
+], ids=["detach-index", "index-detach", "detach-reshape", "detach-T", "no_grad-index", "recorded-index"])
+def test_a_view_of_a_parameter_shares_its_version_and_nothing_is_written_before_the_refusal(view):
+    w = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True)
+    o = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    loss = (view(w) * o).sum()
+    w.grad = np.ones_like(w.data)
+    optim.SGD([w], lr=1.0).step()
+    w.grad = None
+    with pytest.raises(RuntimeError, match=r"updated in place after the forward pass"):
+        loss.backward()
+    assert o.grad is None and w.grad is None     # refused before any gradient was formed (as PyTorch)
+
+
+def _unrecorded(fn):
+    from minifb import no_grad
+
+    with no_grad():
+        return fn()
+
+
+def test_a_frozen_weight_loaded_after_the_forward_pass_is_noticed():
+    """A weight never updated before has a version counter from its first use, so a first in-place update
+    (load_state_dict here) is seen."""
+    from minifb import nn
+
+    net = nn.Dense(2, 1, bias=False)
+    net.weight.requires_grad_(False)
+    x = Tensor(np.ones((1, 2), np.float32), requires_grad=True)
+    loss = net(x).sum()
+    net.load_state_dict({"weight": np.array([[10.0, 20.0]], np.float32)})
+    with pytest.raises(RuntimeError, match=r"updated in place after the forward pass"):
+        loss.backward()
+
+
 @pytest.mark.parametrize("share", [Tensor.detach, Tensor], ids=["detach", "Tensor(p)"])
 def test_a_detached_copy_of_a_parameter_shares_its_version(share):
     """detach() and Tensor(p) share p's values, so they share its version counter too (as in PyTorch): a

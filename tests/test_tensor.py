@@ -812,3 +812,35 @@ def test_a_pickle_from_before_the_shared_version_counter_loads():
     import pickle
     u = pickle.loads(pickle.dumps(t))
     assert u._version == 2 and np.array_equal(u.data, t.data)
+
+
+# ---------------------------------------------------------------- session 12 audit: tensor semantics
+def test_an_index_list_changed_after_indexing_does_not_move_the_gradient():
+    x = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    idx, mask = [0, 0], np.array([True, False, True])
+    y, z = x[idx], x[mask]
+    idx[:] = [2, 2]                  # backward reads the index again: it must be the one the forward used
+    mask[:] = False
+    ((y * mf.tensor([1.0, 10.0])).sum() + z.sum()).backward()
+    np.testing.assert_array_equal(x.grad, [12.0, 0.0, 1.0])
+
+
+def test_assigning_requires_grad_checks_what_requires_grad__checks():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match=r"^requires_grad\(False\): only leaf tensors"):
+        y.requires_grad = False
+    with pytest.raises(TypeError, match=r"only floating-point tensors can require gradients"):
+        mf.tensor([1, 2]).requires_grad = True
+    with pytest.raises(TypeError, match=r"^requires_grad: flag must be True or False, got 'yes'"):
+        x.requires_grad = "yes"
+    x.requires_grad = False          # a leaf may
+    assert not x.requires_grad and not (x * 2).requires_grad
+
+
+def test_complex_and_decimal_numbers_promote_as_in_pytorch():
+    import decimal
+
+    assert (mf.tensor([1.0], dtype="float64") + 1j).dtype == np.complex128   # the tensor's precision kept
+    assert (mf.tensor([1.0]) + 1j).dtype == np.complex64
+    assert (mf.tensor([1.0]) + decimal.Decimal("1.5")).dtype == np.float32     # a real number, not complex

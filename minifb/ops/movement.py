@@ -4,6 +4,8 @@ indexing, concatenation, stacking, padding, changing the dtype and moving betwee
 Each backward is the inverse movement of the gradient.
 """
 
+import copy
+
 from .. import backend
 from ..backend import array_module
 from ..tensor import Function, SliceSum
@@ -37,6 +39,15 @@ def _is_basic_index(index) -> bool:
     return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
 
 
+def _own_copy(index):
+    """``index`` with its lists and arrays copied (ints, slices, None and ``...`` are immutable)."""
+    if isinstance(index, tuple):
+        return tuple(_own_copy(part) for part in index)
+    if isinstance(index, list):
+        return copy.deepcopy(index)
+    return index.copy() if hasattr(index, "copy") and hasattr(index, "shape") else index
+
+
 class GetItem(Function):
     """``x[index]`` with basic or integer/boolean-array indices.
 
@@ -47,6 +58,8 @@ class GetItem(Function):
     """
 
     def forward(self, x, *, index):
+        if not _is_basic_index(index):
+            index = _own_copy(index)   # backward reads the index again: a list changed since must not count
         self.shape, self.index = x.shape, index
         try:
             return x[index]
