@@ -124,6 +124,14 @@ Tensor.__rpow__ = _reflected(F.pow, "**", "__rpow__")
 Tensor.__matmul__ = F.matmul
 Tensor.__rmatmul__ = _reflected(F.matmul, "@", "__rmatmul__")
 Tensor.__neg__ = F.neg
+
+
+def _positive(x):
+    """``+x``: ``x`` itself, as in PyTorch (no op is recorded)."""
+    return x
+
+
+Tensor.__pos__ = _positive
 Tensor.__abs__ = F.abs
 Tensor.__getitem__ = F.getitem
 for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):

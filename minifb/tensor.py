@@ -387,6 +387,17 @@ class Tensor:
         """``int(t)`` for a one-element tensor (truncates like ``int`` of a float)."""
         return int(self._scalar("int"))
 
+    def __index__(self):
+        """A 0-d integer tensor as a Python int where Python wants an index (``xs[t]``, ``range(t)``)."""
+        if self.ndim != 0 or self.dtype.kind not in "iu":
+            raise TypeError(f"only 0-d integer tensors can be used as an index, got shape {self.shape} "
+                            f"and dtype {self.dtype}")
+        return int(self.data)
+
+    def __contains__(self, value):
+        """``value in t``: whether any element equals ``value`` (a number or a tensor), as in PyTorch."""
+        return bool((self.data == (value.data if isinstance(value, Tensor) else value)).any())
+
     def __array__(self, dtype=None, copy=None):
         """The values for NumPy (``np.asarray(t)``), sharing memory where possible; CPU tensors only.
 
@@ -496,6 +507,8 @@ class Tensor:
             extra += f", device='{self.device}'"
         if self.dtype != backend.DEFAULT_DTYPE:
             extra += f", dtype={self.dtype}"
+        if self.size == 0 and self.ndim > 1:   # "[]" alone would hide the shape, as PyTorch shows it
+            extra += f", size={self.shape}"
         if self._ctx is not None:
             extra += f", grad_fn={type(self._ctx).__name__}"
         elif self.requires_grad:

@@ -844,3 +844,13 @@ def test_complex_and_decimal_numbers_promote_as_in_pytorch():
     assert (mf.tensor([1.0], dtype="float64") + 1j).dtype == np.complex128   # the tensor's precision kept
     assert (mf.tensor([1.0]) + 1j).dtype == np.complex64
     assert (mf.tensor([1.0]) + decimal.Decimal("1.5")).dtype == np.float32     # a real number, not complex
+
+
+def test_contains_index_unary_plus_and_the_repr_of_an_empty_matrix():
+    t = mf.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert 2.0 in t and 5.0 not in t and mf.tensor(3.0) in t
+    assert +t is t
+    assert [10, 20, 30][mf.tensor(1)] == 20 and list(range(5))[:mf.tensor(2)] == [0, 1]
+    with pytest.raises(TypeError, match=r"only 0-d integer tensors can be used as an index"):
+        [1, 2][mf.tensor(1.0)]
+    assert repr(mf.zeros(0, 3)) == "tensor([], size=(0, 3))" and repr(mf.zeros(0)) == "tensor([])"
