@@ -252,8 +252,14 @@ inline bool release(BlockRunner& r, bool& all_done) {
             if (r.fibers[t].wait == Wait::Warp) { waiting = true; mask_seen = r.fibers[t].warp_mask; }
         if (!waiting) continue;
         bool ok = true;
-        for (unsigned lane = 0; lane < 32 && w0 + lane < n; ++lane) {
+        for (unsigned lane = 0; lane < 32; ++lane) {
             if (!(mask_seen >> lane & 1u)) continue;
+            if (w0 + lane >= n) {   // undefined behaviour on a GPU: the emulator must not make it work
+                r.error = "warp barrier names lane " + std::to_string(lane) + " of warp " + std::to_string(w0 / 32) +
+                          ", which does not exist: the block has " + std::to_string(n) +
+                          " threads (a full-mask shuffle needs whole warps)";
+                return false;
+            }
             Wait w = r.fibers[w0 + lane].wait;
             if (w == Wait::Warp) continue;
             ok = false;
@@ -348,7 +354,8 @@ inline T shuffle(unsigned mask, T v, int mode, int param, int width) {
         case 0: src = base + ((param % w) + w) % w; break;                           // __shfl_sync
         case 1: src = static_cast<int>(lane) - param; if (src < base) src = lane; break;  // up
         case 2: src = static_cast<int>(lane) + param; if (src >= base + w) src = lane; break;  // down
-        case 3: src = static_cast<int>(lane) ^ param; if (src >= base + w || src < base) src = lane; break;
+        case 3: src = static_cast<int>(lane) ^ param; if (src >= base + w) src = lane; break;  // CUDA: an
+                // earlier group may be read, a later one gives the lane's own value
     }
     if (warp * 32 + static_cast<unsigned>(src) >= r.nthreads) return v;  // lane does not exist
     T out;

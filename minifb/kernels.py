@@ -102,11 +102,16 @@ def _is_cupy(a) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
+#: The kernels index with 32-bit ints: an array of this many elements or more goes to the array path.
+_INT32_LIMIT = 2 ** 31
+
+
 def should_use(*arrays) -> bool:
     """Whether an op should call the fused kernel for these operand arrays.
 
     The kernels are float32 only, so every array must be float32 (a dtype comparison each, no pass over
-    the data): an integer, boolean or other float operand sends the op to its array-module path. Then True
+    the data): an integer, boolean or other float operand sends the op to its array-module path, and so
+    does an array of 2**31 elements or more (the kernels' indices are 32-bit). Then True
     on CuPy arrays unless the mode is ``"off"``, and on NumPy arrays only in ``"emulate"`` mode. ``None``
     entries are ignored. Pass every float operand the kernel reads; an integer argument that the kernel
     converts itself (class labels, a saved argmax) is left out.
@@ -115,7 +120,7 @@ def should_use(*arrays) -> bool:
     if not arrays:
         return False
     m = mode()
-    if m == "off" or any(a.dtype != np.float32 for a in arrays):
+    if m == "off" or any(a.dtype != np.float32 or a.size >= _INT32_LIMIT for a in arrays):
         return False
     if all(_is_cupy(a) for a in arrays):
         return True
@@ -161,7 +166,8 @@ def _resolve(file) -> Path:
     return p.resolve()
 
 
-_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+# a local include, with or without a comment after it on the line
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*(?://.*|/\*.*?\*/\s*)?$', re.M)
 
 
 def expanded_source(path: Path, _seen=None) -> str:
@@ -651,6 +657,9 @@ def _conv_args(x_shape, kh, kw, stride, padding, dilation, out_hw):
         N, C, H, W = (int(v) for v in x_shape)
         (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
         OH, OW = (int(v) for v in out_hw)
+        if min(sh, sw, dh, dw) < 1 or min(ph, pw, OH, OW) < 0:   # a 0 stride would divide by zero in the kernel
+            raise ValueError(f"kernel geometry: stride {(sh, sw)} and dilation {(dh, dw)} must be >= 1, padding "
+                             f"{(ph, pw)} and output size {(OH, OW)} >= 0")
     return (N, C, H, W, OH, OW), tuple(np.int32(v) for v in (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW))
 
 

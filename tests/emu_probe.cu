@@ -64,3 +64,13 @@ extern "C" __global__ void partial_warp(float* y) {
     if (threadIdx.x < 16) v = __shfl_down_sync(0xffffffffu, v, 1);
     y[threadIdx.x] = v;
 }
+
+// A full-mask shuffle in a block of 40 threads: warp 1 has only 8 lanes, undefined on a GPU.
+extern "C" __global__ void partial_warp_block(float* y) {
+    y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, y[threadIdx.x], 1);
+}
+
+// width 16, lane mask 16: the upper half reads the earlier group, the lower half keeps its own value.
+extern "C" __global__ void xor_width16(const float* x, float* out) {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], 16, 16);
+}

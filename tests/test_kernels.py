@@ -459,6 +459,19 @@ def test_emulator_3d_grid_and_atomics():
     assert acc[0] == 50 * 128
 
 
+def test_emulator_refuses_a_full_mask_shuffle_in_a_partial_warp():
+    y = np.zeros(40, dtype=np.float32)
+    with pytest.raises(RuntimeError, match=r"names lane 8 of warp 1, which does not exist: the block has 40"):
+        probe("partial_warp_block", (1,), (40,), y)
+
+
+def test_emulator_xor_shuffle_of_width_16_reads_an_earlier_group_as_cuda_does():
+    x = np.arange(32, dtype=np.float32)
+    out = np.zeros_like(x)
+    probe("xor_width16", (1,), (32,), x, out)
+    np.testing.assert_array_equal(out, np.concatenate([x[:16], x[:16]]))
+
+
 @pytest.mark.parametrize("name,message", [("divergent_sync", "divergent __syncthreads"),
                                           ("late_sync", "divergent barrier"),
                                           ("partial_warp", "divergent warp barrier")])
@@ -502,12 +515,13 @@ def test_mode_switch(monkeypatch):
 
 
 class _FakeCupyArray:
-    """Stands in for a CuPy array in :func:`K.should_use` (which looks only at the type's module and the
-    dtype), so that the CuPy branch of the dispatch is tested without a GPU."""
+    """Stands in for a CuPy array in :func:`K.should_use` (which looks only at the type's module, the
+    dtype and the size), so that the CuPy branch of the dispatch is tested without a GPU."""
     __module__ = "cupy._fake"
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, size=6):
         self.dtype = np.dtype(dtype)
+        self.size = size
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_])
@@ -826,3 +840,24 @@ def test_emulated_launches_leave_no_reference_cycles():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_should_use_sends_arrays_past_32_bit_indices_to_the_array_path():
+    with K.use("cuda"):
+        assert K.should_use(_FakeCupyArray(np.float32, 2 ** 31 - 1))
+        assert not K.should_use(_FakeCupyArray(np.float32), _FakeCupyArray(np.float32, 2 ** 31))
+    big = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2 ** 31,), (0,))   # no memory behind it
+    with K.use("emulate"):
+        assert not K.should_use(big) and K.should_use(np.zeros(3, np.float32))
+
+
+def test_explicit_kernel_geometry_refuses_a_zero_stride():
+    with pytest.raises(ValueError, match=r"kernel geometry: stride \(0, 0\) and dilation \(1, 1\) must be >= 1"):
+        K.col2im(np.ones((9, 4), np.float32), (1, 1, 2, 2), 3, 3, stride=0, padding=1, out_hw=(2, 2))
+
+
+def test_includes_with_a_trailing_comment_are_pasted_in(tmp_path):
+    (tmp_path / "val.h").write_text("#define VAL 6\n")
+    (tmp_path / "k.cu").write_text('#include "val.h"  // the constant\n#include "val.h" /* again */\nint v = VAL;\n')
+    text = K.expanded_source(tmp_path / "k.cu")
+    assert "#define VAL 6" in text and '#include "val.h"' not in text

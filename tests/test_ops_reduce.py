@@ -146,3 +146,11 @@ def test_float16_sums_accumulate_in_float32_as_in_pytorch():
     (mf.zeros(5000, 4, dtype="float16") + b).backward(x)
     assert b.grad.dtype == np.float16
     np.testing.assert_allclose(b.grad.astype(np.float64), true, rtol=2e-3)
+
+
+def test_channel_sum_of_zero_channels_is_empty():
+    from minifb.ops.reduce import channel_sum
+
+    for shape, axis in (((2, 0, 3, 3), 1), ((4, 0), 1), ((0, 5), 1)):
+        out = channel_sum(np.zeros(shape, np.float32), axis)
+        assert out.shape == (shape[axis],)

@@ -63,7 +63,7 @@ def channel_sum(a, axis):
     """
     xp = array_module(a)
     last = xp.moveaxis(a, axis, -1)
-    if a.ndim > 1 and last.flags.c_contiguous and a.dtype in (np.float32, np.float64):
+    if a.ndim > 1 and a.size and last.flags.c_contiguous and a.dtype in (np.float32, np.float64):
         rows = last.reshape(-1, last.shape[-1])
         return xp.matmul(xp.ones(rows.shape[0], dtype=a.dtype), rows)
     return sum_array(a, axis=tuple(i for i in range(a.ndim) if i != axis % a.ndim))
