@@ -227,6 +227,22 @@ def parse_kernels(source: str) -> dict[str, tuple[Param, ...]]:
     return out
 
 
+_BOUNDS = re.compile(r'__launch_bounds__\s*\(\s*(\d+)[^)]*\)\s*void\s+(\w+)|'
+                     r'void\s+__launch_bounds__\s*\(\s*(\d+)[^)]*\)\s*(\w+)')
+
+#: What a GPU allows any launch: threads per block, and the grid's y and z extents.
+MAX_THREADS, MAX_GRID_YZ = 1024, 65535
+
+
+def launch_bounds(source: str) -> dict[str, int]:
+    """``{kernel name: most threads per block}`` for the kernels declared with ``__launch_bounds__(n)``."""
+    out = {}
+    for m in _BOUNDS.finditer(source):
+        n, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        out[name] = int(n)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ emulation
 def cache_dir() -> Path:
     """Where the emulation's compiled libraries are kept (created on demand)."""
@@ -275,8 +291,8 @@ class EmuKernel:
 
     _ERRLEN = 1024
 
-    def __init__(self, lib, name: str, params: tuple[Param, ...]):
-        self.name, self.params = name, params
+    def __init__(self, lib, name: str, params: tuple[Param, ...], max_threads: int = MAX_THREADS):
+        self.name, self.params, self.max_threads = name, params, max_threads
         fn = getattr(lib, f"minifb_launch_{name}")
         fn.argtypes = [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_int]
         fn.restype = ctypes.c_int
@@ -306,6 +322,13 @@ class EmuKernel:
     def __call__(self, grid, block, args):
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
+        threads = block[0] * block[1] * block[2]
+        # what a GPU refuses, refused here too (the emulator itself runs any shape)
+        if threads > self.max_threads or min(grid + block) < 1 or max(grid[1:]) > MAX_GRID_YZ:
+            raise RuntimeError(f"emulated kernel {self.name}: invalid launch configuration grid {grid}, block "
+                               f"{block}: a block may have at most {self.max_threads} threads (its "
+                               f"__launch_bounds__ or the GPU's {MAX_THREADS}), every extent must be >= 1 and "
+                               f"the grid's y and z at most {MAX_GRID_YZ}")
         if len(args) != len(self.params):
             raise TypeError(f"kernel {self.name} takes {len(self.params)} arguments, got {len(args)}")
         holders = [self._convert(p, a) for p, a in zip(self.params, args)]
@@ -327,6 +350,7 @@ class EmuModule:
         self.path = path
         source = path.read_text()
         self.kernels = parse_kernels(source)
+        self.bounds = launch_bounds(source)
         cxx = os.environ.get("CXX", "g++")
         wrapper = f'#include "{path}"\n' + "".join(f"MINIFB_EMU_EXPORT({k})\n" for k in self.kernels)
         flags = emu_flags(asan) + [f"-I{source_dir()}", f"-I{path.parent}"] + [f"-D{d}" for d in defines]
@@ -365,7 +389,8 @@ class EmuModule:
         if name not in self._functions:
             if name not in self.kernels:
                 raise AttributeError(f"{self.path.name} has no kernel {name!r} (has {sorted(self.kernels)})")
-            self._functions[name] = EmuKernel(self.lib, name, self.kernels[name])
+            self._functions[name] = EmuKernel(self.lib, name, self.kernels[name],
+                                              self.bounds.get(name, MAX_THREADS))
         return self._functions[name]
 
 

@@ -459,6 +459,18 @@ def test_emulator_3d_grid_and_atomics():
     assert acc[0] == 50 * 128
 
 
+def test_emulated_launches_keep_to_the_launch_bounds_and_the_gpus_limits():
+    g = y = np.ones(40, np.float32)
+    dx, db = np.zeros(40, np.float32), np.zeros(4, np.float32)
+    args = (g, y, dx, db, np.int32(1), np.int32(4), np.int32(10), np.int32(1))
+    with K.use("emulate"):
+        K.launch("bias_act", "bias_act_bwd", (4,), (256,), args)          # its __launch_bounds__(256)
+        for grid, block in (((4,), (512,)), ((0,), (32,)), ((1, 70000), (32,))):
+            with pytest.raises(RuntimeError, match=r"bias_act_bwd: invalid launch configuration"):
+                K.launch("bias_act", "bias_act_bwd", grid, block, args)
+    assert K.launch_bounds('extern "C" __global__ void __launch_bounds__(128, 2) k(float* x) {}') == {"k": 128}
+
+
 def test_emulator_refuses_a_full_mask_shuffle_in_a_partial_warp():
     y = np.zeros(40, dtype=np.float32)
     with pytest.raises(RuntimeError, match=r"names lane 8 of warp 1, which does not exist: the block has 40"):
