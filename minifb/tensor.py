@@ -212,22 +212,40 @@ class Function:
             needs = op.needs = tuple([t._requires_grad for t in inputs])
         else:
             needs = op.needs = (False,) * len(inputs)
-        out = op.forward(*[t.data for t in inputs], **options)
-        viewed = _viewed_counter(out, inputs)
+        datas = [t.data for t in inputs]
+        out = op.forward(*datas, **options)
+        # An output that views an input's memory (a slice, a reshape, a transpose) shares its version counter:
+        # stepping a parameter changes its views too.
+        base = getattr(out, "base", None)
+        viewed = None
         if True in needs:
-            op.parents = tuple([(t if t._ctx is None else t._ctx) if n else None for t, n in zip(inputs, needs)])
             # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient; for an input
             # without one, None, or (shape, counter, version). The counter is that of the values the op read:
             # a leaf's own (made now, so that a first in-place update later is seen), or the one a view or a
             # detach() shares with the tensor it came from; backward refuses the graph when it has moved.
-            counters = [t._version_counter() if t._ctx is None else t._shared for t in inputs]
-            op.metas = tuple([(t.data.shape, t.data.dtype, 0 if c is None else c[0], c) if n
-                              else None if c is None else (t.data.shape, c, c[0])
-                              for t, n, c in zip(inputs, needs, counters)])
+            parents, metas = [], []
+            for t, n, d in zip(inputs, needs, datas):
+                c = t._shared
+                if c is None and t._ctx is None:
+                    c = t._shared = [0]
+                if viewed is None and (d is out if base is None else (d is base or d.base is base)):
+                    viewed = c
+                if n:
+                    parents.append(t if t._ctx is None else t._ctx)
+                    metas.append((d.shape, d.dtype, 0 if c is None else c[0], c))
+                else:
+                    parents.append(None)
+                    metas.append(None if c is None else (d.shape, c, c[0]))
+            op.parents, op.metas = tuple(parents), tuple(metas)
             result = Tensor(out, requires_grad=True, _ctx=op)
         else:
+            for t, d in zip(inputs, datas):
+                if d is out if base is None else (d is base or d.base is base):
+                    viewed = t._version_counter() if t._ctx is None else t._shared
+                    break
             result = Tensor(out)
-        result._shared = viewed
+        if viewed is not None:
+            result._shared = viewed
         return result
 
     def release(self):
@@ -832,30 +850,6 @@ def _combine_deferred(previous, new):
     return kind.combine(previous, new)
 
 
-def _viewed_counter(out, inputs):
-    """The version counter an op's output must share: that of the input whose memory ``out`` views (a slice,
-    a reshape, a transpose of a parameter changes when the parameter is stepped), else None."""
-    owner = out if getattr(out, "base", None) is None else out.base
-    for t in inputs:
-        data = t.data
-        if data is owner or data.base is owner:
-            return t._version_counter() if t._ctx is None else t._shared
-    return None
-
-
-def _check_versions(op) -> None:
-    """Refuse ``op`` when a value it read has been updated in place since (see :meth:`Tensor.backward`)."""
-    for parent, meta in zip(op.parents, op.metas):
-        if meta is None:
-            continue
-        if parent is None:                         # no gradient wanted: (shape, counter, version)
-            shape, counter, version = meta
-        else:
-            shape, _, version, counter = meta
-        if counter is not None and counter[0] != version:
-            _raise_modified(op, parent if isinstance(parent, Tensor) else None, version, shape, counter[0])
-
-
 def _raise_modified(op, leaf, version, shape, now):
     """The error for an op whose leaf input (or a ``detach()`` or a view of one: ``leaf`` None) was updated in
     place after the forward pass recorded it."""
@@ -994,8 +988,13 @@ def _consumer_counts(root) -> dict:
         parents = None if isinstance(node, Tensor) else node.parents
         if not parents:
             continue
-        _check_versions(node)   # here, before any gradient is computed: a refused graph changes no .grad
-        for parent in parents:
+        # versions are checked here, before any gradient is computed: a refused graph changes no .grad
+        for parent, meta in zip(parents, node.metas):
+            if meta is not None:
+                counter = meta[1] if parent is None else meta[3]   # (shape, counter, version) without a grad
+                if counter is not None and counter[0] != meta[2]:
+                    _raise_modified(node, parent if isinstance(parent, Tensor) else None, meta[2], meta[0],
+                                    counter[0])
             if parent is None:
                 continue
             key = id(parent)
