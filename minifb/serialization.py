@@ -31,15 +31,15 @@ import zipfile
 import numpy as np
 
 from . import backend
-from .nn.module import missing_state_names
+from .nn.module import Module, missing_state_names
 
 __all__ = ["save", "load"]
 
 
 def _check_module(fn: str, module) -> None:
-    if not (hasattr(module, "state_dict") and hasattr(module, "load_state_dict")):
-        raise TypeError(f"{fn}: expected an nn.Module (something with state_dict/load_state_dict), "
-                        f"got {type(module).__name__}")
+    if not isinstance(module, Module):   # an optimiser has state_dict() too, of other things than arrays
+        hint = "; keep an optimiser's state with pickle.dump(opt.state_dict(), f)" if hasattr(module, "step") else ""
+        raise TypeError(f"{fn}: expected an nn.Module, got {type(module).__name__}{hint}")
 
 
 def _check_path(fn: str, path) -> str:
@@ -82,10 +82,16 @@ def save(module, path) -> str:
     arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in module.state_dict().items()}
     # numpy.savez's own layout, written entry by entry: passing the names as keyword arguments
     # (savez(f, **arrays)) would collide with its parameters `file` and `allow_pickle`
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+    tmp = path + ".tmp"   # written whole, then renamed: a failed save leaves an earlier file at path intact
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 

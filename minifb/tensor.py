@@ -667,7 +667,9 @@ def _backprop(root, grad, retain_graph: bool) -> None:
             if g is None:
                 continue
             raise RuntimeError("backward through a graph whose saved values were already freed; "
-                               "pass retain_graph=True to the first backward() if you need a second one")
+                               "pass retain_graph=True to the first backward() if you need a second one, or, "
+                               "when a recurrent state carries on from a window already back-propagated, "
+                               "detach it first (rnet.detach(), nn.detach_state(model)): truncated BPTT")
         ran = g is not None
         if ran:
             owned.discard(key)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from minifb import backend, serialization
+import minifb as mf
+from minifb import backend, nn, serialization
 from minifb.nn.module import Buffer, Module, Parameter
 
 
@@ -213,3 +214,27 @@ def test_a_directory_is_refused_naming_the_function_and_path(fn, tmp_path):
 def test_a_path_that_is_not_a_path_is_refused(fn):
     with pytest.raises(TypeError, match=rf"^{fn}: path must be a str or an os.PathLike, got NoneType"):
         getattr(serialization, fn)(Block(), None)
+
+
+def test_an_optimiser_is_refused_by_save_and_load(tmp_path):
+    net = nn.Dense(3, 2)
+    opt = mf.optim.Adam(net.parameters())
+    for fn in (mf.save, mf.load):
+        with pytest.raises(TypeError, match=rf"^{fn.__name__}: expected an nn.Module, got Adam; keep an optimiser"):
+            fn(opt, tmp_path / "opt.npz")
+    assert not (tmp_path / "opt.npz").exists()
+
+
+def test_a_failed_save_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    net = nn.Dense(3, 2)
+    path = tmp_path / "ckpt.npz"
+    mf.save(net, path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "write_array", broken)
+    with pytest.raises(OSError, match="disk full"):
+        mf.save(nn.Dense(3, 2), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
