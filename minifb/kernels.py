@@ -227,19 +227,20 @@ def parse_kernels(source: str) -> dict[str, tuple[Param, ...]]:
     return out
 
 
-_BOUNDS = re.compile(r'__launch_bounds__\s*\(\s*(\d+)[^)]*\)\s*void\s+(\w+)|'
-                     r'void\s+__launch_bounds__\s*\(\s*(\d+)[^)]*\)\s*(\w+)')
+_BOUNDS = re.compile(r'__launch_bounds__\s*\(\s*(\d+)')
 
 #: What a GPU allows any launch: threads per block, and the grid's y and z extents.
 MAX_THREADS, MAX_GRID_YZ = 1024, 65535
 
 
 def launch_bounds(source: str) -> dict[str, int]:
-    """``{kernel name: most threads per block}`` for the kernels declared with ``__launch_bounds__(n)``."""
+    """``{kernel name: most threads per block}`` for the kernels (as :func:`parse_kernels` finds them) declared
+    with ``__launch_bounds__(n)``, ``n`` a number (a macro is not evaluated: such a kernel is left out)."""
     out = {}
-    for m in _BOUNDS.finditer(source):
-        n, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        out[name] = int(n)
+    for m in _KERNEL.finditer(source):
+        bound = _BOUNDS.search(m.group(0))
+        if bound:
+            out[m.group(1)] = int(bound.group(1))
     return out
 
 

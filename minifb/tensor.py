@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import sys
 import traceback
 
@@ -219,10 +220,10 @@ class Function:
         base = getattr(out, "base", None)
         viewed = None
         if True in needs:
-            # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient; for an input
-            # without one, None, or (shape, counter, version). The counter is that of the values the op read:
-            # a leaf's own (made now, so that a first in-place update later is seen), or the one a view or a
-            # detach() shares with the tensor it came from; backward refuses the graph when it has moved.
+            # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient, or None for
+            # an input that needs no gradient and shares no counter. The counter is that of the values the op
+            # read: a leaf's own (made now, so that a first in-place update later is seen), or the one a view
+            # or a detach() shares with the tensor it came from; backward refuses the graph when it has moved.
             parents, metas = [], []
             for t, n, d in zip(inputs, needs, datas):
                 c = t._shared
@@ -235,7 +236,7 @@ class Function:
                     metas.append((d.shape, d.dtype, 0 if c is None else c[0], c))
                 else:
                     parents.append(None)
-                    metas.append(None if c is None else (d.shape, c, c[0]))
+                    metas.append(None if c is None else (d.shape, d.dtype, c[0], c))
             op.parents, op.metas = tuple(parents), tuple(metas)
             result = Tensor(out, requires_grad=True, _ctx=op)
         else:
@@ -288,8 +289,9 @@ class Tensor:
     __array_priority__ = 1000  # make numpy defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
-        # The version counter: a one-element list, made on first need and shared by the tensors that share
-        # these values through detach() or Tensor(t); None is version 0 (most tensors never need one)
+        # The version counter: a one-element list shared by the tensors that share these values (detach(),
+        # Tensor(t), a view an op returns); None is version 0 until one is needed (a leaf gets one when a
+        # recorded op first reads it)
         self._shared = None
         if not isinstance(data, _ARRAY_TYPES):  # ops pass backend arrays: one isinstance on that path
             if isinstance(data, Tensor):
@@ -308,7 +310,7 @@ class Tensor:
     @property
     def _version(self) -> int:
         """How many in-place updates (optimiser steps) these values have had."""
-        shared = getattr(self, "_shared", None)  # unset while a pickle from before the shared counter loads
+        shared = getattr(self, "_shared", None)  # unset while an older pickle (no _shared slot) loads
         return 0 if shared is None else shared[0]
 
     @_version.setter
@@ -414,6 +416,8 @@ class Tensor:
 
     def __contains__(self, value):
         """``value in t``: whether any element equals ``value`` (a number or a tensor), as in PyTorch."""
+        if not isinstance(value, (Tensor, numbers.Number)):
+            raise TypeError(f"'in' needs a number or a Tensor, got {type(value).__name__}")
         return bool((self.data == (value.data if isinstance(value, Tensor) else value)).any())
 
     def __array__(self, dtype=None, copy=None):
@@ -478,6 +482,9 @@ class Tensor:
         self._set_requires_grad("requires_grad", flag)
 
     def _set_requires_grad(self, fn: str, flag) -> None:
+        if not hasattr(self, "_ctx"):   # unpickling a tensor saved before the slot was _requires_grad
+            self._requires_grad = flag
+            return
         flag = checks.flag(fn, "flag", flag)
         if not flag and self._ctx is not None:
             raise RuntimeError(f"{fn}(False): only leaf tensors can stop requiring gradients; "
@@ -567,11 +574,12 @@ class Tensor:
 
         The ops keep references to the arrays they saved, not copies.  So, as
         in PyTorch, every tensor has a version counter that an in-place update
-        (an optimiser's ``step()``) increases, shared with the tensors that share
-        its values through ``detach()`` or ``Tensor(t)``; each op records the
-        versions of its leaf inputs and of such detached inputs, and backward
-        refuses to run through an op whose input changed since: the gradient
-        would mix old and new weights.  The usual cause is ``optimizer.step()``
+        (an optimiser's ``step()``, ``load_state_dict``) increases, shared with
+        the tensors that share its values: ``detach()``, ``Tensor(t)``, and the
+        views ops return (an index, a reshape, a transpose). Each op records the
+        versions of its leaf inputs and of such shared inputs, and backward
+        checks them all before it computes any gradient, refusing a graph with an
+        op whose input changed since: the gradient would mix old and new weights.  The usual cause is ``optimizer.step()``
         between a forward pass and its ``backward()``.  Writing into ``.data``
         yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
         minifb is stricter than PyTorch here: it checks every recorded input,
@@ -596,9 +604,9 @@ class Tensor:
         Raises:
             RuntimeError: this tensor does not require grad (no input had
                 ``requires_grad=True``, or it was computed under ``no_grad``);
-                an op's leaf input (or a ``detach()`` of one) was updated in
-                place after the op ran; or the graph was already freed by an
-                earlier backward.
+                an op's leaf input (or a ``detach()`` or a view of one) was
+                updated in place after the op ran (no ``.grad`` is changed
+                then); or the graph was already freed by an earlier backward.
             ValueError: ``grad`` is omitted and this tensor does not have
                 exactly one element; or ``grad``'s shape differs from this
                 tensor's.
@@ -856,7 +864,7 @@ def _raise_modified(op, leaf, version, shape, now):
     """The error for an op whose leaf input (or a ``detach()`` or a view of one: ``leaf`` None) was updated in
     place after the forward pass recorded it."""
     what = ("a leaf tensor" if leaf is not None
-            else "a tensor that shares its values with a parameter (a detach() or a view of it)")
+            else "a tensor that needs no gradient (a frozen weight, or a detach() or a view of a parameter)")
     raise RuntimeError(
         f"backward(): {what} of shape {shape}, an input of {op!r}, was updated in place after the "
         f"forward pass used it (version {version} then, {now} now); backward through that graph "
@@ -981,7 +989,9 @@ def _consumer_counts(root) -> dict:
     """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it.
 
     An input used twice by one op (``x * x``) counts twice.  Iterative, so a
-    10,000-step graph is fine.
+    10,000-step graph is fine.  On the way it checks every op's recorded input
+    versions, so a graph whose values were updated in place since is refused
+    (RuntimeError) before backward forms any gradient.
     """
     counts = {id(root): 0}
     stack = [root]
@@ -992,11 +1002,9 @@ def _consumer_counts(root) -> dict:
             continue
         # versions are checked here, before any gradient is computed: a refused graph changes no .grad
         for parent, meta in zip(parents, node.metas):
-            if meta is not None:
-                counter = meta[1] if parent is None else meta[3]   # (shape, counter, version) without a grad
-                if counter is not None and counter[0] != meta[2]:
-                    _raise_modified(node, parent if isinstance(parent, Tensor) else None, meta[2], meta[0],
-                                    counter[0])
+            if meta is not None and meta[3] is not None and meta[3][0] != meta[2]:
+                _raise_modified(node, parent if isinstance(parent, Tensor) else None, meta[2], meta[0],
+                                meta[3][0])
             if parent is None:
                 continue
             key = id(parent)

@@ -175,13 +175,13 @@ class _Batch:
         from .nn import Dropout, Module, Recur, reset_state
 
         self.net = net
-        inner = [m for m in net.modules() if isinstance(m, Recur)] if isinstance(net, Module) else []
+        modules = list(net.modules()) if isinstance(net, Module) else []
+        inner = [m for m in modules if isinstance(m, Recur)]
         if inner:
             reset_state(net)   # before initial_state(x), which runs the net: no state of an earlier batch
         self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
         self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
-        random = isinstance(net, Module) and any(isinstance(m, Dropout) and m.training and m.p > 0
-                                                 for m in net.modules())
+        random = any(isinstance(m, Dropout) and m.training and m.p > 0 for m in modules)
         self.stateful = bool(inner) or bool(self.outer is not None and self.outer.state) or random
 
     def __call__(self, x):
@@ -191,8 +191,7 @@ class _Batch:
         """Cut the tape at the current state, keeping its values (truncated BPTT)."""
         from .nn import detach_state
 
-        if self.stateful:
-            detach_state(self.top)
+        detach_state(self.top)   # called on the stateful path only (a stateless model runs once)
 
 
 def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | None, backward: bool):
@@ -565,8 +564,10 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
 
     Raises:
         ValueError: a bad schedule argument (``steps``, ``epochs``, ``batch``,
-            ``truncate``, ``clip``, ``corrupt``, ``lr``, ``optimizer``).
-        TypeError: ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
+            ``truncate``, ``clip``, ``seed``, ``corrupt``, ``optimizer``; the
+            message names ``fit``), or a bad ``lr`` (named ``make_optimizer``).
+        TypeError: ``clip``, ``seed`` or ``lr`` is not a number, or
+            ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
     """
     steps, epochs, batch, truncate, clip, corrupt, seed = _check_schedule("fit", steps, epochs, batch, truncate,
                                                                           clip, corrupt, seed)

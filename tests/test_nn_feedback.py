@@ -788,3 +788,27 @@ def test_initial_state_takes_the_dtype_of_the_value_each_splitter_records():
     net = nn.FeedbackChain(nn.Merger("s", nn.Dense(3, 3), operator.add), nn.Dense(3, 3), nn.Splitter("s"))
     assert net.initial_state(mf.tensor(np.ones((2, 3), np.int64)))["s"].dtype == np.float32
     assert net.initial_state(mf.randn(2, 3, dtype="float64"))["s"].dtype == np.float64
+
+
+def test_validate_survives_a_module_that_refers_back_to_its_parent():
+    class Block(nn.Module):
+        def __init__(self):
+            self.dense, self.owner = nn.Dense(4, 4), None
+
+        def forward(self, x):
+            return self.dense(x)
+
+    block = Block()
+    chain = nn.Chain(block)
+    block.owner = chain                     # a cycle: chain -> block -> chain
+    net = nn.FeedbackChain(chain, nn.Splitter("h"), nn.Merger("h", nn.Dense(4, 4), operator.add))
+    assert net.splitnames() == ["h"]
+
+
+def test_a_state_for_an_unbatched_stream_must_have_its_shape():
+    net = nn.FeedbackChain(nn.Merger("h", nn.Lambda(lambda s: s), operator.add), nn.Dense(5, 5), nn.Splitter("h"))
+    for bad in (mf.ones(1), mf.tensor(1.0)):   # a 1-d stream has no batch axis to broadcast over
+        with pytest.raises(ValueError, match=r'state\["h"\] has shape'):
+            net({"h": bad}, mf.randn(5))
+    state, _ = net({"h": mf.ones(5)}, mf.randn(5))
+    assert state["h"].shape == (5,)

@@ -479,3 +479,19 @@ def test_a_cell_given_an_array_raises_a_type_error_as_a_layer_does():
                         (nn.GRUCell(3, 4), mf.zeros(2, 4))):
         with pytest.raises(TypeError, match=r"input must be a Tensor of shape \(\.\.\., 3\), got ndarray"):
             cell(state, np.ones((2, 3), np.float32))
+
+
+def test_recur_takes_a_module_whose_own_call_takes_state_and_input():
+    class Cell(nn.Module):
+        def __init__(self):
+            self.dense = nn.Dense(3, 3)
+
+        def forward(self, x):
+            return self.dense(x)
+
+        def __call__(self, state, x):
+            y = self.forward(x) + state
+            return y, y
+
+    rnet = nn.Recur(Cell(), mf.zeros(2, 3))
+    assert rnet(mf.randn(2, 3)).shape == (2, 3)

@@ -503,7 +503,7 @@ def test_a_detached_copy_of_a_parameter_shares_its_version(share):
     (w * 1.0).sum().backward()
     optim.SGD([w], lr=1.0).step()         # w's values change in place under y's graph
     assert share(w)._version == w._version == 1
-    with pytest.raises(RuntimeError, match=r"shares its values with.*updated in place"):
+    with pytest.raises(RuntimeError, match=r"a detach\(\) or a view of a parameter\).*updated in place"):
         y.backward()
     assert x.grad is None
     z = (x * share(w)).sum()              # recorded after the step: fine
@@ -698,3 +698,27 @@ def test_a_kept_backward_error_does_not_keep_the_graph_alive():
             walks.append(tb.tb_frame.f_locals)
         tb = tb.tb_next
     assert walks == [{}]
+
+
+def test_a_parameter_made_from_a_parameter_shares_its_version():
+    from minifb import nn
+
+    p = nn.Parameter(np.ones(3, np.float32))
+    q, r = nn.Parameter(p), nn.Parameter(p[:2])        # the same memory
+    loss = (q * q).sum() + (r * r).sum()
+    (p * 1).sum().backward()
+    optim.SGD([p], lr=0.5).step()
+    with pytest.raises(RuntimeError, match=r"updated in place after the forward pass"):
+        loss.backward()
+
+
+def test_a_frozen_weight_refusal_names_it():
+    from minifb import nn
+
+    net = nn.Dense(3, 2, bias=False)
+    net.weight.requires_grad_(False)
+    x = Tensor(np.ones((1, 3), np.float32), requires_grad=True)
+    loss = net(x).sum()
+    net.load_state_dict({"weight": np.zeros((2, 3), np.float32)})
+    with pytest.raises(RuntimeError, match=r"a tensor that needs no gradient \(a frozen weight"):
+        loss.backward()

@@ -854,3 +854,25 @@ def test_contains_index_unary_plus_and_the_repr_of_an_empty_matrix():
     with pytest.raises(TypeError, match=r"only 0-d integer tensors can be used as an index"):
         [1, 2][mf.tensor(1.0)]
     assert repr(mf.zeros(0, 3)) == "tensor([], size=(0, 3))" and repr(mf.zeros(0)) == "tensor([])"
+
+
+def test_a_tensor_pickled_before_the_requires_grad_property_still_loads():
+    from minifb.tensor import Tensor
+
+    t = Tensor.__new__(Tensor)   # what unpickling an older file does: the old slots, set one by one, in order
+    for name, value in (("data", np.ones(2, np.float32)), ("grad", None), ("requires_grad", True), ("_ctx", None),
+                        ("_shared", None)):
+        setattr(t, name, value)
+    assert t.requires_grad and t.is_leaf
+    (t * 2).sum().backward()
+    np.testing.assert_array_equal(t.grad, [2.0, 2.0])
+
+
+def test_numpy_and_0d_integer_indices_are_basic_and_the_in_operator_needs_a_number():
+    from minifb.tensor import SliceSum
+
+    x = mf.tensor(np.ones((3, 2)), requires_grad=True)
+    for index in (np.int64(1), np.array(1), mf.tensor(1)):
+        assert type(x[index]._ctx.backward(np.ones(2))[0]) is SliceSum
+    with pytest.raises(TypeError, match=r"'in' needs a number or a Tensor, got str"):
+        "a" in x

@@ -263,7 +263,8 @@ def _check_state_shape(splitter: Splitter, state: dict, x: Tensor) -> None:
     if not isinstance(value, Tensor):
         return        # missing or not a Tensor: the Merger or tree Splitter that reads it says so
     old, new = tuple(value.shape), tuple(x.shape)
-    if old == new or old == new[1:] or (len(old) == len(new) and old[0] == 1 and old[1:] == new[1:]):
+    batched = len(new) >= 2   # a 1-d stream (the seed example's) has no batch axis to broadcast over
+    if old == new or (batched and (old == new[1:] or (len(old) == len(new) and old[0] == 1 and old[1:] == new[1:]))):
         return
     raise ValueError(f'{splitter!r}: state["{splitter.name}"] has shape {old}, but this Splitter records '
                      f"values of shape {new}; a state must have the shape its Splitter writes (a batch of 1 "
@@ -294,19 +295,24 @@ def _walk_markers(layers):
             yield from _walk_markers(layer.layers)
 
 
-def _markers_below(module, path=()):
-    """Yield ``(marker, container)`` for every Splitter and Merger among ``module``'s sub-modules (except
-    inside a Recur, whose cell keeps its own state); ``container`` is the outermost layer on the way down
-    that the feedback pass does not walk through (a SkipConnection, a Merger, ...), or ``module``."""
+def _markers_below(module, path=(), seen=None):
+    """Yield ``(marker, container)`` for every Splitter and Merger among ``module``'s sub-modules, except
+    inside a Recur (whose cell keeps its own state) or a nested FeedbackChain (which checked its own at its
+    construction); ``container`` is the outermost layer on the way down that the feedback pass does not
+    walk through (a SkipConnection, a Merger, ...), or ``module``. Each module is entered once, so a
+    module holding a reference back to its parent is no endless loop."""
     from .recurrent import Recur  # recurrent imports nothing from here; avoid a cycle at import
 
+    seen = {id(module)} if seen is None else seen
     for child in module.children():
-        if isinstance(child, Recur):
+        if id(child) in seen or isinstance(child, Recur):
             continue
+        seen.add(id(child))
         if isinstance(child, (Splitter, Merger)):
-            opaque = [m for m in path if not (isinstance(m, FeedbackChain) or _is_plain_chain(m))]
+            opaque = [m for m in path if not _is_plain_chain(m)]
             yield child, (opaque[0] if opaque else module)
-        yield from _markers_below(child, path + (child,))
+        if not isinstance(child, FeedbackChain):
+            yield from _markers_below(child, path + (child,), seen)
 
 
 class FeedbackChain(LayerSequence, Module):
@@ -323,8 +329,9 @@ class FeedbackChain(LayerSequence, Module):
 
     Raises:
         TypeError: at construction, for a layer that is not callable.
-        ValueError: at construction, for duplicate Splitter names or a Merger
-            whose name no Splitter writes (see :meth:`validate`).
+        ValueError: at construction, for duplicate Splitter names, a Merger
+            whose name no Splitter writes, or a Splitter or Merger the chain
+            cannot reach (see :meth:`validate`).
 
     Example:
         >>> import operator
@@ -382,7 +389,9 @@ class FeedbackChain(LayerSequence, Module):
         if duplicates:
             raise ValueError(f"{type(self).__name__}: duplicate Splitter names {duplicates}")
         reachable = {id(m) for m in _walk_markers(self.layers)}
-        hidden = [(m, parent) for m, parent in _markers_below(self) if id(m) not in reachable]
+        # a subclass with a forward of its own may use markers it keeps as attributes: its business
+        hidden = [(m, parent) for m, parent in _markers_below(self) if id(m) not in reachable] \
+            if _runs_inline(self) else []
         if hidden:
             marker, parent = hidden[0]
             raise ValueError(f"{type(self).__name__}: {marker!r} sits inside {describe(parent)}, where the chain "
@@ -464,8 +473,9 @@ class FeedbackTree(FeedbackChain):
 
     Raises:
         TypeError: at construction, for a layer that is not callable.
-        ValueError: at construction, for duplicate Splitter names or a Merger
-            whose name no Splitter writes (see :meth:`validate`).
+        ValueError: at construction, for duplicate Splitter names, a Merger
+            whose name no Splitter writes, or a Splitter or Merger the chain
+            cannot reach (see :meth:`validate`).
 
     Example:
         >>> tree = nn.FeedbackTree(nn.Dense(3, 3), nn.Splitter("s1"), nn.Dense(3, 2))

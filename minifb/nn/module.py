@@ -65,6 +65,7 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad: bool = True):
         requires_grad = checks.flag("Parameter", "requires_grad", requires_grad)
         super().__init__(_as_backend_array(data, "Parameter"), requires_grad=requires_grad)
+        _share_version(self, data)
 
     def __repr__(self):
         return "Parameter(" + super().__repr__() + ")"
@@ -84,9 +85,17 @@ class Buffer(Tensor):
 
     def __init__(self, data):
         super().__init__(_as_backend_array(data, "Buffer"), requires_grad=False)
+        _share_version(self, data)
 
     def __repr__(self):
         return "Buffer(" + super().__repr__() + ")"
+
+
+def _share_version(new: Tensor, data) -> None:
+    """A Parameter or Buffer made from a Tensor shares its memory, so it shares its version counter too
+    (a step on one is an in-place update of the other)."""
+    if isinstance(data, Tensor):
+        new._shared = data._version_counter()
 
 
 def _as_backend_array(data, owner: str):

@@ -115,8 +115,7 @@ class Recur(Module):
     def reset(self) -> None:
         """Go back to the initial state ``state0`` (or to a lazily made zero state), and reset every
         ``Recur`` inside the cell too (an ``nn.LSTM`` in a FeedbackChain), as Flux's ``reset!`` does."""
-        for recur in self._recurs():
-            recur._state = recur.state0
+        _reset(_recurs_in("Recur.reset", self))
 
     def detach(self) -> None:
         """Keep the state's values but cut them from the tape (truncated BPTT).
@@ -125,12 +124,7 @@ class Recur(Module):
         Tensor, tuple (LSTM), dict (FeedbackChain) and nested states, and
         detaches every ``Recur`` inside the cell too.
         """
-        for recur in self._recurs():
-            recur._state = map_state(recur._state, lambda t: t.detach())
-
-    def _recurs(self) -> list:
-        """This Recur and every Recur inside its cell, each once."""
-        return [m for m in self.modules() if isinstance(m, Recur)]
+        _detach(_recurs_in("Recur.detach", self))
 
     def _move_extra(self, device):
         """Move ``state0`` and the current state with the module (Parameters are moved in place)."""
@@ -159,8 +153,7 @@ def reset_state(model) -> None:
         >>> model.layers[0].state is None
         True
     """
-    for recur in _recurs_in("reset_state", model):
-        recur._state = recur.state0
+    _reset(_recurs_in("reset_state", model))
 
 
 def detach_state(model) -> None:
@@ -177,11 +170,21 @@ def detach_state(model) -> None:
         >>> model.layers[0].state.requires_grad
         False
     """
-    for recur in _recurs_in("detach_state", model):
+    _detach(_recurs_in("detach_state", model))
+
+
+def _reset(recurs) -> None:
+    for recur in recurs:
+        recur._state = recur.state0
+
+
+def _detach(recurs) -> None:
+    for recur in recurs:
         recur._state = map_state(recur._state, lambda t: t.detach())
 
 
 def _recurs_in(fn: str, model) -> list:
+    """Every Recur in ``model`` (itself included), each once."""
     if isinstance(model, Module):
         return [m for m in model.modules() if isinstance(m, Recur)]
     if callable(model):
@@ -230,7 +233,8 @@ def unroll(recur, xs) -> list:
 def _takes_positional(fn, n: int) -> bool:
     """Whether ``fn`` (a Module's ``forward`` for a Module) can be called with ``n`` positional arguments;
     True when its signature cannot be read."""
-    target = fn.forward if isinstance(fn, Module) else fn
+    # a Module is called through its forward, unless its class overrides __call__
+    target = fn.forward if isinstance(fn, Module) and type(fn).__call__ is Module.__call__ else fn
     try:
         inspect.signature(target).bind(*([None] * n))
     except TypeError:

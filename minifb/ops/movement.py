@@ -6,6 +6,8 @@ Each backward is the inverse movement of the gradient.
 
 import copy
 
+import numpy as np
+
 from .. import backend
 from ..backend import array_module
 from ..tensor import Function, SliceSum
@@ -34,9 +36,11 @@ class Transpose(Function):
 
 
 def _is_basic_index(index) -> bool:
-    """True for indices made only of ints, slices, ``None`` and ``...`` (NumPy's "basic" indexing)."""
+    """True for indices made only of integers (Python, NumPy, or 0-d integer arrays), slices, ``None`` and
+    ``...``: NumPy's "basic" indexing, which picks each element at most once."""
     parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice, np.integer))
+               or (getattr(p, "ndim", None) == 0 and p.dtype.kind in "iu") for p in parts)
 
 
 def _own_copy(index):
@@ -58,7 +62,7 @@ class GetItem(Function):
     """
 
     def forward(self, x, *, index):
-        if not _is_basic_index(index):
+        if self.needs[0] and not _is_basic_index(index):
             index = _own_copy(index)   # backward reads the index again: a list changed since must not count
         self.shape, self.index = x.shape, index
         try:
