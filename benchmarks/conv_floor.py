@@ -8,9 +8,10 @@ could give *at most*: it times each case's step as it is and with every one of t
 (the buffers they would fill are reused, already allocated, and left as they are), side by side with
 PyTorch, in one process, alternating, with the runner's pause before every timed step.
 
-The skipped steps compute wrong numbers; only their time is read.  Their ratio to PyTorch is a lower
-bound for any implementation that keeps minifb's matrix products and elementwise work and makes the
-copies faster, however it makes them.
+The skipped steps compute wrong numbers; only their time is read, and a workload's parameters are put
+back after each of them (outside the timed region), so that their garbage never reaches the network
+that the steps as they are time.  Their ratio to PyTorch is a lower bound for any implementation that
+keeps minifb's matrix products and elementwise work and makes the copies faster, however it makes them.
 
 Run it with ``python benchmarks/conv_floor.py`` (``--rounds N``, ``--only conv2d,W2``, ``--smoke``).
 The results are in benchmarks/NOTES.md, "Session 11".
@@ -97,6 +98,7 @@ class CopyFree:
         return self.buffers[key]
 
     def _channels_last(self, x, pad, scratch):
+        x = x[:, :, max(0, -pad[0]): x.shape[2] - max(0, -pad[1]), max(0, -pad[2]): x.shape[3] - max(0, -pad[3])]
         pt, pb, pl, pr = (max(0, p) for p in pad)
         n, c, h, w = x.shape
         nhwc = x.transpose(0, 2, 3, 1)
@@ -126,33 +128,45 @@ class CopyFree:
         return conv._nchw_view(self._buffer("space", (n, *in_hw, channels), y.dtype).copy())
 
 
-def _timed(step, settle_s):
+def _timed(step, settle_s, keep=()):
+    """Seconds one call of ``step`` takes, after a collection and a pause of ``settle_s``.  The values of
+    the minifb parameters ``keep`` are put back after it (outside the timed region): the copy-free step
+    updates them from garbage gradients."""
+    saved = [p.data.copy() for p in keep]
     gc.collect()
     if settle_s > 0:
         time.sleep(settle_s)
     t0 = time.perf_counter()
     step()
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    for p, values in zip(keep, saved):
+        p.data[...] = values                # in place: the optimiser may hold views of p.data
+    return elapsed
 
 
 def measure(case, switch, rounds, settle_s):
     """Alternate minifb as it is, minifb copy-free and PyTorch (if any) for ``rounds`` rounds.
+
+    The copy-free steps leave ``case.params`` as they found them, so the steps as they are train the real
+    network undisturbed.
 
     Returns ``{"as_is_s", "copy_free_s", "copy_bytes", "torch_s", "ratio_as_is", "ratio_copy_free"}``:
     medians of the step times, the bytes the copies write in one step (:meth:`CopyFree.bytes_written`),
     and medians of the per-round ratios to PyTorch (``None`` without PyTorch).
     """
     steps = [lambda: (switch.on(False), case.mf_step()), lambda: (switch.on(True), case.mf_step())]
+    keep = [(), case.params]
     if case.torch_step:
         steps.append(case.torch_step)
+        keep.append(())
     try:
-        for step in steps * 2:                                  # warm-up: buffers, BLAS threads
-            step()
+        for who in list(range(len(steps))) * 2:                # warm-up: buffers, BLAS threads
+            _timed(steps[who], 0.0, keep[who])
         times = [[] for _ in steps]
         for r in range(rounds):
             order = range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))
             for who in order:
-                times[who].append(_timed(steps[who], settle_s))
+                times[who].append(_timed(steps[who], settle_s, keep[who]))
     finally:
         switch.on(False)
     row = {"as_is_s": statistics.median(times[0]), "copy_free_s": statistics.median(times[1]),

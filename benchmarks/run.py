@@ -36,15 +36,24 @@ How it measures:
   (each minifb step against the PyTorch step beside it), which is robust to
   the load of a shared machine drifting during the run; the ratio of the
   medians and of the best steps are shown too.
+* A row is judged against its target ("ok" / "MISS") only when its first
+  losses agree and its timings are steady; it is "NOISY" (and its target
+  counted as not met) when the paired and the best-step ratios differ by
+  more than 25% of the larger, or when either library's step times spread
+  over more than 2x (slowest / fastest): rerun it.
 * Before every timed step: a garbage collection and a 0.15 s pause
   (``SETTLE_S``), so that the step does not share the cores with the other
   library's worker threads still spinning from its last step (OpenBLAS's
   spin for ~0.1 s); without it PyTorch steps that followed minifb steps ran
   up to 2x slower and the ratios flattered minifb.
-* GFLOP/s counts the matrix-product FLOPs of the step (3x the forward
-  GEMM/convolution FLOPs: forward, input gradient, weight gradient;
-  elementwise work ignored), against the machine's float32 GEMM rate measured
-  here (the better of NumPy's and PyTorch's 2048^3 ``matmul``).
+* GFLOP/s counts the matrix products (GEMMs, convolutions) a step needs,
+  layer by layer: each forward call, and each weight and input gradient that
+  backprop must compute (each costing what the forward product does) -- not
+  those it can skip: the workloads take their loss on the last step only
+  (W1, W2), and need no gradient for a constant input or initial state.
+  Elementwise work is ignored.  The rate is set against the machine's float32
+  GEMM rate measured here (the better of NumPy's and PyTorch's 2048^3
+  ``matmul``, each measured after the runner's pause).
 * Peak memory of a step (both libraries, comparable): measured in a child
   process started with glibc's ``MALLOC_MMAP_THRESHOLD_=4096`` (so every
   array is its own mapping and freeing it returns the pages to the OS, for
@@ -54,14 +63,16 @@ How it measures:
   thread, never waiting for a busy core).  For minifb the ``tracemalloc`` peak of the
   step is given as well (NumPy reports its buffers to tracemalloc; PyTorch does not).
 * Scaling table: W1 and W2 step time and peak memory for T = 1, 2, 4, 8, 16, 32
-  (``--quick``: 1, 2, 4); linearity is judged on a least-squares line through
-  the best-of-N step times.
+  (``--quick``: 1, 2, 4); linearity is judged on the best-of-N step times: the
+  cost of one more timestep between consecutive T values must stay within 25%
+  of the median of those costs (peak memory gets a least-squares line).
 * On a GPU (CuPy present), the workloads also run on CuPy with the fused
   kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
 
 ``--quick`` runs in under 2 minutes; ``--smoke`` is a seconds-long run with
 small shapes used by the test suite (on 1 thread unless ``--threads`` says
-otherwise).  ``--only`` selects the cases of every table, the GPU's included.
+otherwise); the two exclude each other, except under ``--profile`` (``--smoke``:
+small shapes, ``--quick``: 3 steps).  ``--only`` selects the cases of every table, the GPU's included.
 The BLAS in use (threadpoolctl), ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``
 and the folder of the minifb measured (always the checkout this file sits in,
 even when another minifb is installed) are recorded in the JSON.
@@ -155,7 +166,8 @@ def _t(torch, a):
 def _last_step_loss_step(net, initial_state, x_np, y_np, T, device):
     """The minifb step of the feedback workloads (W1, W2): ``net`` wrapped in ``nn.Recur`` from
     ``initial_state``, T timesteps from the reset state, cross-entropy of the last step's logits,
-    backprop through time, one SGD update (lr ``LR``) on ``device``."""
+    backprop through time, one SGD update (lr ``LR``) on ``device``.  Returns the step and the
+    parameters it updates."""
     rnet = nn.Recur(net, initial_state)
     if device != "cpu":
         rnet.to(device)
@@ -173,7 +185,7 @@ def _last_step_loss_step(net, initial_state, x_np, y_np, T, device):
         opt.step()
         return float(loss.item())
 
-    return step
+    return step, opt.params
 
 
 def _copy_linear(torch, tl, dense):
@@ -183,12 +195,21 @@ def _copy_linear(torch, tl, dense):
 
 
 class Case:
-    """One benchmark case: a minifb step, an optional PyTorch step, and the step's GEMM FLOPs."""
+    """One benchmark case: a minifb step, an optional PyTorch step, the matrix-product FLOPs the step
+    needs (:func:`_flops`), and the minifb parameters its step updates (``params``; none for the micro
+    cases, whose steps change nothing)."""
 
-    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None):
+    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None, params=()):
         self.name, self.desc = name, desc
         self.mf_step, self.torch_step, self.flops = mf_step, torch_step, flops
         self.sync = sync or (lambda: None)
+        self.params = list(params)
+
+
+def _flops(*layers) -> int:
+    """The matrix-product FLOPs of one step, from ``(forward FLOPs of one call, calls, weight gradients,
+    input gradients)`` per layer: each gradient product costs what the forward product does."""
+    return sum(f * (calls + weight_grads + input_grads) for f, calls, weight_grads, input_grads in layers)
 
 
 # ================================================================================ workloads
@@ -209,7 +230,7 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
         nn.Splitter("s"),
         nn.Dense(128, 10),
     )
-    mf_step = _last_step_loss_step(net, {"s": mf.zeros(batch, 128)}, x_np, y_np, T, device)
+    mf_step, mf_params = _last_step_loss_step(net, {"s": mf.zeros(batch, 128)}, x_np, y_np, T, device)
 
     torch_step = None
     if torch is not None:
@@ -235,8 +256,12 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
             topt.step()
             return float(loss.item())
 
-    fwd = 2 * batch * (128 * 784 + 784 * 512 + 512 * 128 + 128 * 10)
-    return Case("W1", f"dense feedback B={batch} T={T}", mf_step, torch_step, 3 * fwd * T)
+    # the loss reads the last step's logits only, and s0 is a constant: no input gradient for fb at t = 1
+    flops = _flops((2 * batch * 128 * 784, T, T, T - 1),     # fb
+                   (2 * batch * 784 * 512, T, T, T),         # l1
+                   (2 * batch * 512 * 128, T, T, T),         # l2
+                   (2 * batch * 128 * 10, T, 1, 1))          # l3
+    return Case("W1", f"dense feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params)
 
 
 def build_w2(torch, batch=32, T=4, device="cpu"):
@@ -254,7 +279,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
         nn.Flatten(),
         nn.Dense(3136, 10),
     )
-    mf_step = _last_step_loss_step(net, {"s2": mf.zeros(batch, 64, 14, 14)}, x_np, y_np, T, device)
+    mf_step, mf_params = _last_step_loss_step(net, {"s2": mf.zeros(batch, 64, 14, 14)}, x_np, y_np, T, device)
 
     torch_step = None
     if torch is not None:
@@ -285,12 +310,13 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
             topt.step()
             return float(loss.item())
 
-    fwd = 2 * batch * (32 * 28 * 28 * 1 * 9        # conv1
-                       + 64 * 14 * 14 * 32 * 16    # convT (input pixels x C_in x C_out x k^2)
-                       + 64 * 14 * 14 * 32 * 9     # conv2
-                       + 64 * 7 * 7 * 64 * 9       # conv3
-                       + 3136 * 10)                # dense
-    return Case("W2", f"conv feedback B={batch} T={T}", mf_step, torch_step, 3 * fwd * T)
+    # last-step loss; x and s0 are constants: conv1 needs no input gradient, convT none at t = 1
+    flops = _flops((2 * batch * 32 * 28 * 28 * 1 * 9, T, T, 0),         # conv1
+                   (2 * batch * 64 * 14 * 14 * 32 * 16, T, T, T - 1),   # convT (input pixels x C_in x C_out x k^2)
+                   (2 * batch * 64 * 14 * 14 * 32 * 9, T, T, T),        # conv2
+                   (2 * batch * 64 * 7 * 7 * 64 * 9, T, 1, 1),          # conv3
+                   (2 * batch * 3136 * 10, T, 1, 1))                    # dense
+    return Case("W2", f"conv feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params)
 
 
 def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
@@ -352,8 +378,12 @@ def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
             topt.step()
             return float(loss.item())
 
-    fwd = 2 * batch * (vocab * 4 * hidden + hidden * 4 * hidden + hidden * vocab)
-    return Case("W3", f"LSTM V={vocab} H={hidden} T={T} B={batch}", mf_step, torch_step, 3 * fwd * T)
+    # a loss at every step; h0 is a constant and the one-hot x needs no gradient
+    flops = _flops((2 * batch * vocab * 4 * hidden, T, T, 0),           # W_ih
+                   (2 * batch * hidden * 4 * hidden, T, T, T - 1),      # W_hh
+                   (2 * batch * hidden * vocab, T, T, T))               # head
+    return Case("W3", f"LSTM V={vocab} H={hidden} T={T} B={batch}", mf_step, torch_step, flops,
+                params=opt.params)
 
 
 def _shrink(name, arrays):
@@ -471,11 +501,49 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     if first_mf is not None and first_pt is not None and isinstance(first_mf, float):
         row["first_loss_minifb"], row["first_loss_torch"] = first_mf, first_pt
         row["loss_match"] = abs(first_mf - first_pt) <= 1e-4 * max(1.0, abs(first_pt))
+    row["noisy"] = noise(row) is not None
     return row
 
 
-def gemm_rate(torch, n: int) -> dict:
-    """The machine's float32 GEMM rate (GFLOP/s): the better of NumPy's and PyTorch's best n^3 matmul."""
+NOISE_RATIO_GAP = 0.25
+"""A row is noisy when its paired and best-step ratios differ by more than this fraction of the larger."""
+NOISE_SPREAD = 2.0
+"""... or when either library's slowest timed step is more than this many times its fastest."""
+
+
+def noise(row) -> str | None:
+    """Why the row's timings are too unsteady to judge against a target (``None``: steady enough, or no
+    PyTorch peer): its paired and best-step ratios disagree (``NOISE_RATIO_GAP``), or a library's step
+    times spread too widely (``NOISE_SPREAD``)."""
+    if row.get("ratio_paired") is None:
+        return None
+    paired, best = row["ratio_paired"], row["ratio_best"]
+    if abs(paired - best) > NOISE_RATIO_GAP * max(paired, best):
+        return f"paired {paired:.2f}x vs best {best:.2f}x"
+    for lib, key in (("minifb", "minifb_all_s"), ("PyTorch", "torch_all_s")):
+        spread = max(row[key]) / min(row[key])
+        if spread > NOISE_SPREAD:
+            return f"{lib}'s steps spread {spread:.1f}x"
+    return None
+
+
+def verdict(row) -> str | None:
+    """The row against its target: "ok", "MISS", "NOISY" (see :func:`noise`) or "LOSS MISMATCH" (the
+    first losses differ, so the two libraries did not compute the same step); ``None`` without a target
+    or a PyTorch time.  Only "ok" counts as the target met."""
+    target = TARGETS.get(row["name"])
+    if target is None or row.get("ratio_paired") is None:
+        return None
+    if row.get("loss_match") is False:
+        return "LOSS MISMATCH"
+    if row.get("noisy"):
+        return "NOISY"
+    return "ok" if row["ratio_paired"] <= target else "MISS"
+
+
+def gemm_rate(torch, n: int, settle_s: float = SETTLE_S) -> dict:
+    """The machine's float32 GEMM rate (GFLOP/s): the better of NumPy's and PyTorch's best n^3 matmul,
+    each measured after a pause of ``settle_s`` (see ``SETTLE_S``)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -483,6 +551,7 @@ def gemm_rate(torch, n: int) -> dict:
     reps = 7 if n >= 1024 else 20
 
     def rate(fn):
+        _settle(settle_s)  # else PyTorch shares the cores with OpenBLAS's threads still spinning after NumPy's
         fn()
         times = []
         for _ in range(reps):
@@ -702,7 +771,7 @@ def markdown_main(rows, gemm) -> str:
         target = TARGETS.get(r["name"])
         ratio = "n/a" if r["ratio"] is None else \
             f"**{_ratio_text(r['ratio_paired'], target)}x** ({r['ratio']:.2f}x, {r['ratio_best']:.2f}x)"
-        mark = "" if r["ratio"] is None or target is None else (" ok" if r["ratio_paired"] <= target else " MISS")
+        mark = "" if verdict(r) is None else f" {verdict(r)}"
         g_mf = r["flops"] / r["minifb_s"] / 1e9
         g_pt = "n/a" if r["torch_s"] is None else f"{r['flops'] / r['torch_s'] / 1e9:.1f}"
         mem = r.get("memory", {})
@@ -717,6 +786,10 @@ def markdown_main(rows, gemm) -> str:
                      f"{'' if target is None else f'<= {target}x'} | {g_mf:.1f} ({100 * g_mf / peak:.0f}%) | {g_pt} | "
                      f"{_mib(mem.get('minifb_peak_rss'))} / {_mib(mem.get('minifb_tracemalloc'))} | "
                      f"{_mib(mem.get('torch_peak_rss'))} | {mr} | {loss_s} |")
+    noisy = [f"{r['name']} ({noise(r)})" for r in rows if r.get("noisy")]
+    if noisy:
+        lines += ["", f"NOISY: {', '.join(noisy)}: the timings are too unsteady to judge against the target "
+                      "(counted as not met); rerun these cases (--only), on a quieter machine."]
     return "\n".join(lines)
 
 
@@ -746,9 +819,10 @@ def linearity_note(rows) -> str:
 
     Judged on the best-of-N step times (on a shared machine the medians carry the other processes'
     load): the cost of one more timestep, measured between consecutive T values, must stay within
-    25% of its median.  An interval where PyTorch's marginal cost jumps the same way is reported
-    as shared with PyTorch (machine load, or the workload itself: W1's gradients reach float32's
-    subnormal range at T = 32, which slows both libraries' arithmetic; benchmarks/NOTES.md).
+    25% of its median.  An interval where PyTorch's marginal cost jumps the same way (also beyond
+    25%, and by at least half as much as minifb's) is reported as shared with PyTorch (machine load,
+    or the workload itself: W1's gradients reach float32's subnormal range at T = 32, which slows both
+    libraries' arithmetic; benchmarks/NOTES.md).
     """
     Ts = np.array([r["T"] for r in rows], dtype=float)
     if len(Ts) < 3:
@@ -767,7 +841,8 @@ def linearity_note(rows) -> str:
         if all(p is not None for p in pt):
             pmarg = _marginal(pt, Ts)
             pdev = pmarg / np.median(pmarg) - 1
-            load = [i for i in off if abs(pdev[i]) > 0.25 and np.sign(pdev[i]) == np.sign(dev[i])]
+            load = [i for i in off if abs(pdev[i]) > 0.25 and abs(pdev[i]) >= 0.5 * abs(dev[i])
+                    and np.sign(pdev[i]) == np.sign(dev[i])]
         own = [i for i in off if i not in load]
         parts = []
         if own:
@@ -860,15 +935,23 @@ def _positive_int(text: str) -> int:
 
 
 def _json_file(text: str) -> str:
-    """``--json``: a file that can be written, checked before any work (not after the whole run)."""
+    """``--json``: a file that can be written, checked before any work (not after the whole run) by opening
+    it for appending (``os.access`` says yes to root everywhere, /proc included); a file this creates is
+    removed again."""
     path = Path(text)
     folder = path.parent
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"the folder {str(folder)!r} of {text!r} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not writable")
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not writable ({error.strerror})") from None
+    if not existed:
+        path.unlink()
     return text
 
 
@@ -915,6 +998,8 @@ def main(argv=None) -> dict:
     if args.memory_child:
         print(json.dumps(memory_child(json.loads(args.memory_child))))
         return {}
+    if args.quick and args.smoke and not args.profile:
+        parser.error("argument --smoke: not allowed with argument --quick (except under --profile)")
     if args.profile and args.json:
         parser.error("argument --json: --profile prints its report and writes no JSON; drop one of them")
     if args.profile:
@@ -942,7 +1027,7 @@ def main(argv=None) -> dict:
                                "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
     if args.gpu_only:
         return _gpu_only(result, mode, cfg, torch, started, args.json, only)
-    result["gemm"] = gemm_rate(torch, cfg["gemm_n"])
+    result["gemm"] = gemm_rate(torch, cfg["gemm_n"], settle)
 
     # ---- main table
     cases = [build(n, torch, mode) for n in WORKLOADS if _wanted(n, only)]
@@ -991,8 +1076,7 @@ def main(argv=None) -> dict:
 
     result["rows"], result["scaling"] = rows, scaling
     result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"], torch, only)
-    result["targets_met"] = {r["name"]: (r["ratio_paired"] <= TARGETS[r["name"]]) for r in rows
-                             if r["ratio"] is not None and r["name"] in TARGETS}
+    result["targets_met"] = {r["name"]: verdict(r) == "ok" for r in rows if verdict(r) is not None}
     for name, limit in MEMORY_TARGETS.items():
         r = next((r for r in rows if r["name"] == name), None)
         if r is not None and r.get("memory_ratio") is not None:
