@@ -199,11 +199,12 @@ class Case:
     needs (:func:`_flops`), and the minifb parameters its step updates (``params``; none for the micro
     cases, whose steps change nothing)."""
 
-    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None, params=()):
+    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None, params=(), agreement=None):
         self.name, self.desc = name, desc
         self.mf_step, self.torch_step, self.flops = mf_step, torch_step, flops
         self.sync = sync or (lambda: None)
         self.params = list(params)
+        self.agreement = agreement   # micro cases: the largest relative difference from PyTorch (no loss)
 
 
 def _flops(*layers) -> int:
@@ -426,8 +427,26 @@ def build_micro(torch, device="cpu", small=False):
         else:  # conv_transpose2d: input pixels x C_in x C_out x k^2
             x, w = arrays[0], arrays[1]
             fwd = 2 * x.shape[0] * x.shape[2] * x.shape[3] * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
-        cases.append(Case(name, shape, mf_step, torch_step, 3 * fwd))
+        agreement = None if torch is None else _micro_agreement(torch, fn, torch_name, host, options,
+                                                                backend.to_numpy(grad_out))
+        cases.append(Case(name, shape, mf_step, torch_step, 3 * fwd, agreement=agreement))
     return cases
+
+
+def _micro_agreement(torch, fn, torch_name, arrays, options, grad_out) -> float:
+    """The largest difference between minifb's and PyTorch's output and input gradients of a micro case,
+    relative to each array's largest magnitude (on the CPU): the micro cases' check that both libraries
+    compute the same thing, as the first loss is the workloads'."""
+    ts = [mf.Tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*ts, **options)
+    out.backward(grad_out)
+    op = torch.matmul if torch_name == "matmul" else getattr(torch.nn.functional, torch_name)
+    tts = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+    tout = op(*tts, **options)
+    tout.backward(torch.from_numpy(grad_out))
+    ours = [out.numpy()] + [t.grad for t in ts]
+    theirs = [tout.detach().numpy()] + [t.grad.numpy() for t in tts]
+    return max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30)) for a, b in zip(ours, theirs))
 
 
 def build(name, torch, mode, T=None, device="cpu"):
@@ -501,6 +520,9 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     if first_mf is not None and first_pt is not None and isinstance(first_mf, float):
         row["first_loss_minifb"], row["first_loss_torch"] = first_mf, first_pt
         row["loss_match"] = abs(first_mf - first_pt) <= 1e-4 * max(1.0, abs(first_pt))
+    if case.agreement is not None:
+        row["max_rel_error"] = case.agreement
+        row["loss_match"] = case.agreement <= 1e-4
     row["noisy"] = noise(row) is not None
     return row
 
@@ -780,8 +802,11 @@ def markdown_main(rows, gemm) -> str:
         if r["name"] in MEMORY_TARGETS and mem_ratio is not None:
             mr += " ok" if mem_ratio <= MEMORY_TARGETS[r["name"]] else " MISS"
         loss = r.get("loss_match")
-        loss_s = "n/a" if loss is None else (f"yes ({r['first_loss_minifb']:.5f})" if loss else
-                                              f"NO ({r['first_loss_minifb']:.6f} vs {r['first_loss_torch']:.6f})")
+        if "max_rel_error" in r:   # a micro case: its output and gradients against PyTorch's
+            loss_s = f"{'yes' if loss else 'NO'} (output, gradients within {r['max_rel_error']:.0e})"
+        else:
+            loss_s = "n/a" if loss is None else (f"yes ({r['first_loss_minifb']:.5f})" if loss else
+                                                  f"NO ({r['first_loss_minifb']:.6f} vs {r['first_loss_torch']:.6f})")
         lines.append(f"| {r['name']} | {r['desc']} | {_ms(r['minifb_s'])} | {_ms(r['torch_s'])} | {ratio}{mark} | "
                      f"{'' if target is None else f'<= {target}x'} | {g_mf:.1f} ({100 * g_mf / peak:.0f}%) | {g_pt} | "
                      f"{_mib(mem.get('minifb_peak_rss'))} / {_mib(mem.get('minifb_tracemalloc'))} | "

@@ -38,6 +38,9 @@ def test_runner_smoke_writes_json(tmp_path, capsys):
         assert row["minifb_s"] > 0 and row["flops"] > 0
     for row in result["rows"][:3]:  # same initial weights: the first losses agree
         assert row["loss_match"], (row["name"], row["first_loss_minifb"], row["first_loss_torch"])
+    for row in result["rows"][3:]:  # the micro cases: output and input gradients against PyTorch's
+        assert row["loss_match"] and 0 <= row["max_rel_error"] <= 1e-4, (row["name"], row["max_rel_error"])
+    assert "output, gradients within" in printed
     if result["memory_error"] is None:
         assert result["rows"][0]["memory"]["minifb_peak_rss"] >= 0
         assert result["rows"][0]["memory"]["minifb_tracemalloc"] > 0
