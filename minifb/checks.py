@@ -87,7 +87,10 @@ def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None
     real = isinstance(v, numbers.Real) or (isinstance(v, numbers.Number) and not isinstance(v, numbers.Complex))
     if isinstance(v, (bool, np.bool_)) or not real:
         raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:   # an int past float's range (10 ** 400): outside any bound a float can state
+        raise ValueError(f"{fn}: {name} is too large for a float, got {value!r}") from None
     bounds = [(above, ">", lambda b: v > b), (at_least, ">=", lambda b: v >= b),
               (at_most, "<=", lambda b: v <= b), (below, "<", lambda b: v < b)]
     wanted = [f"{op} {b:g}" for b, op, _ in bounds if b is not None]

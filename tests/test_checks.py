@@ -81,3 +81,8 @@ def test_pair_takes_an_int_or_two_ints_at_least_the_minimum():
             checks.pair("f", "k", bad)
     with pytest.raises(ValueError, match=r"^f: p must be an int >= 0 or a pair of them, got \(1, -1\)"):
         checks.pair("f", "p", (1, -1), minimum=0)
+
+
+def test_number_refuses_an_integer_past_floats_range_with_a_value_error():
+    with pytest.raises(ValueError, match=r"^f: x is too large for a float, got 1000000"):
+        checks.number("f", "x", 10 ** 400)
