@@ -720,7 +720,39 @@ def _backprop(root, grad, retain_graph: bool) -> None:
                     ready.append(parent)
 
 
-class ProductSum:
+class _DeferredSum:
+    """A gradient kept as ``parts`` (plus ``extra``, an array that arrived already computed) until backward
+    needs it: :func:`_backprop` sums two of a kind with :meth:`combine` and calls :meth:`evaluate` once.
+    A kind says what a part is, how the parts are summed (``evaluate``) and how many elements they may
+    hold before they are summed early (``limit``), so that the memory a deferred sum holds stays bounded."""
+
+    __slots__ = ("parts", "extra", "shape", "dtype", "held")
+
+    @classmethod
+    def combine(cls, first, second):
+        """The sum of two gradients, at least one of this kind (``first`` is reused when it is one)."""
+        if type(first) is not cls:
+            first, second = second, first
+        if type(second) is cls:
+            first.parts.extend(second.parts)
+            first.held += second.held
+            second = second.extra
+        if second is not None:
+            first.extra = second if first.extra is None else first.extra + second
+        if first.held > first.limit():
+            first.extra, first.parts, first.held = first.evaluate(), [], 0
+        return first
+
+    def limit(self) -> int:  # pragma: no cover - interface
+        """How many elements the parts may hold before they are evaluated into ``extra``."""
+        raise NotImplementedError
+
+    def evaluate(self):  # pragma: no cover - interface
+        """The sum as one fresh array."""
+        raise NotImplementedError
+
+
+class ProductSum(_DeferredSum):
     """A gradient kept as ``sum_i a_i @ b_i`` until it is needed, then computed as one matrix product.
 
     Under backprop-through-time a weight used at T timesteps receives T
@@ -746,12 +778,12 @@ class ProductSum:
     memory; benchmarks/NOTES.md, session 10).
 
     Attributes:
-        terms: list of ``(a, b)`` pairs, ``a`` of shape (m, k_i), ``b`` of shape (k_i, n).
+        parts: list of ``(a, b)`` pairs, ``a`` of shape (m, k_i), ``b`` of shape (k_i, n).
         extra: an array added to the sum (a gradient that arrived already computed), or None.
         shape, dtype: those of the result.
     """
 
-    __slots__ = ("terms", "extra", "shape", "dtype", "held")
+    __slots__ = ()
 
     #: Evaluate the pending terms once their factors hold this many times the result's elements ...
     MAX_FACTOR_RATIO = 2
@@ -759,39 +791,29 @@ class ProductSum:
     MIN_INNER = 512
 
     def __init__(self, a, b):
-        self.terms, self.extra = [(a, b)], None
+        self.parts, self.extra = [(a, b)], None
         self.shape = (a.shape[0], b.shape[1])
         self.dtype = backend.array_module(a).result_type(a, b)
         self.held = a.size + b.size
 
-    @staticmethod
-    def combine(first, second):
-        """The sum of two gradients, at least one a ``ProductSum`` (``first`` is reused when it is one)."""
-        if type(first) is not ProductSum:
-            first, second = second, first
-        if type(second) is ProductSum:
-            first.terms.extend(second.terms)
-            first.held += second.held
-            second = second.extra
-        if second is not None:
-            first.extra = second if first.extra is None else first.extra + second
-        m, n = first.shape
-        if first.held > max(ProductSum.MAX_FACTOR_RATIO * m * n, ProductSum.MIN_INNER * (m + n)):
-            first.extra, first.terms, first.held = first.evaluate(), [], 0
-        return first
+    def limit(self) -> int:
+        """Factors of ``MAX_FACTOR_RATIO`` times the result's elements, or of an inner dimension of
+        ``MIN_INNER``, whichever is more."""
+        m, n = self.shape
+        return max(ProductSum.MAX_FACTOR_RATIO * m * n, ProductSum.MIN_INNER * (m + n))
 
     def evaluate(self):
         """The sum as one fresh array."""
-        if not self.terms:
+        if not self.parts:
             out = self.extra.copy()
         else:
-            xp = backend.array_module(self.terms[0][0])
-            if len(self.terms) == 1:
-                a, b = self.terms[0]
+            xp = backend.array_module(self.parts[0][0])
+            if len(self.parts) == 1:
+                a, b = self.parts[0]
                 out = a @ b
             else:
-                out = (xp.concatenate([a for a, _ in self.terms], axis=1)
-                       @ xp.concatenate([b for _, b in self.terms]))
+                out = (xp.concatenate([a for a, _ in self.parts], axis=1)
+                       @ xp.concatenate([b for _, b in self.parts]))
             if self.extra is not None:
                 out += self.extra
         if out.dtype != self.dtype:
@@ -799,7 +821,7 @@ class ProductSum:
         return out
 
 
-class SliceSum:
+class SliceSum(_DeferredSum):
     """A gradient kept as pieces ``(index, g)`` of a zero array until it is needed, then written once.
 
     ``x[index]``'s gradient is zero outside the slice, so :class:`minifb.ops.movement.GetItem` with a basic
@@ -807,43 +829,32 @@ class SliceSum:
     Feeding a sequence ``xs`` one step at a time (``xs[0]``, ``xs[1]``, ... in :func:`minifb.nn.unroll`)
     then costs one array of ``xs``'s size in backward rather than T of them, T^2 work in all.
 
-    The pieces are evaluated into ``extra`` once they hold more elements than the result, so a
+    The parts are evaluated into ``extra`` once they hold more elements than the result, so a
     deferred sum never holds more than about twice the array's memory.
 
     Attributes:
-        pieces: list of ``(index, g)``, each ``g`` shaped as ``zeros(shape)[index]``.
+        parts: list of ``(index, g)``, each ``g`` shaped as ``zeros(shape)[index]``.
         extra: an array added to the sum (a gradient that arrived already computed), or None.
         shape, dtype: those of the result.
     """
 
-    __slots__ = ("pieces", "extra", "shape", "dtype", "held", "xp")
+    __slots__ = ("xp",)
 
     def __init__(self, shape, index, g):
-        self.pieces, self.extra = [(index, g)], None
+        self.parts, self.extra = [(index, g)], None
         self.shape, self.dtype, self.held = tuple(shape), g.dtype, g.size
         self.xp = backend.array_module(g)
 
-    @staticmethod
-    def combine(first, second):
-        """The sum of two gradients, at least one a ``SliceSum`` (``first`` is reused when it is one)."""
-        if type(first) is not SliceSum:
-            first, second = second, first
-        if type(second) is SliceSum:
-            first.pieces.extend(second.pieces)
-            first.held += second.held
-            second = second.extra
-        if second is not None:
-            first.extra = second if first.extra is None else first.extra + second
-        if first.held > int(np.prod(first.shape)):
-            first.extra, first.pieces, first.held = first.evaluate(), [], 0
-        return first
+    def limit(self) -> int:
+        """The result's own number of elements."""
+        return int(np.prod(self.shape))
 
     def evaluate(self):
         """The sum as one fresh array."""
         out = self.xp.zeros(self.shape, dtype=self.dtype)
         if self.extra is not None:
             out += self.extra
-        for index, g in self.pieces:
+        for index, g in self.parts:
             out[index] += g
         return out
 
