@@ -141,7 +141,7 @@ def _lenet_sizes(fn: str, input_size) -> dict:
     return {"pad": _compact((ph, pw)), "conv1": (h1, w1), "conv2": (h2, w2), "conv3": (h3, w3)}
 
 
-def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> FeedbackModel:
+def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool, combine=operator.add) -> FeedbackModel:
     channels = checks.integer(fn, "channels", channels)
     classes = checks.integer(fn, "classes", classes)
     sizes = _lenet_sizes(fn, input_size)
@@ -156,9 +156,9 @@ def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool) -> Fee
         k_a = _compact((h1 - 2 * (h2 - 1), w1 - 2 * (w2 - 1)))
         # the 120-map layer (h3 x w3) back to conv2 (h2 x w2): stride 1, h3 - 1 + k = h2 (k = 10 for 28x28)
         k_b = _compact((h2 - h3 + 1, w2 - w3 + 1))
-        conv1.append(nn.Merger("conv2", nn.ConvTranspose(16, 6, k_a, relu, stride=2), operator.add))
+        conv1.append(nn.Merger("conv2", nn.ConvTranspose(16, 6, k_a, relu, stride=2), combine))
         conv2 += [nn.Splitter("conv2"),
-                  nn.Merger("fc1", nn.ConvTranspose(120, 16, k_b, relu), operator.add)]
+                  nn.Merger("fc1", nn.ConvTranspose(120, 16, k_b, relu), combine)]
         conv3.append(nn.Splitter("fc1"))
     layers = [
         *conv1, nn.MaxPool(2),
@@ -207,7 +207,7 @@ def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feedbac
     return _lenet_layers("lenet5", channels, input_size, classes, feedback=False)
 
 
-def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10) -> FeedbackModel:
+def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10, combine=operator.add) -> FeedbackModel:
     """LeNet-5 with two top-down feedback paths, as FeedbackNets.jl's ``lenet5_fb``.
 
     Layer by layer (``+`` is ``operator.add``; all ReLU)::
@@ -232,6 +232,8 @@ def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feed
         channels: input channels.
         input_size: ``(H, W)`` (or an int); below 28 the first convolution pads more.
         classes: number of logits.
+        combine: how each feedback path joins its layer, ``combine(x, feedback)``
+            (FeedbackNets.jl's ``op``; default ``operator.add``).
 
     Returns:
         A :class:`FeedbackModel`; ``state, logits = net(state, x)``.
@@ -243,7 +245,10 @@ def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feed
         >>> state["conv2"].shape, state["fc1"].shape
         ((2, 16, 10, 10), (2, 120, 1, 1))
     """
-    return _lenet_layers("lenet5_fb", channels, input_size, classes, feedback=True)
+    if not callable(combine):
+        raise TypeError(f"lenet5_fb: combine must be a function of (x, feedback) such as operator.add, "
+                        f"got {combine!r}")
+    return _lenet_layers("lenet5_fb", channels, input_size, classes, feedback=True, combine=combine)
 
 
 # ---- Spoerer, McClure & Kriegeskorte (2017) ---------------------------------------------------
@@ -264,8 +269,10 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
     same-padded bottom-up convolutions (B); each layer's output is taken after
     the ReLU (this is what the state records) and then normalised (LRN).
     2x2 max pooling sits between the layers; the readout is a global max pool
-    and ``Dense(features, classes)``.  Recurrent inputs are added before the
-    ReLU at the next timestep:
+    and ``Dense(features, classes)``, returning logits (FeedbackNets.jl's
+    readout ends in a sigmoid; here the loss applies it: a sigmoid
+    cross-entropy for the multi-digit task, a softmax for one digit).
+    Recurrent inputs are added before the ReLU at the next timestep:
 
     * L (lateral): ``Conv(features, features, kernel, padding=kernel//2)`` of
       the layer's own previous output, in both layers (state ``"l1"``, ``"l2"``);
@@ -274,7 +281,8 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
       ``output_padding`` so the feedback matches layer 1 exactly.
 
     The lateral and top-down convolutions have no bias (the bottom-up one's
-    bias already sits in the same sum).  The feedforward controls roughly
+    bias already sits in the same sum; FeedbackNets.jl gives them one, so its
+    BL, BT and BLT have 64, 32 and 96 more parameters).  The feedforward controls roughly
     match the recurrent models' parameter counts, as in the paper: ``BK``
     uses ``kernel + 2`` (5x5 for the default 3x3) and ``BF`` ``2 * features``
     (64 for the default 32).

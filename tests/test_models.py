@@ -250,3 +250,15 @@ def test_gpu_matches_cpu(name):
     loss.backward()
     opt.step()
     assert all(p.device == "cuda" for p in net.parameters())
+
+
+def test_lenet5_fb_takes_the_combine_of_its_feedback_paths():
+    import operator
+
+    net = models.lenet5_fb(combine=operator.mul)
+    assert [m.combine for m in net.layers if isinstance(m, nn.Merger)] == [operator.mul, operator.mul]
+    x = mf.randn(2, 1, 28, 28)
+    state, logits = net(net.initial_state(x), x)
+    assert logits.shape == (2, 10)
+    with pytest.raises(TypeError, match=r"^lenet5_fb: combine must be a function"):
+        models.lenet5_fb(combine="add")

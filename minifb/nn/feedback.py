@@ -87,6 +87,10 @@ class Merger(Module):
     values.  A subclass of those layers that overrides ``forward`` (or
     ``finish`` or ``__call__``) is called as it is, never fused.
 
+    The arguments are FeedbackNets.jl's, in its order, under other names: its
+    ``splitname``, ``fb`` (the feedback branch) and ``op`` (the combine) are
+    ``name``, ``op`` and ``combine`` here, as DESIGN.md's API has them.
+
     Args:
         name: the state key to read (written by a Splitter of the same name).
         op: any callable applied to the state value (a layer, a Chain, ...).
@@ -322,6 +326,11 @@ class FeedbackChain(LayerSequence, Module):
     :class:`Merger` folds in a value recorded one step earlier (from
     ``state``), each :class:`Splitter` records the current value into the
     returned state.
+
+    Indexing gives a layer and slicing a new chain of the same layers, which
+    is validated as any chain is: unlike FeedbackNets.jl, a slice that keeps a
+    Merger but not the Splitter it reads (``net[0:2]`` of the example below)
+    is refused rather than failing on its first call.
 
     Args:
         *layers: layers (any callables), Splitters, Mergers, and nested Chains
