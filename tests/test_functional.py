@@ -1153,3 +1153,26 @@ def test_float16_dropout_with_a_scale_past_float16s_range_drops_to_zero_not_nan(
     y = F.dropout(mf.ones(1000, dtype="float16"), 0.99999)   # 1 / (1 - p) = 1e5 > 65504
     values = y.numpy()
     assert not np.isnan(values).any() and set(np.unique(values)) <= {0.0, np.inf}
+
+
+
+def test_bias_act_of_a_0d_input_and_transpose_of_a_non_int_axis_say_so():
+    with pytest.raises(ValueError, match=r"^bias_act: x must have a channel axis, got a 0-d tensor"):
+        F.bias_act(mf.tensor(1.0), mf.zeros(1), axis=0)
+    with pytest.raises(ValueError, match=r"^merge_act: x must have a channel axis, got a 0-d tensor"):
+        F.merge_act(mf.tensor(1.0), mf.tensor(1.0), mf.zeros(1), axis=-1)
+    with pytest.raises(TypeError, match=r"^transpose: axes must be ints, got 'a'"):
+        F.transpose(mf.ones(2, 3, 4), "a")
+
+
+def test_conv_transpose2d_is_the_adjoint_of_conv2d_with_the_documented_output_padding():
+    rng = np.random.default_rng(5)
+    for k, s, p, h in ((1, 2, 0, 6), (3, 2, 1, 7), (3, 3, 1, 8), (2, 2, 0, 5)):
+        x = rng.standard_normal((2, 3, h, h))
+        w = rng.standard_normal((4, 3, k, k))
+        y = F.conv2d(t64(x, False), t64(w, False), stride=s, padding=p).numpy()
+        g = rng.standard_normal(y.shape)
+        op = (h + 2 * p - (k - 1) - 1) % s
+        back = F.conv_transpose2d(t64(g, False), t64(w, False), stride=s, padding=p, output_padding=op).numpy()
+        assert back.shape == x.shape
+        np.testing.assert_allclose((y * g).sum(), (x * back).sum(), rtol=1e-10)

@@ -140,6 +140,7 @@ class Parallel(LayerSequence, Module):
 
     Raises:
         TypeError: ``connection`` or a branch is not callable (at construction).
+        ValueError: no branches (also a slice that keeps none).
         TypeError, ValueError: ``connection`` fails on the branches' outputs (naming their shapes).
 
     Example:

@@ -372,6 +372,15 @@ class FeedbackChain(LayerSequence, Module):
 
         Returns:
             ``(new_state, y)``: the values recorded in this pass and the output.
+
+        Raises:
+            TypeError: ``state`` is not a dict, or a state value or the input is
+                not a Tensor.
+            KeyError: ``state`` has no entry for a Merger (or a tree Splitter)
+                that reads one.
+            ValueError: a state value's shape is not what its Splitter writes
+                (a batch of 1 or no batch axis excepted, for a batched stream),
+                or a layer refuses the shapes it gets (its message names it).
         """
         if not isinstance(state, dict):
             raise TypeError(f"{type(self).__name__}: the state must be a dict {{name: Tensor}}, "
@@ -468,8 +477,11 @@ class FeedbackTree(FeedbackChain):
     At a :class:`Splitter` ``(name)`` the current value is recorded in the new
     state, and the stream continues with ``state[name]``, the value recorded
     there one step earlier.  A signal therefore climbs one stage per timestep,
-    as in FeedbackNets.jl's FeedbackTree; with a zero initial state the stages
-    above the k-th Splitter see zeros for the first k steps.
+    as in FeedbackNets.jl's FeedbackTree: the input of step t first reaches
+    the stage above the k-th Splitter at step t + k. Before that, with a zero
+    initial state, that stage sees values computed from zeros (zeros
+    themselves at the first step, and later too only if the layers between
+    map 0 to 0, e.g. without biases).
 
     For a Splitter ``name`` at step t: ``new_state[name] = x_t`` and the stream
     continues with ``state[name] = x_{t-1}`` (broadcast to ``x_t``'s shape when

@@ -912,8 +912,12 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     Returns:
         Tensor of shape ``(N, C_out, OH, OW)`` with
         ``OH = (H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1`` and
-        ``y[n, g*C_out/groups + o, ih*sh - ph + i*dh, iw*sw - pw + j*dw] += x[n, c, ih, iw] * w[c, o, i, j]``.
-        For matching arguments, ``<conv2d(x, w), g> == <x, conv_transpose2d(g, w)>``.
+        ``y[n, g*C_out/groups + o, ih*sh - ph + i*dh, iw*sw - pw + j*dw] += x[n, c, ih, iw] * w[c, o, i, j]``
+        (``g = c // (C_in / groups)``, the group of input channel ``c``), plus ``b[k]`` at every output
+        position of channel ``k``. It is the adjoint of :func:`conv2d`: for ``x`` of size (H, W) and the
+        same stride, padding, dilation and groups, with ``output_padding = (H + 2 * ph - dh * (kh - 1) - 1)
+        mod sh`` (likewise for W) so that the result has ``x``'s size,
+        ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` without biases.
 
     Raises:
         TypeError: ``x``, ``w`` or ``b`` is neither a Tensor nor a NumPy/CuPy
