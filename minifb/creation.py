@@ -442,7 +442,7 @@ def rand(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
     device = backend.check_device(device)
     dtype, draw = _random_dtypes("rand", dtype)
     data = backend.rng(device).random(_shape("rand", shape), dtype=draw)
-    if draw != dtype:
+    if draw != dtype or device == "cuda":   # CuPy draws float64 and rounds: float32 may reach 1.0 too
         below_one = np.nextafter(dtype.type(1), dtype.type(0))
-        data = backend.array_module(data).minimum(data.astype(dtype), below_one)
+        data = backend.array_module(data).minimum(data.astype(dtype, copy=False), below_one)
     return Tensor(data, requires_grad=requires_grad)

@@ -718,8 +718,9 @@ def _shape_args(shape):
 
 
 def reshape(x, *shape) -> Tensor:
-    """``x`` with a new shape (one ``-1`` allowed; a view when the memory allows, else a copy); shape as separate
-    ints or one tuple.
+    """``x`` with a new shape: a view when the memory allows, else a copy.
+
+    The shape is given as separate ints or one tuple, with one ``-1`` allowed.
 
     The elements keep their row-major (C) order. :meth:`Tensor.reshape` calls this function.
 
@@ -1420,7 +1421,8 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
     if labels_data.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need labels of shape "
                          f"{logits.shape[:1] + logits.shape[2:]}, got {labels_data.shape}")
-    if labels_data.size and (int(labels_data.min()) < 0 or int(labels_data.max()) >= logits.shape[1]):
+    # one pass and one wait on a GPU (the range is only computed for the message)
+    if labels_data.size and bool(((labels_data < 0) | (labels_data >= logits.shape[1])).any()):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
                          f"got range [{int(labels_data.min())}, {int(labels_data.max())}]")
     labels_data = backend.to_device(labels_data, logits.device)  # checked on the host when they came from there

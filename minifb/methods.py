@@ -53,7 +53,7 @@ def _raw_operand(value, device):
     if isinstance(value, numbers.Number):
         return value
     if hasattr(value, "dtype") and hasattr(value, "ndim"):
-        return backend.to_device(value, device) if value.ndim else value
+        return backend.to_device(value, device)   # 0-d too: a NumPy 0-d array meets a CUDA tensor's array
     return None
 
 

@@ -121,13 +121,17 @@ def _device_of(net) -> str:
     return "cpu"
 
 
+def _labels_on(y, device: str, multilabel: bool):
+    """The labels as the loss takes them, on ``device``: float32 multi-hot targets or int64 class indices
+    (the callers have checked that class indices are integers, _check_labels: this cast only widens)."""
+    return backend.to_device(data_of(y), device).astype(np.float32 if multilabel else np.int64, copy=False)
+
+
 def _step_loss(logits: Tensor, y, multilabel: bool) -> Tensor:
     """The loss of one timestep: mean cross-entropy, or mean binary cross-entropy for multi-hot ``y``."""
+    labels = _labels_on(y, logits.device, multilabel)   # already there when _unroll moved them
     if multilabel:
-        target = Tensor(backend.to_device(data_of(y), logits.device).astype(np.float32, copy=False))
-        return F.binary_cross_entropy_with_logits(logits, target)
-    # the callers have checked that class-index labels are integers (_check_labels): this cast only widens
-    labels = backend.to_device(data_of(y), logits.device).astype(np.int64, copy=False)
+        return F.binary_cross_entropy_with_logits(logits, Tensor(labels))
     return F.cross_entropy(logits, labels)
 
 
@@ -206,6 +210,7 @@ def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | Non
     computes the same logits at every step, so it is run once and its loss
     counted ``steps`` times (the same value and gradient as unrolling it).
     """
+    y = _labels_on(y, x.device, multilabel)   # once a batch, not at every timestep
     rnet = _Batch(net, x)
     if not rnet.stateful:
         logits = rnet(x)

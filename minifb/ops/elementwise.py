@@ -160,7 +160,7 @@ def _winner_grads(op, grad, a_loses, b_loses):
     A side that did not lose keeps its share, so at a NaN (no comparison holds) both sides get the whole
     gradient, whatever the argument order, as in PyTorch.
     """
-    tie = 0.5 * (op.a == op.b)
+    tie = grad.dtype.type(0.5) * (op.a == op.b)   # in grad's dtype: 0.5 * bools would be float64
     return (grad * (~a_loses() - tie) if op.needs[0] else None,
             grad * (~b_loses() - tie) if op.needs[1] else None)
 
