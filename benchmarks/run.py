@@ -29,7 +29,8 @@ How it measures:
 * minifb and PyTorch eager (``torch.set_num_threads(2)``, and NumPy's BLAS on 2
   threads through threadpoolctl; ``--threads N`` changes both) run in the same
   process, the PyTorch model holding a copy of minifb's initial weights; the
-  first loss of each must agree to 1e-4 (relative) or the row is flagged.
+  first loss of each must agree to 1e-4 (relative) or the row is flagged; a
+  micro case (no loss) compares its output and input gradients once instead.
 * Steps alternate minifb, PyTorch, PyTorch, minifb, ... after warm-up; the
   reported time is the median (20 steps; ``--quick``: up to 5, stopping after
   ~5 s per case).  The headline ratio is the median of the per-pair ratios
@@ -429,7 +430,7 @@ def build_micro(torch, device="cpu", small=False):
             fwd = 2 * x.shape[0] * x.shape[2] * x.shape[3] * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
         agreement = None if torch is None else _micro_agreement(torch, fn, torch_name, host, options,
                                                                 backend.to_numpy(grad_out))
-        cases.append(Case(name, shape, mf_step, torch_step, 3 * fwd, agreement=agreement))
+        cases.append(Case(name, shape, mf_step, torch_step, _flops((fwd, 1, 1, 1)), agreement=agreement))
     return cases
 
 
@@ -551,8 +552,8 @@ def noise(row) -> str | None:
 
 def verdict(row) -> str | None:
     """The row against its target: "ok", "MISS", "NOISY" (see :func:`noise`) or "LOSS MISMATCH" (the
-    first losses differ, so the two libraries did not compute the same step); ``None`` without a target
-    or a PyTorch time.  Only "ok" counts as the target met."""
+    first losses differ, or a micro case's output or gradients do: the two libraries did not compute
+    the same step); ``None`` without a target or a PyTorch time.  Only "ok" counts as the target met."""
     target = TARGETS.get(row["name"])
     if target is None or row.get("ratio_paired") is None:
         return None

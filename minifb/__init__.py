@@ -1,6 +1,6 @@
 """minifb: a small reverse-mode autodiff library for deep and convolutional networks with feedback.
 
-The public names live here; see the README for a tour and DESIGN.md for the architecture.
+The public names live here; see the README for a tour and for where to read each part.
 """
 
 from . import backend, functional, methods  # noqa: F401  (methods binds Tensor's operators)

@@ -14,7 +14,9 @@ checkpoint), ``DIR/metrics.json`` and ``DIR/curves.png``, first removing those o
 an earlier run in ``DIR``. ``evaluate`` reads the
 run's ``metrics.json`` beside the weights for its defaults (model, size, steps).
 Bad arguments, and files or folders that cannot be read or written, give one line
-on stderr (``minifb: error: ...``) and exit status 2; Ctrl-C exits with 130.
+on stderr (``minifb: error: ...``) and exit status 2; a training run whose loss stopped
+being finite exits with 1, Ctrl-C with 130, and output cut off by its reader (``| head``)
+with 141, quietly.
 """
 
 from __future__ import annotations
@@ -659,7 +661,8 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare
 
 
 def main(argv=None) -> int:
-    """Run the ``minifb`` command line; return the exit status (0 ok, 2 bad arguments, 130 interrupted).
+    """Run the ``minifb`` command line; return the exit status (0 ok, 1 a diverged training run, 2 bad
+    arguments, 130 interrupted, 141 output cut off by its reader).
 
     Example:
         >>> from minifb.__main__ import main

@@ -35,6 +35,16 @@ def scalar(value):
     return value
 
 
+def _as_int(value):
+    """``value`` as a Python int when it is an integer (Python or NumPy, a 0-d array or Tensor of one; not a
+    bool), else None."""
+    v = scalar(value)
+    try:
+        return None if isinstance(v, (bool, np.bool_)) else operator.index(v)
+    except TypeError:
+        return None
+
+
 def integer(fn: str, name: str, value, minimum: int = 1) -> int:
     """``value`` as an int when it is an integer (Python or NumPy, a 0-d array of one; not a bool) of at
     least ``minimum``.
@@ -42,11 +52,7 @@ def integer(fn: str, name: str, value, minimum: int = 1) -> int:
     Raises:
         ValueError: anything else, a float with an integral value included.
     """
-    v = scalar(value)
-    try:
-        n = None if isinstance(v, (bool, np.bool_)) else operator.index(v)
-    except TypeError:
-        n = None
+    n = _as_int(value)
     if n is None or n < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
@@ -90,7 +96,7 @@ def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None
     try:
         v = float(v)
     except OverflowError:   # an int past float's range (10 ** 400): outside any bound a float can state
-        raise ValueError(f"{fn}: {name} is too large for a float, got {value!r}") from None
+        raise ValueError(f"{fn}: {name} must be a number within float's range, got {value!r}") from None
     bounds = [(above, ">", lambda b: v > b), (at_least, ">=", lambda b: v >= b),
               (at_most, "<=", lambda b: v <= b), (below, "<", lambda b: v < b)]
     wanted = [f"{op} {b:g}" for b, op, _ in bounds if b is not None]
@@ -116,15 +122,8 @@ def pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
     Raises:
         ValueError: anything else: a float, a bool, a pair of the wrong length, a value under ``minimum``.
     """
-    def as_int(v):
-        v = scalar(v)
-        try:
-            return None if isinstance(v, (bool, np.bool_)) else operator.index(v)
-        except TypeError:
-            return None
-
     is_pair = isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1
-    items = [as_int(v) for v in value] if is_pair else [as_int(value)] * 2
+    items = [_as_int(v) for v in value] if is_pair else [_as_int(value)] * 2
     if len(items) != 2 or any(v is None or v < minimum for v in items):
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{fn}: {name} must be {what} or a pair of them, got {value!r}")

@@ -206,7 +206,9 @@ class Function:
         leaf tensor.  So an intermediate array stays alive only while
         something (an op's saved state, the user) still refers to it, as in
         PyTorch; the shapes and dtypes needed to reduce and cast gradients
-        are kept beside.
+        are kept beside, with each input's version (see :meth:`Tensor.backward`).
+        An output that is a view of an input's memory shares that input's
+        version counter.
         """
         op = cls()
         if _Tape.enabled:
@@ -217,36 +219,36 @@ class Function:
         out = op.forward(*datas, **options)
         # An output that views an input's memory (a slice, a reshape, a transpose) shares its version counter:
         # stepping a parameter changes its views too.
-        base = getattr(out, "base", None)
-        viewed = None
+        out_base = getattr(out, "base", None)
+        view_counter = None
         if True in needs:
             # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient, or None for
             # an input that needs no gradient and shares no counter. The counter is that of the values the op
             # read: a leaf's own (made now, so that a first in-place update later is seen), or the one a view
             # or a detach() shares with the tensor it came from; backward refuses the graph when it has moved.
             parents, metas = [], []
-            for t, n, d in zip(inputs, needs, datas):
-                c = t._shared
-                if c is None and t._ctx is None:
-                    c = t._shared = [0]
-                if viewed is None and (d is out if base is None else (d is base or d.base is base)):
-                    viewed = c
-                if n:
+            for t, needs_grad, data in zip(inputs, needs, datas):
+                counter = t._shared
+                if counter is None and t._ctx is None:   # a leaf's first recorded use (_version_counter, inlined)
+                    counter = t._shared = [0]
+                if view_counter is None and _views(out, out_base, data):
+                    view_counter = counter
+                if needs_grad:
                     parents.append(t if t._ctx is None else t._ctx)
-                    metas.append((d.shape, d.dtype, 0 if c is None else c[0], c))
+                    metas.append((data.shape, data.dtype, 0 if counter is None else counter[0], counter))
                 else:
                     parents.append(None)
-                    metas.append(None if c is None else (d.shape, d.dtype, c[0], c))
+                    metas.append(None if counter is None else (data.shape, data.dtype, counter[0], counter))
             op.parents, op.metas = tuple(parents), tuple(metas)
             result = Tensor(out, requires_grad=True, _ctx=op)
         else:
-            for t, d in zip(inputs, datas):
-                if d is out if base is None else (d is base or d.base is base):
-                    viewed = t._version_counter() if t._ctx is None else t._shared
+            for t, data in zip(inputs, datas):
+                if _views(out, out_base, data):
+                    view_counter = t._version_counter() if t._ctx is None else t._shared
                     break
             result = Tensor(out)
-        if viewed is not None:
-            result._shared = viewed
+        if view_counter is not None:
+            result._shared = view_counter
         return result
 
     def release(self):
@@ -256,6 +258,13 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+def _views(out, out_base, data) -> bool:
+    """Whether the array ``out`` is ``data`` or shares its memory: ``.base`` is the array that owns the memory
+    a view looks at (NumPy and CuPy alike), so ``out`` views ``data``'s memory when it is ``data``'s own base
+    or ``data`` itself; ``out_base`` is ``out.base``, looked up once per op."""
+    return data is out if out_base is None else (data is out_base or data.base is out_base)
 
 
 class Tensor:
@@ -651,7 +660,8 @@ class Tensor:
 
 def _backprop(root, grad, retain_graph: bool) -> None:
     """Walk the tape from ``root`` (an op, or a leaf Tensor) with ``grad`` as its gradient; see Tensor.backward."""
-    waiting = _consumer_counts(root)  # per node: how many consumers have not sent their gradient yet
+    # per node: how many consumers have not sent their gradient yet (a stepped graph is refused here)
+    waiting = _count_consumers_checking_versions(root)
     pending = {id(root): grad}         # gradients of nodes (ops, or leaf tensors) not processed yet
     owned = set()                      # keys whose pending array was allocated here: add in place
     ready = [root]
@@ -871,11 +881,15 @@ def _combine_deferred(previous, new):
     return kind.combine(previous, new)
 
 
-def _raise_modified(op, leaf, version, shape, now):
-    """The error for an op whose leaf input (or a ``detach()`` or a view of one: ``leaf`` None) was updated in
-    place after the forward pass recorded it."""
-    what = ("a leaf tensor" if leaf is not None
-            else "a tensor that needs no gradient (a frozen weight, or a detach() or a view of a parameter)")
+def _raise_modified(op, parent, version, shape, now):
+    """The error for an op whose input was updated in place after the forward pass recorded it; ``parent`` is
+    what the op records for that input: the leaf tensor, the op that made a view, or None (no gradient)."""
+    if isinstance(parent, Tensor):
+        what = "a leaf tensor"
+    elif parent is None:
+        what = "a tensor that needs no gradient (a frozen weight, or a detach() or a view of a parameter)"
+    else:
+        what = "a view (an index, a reshape, a transpose) of a parameter"
     raise RuntimeError(
         f"backward(): {what} of shape {shape}, an input of {op!r}, was updated in place after the "
         f"forward pass used it (version {version} then, {now} now); backward through that graph "
@@ -996,8 +1010,9 @@ def _private_refcounts():
 _PRIVATE_REFS = _private_refcounts()
 
 
-def _consumer_counts(root) -> dict:
-    """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it.
+def _count_consumers_checking_versions(root) -> dict:
+    """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it; and a
+    RuntimeError first if a value an op read has been updated in place since.
 
     An input used twice by one op (``x * x``) counts twice.  Iterative, so a
     10,000-step graph is fine.  On the way it checks every op's recorded input
@@ -1011,11 +1026,11 @@ def _consumer_counts(root) -> dict:
         parents = None if isinstance(node, Tensor) else node.parents
         if not parents:
             continue
-        # versions are checked here, before any gradient is computed: a refused graph changes no .grad
         for parent, meta in zip(parents, node.metas):
-            if meta is not None and meta[3] is not None and meta[3][0] != meta[2]:
-                _raise_modified(node, parent if isinstance(parent, Tensor) else None, meta[2], meta[0],
-                                meta[3][0])
+            if meta is not None:
+                shape, _, version, counter = meta
+                if counter is not None and counter[0] != version:
+                    _raise_modified(node, parent, version, shape, counter[0])
             if parent is None:
                 continue
             key = id(parent)

@@ -170,7 +170,7 @@ class _Batch:
     does, and is detached with it under truncated BPTT.
 
     Attributes:
-        stateful: whether the logits can differ between timesteps: state carried between them, or a
+        varies: whether the logits can differ between timesteps: state carried between them, or a
             Dropout in training mode drawing a new mask at each step. A model with neither gives the same
             logits at every step, so the protocol runs it once.
     """
@@ -185,8 +185,8 @@ class _Batch:
             reset_state(net)   # before initial_state(x), which runs the net: no state of an earlier batch
         self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
         self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
-        random = any(isinstance(m, Dropout) and m.training and m.p > 0 for m in modules)
-        self.stateful = bool(inner) or bool(self.outer is not None and self.outer.state) or random
+        draws_dropout = any(isinstance(m, Dropout) and m.training and m.p > 0 for m in modules)
+        self.varies = bool(inner) or bool(self.outer is not None and self.outer.state) or draws_dropout
 
     def __call__(self, x):
         return self.outer(x) if self.outer is not None else self.net(x)
@@ -195,7 +195,7 @@ class _Batch:
         """Cut the tape at the current state, keeping its values (truncated BPTT)."""
         from .nn import detach_state
 
-        detach_state(self.top)   # called on the stateful path only (a stateless model runs once)
+        detach_state(self.top)   # called only when the steps vary (otherwise the model runs once)
 
 
 def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | None, backward: bool):
@@ -206,13 +206,13 @@ def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | Non
     so each window's graph is freed as soon as it is back-propagated). The
     returned loss Tensor is that of the last window.
 
-    A model with no state at all (no feedback state, no nested ``Recur``)
-    computes the same logits at every step, so it is run once and its loss
+    A model whose logits cannot differ between steps (no feedback state, no
+    nested ``Recur``, no Dropout in training mode) is run once and its loss
     counted ``steps`` times (the same value and gradient as unrolling it).
     """
     y = _labels_on(y, x.device, multilabel)   # once a batch, not at every timestep
     rnet = _Batch(net, x)
-    if not rnet.stateful:
+    if not rnet.varies:
         logits = rnet(x)
         loss = _step_loss(logits, y, multilabel) * float(steps)
         if backward:
@@ -401,10 +401,10 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
             for xb, yb in mfdata.batches(x, y, batch, shuffle=False):
                 xt = _as_input(xb, device)
                 rnet = _Batch(net, xt)
-                stateless = not rnet.stateful
+                same_each_step = not rnet.varies
                 logits = None
                 for t in range(steps):
-                    if logits is None or not stateless:  # a feedforward model gives the same answer each step
+                    if logits is None or not same_each_step:  # e.g. a feedforward model in eval mode
                         logits = rnet(xt)
                     correct[t] += accuracy(logits, yb) * len(yb)
     finally:
@@ -434,7 +434,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if key == "adamw":
         return optim.AdamW(params, lr=lr, weight_decay=weight_decay or 1e-2)
-    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+    raise ValueError(f"make_optimizer: unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
 
 
 def build_model(name: str, size: int, classes: int = 10, channels: int = 1, features: int | None = None):
@@ -516,7 +516,7 @@ def _check_schedule(fn, steps, epochs, batch, truncate, clip, corrupt, seed):
                              "(None is full BPTT)")
     clip = _check_clip(fn, clip)
     if str(corrupt).lower() not in mfdata.CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corrupt!r}: expected one of {', '.join(mfdata.CORRUPTIONS)}")
+        raise ValueError(f"{fn}: unknown corruption {corrupt!r}: expected one of {', '.join(mfdata.CORRUPTIONS)}")
     return steps, epochs, batch, truncate, clip, str(corrupt).lower(), seed
 
 
@@ -743,7 +743,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     # Check the cheap arguments before loading anything (and before removing an earlier run's outputs).
     backend.check_device(device)
     if str(optimizer).lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"train: unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
     steps, epochs, _, _, clip, corrupt, seed = _check_schedule("train", steps, epochs, batch, truncate, clip,
                                                                corrupt, seed)
     checks.integer("train", "size", size)

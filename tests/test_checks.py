@@ -84,5 +84,5 @@ def test_pair_takes_an_int_or_two_ints_at_least_the_minimum():
 
 
 def test_number_refuses_an_integer_past_floats_range_with_a_value_error():
-    with pytest.raises(ValueError, match=r"^f: x is too large for a float, got 1000000"):
+    with pytest.raises(ValueError, match=r"^f: x must be a number within float's range, got 1000000"):
         checks.number("f", "x", 10 ** 400)

@@ -722,3 +722,13 @@ def test_a_frozen_weight_refusal_names_it():
     net.load_state_dict({"weight": np.zeros((2, 3), np.float32)})
     with pytest.raises(RuntimeError, match=r"a tensor that needs no gradient \(a frozen weight"):
         loss.backward()
+
+
+def test_the_refusal_names_a_view_of_a_trainable_parameter_as_such():
+    w = Tensor(np.ones((3, 3)), requires_grad=True)
+    v = w.reshape(9).reshape(3, 3)
+    loss = (v * v).sum()
+    w.grad = np.ones_like(w.data)
+    optim.SGD([w], lr=0.1).step()
+    with pytest.raises(RuntimeError, match=r"a view \(an index, a reshape, a transpose\) of a parameter"):
+        loss.backward()

@@ -876,3 +876,12 @@ def test_numpy_and_0d_integer_indices_are_basic_and_the_in_operator_needs_a_numb
         assert type(x[index]._ctx.backward(np.ones(2))[0]) is SliceSum
     with pytest.raises(TypeError, match=r"'in' needs a number or a Tensor, got str"):
         "a" in x
+
+
+def test_a_0d_index_array_changed_after_indexing_does_not_move_the_gradient():
+    x = mf.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    i = np.array(2)
+    y = x[i]
+    i[...] = 0
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 1.0, 0.0])

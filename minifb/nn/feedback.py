@@ -89,7 +89,7 @@ class Merger(Module):
 
     The arguments are FeedbackNets.jl's, in its order, under other names: its
     ``splitname``, ``fb`` (the feedback branch) and ``op`` (the combine) are
-    ``name``, ``op`` and ``combine`` here, as DESIGN.md's API has them.
+    ``name``, ``op`` and ``combine`` here (the names the README uses).
 
     Args:
         name: the state key to read (written by a Splitter of the same name).

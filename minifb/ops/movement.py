@@ -55,15 +55,16 @@ def _own_copy(index):
 class GetItem(Function):
     """``x[index]`` with basic or integer/boolean-array indices.
 
-    Basic indexing selects each element at most once, so backward writes the
-    gradient into a zero array.  Integer-array indexing may select an element
+    Basic indexing selects each element at most once, so backward returns the
+    gradient as a :class:`~minifb.tensor.SliceSum`, written into a zero array
+    of the input's shape only when the whole gradient is needed.  Integer-array indexing may select an element
     several times; backward then sums with ``bincount`` over flat positions
     (one vectorised pass; no ``add.at``).
     """
 
     def forward(self, x, *, index):
-        if self.needs[0] and not _is_basic_index(index):
-            index = _own_copy(index)   # backward reads the index again: a list changed since must not count
+        if self.needs[0]:
+            index = _own_copy(index)   # backward reads the index again: a list or array changed since must not count
         self.shape, self.index = x.shape, index
         try:
             return x[index]
