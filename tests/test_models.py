@@ -255,10 +255,16 @@ def test_gpu_matches_cpu(name):
 def test_lenet5_fb_takes_the_combine_of_its_feedback_paths():
     import operator
 
-    net = models.lenet5_fb(combine=operator.mul)
-    assert [m.combine for m in net.layers if isinstance(m, nn.Merger)] == [operator.mul, operator.mul]
+    calls = []
+
+    def recording_mul(a, b):
+        calls.append((a.shape, b.shape))
+        return a * b
+
+    net = models.lenet5_fb(combine=recording_mul)
     x = mf.randn(2, 1, 28, 28)
     state, logits = net(net.initial_state(x), x)
     assert logits.shape == (2, 10)
+    assert calls == [((2, 6, 28, 28), (2, 6, 28, 28)), ((2, 16, 10, 10), (2, 16, 10, 10))]   # both paths
     with pytest.raises(TypeError, match=r"^lenet5_fb: combine must be a function"):
         models.lenet5_fb(combine="add")
