@@ -837,7 +837,7 @@ class SliceSum(_DeferredSum):
     ``x[index]``'s gradient is zero outside the slice, so :class:`minifb.ops.movement.GetItem` with a basic
     index returns ``SliceSum(x.shape, index, g)`` instead of a whole zero array with ``g`` written in.
     Feeding a sequence ``xs`` one step at a time (``xs[0]``, ``xs[1]``, ... in :func:`minifb.nn.unroll`)
-    then costs one array of ``xs``'s size in backward rather than T of them, T^2 work in all.
+    then costs one array of ``xs``'s size in backward, rather than T of them (T^2 work in all).
 
     The parts are evaluated into ``extra`` once they hold more elements than the result, so a
     deferred sum never holds more than about twice the array's memory.

@@ -267,12 +267,15 @@ def _check_state_shape(splitter: Splitter, state: dict, x: Tensor) -> None:
     if not isinstance(value, Tensor):
         return        # missing or not a Tensor: the Merger or tree Splitter that reads it says so
     old, new = tuple(value.shape), tuple(x.shape)
-    batched = len(new) >= 2   # a 1-d stream (the seed example's) has no batch axis to broadcast over
-    if old == new or (batched and (old == new[1:] or (len(old) == len(new) and old[0] == 1 and old[1:] == new[1:]))):
+    if old == new:
         return
+    batched = len(new) >= 2   # a 1-d stream (the README's seed example) has no batch axis to broadcast over
+    if batched and (old == new[1:] or (len(old) == len(new) and old[0] == 1 and old[1:] == new[1:])):
+        return                # a learned state without a batch axis, or with a batch of 1
+    allowed = " (a batch of 1 or no batch axis broadcasts)" if batched else ""
     raise ValueError(f'{splitter!r}: state["{splitter.name}"] has shape {old}, but this Splitter records '
-                     f"values of shape {new}; a state must have the shape its Splitter writes (a batch of 1 "
-                     "or no batch axis broadcasts); start from net.initial_state(x)")
+                     f"values of shape {new}; a state must have the shape its Splitter writes{allowed}; "
+                     "start from net.initial_state(x)")
 
 
 def _previous_value(splitter: Splitter, state: dict, x: Tensor):
@@ -407,12 +410,12 @@ class FeedbackChain(LayerSequence, Module):
         if duplicates:
             raise ValueError(f"{type(self).__name__}: duplicate Splitter names {duplicates}")
         reachable = {id(m) for m in _walk_markers(self.layers)}
-        # a subclass with a forward of its own may use markers it keeps as attributes: its business
-        hidden = [(m, parent) for m, parent in _markers_below(self) if id(m) not in reachable] \
-            if _runs_inline(self) else []
+        hidden = []
+        if _runs_inline(self):   # a subclass with a forward of its own may use markers it keeps as attributes
+            hidden = [(m, container) for m, container in _markers_below(self) if id(m) not in reachable]
         if hidden:
-            marker, parent = hidden[0]
-            raise ValueError(f"{type(self).__name__}: {marker!r} sits inside {describe(parent)}, where the chain "
+            marker, container = hidden[0]
+            raise ValueError(f"{type(self).__name__}: {marker!r} sits inside {describe(container)}, where the chain "
                              "cannot reach it: Splitters and Mergers work as layers of a FeedbackChain or "
                              "FeedbackTree, or of a Chain nested in one (not inside a SkipConnection, a "
                              "Parallel, a Merger's op or another layer)")

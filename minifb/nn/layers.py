@@ -594,12 +594,11 @@ class BatchNorm(Module):
         m = self.momentum
         if m is None:
             m = 1.0 / float(self.num_batches_tracked.data)
-        with no_grad():
-            batch_mean = mean.data.reshape(-1)
-            batch_var = var.data.reshape(-1) * (count / (count - 1))
-            # in place, as Buffer promises: an array taken from ``running_mean.data`` follows the updates
-            for running, batch in ((self.running_mean, batch_mean), (self.running_var, batch_var)):
-                running.data[...] = (1 - m) * running.data + m * batch
+        batch_mean = mean.data.reshape(-1)   # raw arrays: nothing here is recorded
+        batch_var = var.data.reshape(-1) * (count / (count - 1))
+        # in place, as Buffer promises: an array taken from ``running_mean.data`` follows the updates
+        for running, batch in ((self.running_mean, batch_mean), (self.running_var, batch_var)):
+            running.data[...] = (1 - m) * running.data + m * batch
 
     def _repr_args(self):
         args = [str(self.num_features)]
