@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import backend, checks
 from .. import functional as F
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
 from .module import Buffer, Module, Parameter, describe
 
 __all__ = [
