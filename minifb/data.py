@@ -332,7 +332,7 @@ def _find_idx(directory: str, stem: str) -> str:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(
-        f"MNIST file not found in {directory!r}: expected one of {', '.join(candidates)}"
+        f"load_mnist: MNIST file not found in {directory!r}: expected one of {', '.join(candidates)}"
     )
 
 
@@ -343,24 +343,24 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
         with opener(path, "rb") as fh:
             data = fh.read()
     except (OSError, EOFError) as exc:  # e.g. a truncated or non-gzip .gz file
-        raise ValueError(f"{path}: cannot read IDX file ({exc})") from exc
+        raise ValueError(f"load_mnist: {path}: cannot read IDX file ({exc})") from exc
     if len(data) < 4:
-        raise ValueError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
+        raise ValueError(f"load_mnist: {path}: too short to be an IDX file ({len(data)} bytes)")
     (found,) = struct.unpack(">I", data[:4])
     if found != magic:
         raise ValueError(
-            f"{path}: bad magic number 0x{found:08x}, expected 0x{magic:08x} "
+            f"load_mnist: {path}: bad magic number 0x{found:08x}, expected 0x{magic:08x} "
             f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}, unsigned bytes)"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header")
+        raise ValueError(f"load_mnist: {path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(dims))
     if len(data) - header != expected:
         raise ValueError(
-            f"{path}: header says {dims} ({expected} bytes of data) "
+            f"load_mnist: {path}: header says {dims} ({expected} bytes of data) "
             f"but the file holds {len(data) - header}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
@@ -396,7 +396,7 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
     size = checks.integer("load_mnist", "size", size)
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"MNIST directory not found: {directory!r}")
+        raise FileNotFoundError(f"load_mnist: MNIST directory not found: {directory!r}")
     parts = []
     for split in ("train", "t10k"):
         img_path = _find_idx(directory, f"{split}-images-idx3-ubyte")
@@ -405,12 +405,12 @@ def load_mnist(directory: str, size: int = 28) -> Dataset:
         labels = _read_idx(lab_path, _IDX_LABELS_MAGIC)
         if len(images) != len(labels):
             raise ValueError(
-                f"{img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels"
+                f"load_mnist: {img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels"
             )
         if len(images) == 0:
             raise ValueError(f"load_mnist: {img_path} holds no images: both splits need at least one image")
         if labels.max() > 9:
-            raise ValueError(f"{lab_path}: label {int(labels.max())} is outside 0..9")
+            raise ValueError(f"load_mnist: {lab_path}: label {int(labels.max())} is outside 0..9")
         x = resize_bilinear(images.astype(np.float32) / 255.0, size)[:, None]
         np.clip(x, 0.0, 1.0, out=x)
         parts.append((x, labels.astype(np.int64)))

@@ -200,7 +200,7 @@ def test_mnist_bad_magic_names_file(tmp_path):
     blob = bytearray(bad.read_bytes())
     blob[2:4] = b"\x08\x03"  # an images magic in a labels file
     bad.write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*magic"):
+    with pytest.raises(ValueError, match=r"^load_mnist: .*train-labels-idx1-ubyte.*magic"):
         load_mnist(str(tmp_path))
 
 
@@ -208,16 +208,16 @@ def test_mnist_truncated_and_mismatched(tmp_path):
     _write_mnist(tmp_path)
     img = tmp_path / "t10k-images-idx3-ubyte"
     img.write_bytes(img.read_bytes()[:-5])
-    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte"):
+    with pytest.raises(ValueError, match="^load_mnist: .*t10k-images-idx3-ubyte"):
         load_mnist(str(tmp_path))
     _write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(3), 0x801))
-    with pytest.raises(ValueError, match="3 labels"):
+    with pytest.raises(ValueError, match="^load_mnist: .*3 labels"):
         load_mnist(str(tmp_path))
 
 
 def test_mnist_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+    with pytest.raises(FileNotFoundError, match="^load_mnist: .*train-images-idx3-ubyte"):
         load_mnist(str(tmp_path))
 
 
