@@ -84,21 +84,22 @@ def _int_at_least(low):
     return parse
 
 
-def _positive_float(text):
+def _float(text) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _positive_float(text):
+    value = _float(text)
     if not (value > 0 and np.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
 def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text)
     if not (value >= 0 and np.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
@@ -106,16 +107,9 @@ def _non_negative_float(text):
 
 def _clip_norm(text):
     """``--clip``: a positive number, or ``none`` (also ``off`` or ``0``) for no clipping."""
-    if text.strip().lower() in ("none", "off") or (text.strip() and _is_zero(text)):
+    if text.strip().lower() in ("none", "off") or _float(text) == 0:
         return None
     return _positive_float(text)
-
-
-def _is_zero(text) -> bool:
-    try:
-        return float(text) == 0
-    except ValueError:
-        return False
 
 
 def _choice(options, what):

@@ -588,8 +588,9 @@ class Tensor:
         views ops return (an index, a reshape, a transpose). Each op records the
         versions of its leaf inputs and of such shared inputs, and backward
         checks them all before it computes any gradient, refusing a graph with an
-        op whose input changed since: the gradient would mix old and new weights.  The usual cause is ``optimizer.step()``
-        between a forward pass and its ``backward()``.  Writing into ``.data``
+        op whose input changed since: the gradient would mix old and new weights.
+        The usual cause is ``optimizer.step()`` between a forward pass and its
+        ``backward()``.  Writing into ``.data``
         yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
         minifb is stricter than PyTorch here: it checks every recorded input,
         not only those the op saved, so even ``(q + p).sum()`` refuses a
@@ -1011,8 +1012,7 @@ _PRIVATE_REFS = _private_refcounts()
 
 
 def _count_consumers_checking_versions(root) -> dict:
-    """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it; and a
-    RuntimeError first if a value an op read has been updated in place since.
+    """For each node reachable from ``root`` (ops, and leaf tensors): how many edges lead into it.
 
     An input used twice by one op (``x * x``) counts twice.  Iterative, so a
     10,000-step graph is fine.  On the way it checks every op's recorded input

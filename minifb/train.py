@@ -127,9 +127,9 @@ def _labels_on(y, device: str, multilabel: bool):
     return backend.to_device(data_of(y), device).astype(np.float32 if multilabel else np.int64, copy=False)
 
 
-def _step_loss(logits: Tensor, y, multilabel: bool) -> Tensor:
-    """The loss of one timestep: mean cross-entropy, or mean binary cross-entropy for multi-hot ``y``."""
-    labels = _labels_on(y, logits.device, multilabel)   # already there when _unroll moved them
+def _step_loss(logits: Tensor, labels, multilabel: bool) -> Tensor:
+    """The loss of one timestep: mean cross-entropy, or mean binary cross-entropy for multi-hot labels;
+    ``labels`` as :func:`_labels_on` gives them, on the logits' device."""
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, Tensor(labels))
     return F.cross_entropy(logits, labels)

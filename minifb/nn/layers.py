@@ -404,7 +404,9 @@ class MeanPool(_Pool):
 
 
 class GlobalMaxPool(Module):
-    """Maximum over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)`` (Flux's ``GlobalMaxPool``, PyTorch's ``AdaptiveMaxPool2d(1)``).
+    """Maximum over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``.
+
+    As Flux's ``GlobalMaxPool`` and PyTorch's ``AdaptiveMaxPool2d(1)``.
 
     Follow it with :class:`Flatten` to get ``(N, C)``.
 

@@ -115,7 +115,7 @@ class Recur(Module):
     def reset(self) -> None:
         """Go back to the initial state ``state0`` (or to a lazily made zero state), and reset every
         ``Recur`` inside the cell too (an ``nn.LSTM`` in a FeedbackChain), as Flux's ``reset!`` does."""
-        _reset(_recurs_in("Recur.reset", self))
+        reset_state(self)
 
     def detach(self) -> None:
         """Keep the state's values but cut them from the tape (truncated BPTT).
@@ -124,7 +124,7 @@ class Recur(Module):
         Tensor, tuple (LSTM), dict (FeedbackChain) and nested states, and
         detaches every ``Recur`` inside the cell too.
         """
-        _detach(_recurs_in("Recur.detach", self))
+        detach_state(self)
 
     def _move_extra(self, device):
         """Move ``state0`` and the current state with the module (Parameters are moved in place)."""
@@ -153,7 +153,8 @@ def reset_state(model) -> None:
         >>> model.layers[0].state is None
         True
     """
-    _reset(_recurs_in("reset_state", model))
+    for recur in _recurs_in("reset_state", model):
+        recur._state = recur.state0
 
 
 def detach_state(model) -> None:
@@ -170,16 +171,7 @@ def detach_state(model) -> None:
         >>> model.layers[0].state.requires_grad
         False
     """
-    _detach(_recurs_in("detach_state", model))
-
-
-def _reset(recurs) -> None:
-    for recur in recurs:
-        recur._state = recur.state0
-
-
-def _detach(recurs) -> None:
-    for recur in recurs:
+    for recur in _recurs_in("detach_state", model):
         recur._state = map_state(recur._state, lambda t: t.detach())
 
 
