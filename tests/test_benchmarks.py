@@ -93,16 +93,18 @@ def test_runner_profiles_a_step(profiler, expected, capsys):
     (["--threads", "0"], "must be at least 1"),
     (["--threads", "-3"], "must be at least 1"),
     (["--threads", "two"], "expected an integer"),
+    (["--quick", "--smoke"], "not allowed with argument --quick"),   # allowed under --profile only
 ])
 def test_runner_rejects_bad_arguments(argv, message, capsys):
-    """A bad case name or thread count is an argparse error (exit 2) naming the valid cases, before any work."""
+    """A bad case name, thread count or mode is an argparse error (exit 2) before any work; one about the
+    cases names the valid ones."""
     runner = _load_runner()
     with pytest.raises(SystemExit) as exit_info:
         runner.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    if "--threads" not in argv:
+    if argv[0] in ("--only", "--profile"):
         for name in ("W1", "W2", "W3", "conv2d", "conv_transpose2d", "matmul"):
             assert name in err
 
@@ -206,13 +208,6 @@ def test_json_check_leaves_the_file_as_it_found_it(tmp_path):
     old.write_text("{}")
     runner._json_file(str(old))
     assert old.read_text() == "{}"
-
-
-def test_runner_refuses_quick_with_smoke_except_under_profile(capsys):
-    runner = _load_runner()
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(["--quick", "--smoke"])
-    assert exit_info.value.code == 2 and "not allowed with argument --quick" in capsys.readouterr().err
 
 
 # ---- what the runner reports ---------------------------------------------------------------------------
