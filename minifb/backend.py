@@ -174,14 +174,17 @@ def array_module(*arrays):
     Non-array arguments (Python numbers, ``None``) are ignored.  Mixing CPU and
     GPU arrays is an error.
     """
-    found = np
-    for a in arrays:
-        if type(a).__module__.startswith("cupy"):
-            found = cupy_or_none()
-            break
-    if found is not np and any(isinstance(a, np.ndarray) for a in arrays):
+    on_cpu = on_gpu = False
+    for a in arrays:  # one pass, no generator: ops call this several times each
+        if isinstance(a, np.ndarray):
+            on_cpu = True
+        elif type(a).__module__.startswith("cupy"):
+            on_gpu = True
+    if not on_gpu:
+        return np
+    if on_cpu:
         raise ValueError("arrays live on different devices (cpu and cuda); move them with .to(device)")
-    return found
+    return cupy_or_none()
 
 
 def device_of(array) -> str:

@@ -8,7 +8,9 @@ removed again from the gradient.
 
 import math
 
-from ..backend import array_module, sum_array
+import numpy as np
+
+from ..backend import sum_array
 from ..tensor import Function, ProductSum
 
 
@@ -85,7 +87,7 @@ class Linear(Function):
         self.w = w if self.needs[0] else None
         y = x @ w.T
         if b is not None:
-            if array_module(y).result_type(y.dtype, b.dtype) == y.dtype:
+            if np.result_type(y.dtype, b.dtype) == y.dtype:   # NumPy's, on dtypes: CuPy's costs ~5 µs
                 y += b            # y is a fresh array: add in place
             else:
                 y = y + b
