@@ -161,6 +161,20 @@ def test_bias_act(device, shape, act, with_bias, seed, data):
         assert db is None
 
 
+def test_bias_act_keeps_a_0d_shape_and_reads_a_strided_input(device):
+    """A 0-d array comes back 0-d (a contiguous operand is passed as it is, not through
+    ``ascontiguousarray``, which makes it 1-d), and a strided view is copied before the launch."""
+    rng = np.random.default_rng(0)
+    y = K.bias_act(dev(np.array(-2.0, np.float32), device), None, "relu")
+    assert y.shape == ()
+    close(y, np.array(0.0, np.float32))
+    x = rand(rng, 6, 10)
+    b = rand(rng, 5)
+    view = dev(x, device)[:, ::2]                       # (6, 5), row stride 10
+    assert not view.flags.c_contiguous
+    close(K.bias_act(view, dev(b, device), "tanh"), R.bias_act_ref(x[:, ::2], b, "tanh", 1))
+
+
 @SETTINGS
 @given(shape=st.lists(dim, min_size=2, max_size=4).filter(lambda s: np.prod(s) <= 20000),
        act=st.sampled_from(ACTS), with_bias=st.booleans(), seed=seeds)
