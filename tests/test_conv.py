@@ -8,6 +8,8 @@ memory layout of the results.
 """
 
 import itertools
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -118,13 +120,13 @@ def ref_pool(x, kernel_size, stride=None, padding=0, kind="max"):
 # ---------------------------------------------------------------- grids
 CONV_GRID = [
     dict(stride=s, padding=p, dilation=d, groups=g)
-    for s, p, d, g in itertools.product([1, (2, 3)], [0, 1, (2, 1), 3, "same", "valid"], [1, 2], [1, 2])
+    for s, p, d, g in itertools.product([1, (2, 3)], [0, 1, (2, 1), 3, "same", "valid"], [1, 2, (1, 2)], [1, 2])
     if not (p == "same" and s != 1)
 ]
 TRANSPOSE_GRID = [
     dict(stride=s, padding=p, output_padding=op, dilation=d, groups=g)
-    for s, p, d, g, op in itertools.product([1, (2, 3)], [0, 1, (2, 1)], [1, 2], [1, 2], [0, 1])
-    if op < max(max(_pair(s)), d)
+    for s, p, d, g, op in itertools.product([1, (2, 3), (1, 2)], [0, 1, (2, 1)], [1, 2, (1, 2)], [1, 2], [0, 1])
+    if all(op < max(si, di) for si, di in zip(_pair(s), _pair(d)))   # PyTorch's rule, per axis
 ]
 POOL_GRID = [
     dict(kernel_size=k, stride=s, padding=p)
@@ -661,3 +663,162 @@ def test_avg_pool_of_float16_sums_its_window_in_float32():
     y = avg_pool2d(Tensor(x), 2)
     assert y.dtype == np.float16
     np.testing.assert_array_equal(y.numpy()[0, 0], np.array([[17500, 30000], [30000, 30000]], np.float16))
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+# Each test below failed on a mutant of ops/conv.py that the tests above let through: a batch split whose
+# last block is short, the gradient of x alone or w alone (frozen weights, a first layer), the fused weight
+# gradient alone with groups, a max-pool window of more than 127 taps, one-sided pool padding, and the
+# error checks of the second spatial axis.
+
+
+# ---------------------------------------------------------------- batch blocks that do not divide the batch,
+# and every subset of inputs requiring a gradient (frozen weights, a first layer whose input needs no grad)
+def _sub_pixel_inputs(groups, seed=0):
+    # kernel (4, 2): stride 2 divides it, so the input gradient is a sub-pixel convolution
+    return _arr(2, 4, 9, 8, seed=seed), _arr(6, 4 // groups, 4, 2, seed=seed + 1), _arr(6, seed=seed + 2)
+
+
+UNEVEN_BLOCK_CASES = [
+    (conv2d, _conv_inputs, dict(stride=(2, 3), padding=(2, 1), dilation=2)),          # col2im
+    (conv2d, _conv_inputs, dict(stride=1, padding=1, dilation=(1, 2), groups=2)),      # full correlation
+    (conv2d, _sub_pixel_inputs, dict(stride=2, padding=1, groups=2)),                  # sub-pixel
+    (conv_transpose2d, _transpose_inputs, dict(stride=(2, 3), padding=1, output_padding=1)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=1, padding=1, groups=2)),
+]
+
+
+def _per_sample_column_bytes(fn, x, w, params):
+    """Bytes of one sample's column matrix in the conv that ``fn`` is (or is the adjoint of)."""
+    (sh, sw), (dh, dw), (ph, pw) = (_pair(params.get(k, d)) for k, d in
+                                    (("stride", 1), ("dilation", 1), ("padding", 0)))
+    kh, kw = w.shape[2:]
+    if fn is conv2d:
+        c, oh, ow = x.shape[1], (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, \
+            (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    else:                                        # the conv's output is the transposed conv's input
+        c, oh, ow = w.shape[1] * params.get("groups", 1), x.shape[2], x.shape[3]
+    return c * kh * kw * oh * ow * 8
+
+
+@pytest.mark.parametrize("per_block", [2, 3])
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)], ids=["x+w", "x", "w"])
+@pytest.mark.parametrize("fn, make, params", UNEVEN_BLOCK_CASES,
+                         ids=lambda v: _label(v) if isinstance(v, dict) else getattr(v, "__name__", ""))
+def test_uneven_batch_blocks_and_partial_gradients(monkeypatch, fn, make, params, needs, per_block):
+    """A batch of 5 in blocks of 2 or 3 samples (the last block shorter), with only x, only w, or both
+    requiring a gradient, gives the one-block, both-gradients result (itself checked elsewhere)."""
+    import minifb.ops.conv as conv_module
+
+    x, w, b = make(params.get("groups", 1), seed=71)
+    x = np.concatenate([x, x[::-1] * 0.5, x[:1] + 1.0])               # batch of 5
+    y0 = fn(_t(x, False), _t(w, False), _t(b, False), **params).data
+    g = _arr(*y0.shape, seed=72)
+
+    def run(req_x, req_w):
+        tx, tw, tb = _t(x, req_x), _t(w, req_w), _t(b, False)
+        y = fn(tx, tw, tb, **params)
+        y.backward(g)
+        return y.data, tx.grad, tw.grad
+
+    want = run(True, True)
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", per_block * _per_sample_column_bytes(fn, x, w, params))
+    got = run(*needs)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for name, need, a, e in zip(["dx", "dw"], needs, got[1:], want[1:]):
+        if need:
+            assert a is not None, f"{name} missing"
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12, err_msg=name)
+        else:
+            assert a is None, name
+
+
+def test_frozen_weight_input_gradient_against_the_definition():
+    """Only x requires a gradient (frozen weights): x's gradient is still the transposed convolution,
+    for a non-square input and both ops."""
+    x, w, b = _conv_inputs(2, seed=81)
+    params = dict(stride=(2, 3), padding=(2, 1), dilation=2, groups=2)
+    tx = _t(x)
+    y = conv2d(tx, _t(w, False), _t(b, False), **params)
+    g = _arr(*y.shape, seed=82)
+    y.backward(g)
+    op = tuple((n + 2 * p - d * (k - 1) - 1) % s for n, k, s, p, d in
+               zip(x.shape[2:], w.shape[2:], (2, 3), (2, 1), (2, 2)))
+    np.testing.assert_allclose(tx.grad, ref_conv_transpose2d(g, w, output_padding=op, **params),
+                               rtol=1e-10, atol=1e-10)
+    # conv_transpose2d: x only, then w only, against conv2d (its adjoint) and the direct weight gradient
+    z, wt, _ = _transpose_inputs(2, seed=83)
+    tp = dict(stride=(2, 3), padding=1, output_padding=1, groups=2)
+    tz = _t(z)
+    yt = conv_transpose2d(tz, _t(wt, False), **tp)
+    gt = _arr(*yt.shape, seed=84)
+    yt.backward(gt)
+    cp = dict(stride=(2, 3), padding=1, groups=2)
+    np.testing.assert_allclose(tz.grad, ref_conv2d(gt, wt, **cp), rtol=1e-10, atol=1e-10)
+    twt = _t(wt)
+    conv_transpose2d(_t(z, False), twt, **tp).backward(gt)
+    # w of a transposed conv is w of the conv from gt to z: gw[c, o] = sum z[c] * gt_window[o]
+    np.testing.assert_allclose(twt.grad, ref_conv2d_grad_weight(gt, z, wt.shape, **cp), rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------- fused kernels: weight gradient only
+@pytest.mark.parametrize("fn, make, params", [
+    (conv2d, _conv_inputs, dict(stride=1, padding=1, groups=2)),
+    (conv2d, _conv_inputs, dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=2)),
+    (conv_transpose2d, _transpose_inputs, dict(stride=2, padding=1, output_padding=1, groups=2)),
+], ids=lambda v: _label(v) if isinstance(v, dict) else getattr(v, "__name__", ""))
+def test_fused_weight_gradient_alone_matches_array_path(fn, make, params):
+    """A first layer: x needs no gradient, so backward computes the weight gradient alone
+    (_fused_conv_grad_weight), grouped included."""
+    from minifb import kernels
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+    x, w, _ = make(params["groups"], seed=91)
+    y0 = fn(_t(x, False), _t(w, False), **params).data
+    g = _arr(*y0.shape, seed=92).astype(np.float32)
+    grads = {}
+    for mode in ("off", "emulate"):
+        tw = Tensor(w.astype(np.float32), requires_grad=True)
+        with kernels.use(mode):
+            fn(Tensor(x.astype(np.float32)), tw, **params).backward(g)
+        grads[mode] = tw.grad
+    assert grads["emulate"].shape == w.shape
+    np.testing.assert_allclose(grads["emulate"], grads["off"], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- max pooling with many taps / one-sided padding
+@pytest.mark.parametrize("kernel_size", [12, 16, (1, 257)])
+def test_max_pool_gradient_reaches_a_late_tap_of_a_large_window(kernel_size):
+    """The saved argmax of a window with 144, 256 or 257 taps: the maximum in the last tap still gets
+    the gradient (a signed or too-narrow index type would drop it)."""
+    kh, kw = _pair(kernel_size)
+    x = _t(np.arange(2 * kh * kw, dtype=np.float64).reshape(1, 2, kh, kw))
+    y = max_pool2d(x, kernel_size)
+    y.backward(np.ones(y.shape))
+    want = np.zeros(x.shape)
+    want[:, :, -1, -1] = 1.0
+    np.testing.assert_array_equal(x.grad, want)
+
+
+@pytest.mark.parametrize("padding", [(0, 1), (1, 0)])
+def test_max_pool_all_minus_inf_windows_with_one_sided_padding(padding):
+    x = _t(np.full((1, 2, 4, 4), -np.inf))
+    y = max_pool2d(x, kernel_size=2, stride=2, padding=padding)
+    y.backward(np.ones(y.shape))
+    assert x.grad.sum() == y.data.size
+
+
+# ---------------------------------------------------------------- argument checks, per axis
+def test_conv_transpose2d_output_padding_checked_on_both_axes():
+    x, w = _t(np.zeros((2, 4, 4, 4)), False), _t(np.zeros((4, 3, 3, 3)), False)
+    for op in [(0, 2), (2, 0)]:
+        _raises(conv_transpose2d, x, w, stride=2, output_padding=op,
+                match=rf"conv_transpose2d: output_padding=\({op[0]}, {op[1]}\) must be smaller")
+
+
+def test_conv2d_kernel_wider_than_input_raises():
+    x, w = _t(np.zeros((2, 4, 8, 3)), False), _t(np.zeros((6, 4, 3, 5)), False)
+    _raises(conv2d, x, w, match=r"conv2d: kernel of dilated size \(3, 5\)")
+    x, w = _t(np.zeros((2, 4, 3, 8)), False), _t(np.zeros((6, 4, 5, 3)), False)
+    _raises(conv2d, x, w, match=r"conv2d: kernel of dilated size \(5, 3\)")
