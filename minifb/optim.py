@@ -271,7 +271,7 @@ class Optimizer:
     def _step_flat(self) -> bool:
         """Update all parameters with one fused kernel launch, when possible; return whether it ran.
 
-        Needs every parameter to have a gradient of its shape, the kernels to be
+        Needs every parameter to have a gradient of its shape and writable data, the kernels to be
         on for all parameters and gradients (every one float32, see
         :func:`minifb.kernels.should_use`), and (for Adam) the same step count
         everywhere; otherwise the per-parameter path runs, which updates a
@@ -281,6 +281,8 @@ class Optimizer:
             return False
         if any(getattr(p.grad, "shape", None) != p.data.shape for p in self.params):
             return False    # a missing gradient, or one of another shape or type: the checked per-parameter path
+        if not all(getattr(p.data.flags, "writeable", True) for p in self.params):
+            return False    # a read-only parameter: the per-parameter path refuses it (packing would hide it)
         if not kernels.should_use(*(p.data for p in self.params), *(p.grad for p in self.params)):
             return False
         if len({s.get("step", 0) for s in self.state}) > 1:

@@ -812,3 +812,22 @@ def test_a_state_for_an_unbatched_stream_must_have_its_shape():
             net({"h": bad}, mf.randn(5))
     state, _ = net({"h": mf.ones(5)}, mf.randn(5))
     assert state["h"].shape == (5,)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_markers_used_by_a_custom_cell_inside_a_recur_are_not_the_chains():
+    """Kills F10: validate() must not look inside a Recur, whose cell may use a Merger itself (Merger.merge)."""
+    class MergeCell(nn.Module):
+        def __init__(self):
+            self.merger = nn.Merger("h", nn.Dense(4, 4), operator.add)
+
+        def forward(self, state, x):
+            y = self.merger.merge(x, state)
+            return {"h": y}, y
+
+    mf.manual_seed(0)
+    net = nn.FeedbackChain(nn.Merger("s", nn.Dense(4, 4), operator.add),
+                           nn.Recur(MergeCell(), {"h": mf.zeros(4)}), nn.Splitter("s"))
+    x = mf.randn(2, 4)
+    state, y = net(net.initial_state(x), x)
+    assert list(state) == ["s"] and y.shape == (2, 4)

@@ -1,6 +1,7 @@
 """Recurrence: the RNN/LSTM/GRU/ConvLSTM cells (vs finite differences and PyTorch), Recur, unroll."""
 
 import re
+from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -495,3 +496,16 @@ def test_recur_takes_a_module_whose_own_call_takes_state_and_input():
 
     rnet = nn.Recur(Cell(), mf.zeros(2, 3))
     assert rnet(mf.randn(2, 3)).shape == (2, 3)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_detach_and_reset_keep_a_namedtuple_state():
+    """Kills R05: map_state rebuilds a namedtuple state field by field."""
+    HC = namedtuple("HC", ["h", "c"])
+    state0 = HC(mf.randn(2, requires_grad=True) * 2, mf.randn(2, requires_grad=True) * 3)
+    rnet = nn.Recur(lambda s, x: (HC(s.h + x, s.c * x), s.h), state0)
+    rnet(mf.ones(2))
+    rnet.detach()
+    assert type(rnet.state) is HC
+    assert not rnet.state.h.requires_grad and not rnet.state.c.requires_grad
+    np.testing.assert_array_equal(rnet.state.h.numpy(), state0.h.numpy() + 1)

@@ -657,20 +657,31 @@ def test_step_refuses_a_gradient_that_is_not_an_array(make):
     assert opt.state == [{}, {}]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["float64", "float32-emulated-kernels"])
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam])
-def test_a_read_only_parameter_is_refused(cls):
-    w = W0.copy()
+def test_a_read_only_parameter_is_refused(cls, fused):
+    import contextlib
+
+    from minifb import kernels
+
+    dtype = np.float32 if fused else np.float64   # float32 under emulation takes the flat fused path
+    if fused:
+        _emulation_or_skip()
+    w = W0.astype(dtype)
     w.setflags(write=False)
     frozen = Tensor(w, requires_grad=True)               # a read-only array (np.load with mmap_mode="r", say)
     cls([frozen], lr=0.1).step()                         # without a gradient it is never updated: fine
-    p = Tensor(W0.copy(), requires_grad=True)
+    p = Tensor(W0.astype(dtype), requires_grad=True)
     opt = cls([p], lr=0.1)
     p.data = w                                           # a read-only array with a gradient: refused at step
-    p.grad = GRADS[0].copy()
-    with pytest.raises(ValueError, match=rf"^{cls.__name__}.step: params\[0\] \(shape \(2, 3\)\) is a read-only "
-                                         r"array"):
-        opt.step()
+    p.grad = GRADS[0].astype(dtype)
+    with kernels.use("emulate") if fused else contextlib.nullcontext():
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}.step: params\[0\] \(shape \(2, 3\)\) is a "
+                                             r"read-only array"):
+            opt.step()
     assert opt.state[0] == {}
+    assert p.data is w
+    np.testing.assert_array_equal(p.data, W0.astype(dtype))
 
 
 def test_clip_grad_norm_refuses_what_is_not_an_iterable_of_tensors():
@@ -732,3 +743,51 @@ def test_the_refusal_names_a_view_of_a_trainable_parameter_as_such():
     optim.SGD([w], lr=0.1).step()
     with pytest.raises(RuntimeError, match=r"a view \(an index, a reshape, a transpose\) of a parameter"):
         loss.backward()
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+@pytest.mark.parametrize("make", [lambda ps: optim.Adam(ps, lr=0.05, weight_decay=0.1),
+                                  lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+                                  lambda ps: optim.AdamW(ps, lr=0.05, betas=(0.5, 0.9))],
+                         ids=["adam-l2", "adamw", "adamw-default-wd"])
+@pytest.mark.parametrize("missing", [(), ((0, 1),), ((1, 0),)], ids=str)
+def test_fused_adam_matches_the_array_path_also_with_unequal_step_counts(make, missing):
+    """Kills O11 (AdamW decays twice on the flat path) and O02 (the flat path used with per-parameter step
+    counts that differ, each parameter then bias-corrected with the first one's count): one step's missing
+    gradient leaves the step counts unequal, and every later step must still match the kernels-off path."""
+    from minifb import kernels
+
+    _emulation_or_skip()
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,)]]
+    grads = [[rng.standard_normal(w.shape).astype(np.float32) for w in init] for _ in range(4)]
+    got = {}
+    for mode in ("off", "emulate"):
+        ps = [Tensor(w.copy(), requires_grad=True) for w in init]
+        opt = make(ps)
+        with kernels.use(mode):
+            for step, gs in enumerate(grads):
+                for k, (p, g) in enumerate(zip(ps, gs)):
+                    p.grad = None if (step, k) in missing else g.copy()
+                opt.step()
+        got[mode] = [p.data.copy() for p in ps], [s.get("step") for s in opt.state]
+    assert got["emulate"][1] == got["off"][1]
+    for a, b in zip(got["emulate"][0], got["off"][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_grad_norm_with_a_nan_gradient_scales_by_nan_as_pytorch():
+    """Kills O07: a NaN total norm makes the coefficient NaN, which must still be applied (as PyTorch does);
+    ``coef < 1.0`` alone is False for NaN and would leave the gradients as they were."""
+    a = Tensor(np.zeros(2), requires_grad=True)
+    b = Tensor(np.zeros(2), requires_grad=True)
+    a.grad = np.array([np.nan, 1.0])
+    b.grad = np.array([1.0, 2.0])
+    total = optim.clip_grad_norm([a, b], 1.0)
+    assert math.isnan(total)
+    assert np.isnan(a.grad).all() and np.isnan(b.grad).all()
+    torch = pytest.importorskip("torch")
+    ta, tb = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    ta.grad, tb.grad = torch.tensor([math.nan, 1.0], dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64)
+    torch.nn.utils.clip_grad_norm_([ta, tb], 1.0)
+    np.testing.assert_array_equal(b.grad, tb.grad.numpy())

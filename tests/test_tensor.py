@@ -887,3 +887,71 @@ def test_a_0d_index_array_changed_after_indexing_does_not_move_the_gradient():
     i[...] = 0
     y.backward()
     np.testing.assert_array_equal(x.grad, [0.0, 0.0, 1.0, 0.0])
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_a_deferred_gradient_of_another_dtype_than_its_weight_is_cast():
+    """Kills T07: Linear.apply on a float64 input and a float32 weight returns a float64 ProductSum for the
+    float32 weight; backward must evaluate it before casting (a ProductSum has no astype)."""
+    from minifb.ops.matmul import Linear
+
+    rng = np.random.default_rng(20)
+    w = mf.tensor(rng.standard_normal((2, 3)), dtype="float32", requires_grad=True)
+    x = rng.standard_normal((4, 3))
+    y = Linear.apply(mf.tensor(x, dtype="float64"), w)
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert w.grad.dtype == np.float32
+    np.testing.assert_allclose(w.grad, np.ones((4, 2)).T @ x, rtol=1e-6)
+
+
+def test_no_grad_generator_stays_off_after_an_exception_is_thrown_in():
+    """Kills T16: gen.throw() must also resume the body under no_grad, as next() and send() do."""
+    x = mf.tensor([1.0], requires_grad=True)
+
+    @mf.no_grad
+    def steps():
+        while True:
+            try:
+                yield x * 2
+            except ValueError:
+                yield x * 3                        # computed after the exception: still unrecorded
+
+    gen = steps()
+    assert not next(gen).requires_grad
+    after = gen.throw(ValueError("skip"))
+    assert not after.requires_grad and after._ctx is None
+    assert mf.is_grad_enabled()
+    gen.close()
+
+
+def test_a_freed_op_that_gets_no_gradient_is_skipped():
+    """Kills T21: a custom op may return None for an input that needs a gradient (a stop-gradient); an op of an
+    already back-propagated (freed) graph that is reached only through it gets no gradient and is not run, so
+    a second backward is fine as long as no gradient has to flow through the freed part."""
+    class StopGradient(mf.Function):
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, grad):
+            return (None,)
+
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    y.sum().backward()                             # frees y's op
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+    (StopGradient.apply(y).sum() + x.sum()).backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+
+def test_product_sum_evaluate_returns_a_fresh_array_each_time():
+    """T06 (equivalent inside backward, which evaluates a sum once): the documented contract of evaluate()."""
+    from minifb.tensor import ProductSum
+
+    rng = np.random.default_rng(21)
+    total = ProductSum(rng.standard_normal((3, 2)), rng.standard_normal((2, 4)))
+    total.extra, total.parts, total.held = total.evaluate(), [], 0     # as an early evaluation leaves it
+    first = total.evaluate()
+    first += 1.0
+    assert total.evaluate() is not first
+    np.testing.assert_allclose(total.evaluate(), first - 1.0)
