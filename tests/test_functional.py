@@ -3,9 +3,9 @@
 Convolutions and pooling live in tests/test_conv.py.
 """
 
-import re
-
 import operator
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -1176,3 +1176,121 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d_with_the_documented_output_pa
         back = F.conv_transpose2d(t64(g, False), t64(w, False), stride=s, padding=p, output_padding=op).numpy()
         assert back.shape == x.shape
         np.testing.assert_allclose((y * g).sum(), (x * back).sum(), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_clip_without_bounds_is_a_copy_not_a_view():
+    """Kills: ops/elementwise.py Clip.forward `return a.copy()` -> `return a` (output aliases the input)."""
+    x = t64(np.array([-1.0, 0.5, 2.0]))
+    y = F.clip(x)
+    assert not np.shares_memory(y.numpy(), x.numpy())
+    x.data -= 1.0             # an in-place update of x (as an optimiser step makes) must not reach y
+    np.testing.assert_array_equal(y.numpy(), [-1.0, 0.5, 2.0])
+    y.backward(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softplus_is_stable_for_large_inputs(dtype):
+    """Kills: ops/activation.py Softplus.forward `max(x,0) + log1p(exp(-|x|))` -> `log1p(exp(x))` (inf for x > ~88/709)."""
+    values = np.array([-1000.0, -30.0, 0.0, 30.0, 100.0, 1000.0])
+    x = mf.tensor(values, dtype=dtype, requires_grad=True)
+    y = F.softplus(x)
+    assert y.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(y.numpy(), np.logaddexp(0.0, values), rtol=1e-6, atol=1e-30)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.exp(-np.logaddexp(0.0, -values)), rtol=1e-6, atol=1e-30)   # sigmoid
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "bce"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses_of_an_empty_batch_backpropagate_an_empty_gradient(loss, reduction):
+    """Kills: ops/loss.py `_reduction_scale` `1.0 / max(count, 1)` -> `1.0 / count` (ZeroDivisionError in backward).
+
+    As in PyTorch, a mean over no samples is NaN, a sum 0, and the gradient is empty."""
+    z = t64(np.zeros((0, 3)))
+    if loss == "cross_entropy":
+        fn = lambda: F.cross_entropy(z, mf.tensor(np.zeros(0, dtype=np.int64)), reduction=reduction)  # noqa: E731
+    elif loss == "mse":
+        fn = lambda: F.mse_loss(z, t64(np.zeros((0, 3)), requires_grad=False), reduction=reduction)  # noqa: E731
+    else:
+        fn = lambda: F.binary_cross_entropy_with_logits(z, t64(np.zeros((0, 3)), requires_grad=False),  # noqa: E731
+                                                        reduction=reduction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # NumPy's "mean of empty slice"
+        out = fn()
+        if reduction == "mean":
+            assert out.shape == () and np.isnan(out.item())
+        elif reduction == "sum":
+            assert out.shape == () and out.item() == 0
+        out.sum().backward()
+    assert z.grad.shape == (0, 3)
+
+
+def test_clip_rejects_a_bound_that_would_enlarge_the_input():
+    """Kills: functional.clip `broadcast_shape(bound, x) != x.shape` -> `is None` (the output grew to (2, 3))."""
+    x = t64(np.array([-1.0, 0.5, 2.0]))
+    with pytest.raises(ValueError, match=r"clip: bound of shape \(2, 3\) does not broadcast to the input's "
+                                         r"shape \(3,\)"):
+        F.clip(x, mf.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"clip: bound of shape \(3, 1\) does not broadcast to the input's "
+                                         r"shape \(3,\)"):
+        F.clip(x, high=np.ones((3, 1)))
+
+
+def test_cross_entropy_rejects_negative_labels(rand64):
+    """Kills: functional.cross_entropy's range check without `labels < 0` (-1 then silently picks the last class)."""
+    with pytest.raises(ValueError, match=r"cross_entropy: labels must lie in \[0, 3\), got range \[-1, 2\]"):
+        F.cross_entropy(rand64(4, 3), mf.tensor([0, -1, 2, 1]))
+    with pytest.raises(ValueError, match=r"cross_entropy: labels must lie in \[0, 3\), got range \[-3, 0\]"):
+        F.cross_entropy(rand64(2, 3, 2), np.array([[0, 0], [-3, 0]]))
+
+
+def test_cross_entropy_rejects_an_unknown_reduction(rand64):
+    """Kills: functional.cross_entropy without its reduction check ('avg' then returned the unreduced losses)."""
+    with pytest.raises(ValueError, match=r"cross_entropy: reduction must be one of \('mean', 'sum', 'none'\), "
+                                         r"got 'avg'"):
+        F.cross_entropy(rand64(4, 3), mf.tensor([0, 1, 2, 1]), reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_cross_entropy_spatial_values_and_label_shaped_losses(reduction, rand64):
+    """Kills: ops/loss.py CrossEntropy `_reduce(losses.reshape(labels.shape), ...)` -> `_reduce(losses, ...)`
+    (per-position losses came back flat, (40,) instead of (2, 4, 5))."""
+    labels = np.random.default_rng(0).integers(0, 3, size=(2, 4, 5))
+    logits = rand64(2, 3, 4, 5)
+    z = logits.numpy()
+    logp = z - z.max(axis=1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    expected = -np.take_along_axis(logp, labels[:, None], axis=1)[:, 0]          # (2, 4, 5)
+    out = F.cross_entropy(logits, mf.tensor(labels), reduction=reduction)
+    if reduction == "none":
+        assert out.shape == labels.shape
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+    else:
+        np.testing.assert_allclose(out.item(), expected.sum(), rtol=1e-12)
+    gradcheck(lambda t: F.cross_entropy(t, mf.tensor(labels), reduction=reduction), logits)
+
+
+def test_bce_with_logits_is_stable_for_large_logits():
+    """Kills: ops/loss.py BCEWithLogits `max(z,0) - z·y + log1p(exp(-|z|))` -> `log1p(exp(-z)) + z - z·y`
+    (inf at z = -1000)."""
+    z = mf.tensor([-1000.0, -1000.0, 1000.0, 1000.0, -100.0], requires_grad=True)
+    y = mf.tensor([0.0, 1.0, 0.0, 1.0, 0.0])
+    losses = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    np.testing.assert_allclose(losses.numpy(), [0.0, 1000.0, 1000.0, 0.0, 0.0], atol=1e-30)
+    losses.sum().backward()
+    np.testing.assert_allclose(z.grad, [0.0, -1.0, 1.0, 0.0, 0.0], atol=1e-30)
+
+
+def test_dropout_with_p_zero_is_the_identity_and_draws_nothing():
+    """Kills: functional.dropout without `or p == 0` (p = 0 then ran the op: a new tensor, and random draws
+    that moved the generator)."""
+    x = mf.ones(5, requires_grad=True)
+    assert F.dropout(x, 0.0) is x and F.dropout(x, 0) is x
+    mf.manual_seed(0)
+    a = F.dropout(mf.ones(1000), 0.5).numpy()
+    mf.manual_seed(0)
+    F.dropout(mf.ones(1000), 0.0)
+    b = F.dropout(mf.ones(1000), 0.5).numpy()
+    np.testing.assert_array_equal(a, b)

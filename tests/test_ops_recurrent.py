@@ -302,3 +302,25 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module, extraglobs={"mf": mf, "np": np})
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_array_paths_take_integer_gate_pre_activations():
+    """Kills: ops/recurrent.py `_sigmoid` `xp.negative(a, dtype=float64 for integers)` -> `xp.negative(a)`
+    (integer gates then failed in the in-place exp)."""
+    from minifb.ops.recurrent import gru_pointwise_array, lstm_pointwise_array
+
+    gi = np.array([[1, -2, 3, 0, 2, -1, 0, 1]])          # H = 2, int64
+    gh = np.array([[0, 1, -1, 2, 0, 0, 1, -3]])
+    c = np.array([[0.5, -1.0]])
+    h_int, c_int, gates_int = lstm_pointwise_array(gi, gh, c)
+    h_flt, c_flt, gates_flt = lstm_pointwise_array(gi.astype(np.float64), gh.astype(np.float64), c)
+    np.testing.assert_allclose(gates_int, gates_flt, rtol=1e-15)
+    np.testing.assert_allclose(h_int, h_flt, rtol=1e-15)
+    np.testing.assert_allclose(c_int, c_flt, rtol=1e-15)
+
+    gi3, gh3 = gi[:, :6], gh[:, :6]
+    h_new, saved = gru_pointwise_array(gi3, gh3, c)
+    h_ref, saved_ref = gru_pointwise_array(gi3.astype(np.float64), gh3.astype(np.float64), c)
+    np.testing.assert_allclose(h_new, h_ref, rtol=1e-15)
+    np.testing.assert_allclose(saved, saved_ref, rtol=1e-15)
