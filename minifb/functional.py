@@ -294,8 +294,7 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
 
     Raises:
         TypeError: an operand is not a Tensor, number, list or array (None, a string).
-        ValueError: the shapes do not broadcast together; an integer tensor to a negative integer power
-            (NumPy's error).
+        ValueError: the shapes do not broadcast together; an integer tensor to a negative integer power.
 
     Example:
         >>> F.pow(mf.tensor([1.0, 2.0, 3.0]), 2)
@@ -303,11 +302,17 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
         >>> F.pow(mf.tensor([2.0, 2.0]), mf.tensor([0.5, 3.0]))
         tensor([1.4142, 8.    ])
     """
-    if isinstance(a, Tensor) and isinstance(b, numbers.Number):
-        # a NumPy scalar as its Python number: NumPy (NEP 50) would let np.float64(2) widen float32 to float64
-        exponent = b.item() if isinstance(b, np.generic) else b
-        return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=exponent)
-    return _elementwise("pow", ew.Pow, a, b)
+    try:
+        if isinstance(a, Tensor) and isinstance(b, numbers.Number):
+            # a NumPy scalar as its Python number: NumPy (NEP 50) would let np.float64(2) widen float32 to float64
+            exponent = b.item() if isinstance(b, np.generic) else b
+            return ew.PowScalar.apply(_cast(a, backend.result_type(a, b)), exponent=exponent)
+        return _elementwise("pow", ew.Pow, a, b)
+    except ValueError as e:
+        if "negative integer powers" not in str(e):
+            raise
+        raise ValueError("pow: an integer tensor to a negative integer power is not allowed (NumPy and PyTorch "
+                         "refuse it too); make the base or the exponent a float") from None
 
 
 def exp(x) -> Tensor:

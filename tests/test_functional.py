@@ -1294,3 +1294,10 @@ def test_dropout_with_p_zero_is_the_identity_and_draws_nothing():
     F.dropout(mf.ones(1000), 0.0)
     b = F.dropout(mf.ones(1000), 0.5).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("exponent", [-1, np.int64(-2), mf.tensor([-1, 1])], ids=["int", "numpy-int", "tensor"])
+def test_an_integer_tensor_to_a_negative_integer_power_is_refused_by_name(exponent):
+    with pytest.raises(ValueError, match=r"^pow: an integer tensor to a negative integer power is not allowed"):
+        mf.tensor([1, 2]) ** exponent
+    np.testing.assert_allclose((mf.tensor([1, 2]) ** -1.0).numpy(), [1.0, 0.5])   # a float exponent is fine
