@@ -200,3 +200,27 @@ def test_tensor_checks_an_arrays_dtype_before_copying_it_and_arange_takes_0d_val
             mf.tensor(np.array(["a", "b"]))
     assert mf.arange(np.array(3)).numpy().tolist() == [0, 1, 2]
     assert mf.arange(mf.tensor(2.0)).dtype == np.float32 and mf.arange(mf.tensor(4)).dtype == np.int64
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_like_functions_take_a_dtype():                                   # kills K2
+    x = mf.zeros(2, 3)
+    assert mf.ones_like(x, dtype="int64").dtype == np.int64
+    assert mf.zeros_like(x, dtype="float64").dtype == np.float64
+    np.testing.assert_array_equal(mf.ones_like(x, dtype="bool").numpy(), np.ones((2, 3), bool))
+
+
+@pytest.mark.parametrize("fn", [mf.zeros, mf.ones, mf.randn, mf.rand])
+def test_a_size_of_zero_gives_an_empty_tensor(fn):                        # kills K3
+    assert fn(0, 3).shape == (0, 3) and fn((2, 0)).shape == (2, 0)
+    assert mf.full(0, 1.0).shape == (0,)
+
+
+@pytest.mark.parametrize("make", [lambda: mf.full((2, 2), 0.5, requires_grad=True),
+                                  lambda: mf.zeros(2, 2, requires_grad=True),
+                                  lambda: mf.ones(2, 2, requires_grad=True)])
+def test_constant_tensors_record_gradients_when_asked(make):               # kills K6
+    t = make()
+    assert t.requires_grad
+    (t * 3.0).sum().backward()
+    np.testing.assert_array_equal(t.grad, np.full((2, 2), 3.0, np.float32))

@@ -731,3 +731,51 @@ def test_resize_matches_torch_bilinear_without_antialiasing_up_and_down():
         want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(sh, sw), mode="bilinear",
                                                align_corners=False, antialias=False).numpy()
         np.testing.assert_allclose(resize_bilinear(x, (sh, sw)), want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_subset_keeps_each_split_paired_with_its_labels(digits):          # kills D2
+    small = digits.subset(20, 10)
+    assert len(small.x_train) == len(small.y_train) == 20
+    assert len(small.x_test) == len(small.y_test) == 10
+    np.testing.assert_array_equal(small.x_test, digits.x_test[:10])
+    np.testing.assert_array_equal(small.x_train, digits.x_train[:20])
+
+
+def test_load_passes_the_seed_to_the_digits_split():                      # kills D3
+    a, b = load("digits", size=8, seed=1), load_digits(size=8, seed=1)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+
+
+def test_mnist_file_longer_than_its_header_says_is_refused(tmp_path):     # kills D4
+    _write_mnist(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes() + b"\x00\x01")
+    with pytest.raises(ValueError, match=r"^load_mnist: .*train-labels-idx1-ubyte: header says \(12,\) "
+                                         r"\(12 bytes of data\) but the file holds 14"):
+        load_mnist(str(tmp_path))
+
+
+def test_mnist_refuses_a_label_outside_0_to_9(tmp_path):                  # kills D5
+    _write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.full(7, 10), 0x801))
+    with pytest.raises(ValueError, match=r"^load_mnist: .*t10k-labels-idx1-ubyte: label 10 is outside 0..9"):
+        load_mnist(str(tmp_path))
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.3])   # 156.8 pixels of 784 -> 157 (floor: 156); 235.2 -> 235
+def test_salt_and_pepper_replaces_exactly_round_fraction_hw_pixels(fraction):   # kills D6
+    x = np.full((50, 1, 28, 28), 0.5, np.float32)   # mid-grey: every replaced pixel changes value
+    out = salt_and_pepper(x, fraction, np.random.default_rng(0))
+    changed = (out != x).reshape(50, -1).sum(axis=1)
+    np.testing.assert_array_equal(changed, round(fraction * 784))
+
+
+def test_corrupt_debris_cuts_its_fragments_from_source_images(raw):       # kills D7
+    x, _ = raw
+    blank = np.zeros_like(x[:5])
+    out, _ = corrupt("debris", blank, rng=np.random.default_rng(0), level=0.3, source_images=x)
+    assert out.max() > 0.5                       # strokes cut from the pool
+    own, _ = corrupt("debris", blank, rng=np.random.default_rng(0), level=0.3)
+    assert own.max() == 0                        # without a pool, fragments of blank images are blank

@@ -340,3 +340,50 @@ def test_cli_docstring_examples_run():
     for test in finder.find(cli, "minifb.__main__", globs=names):
         runner.run(test)
     assert runner.tries > 0 and runner.failures == 0
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_size_takes_2_to_256_inclusive(capsys):                             # kills A1, A2
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--size", "256"]).size == 256
+    assert parser.parse_args(["evaluate", "--weights", "w", "--size", "2"]).size == 2
+    code, _, err = run(capsys, "train", "--size", "1", "--epochs", "0", "--limit", "8", "--no-progress")
+    assert code == 2 and err.strip().splitlines() == [
+        "minifb: error: argument --size: must be at least 2, got 1 (see minifb --help)"]
+
+
+def test_truncate_may_equal_steps(tmp_path, capsys):                       # kills A3
+    code, _, err = run(capsys, "train", "--out", str(tmp_path), "--steps", "2", "--truncate", "2",
+                       *TINY[:2], "--epochs", "0", *TINY[6:])
+    assert code == 0, err
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["truncate"] == 2
+
+
+def test_evaluate_takes_the_seed_of_the_run(trained, capsys, monkeypatch, tmp_path):   # kills A4
+    (tmp_path / "model.npz").write_bytes((trained / "model.npz").read_bytes())
+    metrics = json.loads((trained / "metrics.json").read_text())
+    metrics["config"]["seed"] = 3
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    seeds, real = [], mftrain.prepare_data
+    monkeypatch.setattr(mftrain, "prepare_data", lambda *a, **kw: seeds.append(kw["seed"]) or real(*a, **kw))
+    code, _, err = run(capsys, "evaluate", "--weights", str(tmp_path / "model.npz"), "--limit", "10")
+    assert code == 0, err
+    code, _, err = run(capsys, "evaluate", "--weights", str(tmp_path / "model.npz"), "--limit", "10", "--seed", "1")
+    assert code == 0, err
+    assert seeds == [3, 1]
+
+
+def test_evaluate_needs_weights(capsys):                                   # kills A5
+    code, _, err = run(capsys, "evaluate", "--model", "spoerer-B")
+    assert code == 2 and err.strip().splitlines() == [
+        "minifb: error: the following arguments are required: --weights (see minifb --help)"]
+
+
+def test_weight_decay_reaches_the_training_run(monkeypatch, capsys, tmp_path):   # kills A6
+    seen, real = [], cli.mftrain.train
+    monkeypatch.setattr(cli.mftrain, "train", lambda **kw: seen.append(kw["weight_decay"]) or real(**kw))
+    code, _, err = run(capsys, "train", "--out", str(tmp_path), "--weight-decay", "0.125", "--epochs", "0",
+                       "--limit", "8", "--no-progress")
+    assert code == 0, err
+    assert seen == [0.125]
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["weight_decay"] == 0.125

@@ -1,6 +1,7 @@
 """Tests of minifb.train: the recurrent protocol (loss summed over T, BPTT, truncation), evaluation, train()."""
 
 import json
+import math
 import os
 import warnings
 
@@ -470,3 +471,71 @@ def test_a_stateless_model_with_dropout_draws_a_mask_per_timestep():
     net.eval()
     _, logits = mftrain.sequence_loss(net, x, y, steps=3)
     assert logits[0] is logits[1]                                       # deterministic: computed once
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def _fit_with_recorded_steps(monkeypatch, **kwargs):
+    """fit() on 16 digits in batches of 5 (5, 5, 5, 1), with train_step replaced by a recorder whose loss is
+    the batch's mean label and whose logits are wrong at every timestep but the last."""
+    calls = []
+
+    def fake_step(net, opt, xb, yb, steps=4, truncate=None, clip=None):
+        calls.append(dict(lr=opt.lr, clip=clip, truncate=truncate, y=np.asarray(yb).copy()))
+        right, wrong = np.eye(10, dtype=np.float32)[yb], np.eye(10, dtype=np.float32)[(yb + 1) % 10]
+        return float(np.mean(yb)), [mf.tensor(wrong)] * (steps - 1) + [mf.tensor(right)]
+
+    monkeypatch.setattr(mftrain, "train_step", fake_step)
+    ds = mftrain.prepare_data("digits", size=8, limit=16)
+    args = dict(steps=3, epochs=2, batch=5, lr=0.1, progress=False, log=None)
+    args.update(kwargs)
+    return ds, mftrain.fit(tiny("B"), ds, **args), calls
+
+
+def test_fit_records_the_last_timesteps_train_accuracy_and_the_per_example_loss(monkeypatch):  # kills T1, T10
+    ds, history, _ = _fit_with_recorded_steps(monkeypatch)
+    for record in history["epochs"]:
+        assert record["train_accuracy"] == 1.0                               # logits[-1], not logits[0]
+        assert record["loss"] == pytest.approx(ds.y_train.mean())            # weighted by batch size
+
+
+def test_fit_decays_the_learning_rate_on_a_cosine_and_records_it(monkeypatch):    # kills T2, T3
+    _, history, calls = _fit_with_recorded_steps(monkeypatch, lr=0.1)
+    total = len(calls)                                                       # 2 epochs x 4 batches
+    want = [0.1 * (0.05 + 0.475 * (1 + math.cos(math.pi * b / total))) for b in range(total)]
+    assert [c["lr"] for c in calls] == pytest.approx(want)
+    assert [r["lr"] for r in history["epochs"]] == pytest.approx([want[3], want[7]])
+
+
+def test_fit_passes_clip_and_truncate_to_every_step(monkeypatch):            # kills T4
+    _, _, calls = _fit_with_recorded_steps(monkeypatch, clip=0.25, truncate=2)
+    assert [(c["clip"], c["truncate"]) for c in calls] == [(0.25, 2)] * 8
+
+
+def test_fit_shuffles_with_its_seed(monkeypatch):                           # kills T7
+    orders = [[c["y"].tolist() for c in _fit_with_recorded_steps(monkeypatch, seed=seed)[2]] for seed in (7, 7, 8)]
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+
+
+def test_make_optimizer_builds_the_documented_optimisers():                  # kills T5, T6
+    net = tiny("B")
+    sgd = mftrain.make_optimizer("sgd", net.parameters(), 0.1)
+    assert type(sgd) is mf.optim.SGD and sgd.momentum == 0.9
+    adam = mftrain.make_optimizer("Adam", net.parameters(), 1e-3, weight_decay=0.5)
+    assert type(adam) is mf.optim.Adam and adam.weight_decay == 0.5
+    assert mftrain.make_optimizer("adamw", net.parameters(), 1e-3).weight_decay == 0.01   # 0 means AdamW's 0.01
+    assert mftrain.make_optimizer("adamw", net.parameters(), 1e-3, weight_decay=1e-4).weight_decay == 1e-4
+
+
+def test_train_seeds_the_initial_weights():                                 # kills T8
+    nets = [mftrain.train_model("spoerer-BT", limit=8, epochs=0, steps=1, features=4, size=8, seed=5,
+                                progress=False, log=None)[0] for _ in range(2)]
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_multilabel_accuracy_looks_at_the_top_k_logits_only():              # kills T12
+    scores = np.full((1, 10), -1.0)
+    scores[0, [3, 1, 7]] = [5.0, 4.0, 3.0]       # k = 2 labels {3, 7}: top 2 is {3, 1}, one hit
+    labels = np.zeros((1, 10))
+    labels[0, [3, 7]] = 1
+    assert mftrain.accuracy(scores, labels) == 0.5
