@@ -51,6 +51,10 @@ def test_load_digits_shapes_and_dtypes(digits):
     assert digits.classes == 10
     assert digits.image_shape == (1, 28, 28)
     assert abs(len(digits.x_test) / 1797 - 0.25) < 0.01
+    labels = np.concatenate([digits.y_train, digits.y_test])
+    for c in range(10):   # the documented stratified split: round(n_c * 0.25) of each class go to test
+        assert (digits.y_test == c).sum() == round((labels == c).sum() * 0.25)
+    assert (len(digits.x_train), len(digits.x_test)) == (1347, 450)   # as load_digits' docstring states
 
 
 def test_load_digits_labels_all_present(digits):
