@@ -43,11 +43,12 @@ def _check_module(fn: str, module) -> None:
 
 
 def _check_path(fn: str, path) -> str:
-    """``path`` as a string when it names no directory, else a TypeError / IsADirectoryError naming ``fn``."""
+    """``path`` (a str, bytes or os.PathLike) as a str when it names no directory, else a TypeError /
+    IsADirectoryError naming ``fn``."""
     try:
-        path = os.fspath(path)
+        path = os.fsdecode(os.fspath(path))   # a bytes path as str, so that suffixes can be appended
     except TypeError:
-        raise TypeError(f"{fn}: path must be a str or an os.PathLike, got {type(path).__name__}") from None
+        raise TypeError(f"{fn}: path must be a str, bytes or an os.PathLike, got {type(path).__name__}") from None
     if os.path.isdir(path):
         raise IsADirectoryError(f"{fn}: path {path!r} is a directory, not a weights file (an .npz archive)")
     return path
@@ -62,13 +63,13 @@ def save(module, path) -> str:
 
     Args:
         module: an :class:`~minifb.nn.Module`.
-        path: a file name (``str`` or ``os.PathLike``).
+        path: a file name (``str``, ``bytes`` or ``os.PathLike``).
 
     Returns:
-        ``path`` as a string.
+        ``path`` as a ``str``.
 
     Raises:
-        TypeError: ``module`` is not a Module, or ``path`` not a str or os.PathLike.
+        TypeError: ``module`` is not a Module, or ``path`` not a str, bytes or os.PathLike.
         IsADirectoryError: ``path`` is a directory.
 
     Example:
@@ -122,7 +123,7 @@ def load(module, path):
             file is not an ``.npz`` archive.  Nothing is changed in that case.
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a directory.
-        TypeError: ``path`` is not a str or os.PathLike.
+        TypeError: ``path`` is not a str, bytes or os.PathLike.
 
     Example:
         >>> import tempfile

@@ -253,8 +253,6 @@ def test_gpu_matches_cpu(name):
 
 
 def test_lenet5_fb_takes_the_combine_of_its_feedback_paths():
-    import operator
-
     calls = []
 
     def recording_mul(a, b):
@@ -268,3 +266,61 @@ def test_lenet5_fb_takes_the_combine_of_its_feedback_paths():
     assert calls == [((2, 6, 28, 28), (2, 6, 28, 28)), ((2, 16, 10, 10), (2, 16, 10, 10))]   # both paths
     with pytest.raises(TypeError, match=r"^lenet5_fb: combine must be a function"):
         models.lenet5_fb(combine="add")
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_spoerer_lateral_and_top_down_convolutions_have_no_bias():
+    f = 8
+    count = {k: small(f"spoerer-{k}").num_parameters() for k in ("B", "BL", "BT", "BLT")}
+    assert count["BL"] - count["B"] == 2 * f * f * 3 * 3           # two lateral 3x3 convs, weights only
+    assert count["BT"] - count["B"] == f * f * 2 * 2               # one 2x2 transposed conv, weights only
+    assert count["BLT"] - count["B"] == 2 * f * f * 3 * 3 + f * f * 2 * 2
+
+
+@pytest.mark.parametrize("name", ["spoerer-BL", "spoerer-BT", "spoerer-BLT"])
+def test_spoerer_state_records_the_layers_after_the_relu(name):
+    net = small(name)
+    x = images(n=2)
+    state, _ = net(net.initial_state(x), x)
+    state, _ = net(state, x)
+    for key, value in state.items():
+        v = value.numpy()
+        assert (v >= 0).all() and v.max() > 0, key
+
+
+def test_spoerer_lrn_is_tensorflows_five_channel_normalisation():
+    net = small("spoerer-BLT")
+    lrns = [m for m in net.modules() if isinstance(m, nn.LRN)]
+    assert len(lrns) == 2
+    x = (images(n=2, channels=8, size=(3, 3)) * 30).numpy()
+    sq = np.pad(x * x, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    window = sum(sq[:, j:j + 8] for j in range(5))
+    expected = x / (1 + 1e-4 * window) ** 0.5                  # x / (1 + 1e-4·Σ x²)^0.5 over 5 channels
+    for lrn in lrns:
+        np.testing.assert_allclose(lrn(mf.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", models.SPOERER_KINDS)
+def test_spoerer_readout_is_lrn_global_max_pool_and_dense(kind):
+    net = small(f"spoerer-{kind}")
+    assert [type(m) for m in net.layers[-4:]] == [nn.LRN, nn.GlobalMaxPool, nn.Flatten, nn.Dense]
+
+
+@pytest.mark.parametrize("factory", [models.lenet5, models.lenet5_fb])
+def test_lenet_dense_layers_are_relu_then_logits(factory):
+    dense = [m for m in factory().layers if isinstance(m, nn.Dense)]
+    assert [(d.in_features, d.out_features, d.activation) for d in dense] == [(120, 84, mf.relu), (84, 10, None)]
+
+
+def test_build_names_the_arguments_it_refuses():
+    with pytest.raises(TypeError, match=r"^build\('lenet5'\): unexpected arguments \['features'\]; "
+                                        r"it takes channels, input_size, classes"):
+        models.build("lenet5", features=3)
+    with pytest.raises(TypeError, match=r"^build\('spoerer-B'\): unexpected arguments \['kind'\]"):
+        models.build("spoerer-B", kind="BL")
+
+
+def test_a_model_refuses_an_input_with_too_few_axes_with_its_own_error():
+    net = models.lenet5()
+    with pytest.raises(ValueError, match=r"^lenet5: expected input of shape \(N, 1, 28, 28\)"):
+        net({}, mf.randn(28))

@@ -546,3 +546,43 @@ def test_layer_flags_must_be_bools(make):
 def test_flatten_of_a_non_tensor():
     with pytest.raises(TypeError, match=r"^Flatten\(\): input must be a Tensor, got NoneType"):
         nn.Flatten()(None)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_batchnorm_eps_is_added_to_the_variance_inside_the_square_root():
+    bn = nn.BatchNorm(1, eps=3.0, momentum=None)
+    x = np.array([[1.0], [3.0]], np.float32)           # mean 2, biased variance 1, unbiased 2
+    np.testing.assert_allclose(bn(mf.tensor(x)).numpy(), [[-0.5], [0.5]], rtol=1e-6)     # (x - 2) / sqrt(1 + 3)
+    bn.eval()                                          # running mean 2, running var 2 (one batch, cumulative)
+    np.testing.assert_allclose(bn(mf.tensor(x)).numpy(), [[-1 / np.sqrt(5)], [1 / np.sqrt(5)]], rtol=1e-6)
+
+
+def test_batchnorm_without_affine_has_no_parameters():
+    bn = nn.BatchNorm(3, affine=False)
+    assert bn.weight is None and bn.bias is None and bn.parameters() == []
+    assert sorted(bn.state_dict()) == ["num_batches_tracked", "running_mean", "running_var"]
+    assert repr(bn) == "BatchNorm(3, affine=False)"
+    x = rng().standard_normal((6, 3)).astype(np.float32)
+    y = bn(mf.tensor(x)).numpy()
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def _assert_uniform_in(values, bound):
+    """Drawn from uniform(-bound, bound): within the bound, reaching close to it, with std bound/sqrt(3)."""
+    a = np.abs(values)
+    assert a.max() <= bound and a.max() > 0.9 * bound
+    assert abs(values.std() - bound / np.sqrt(3)) < 0.1 * bound
+
+
+def test_bias_init_like_pytorch():
+    mf.manual_seed(3)
+    _assert_uniform_in(nn.Dense(50, 400).bias.numpy(), 1 / np.sqrt(50))
+    _assert_uniform_in(nn.Conv(4, 400, 3).bias.numpy(), 1 / np.sqrt(4 * 9))
+    _assert_uniform_in(nn.ConvTranspose(4, 400, 3).bias.numpy(), 1 / np.sqrt(400 * 9))
+
+
+def test_conv_init_bounds_are_reached_with_groups_and_transposed():
+    mf.manual_seed(0)
+    _assert_uniform_in(nn.Conv(6, 64, 3, groups=2).weight.numpy(), 1 / np.sqrt(3 * 9))        # fan-in (6/2)·3·3
+    _assert_uniform_in(nn.ConvTranspose(6, 8, 3).weight.numpy(), 1 / np.sqrt(8 * 9))          # weight.shape[1]·3·3
+    _assert_uniform_in(nn.ConvTranspose(8, 6, 3, groups=2).weight.numpy(), 1 / np.sqrt(3 * 9))

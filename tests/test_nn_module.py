@@ -488,3 +488,27 @@ def test_a_buffer_cannot_replace_a_parameter_and_a_copy_keeps_its_own_rules():
     m.gain = nn.Parameter(np.ones(2, np.float32))
     with pytest.raises(TypeError, match=r"^Merger: cannot assign 'numpy.ndarray' as parameter 'gain'"):
         m.gain = np.ones(2)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_parallel_slice_keeps_a_connection_other_than_add():
+    a, b, c = nn.Dense(3, 2), nn.Dense(3, 2), nn.Dense(3, 2)
+    head = nn.Parallel(operator.mul, a, b, c)[:2]
+    assert head.connection is operator.mul
+    x = mf.randn(4, 3)
+    np.testing.assert_allclose(head(x).numpy(), (a(x) * b(x)).numpy(), rtol=1e-6)
+    assert repr(head) == "Parallel(*, Dense(3, 2), Dense(3, 2))"
+
+
+def test_a_shared_module_is_listed_once_by_named_modules():
+    shared = nn.Dense(2, 2)
+    inner = nn.Chain(shared, nn.Dropout(0.5))
+    net = nn.Chain(shared, inner, shared)
+    assert [name for name, _ in net.named_modules()] == ["", "layers.0", "layers.1", "layers.1.layers.1"]
+    assert len(list(net.modules())) == 4          # as PyTorch's modules(): each module once
+
+
+def test_a_shared_module_is_one_child():
+    shared, other = nn.Dense(2, 2), nn.Dense(2, 2)
+    children = list(nn.Chain(shared, other, shared).children())
+    assert len(children) == 2 and children[0] is shared and children[1] is other

@@ -212,7 +212,7 @@ def test_a_directory_is_refused_naming_the_function_and_path(fn, tmp_path):
 
 @pytest.mark.parametrize("fn", ["save", "load"])
 def test_a_path_that_is_not_a_path_is_refused(fn):
-    with pytest.raises(TypeError, match=rf"^{fn}: path must be a str or an os.PathLike, got NoneType"):
+    with pytest.raises(TypeError, match=rf"^{fn}: path must be a str, bytes or an os.PathLike, got NoneType"):
         getattr(serialization, fn)(Block(), None)
 
 
@@ -238,3 +238,14 @@ def test_a_failed_save_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         mf.save(nn.Dense(3, 2), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_a_bytes_path_saves_and_loads(tmp_path):
+    """``os.fspath`` accepts bytes, so save must too (it appended a str suffix to them and failed)."""
+    block, copy = Block(), Block(seed=5)
+    path = bytes(tmp_path / "block.npz")
+    assert mf.save(block, path) == str(tmp_path / "block.npz")
+    mf.load(copy, path)
+    assert values(copy).keys() == values(block).keys()
+    for name, a in values(block).items():
+        np.testing.assert_array_equal(values(copy)[name], a, err_msg=name)
