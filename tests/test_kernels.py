@@ -887,3 +887,160 @@ def test_includes_with_a_trailing_comment_are_pasted_in(tmp_path):
     (tmp_path / "k.cu").write_text('#include "val.h"  // the constant\n#include "val.h" /* again */\nint v = VAL;\n')
     text = K.expanded_source(tmp_path / "k.cu")
     assert "#define VAL 6" in text and '#include "val.h"' not in text
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+# ------------------------------------------------------------------ grid-stride loops past one grid (M01)
+def test_grid_stride_loops_cover_more_than_one_grid(device, monkeypatch):
+    """The 1-D kernels are grid-stride loops, but every other test's sizes fit in one grid (8192 blocks of
+    256): with the grid capped at 2 blocks, each thread must take several strides."""
+    monkeypatch.setattr(K, "MAX_BLOCKS", 2)   # _grid_1d reads it at call time
+    rng = np.random.default_rng(7)
+    x, b, g = rand(rng, 5, 7, 37), rand(rng, 7), rand(rng, 5, 7, 37)       # 1295 elements > 2 * 256
+    y = K.bias_act(dev(x, device), dev(b, device), "tanh")
+    close(y, R.bias_act_ref(x, b, "tanh", 1))
+    dx, _ = K.bias_act_backward(dev(g, device), y, "tanh", need_bias=False)
+    close(dx, R.bias_act_backward_ref(g, host(y), "tanh", 1, need_bias=False)[0])
+    ym, am = K.merger_forward(dev(x, device), dev(g, device), dev(b, device), "relu")
+    for got, want in zip((ym, am), R.merger_forward_ref(x, g, b, "relu")):
+        close(got, want)
+    B, H = 9, 70                                                            # B * H = 630
+    gi, gh, c = rand(rng, B, 4 * H), rand(rng, B, 4 * H), rand(rng, B, H)
+    hc, gates = K.lstm_cell_forward(dev(gi, device), dev(gh, device), dev(c, device))
+    h_ref, c_ref, gates_ref = R.lstm_cell_forward_ref(gi, gh, c)
+    close(hc, np.concatenate([h_ref, c_ref], axis=1))
+    close(gates, gates_ref)
+    dh, dc = rand(rng, B, H), rand(rng, B, H)
+    got = K.lstm_cell_backward(dev(np.concatenate([dh, dc], axis=1), device), gates, dev(c, device), hc)
+    for a, w in zip(got, R.lstm_cell_backward_ref(dh, dc, host(gates), c, host(hc)[:, H:])):
+        close(a, w)
+    gi3, gh3 = rand(rng, B, 3 * H), rand(rng, B, 3 * H)
+    h_new, saved = K.gru_cell_forward(dev(gi3, device), dev(gh3, device), dev(c, device))
+    for a, w in zip((h_new, saved), R.gru_cell_forward_ref(gi3, gh3, c)):
+        close(a, w)
+    got = K.gru_cell_backward(dev(dh, device), saved, dev(c, device))
+    for a, w in zip(got, R.gru_cell_backward_ref(dh, host(saved), c)):
+        close(a, w)
+    xi = rand(rng, 2, 3, 11, 13)
+    cols = K.im2col(dev(xi, device), 3, 2, (1, 2), (1, 0), (2, 1))
+    np.testing.assert_array_equal(host(cols), R.im2col_ref(xi, 3, 2, (1, 2), (1, 0), (2, 1)))
+    gc_ = rand(rng, *cols.shape)
+    close(K.col2im(dev(gc_, device), xi.shape, 3, 2, (1, 2), (1, 0), (2, 1)),
+          R.col2im_ref(gc_, xi.shape, 3, 2, (1, 2), (1, 0), (2, 1)))
+    xp_ = rand(rng, 2, 3, 20, 21)
+    yp, arg = K.maxpool_forward(dev(xp_, device), 2, 1, 1)
+    ryp, rarg = R.maxpool_forward_ref(xp_, 2, 1, 1)
+    np.testing.assert_array_equal(host(yp), ryp)
+    np.testing.assert_array_equal(host(arg), rarg)
+    gp = rand(rng, *ryp.shape)
+    close(K.maxpool_backward(dev(gp, device), dev(rarg, device), xp_.shape, 2, 1, 1),
+          R.maxpool_backward_ref(gp, rarg, xp_.shape, 2, 1, 1))
+    n = 1000
+    p, gg, buf = rand(rng, n), rand(rng, n), rand(rng, n)
+    rp, rbuf = p.copy(), buf.copy()
+    dp, dbuf = dev(p, device), dev(buf, device)
+    K.sgd_update(dp, dev(gg, device), dbuf, 0.1, 0.9, 0.1, 1e-2, True, False)
+    R.sgd_update_ref(rp, gg, rbuf, 0.1, 0.9, 0.1, 1e-2, True, False)
+    close(dp, rp, rtol=1e-5, atol=1e-6)
+    close(dbuf, rbuf, rtol=1e-5, atol=1e-6)
+    m, v = rand(rng, n) * 0.1, np.abs(rand(rng, n)) * 0.01
+    rp, rm, rv = p.copy(), m.copy(), v.copy()
+    dp, dm, dv = dev(p, device), dev(m, device), dev(v, device)
+    K.adam_update(dp, dev(gg, device), dm, dv, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3)
+    R.adam_update_ref(rp, gg, rm, rv, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3)
+    for a, w in ((dp, rp), (dm, rm), (dv, rv)):
+        close(a, w, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ softmax_xent (M09, M10)
+@pytest.mark.parametrize("at", [0, 255, 256, 700, 999])
+def test_softmax_xent_row_max_spans_every_thread_stride(device, at):
+    """K = 1000 > 256 threads: the row maximum must come from every strided pass, not only the first
+    blockDim.x logits. A max missed by 200 overflows exp (the mutant gives inf/NaN); the stable answer is
+    loss ~0 for the label at the peak and a one-hot-free gradient."""
+    K_ = 1000
+    logits = np.zeros((2, K_), np.float32)
+    logits[:, at] = 200.0
+    labels = np.array([at, (at + 1) % K_])
+    loss, grad = K.softmax_xent(dev(logits, device), dev(labels, device), 0.5, True)
+    rloss, rgrad = R.softmax_xent_ref(logits, labels, 0.5, True)
+    assert np.isfinite(host(loss)).all() and np.isfinite(host(grad)).all()
+    close(loss, rloss, rtol=1e-5, atol=1e-4)
+    close(grad, rgrad, atol=1e-6)
+    close(loss[1:], [200.0], rtol=1e-5, atol=1e-3)
+
+
+def test_softmax_xent_ignores_labels_at_or_past_K(device):
+    """'A label outside [0, K) marks an ignored row' on both sides: K and beyond, not only negatives."""
+    rng = np.random.default_rng(3)
+    logits = rand(rng, 5, 7)
+    labels = np.array([7, 8, -1, 0, 6])            # rows 0-2 ignored
+    loss, grad = K.softmax_xent(dev(logits, device), dev(labels, device), 1.0, True)
+    rloss, rgrad = R.softmax_xent_ref(logits, labels, 1.0, True)
+    close(loss, rloss, atol=1e-5)
+    close(grad, rgrad, atol=1e-6)
+    np.testing.assert_array_equal(host(loss)[:3], 0.0)
+    np.testing.assert_array_equal(host(grad)[:3], 0.0)
+    assert (host(loss)[3:] > 0).all()
+
+
+# ------------------------------------------------------------------ maxpool_bwd clamps its window range (M20)
+def test_maxpool_backward_reads_no_output_past_the_last_window(device):
+    """Floor mode leaves the last input row / column uncovered (H=5, k=s=2: OH=2, row 4 in no window).
+    Its gather range must be clamped to oh <= OH-1 (and ow <= OW-1): unclamped, the last plane reads argmax
+    and g past their ends. g and argmax are passed as views of larger buffers whose tails hold a matching
+    argmax and a gradient, so an unclamped read shows up as a gradient on the uncovered cells (without it,
+    the read is an out-of-bounds access that only an ASan run might see)."""
+    x = np.random.default_rng(1).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    y, arg = K.maxpool_forward(dev(x, device), 2)
+    ry, rarg = R.maxpool_forward_ref(x, 2)
+    n = rarg.size                                              # 4 outputs; OH = OW = 2
+    W = 5                                                      # the input width
+    arg_buf = np.full(n + 16, -1, np.int32)
+    arg_buf[:n] = rarg.reshape(-1)
+    g_buf = np.ones(n + 16, np.float32)
+    # what an unclamped gather would read: o = n + k names row 4 / column 4 cells
+    arg_buf[n:n + 2] = [4 * W + 0, 4 * W + 2]                 # (oh=2, ow=0), (oh=2, ow=1)
+    arg_buf[n + 2:n + 4] = [4 * W + 4, 4 * W + 4]
+    g_view = dev(g_buf, device)[:n].reshape(rarg.shape)
+    a_view = dev(arg_buf, device)[:n].reshape(rarg.shape)
+    dx = K.maxpool_backward(g_view, a_view, x.shape, 2)
+    want = R.maxpool_backward_ref(np.ones(rarg.shape, np.float32), rarg, x.shape, 2)
+    close(dx, want)
+    np.testing.assert_array_equal(host(dx)[0, 0, 4, :], 0.0)
+    np.testing.assert_array_equal(host(dx)[0, 0, :, 4], 0.0)
+
+
+# ------------------------------------------------------------------ should_use on mixed devices (M28)
+@pytest.mark.parametrize("m", ["emulate", "cuda"])
+def test_should_use_refuses_a_mix_of_cupy_and_numpy_arrays(m):
+    """A kernel launches on one device: CuPy operands next to a NumPy one must go to the array path (a
+    NumPy pointer handed to a GPU kernel is an illegal address), in either mode and either order."""
+    gpu, cpu = _FakeCupyArray(np.float32), np.zeros(6, np.float32)
+    with K.use(m):
+        assert K.should_use(gpu, _FakeCupyArray(np.float32))
+        assert not K.should_use(gpu, cpu)
+        assert not K.should_use(cpu, gpu)
+        assert not K.should_use(gpu, None, cpu)
+
+
+# ------------------------------------------------------------------ merger honours its layout (M30)
+@pytest.mark.parametrize("axis", [0, 2, 3])
+@pytest.mark.parametrize("as_triple", [False, True])
+def test_merger_channel_layout_other_than_axis_1(device, axis, as_triple):
+    """test_merger only uses the default channel axis 1; the op (fused.py) passes channel_view(shape, axis),
+    e.g. a channels-last feedback path."""
+    rng = np.random.default_rng(axis)
+    shape = [5, 5, 5, 5]
+    shape[axis] = 3           # the default axis 1 has 5 channels: ignoring the layout cannot pass
+    x, fb, g = rand(rng, *shape), rand(rng, *shape), rand(rng, *shape)
+    b = rand(rng, shape[axis])
+    layout = R.channel_layout(shape, axis) if as_triple else axis
+    y, a = K.merger_forward(dev(x, device), dev(fb, device), dev(b, device), "sigmoid", layout)
+    ry, ra = R.merger_forward_ref(x, fb, b, "sigmoid", axis)
+    close(y, ry)
+    close(a, ra)
+    dfb, db = K.merger_backward(dev(g, device), dev(ra, device), "sigmoid", layout)
+    rdfb, rdb = R.merger_backward_ref(g, ra, "sigmoid", axis)
+    close(dfb, rdfb)
+    close(db, rdb, rtol=1e-4, atol=1e-4)
