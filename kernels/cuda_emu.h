@@ -34,6 +34,10 @@
 //    thread waits at __syncthreads (or every lane named by a warp mask waits at the warp barrier) it
 //    releases them. Divergence (a thread that exits while others wait, a warp barrier reached by some lanes
 //    while others wait at __syncthreads) and deadlock are reported as an error, never a hang.
+//    These rounds are one legal schedule among many, and a gentle one: every fiber reaches its next barrier
+//    before any barrier is released, so no warp ever runs ahead of another. A race that needs one (a
+//    missing __syncthreads before shared memory is written again, say) is not seen here; compute-sanitizer's
+//    racecheck on a GPU (benchmarks/gpu_check.sh) is the check for those.
 //
 // Which of the two is needed is found per block at run time: thread 0 always starts as a fiber. If it
 // finishes without touching a barrier the kernel is barrier-free for this block and the remaining threads
