@@ -40,10 +40,12 @@ def _category(dtype) -> int:
 def promote_types(a, b) -> np.dtype:
     """PyTorch's ``promote_types``: the higher category wins, so an integer with a float gives the float.
 
-    Within a category NumPy's rules apply (``float32`` with ``float64`` gives ``float64``).
+    Within a category NumPy's rules apply (``float32`` with ``float64`` gives ``float64``), and so they do
+    for a float with a complex, whose precision the complex keeps (``float64`` with ``complex64`` gives
+    ``complex128``, as in PyTorch).
     """
     ca, cb = _category(a), _category(b)
-    if ca != cb:
+    if ca != cb and {ca, cb} != {2, 3}:
         return np.dtype(a if ca > cb else b)
     return np.promote_types(a, b)
 

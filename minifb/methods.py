@@ -123,6 +123,9 @@ Tensor.__pow__ = F.pow
 Tensor.__rpow__ = _reflected(F.pow, "**", "__rpow__")
 Tensor.__matmul__ = F.matmul
 Tensor.__rmatmul__ = _reflected(F.matmul, "@", "__rmatmul__")
+Tensor.__rmatmul__.__doc__ = ("``other @ self`` for a left operand that is not a Tensor: always refused, with "
+                              ":func:`minifb.functional.matmul`'s TypeError, since matmul takes Tensors only "
+                              "(wrap an array with ``mf.tensor``), as PyTorch's does.")
 Tensor.__neg__ = F.neg
 
 

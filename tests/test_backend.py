@@ -38,3 +38,40 @@ def test_manual_seed_takes_a_non_negative_integer():
     a = mf.randn(2).numpy()
     mf.manual_seed(3)
     np.testing.assert_array_equal(mf.randn(2).numpy(), a)
+
+
+@pytest.mark.parametrize("real, cplx, want", [("float64", "complex64", "complex128"),
+                                              ("float32", "complex64", "complex64"),
+                                              ("float16", "complex128", "complex128"),
+                                              ("int64", "complex64", "complex64")])
+def test_a_complex_with_a_float_keeps_the_floats_precision(real, cplx, want):
+    """PyTorch's promote_types: float64 with complex64 is complex128 (the category alone gave complex64)."""
+    for a, b in ((real, cplx), (cplx, real)):
+        assert backend.promote_types(a, b) == np.dtype(want)
+    x = mf.tensor(np.ones(2), dtype=real)
+    z = mf.tensor(np.ones(2, dtype=cplx))
+    assert (x + z).dtype == np.dtype(want) and (z * x).dtype == np.dtype(want)
+    torch = pytest.importorskip("torch")
+    assert str(torch.promote_types(getattr(torch, real), getattr(torch, cplx))).removeprefix("torch.") == want
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+class _FakeCupyArray:
+    """Stands for a CuPy array: minifb recognises one by its type's module name."""
+
+    __module__ = "cupy._core.core"
+
+
+def test_mixing_cpu_and_gpu_arrays_is_an_error():
+    with pytest.raises(ValueError, match="different devices"):
+        backend.array_module(np.zeros(2), _FakeCupyArray())
+    with pytest.raises(ValueError, match="different devices"):
+        backend.array_module(_FakeCupyArray(), 1.0, np.zeros(2))
+
+
+def test_a_numbered_cuda_device_is_cuda(monkeypatch):
+    monkeypatch.setattr(backend, "cuda_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CuPy with a GPU is not available"):
+        backend.check_device("cuda:0")
+    monkeypatch.setattr(backend, "cuda_available", lambda: True)
+    assert backend.check_device("cuda:1") == "cuda"

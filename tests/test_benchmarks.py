@@ -442,3 +442,124 @@ def test_conv_floor_copy_free_step_leaves_the_parameters_as_they_were():
         floor.measure(case, switch, rounds=2, settle_s=0.0)
         alone = runner.build("W2", None, "smoke")
         np.testing.assert_allclose(as_is, [alone.mf_step() for _ in as_is], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def _scripted_time_case(runner, monkeypatch, mine, theirs, first_losses=(2.3, 2.3), agreement=None, **kw):
+    """``time_case`` over a stand-in case whose timed steps take the given seconds (no real step, no pause);
+    returns the row and the order in which the two libraries' steps ran."""
+    order, times = [], {"minifb": list(mine), "torch": list(theirs)}
+
+    def pt_step():
+        return first_losses[1]
+
+    def fake_run_step(step, settle_s):
+        who = "torch" if step is pt_step else "minifb"
+        order.append(who)
+        return times[who].pop(0)
+
+    monkeypatch.setattr(runner, "_run_step", fake_run_step)
+    case = runner.Case("W1", "shape", lambda: first_losses[0], pt_step, 10 ** 9, agreement=agreement)
+    return runner.time_case(case, **kw), order
+
+
+def test_time_case_pairs_neighbouring_steps_and_alternates_who_goes_first(monkeypatch):
+    """The paired ratio is the median of the per-pair ratios (not a ratio of medians or means), the best ratio
+    compares the two fastest steps, and the libraries take turns going first (mf, pt, pt, mf, ...)."""
+    runner = _load_runner()
+    row, order = _scripted_time_case(runner, monkeypatch, mine=(1.0, 4.0, 2.0), theirs=(2.0, 1.0, 4.0),
+                                     steps=3, warmup=0, settle_s=0.0)
+    assert row["ratio_paired"] == 0.5                  # ratios 0.5, 4, 0.5; the medians' and means' ratio is 1
+    assert row["ratio"] == 1.0 and row["ratio_best"] == 1.0
+    assert row["minifb_all_s"] == [1.0, 4.0, 2.0] and row["torch_all_s"] == [2.0, 1.0, 4.0]
+    assert order == ["minifb", "torch", "torch", "minifb", "minifb", "torch"]
+    assert row["steps"] == 3 and row["loss_match"] and row["noisy"]   # paired 0.5x vs best 1.0x
+
+
+def test_time_case_stops_after_the_pair_that_passes_the_budget_but_times_two_pairs(monkeypatch):
+    runner = _load_runner()
+    row, _ = _scripted_time_case(runner, monkeypatch, mine=[1.0] * 10, theirs=[1.0] * 10,
+                                 steps=10, warmup=0, budget_s=1.5, settle_s=0.0)
+    assert row["steps"] == 2 and len(row["minifb_all_s"]) == len(row["torch_all_s"]) == 2
+    row, _ = _scripted_time_case(runner, monkeypatch, mine=[1.0] * 10, theirs=[1.0] * 10,
+                                 steps=10, warmup=0, budget_s=4.5, settle_s=0.0)
+    assert row["steps"] == 3                           # 4 s after two pairs is not past 4.5 s: a third pair
+
+
+@pytest.mark.parametrize("first_losses, agreement, match", [
+    ((2.3, 2.3), None, True),
+    ((2.3, 2.3 + 1e-4), None, True),       # within 1e-4 relative
+    ((2.3, 2.302), None, False),           # 1e-3 apart: not the same first step
+    ((None, None), 1e-5, True),            # a micro case: output and gradients within 1e-4 of PyTorch's
+    ((None, None), 1e-3, False),
+])
+def test_time_case_loss_match_tolerances(first_losses, agreement, match, monkeypatch):
+    runner = _load_runner()
+    row, _ = _scripted_time_case(runner, monkeypatch, mine=(1.0, 1.0), theirs=(1.0, 1.0),
+                                 first_losses=first_losses, agreement=agreement, steps=2, warmup=0, settle_s=0.0)
+    assert row["loss_match"] is match
+    assert runner.verdict(row) == ("ok" if match else "LOSS MISMATCH")
+
+
+def test_noise_gap_is_a_fraction_of_the_larger_ratio():
+    """Paired 1.3x against best 1.0x: a gap of 0.3, within 25% of 1.3 (0.325), so the row is steady (a MISS);
+    paired 1.4x against 1.0x is past it (0.35 of 0.4): NOISY."""
+    runner = _load_runner()
+    steady = _row(mine=(1.0, 1.3, 1.3))
+    assert steady["ratio_paired"] == 1.3 and steady["ratio_best"] == 1.0
+    assert runner.noise(steady) is None and runner.verdict(steady) == "MISS"
+    noisy = _row(mine=(1.0, 1.4, 1.4))
+    assert runner.noise(noisy) == "paired 1.40x vs best 1.00x" and runner.verdict(noisy) == "NOISY"
+
+
+def test_main_counts_only_ok_rows_as_targets_met_in_its_json(tmp_path, monkeypatch, capsys):
+    """``targets_met`` in the JSON: a NOISY row whose paired ratio is under its target is not met, nor is a
+    memory ratio over its target (W2's 1.5x); a steady row under its target is. Everything slow is stood in for."""
+    runner = _load_runner()
+    rows = {"W1": _row("W1", mine=(1.0, 1.0, 1.0), theirs=(1.0, 2.5, 1.0)),     # paired 1.0x <= 1.2x, but NOISY
+            "W2": _row("W2")}                                                  # 1.05x <= 1.5x, steady
+    assert runner.verdict(rows["W1"]) == "NOISY" and runner.verdict(rows["W2"]) == "ok"
+    monkeypatch.setattr(runner, "_import_torch", lambda threads: None)
+    monkeypatch.setattr(runner, "_limit_blas", lambda threads: None)
+    monkeypatch.setattr(runner, "environment", lambda: {"blas": "stub", "cpu": "stub", "cores": 2, "torch": "stub",
+                                                        "OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None})
+    monkeypatch.setattr(runner, "gemm_rate", lambda torch, n, settle_s=0: {"peak_gflops": 100.0,
+                                                                          "numpy_gflops": 100.0, "n": n})
+    monkeypatch.setattr(runner, "build", lambda name, torch, mode, T=None, device="cpu":
+                        runner.Case(name, "shape", lambda: 1.0, None, 10 ** 9))
+    monkeypatch.setattr(runner, "time_case", lambda case, *a, **k: dict(rows[case.name]))
+    monkeypatch.setattr(runner, "measure_memory", lambda cases, mode, threads: {
+        "W1": {"minifb_peak_rss": 100, "torch_peak_rss": 100}, "W2": {"minifb_peak_rss": 300, "torch_peak_rss": 100}})
+    monkeypatch.setattr(runner, "gpu_section", lambda *a, **k: {"skipped": "stub"})
+    out = tmp_path / "r.json"
+    runner.main(["--smoke", "--only", "W1,W2", "--no-scaling", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["targets_met"] == {"W1": False, "W2": True, "W2 memory": False}
+    assert [r["memory_ratio"] for r in result["rows"]] == [1.0, 3.0]
+    assert "| W1 |" in capsys.readouterr().out
+
+
+def test_linearity_flags_a_moderate_jump_and_ignores_a_pytorch_drop():
+    """A +40% marginal cost is past the 25% line; a PyTorch marginal cost that falls where minifb's rises does not
+    explain minifb's jump; two T values are too few to judge."""
+    runner = _load_runner()
+    Ts = (1, 2, 4, 8)
+
+    def note(mine, theirs):
+        return runner.linearity_note([{"T": T, "minifb_best_s": m, "torch_best_s": t}
+                                      for T, m, t in zip(Ts, mine, theirs)])
+
+    flat = (0.010, 0.020, 0.040, 0.080)
+    assert "NOT linear: T 4->8 +40%" in note((0.010, 0.020, 0.040, 0.096), flat)
+    drop = note((0.010, 0.020, 0.040, 0.120), (0.010, 0.020, 0.040, 0.056))   # PyTorch -60% there
+    assert "NOT linear: T 4->8 +100%" in drop and "PyTorch too" not in drop
+    assert note((0.010, 0.020, 0.040, 0.080), flat).endswith("linear in T (each within 25% of the median)")
+    assert runner.linearity_note([{"T": 1, "minifb_best_s": 0.01}, {"T": 2, "minifb_best_s": 0.02}]) \
+        == "too few T values to judge linearity"
+
+
+def test_a_loss_mismatch_outranks_noise():
+    """Two libraries that did not compute the same step are a LOSS MISMATCH, noisy timings or not."""
+    runner = _load_runner()
+    row = _row(mine=(1.0, 1.5, 1.6), theirs=(1.0, 1.0, 1.05), loss_match=False)
+    assert row["noisy"] and runner.verdict(row) == "LOSS MISMATCH"

@@ -955,3 +955,43 @@ def test_product_sum_evaluate_returns_a_fresh_array_each_time():
     first += 1.0
     assert total.evaluate() is not first
     np.testing.assert_allclose(total.evaluate(), first - 1.0)
+
+
+# ---------------------------------------------------------------- found by mutation testing (session 13)
+def test_an_array_or_list_left_of_at_is_refused_as_the_left_operand():
+    """``x @ t`` with ``x`` no Tensor reaches ``__rmatmul__``, i.e. ``F.matmul(x, t)``: matmul takes Tensors only,
+    and the message names ``x`` as argument 'a' (the left operand), with the hint to wrap it."""
+    t = mf.ones(3, 2)
+    for left in (np.ones((2, 3), np.float32), [[1.0, 2.0, 3.0]]):
+        with pytest.raises(TypeError, match=r"matmul: argument 'a' must be a minifb Tensor"):
+            left @ t
+
+
+def test_every_comparison_operator_compares_as_numpy():
+    t = mf.tensor([0.0, 1.0, 2.0])
+    for op in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+        got = getattr(t, op)(1.0)
+        assert got.dtype == np.bool_, op
+        np.testing.assert_array_equal(got.numpy(), getattr(t.numpy(), op)(1.0), err_msg=op)
+    np.testing.assert_array_equal((1.0 <= t).numpy(), [False, True, True])   # reflected: t >= 1
+
+
+def test_reflected_arithmetic_puts_the_other_operand_on_the_left():
+    """``2 / t`` is 2 divided by t (not t / 2), and so on for every reflected operator, with a number, a list
+    or an array on the left."""
+    t = mf.tensor([1.0, 2.0, 4.0])
+    for left in (2.0, [2.0, 2.0, 2.0], np.full(3, 2.0, np.float32)):
+        for op in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
+            got = op(left, t)
+            assert isinstance(got, mf.Tensor), (op, left)
+            np.testing.assert_allclose(got.numpy(), op(np.asarray(left, np.float32), t.numpy()), rtol=1e-6,
+                                       err_msg=f"{op.__name__} with {type(left).__name__} on the left")
+
+
+def test_T_reverses_the_axes_as_numpy_does():
+    for shape in ((2, 3), (3, 3), (2, 3, 4)):
+        a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        t = mf.tensor(a, requires_grad=True)
+        np.testing.assert_array_equal(t.T.numpy(), a.T)
+        (t.T * mf.tensor(a.T)).sum().backward()      # the gradient goes back through the transpose
+        np.testing.assert_array_equal(t.grad, a)
