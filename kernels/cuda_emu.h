@@ -30,14 +30,16 @@
 // 2. Fibers. A kernel that calls __syncthreads() or a warp intrinsic needs every thread of the block to
 //    reach the barrier before any continues. Each CUDA thread then becomes a fiber (a ucontext with its own
 //    small stack). A fiber runs until it reaches a barrier, where it records what it waits for and switches
-//    back to the block's scheduler. The scheduler resumes the runnable fibers round-robin; when every live
-//    thread waits at __syncthreads (or every lane named by a warp mask waits at the warp barrier) it
-//    releases them. Divergence (a thread that exits while others wait, a warp barrier reached by some lanes
-//    while others wait at __syncthreads) and deadlock are reported as an error, never a hang.
-//    These rounds are one legal schedule among many, and a gentle one: every fiber reaches its next barrier
-//    before any barrier is released, so no warp ever runs ahead of another. A race that needs one (a
-//    missing __syncthreads before shared memory is written again, say) is not seen here; compute-sanitizer's
-//    racecheck on a GPU (benchmarks/gpu_check.sh) is the check for those.
+//    back to the block's scheduler. The scheduler runs one warp at a time, the highest-numbered first: it
+//    resumes that warp's fibers and releases its warp barrier as soon as every lane the mask names waits
+//    there, until all of the warp's threads wait at __syncthreads or have finished; then the next warp.
+//    When every live thread waits at __syncthreads it releases them all. Divergence (a thread that exits
+//    while others wait, a warp barrier reached by some lanes while others wait at __syncthreads) and
+//    deadlock are reported as an error, never a hang.
+//    Running a warp a whole phase ahead of the others is one legal GPU schedule, chosen because it exposes
+//    a missing __syncthreads between reading shared memory and writing it again (a round-robin schedule,
+//    in which every fiber reaches its next barrier before any is released, hid that). It is still one
+//    schedule among many: compute-sanitizer's racecheck on a GPU (benchmarks/gpu_check.sh) is the full check.
 //
 // Which of the two is needed is found per block at run time: thread 0 always starts as a fiber. If it
 // finishes without touching a barrier the kernel is barrier-free for this block and the remaining threads
@@ -233,6 +235,44 @@ inline void wait_at(Wait kind, unsigned mask, const char* what) {
     threadIdx = f.tid;
 }
 
+// Releases warp `warp`'s barrier when every lane its mask names waits there (sets `released`).
+// Returns false (with r.error set) when a named lane does not exist, has exited or waits at __syncthreads.
+inline bool release_warp(BlockRunner& r, unsigned warp, bool& released) {
+    const unsigned n = r.nthreads, w0 = warp * 32;
+    released = false;
+    unsigned mask_seen = 0;
+    bool waiting = false;
+    for (unsigned t = w0; t < n && t < w0 + 32; ++t)
+        if (r.fibers[t].wait == Wait::Warp) { waiting = true; mask_seen = r.fibers[t].warp_mask; }
+    if (!waiting) return true;
+    bool ok = true;
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        if (!(mask_seen >> lane & 1u)) continue;
+        if (w0 + lane >= n) {   // undefined behaviour on a GPU: the emulator must not make it work
+            r.error = "warp barrier names lane " + std::to_string(lane) + " of warp " + std::to_string(warp) +
+                      ", which does not exist: the block has " + std::to_string(n) +
+                      " threads (a full-mask shuffle needs whole warps)";
+            return false;
+        }
+        Wait w = r.fibers[w0 + lane].wait;
+        if (w == Wait::Warp) continue;
+        if (w == Wait::Done || w == Wait::Block) {
+            r.error = "divergent warp barrier: lane " + std::to_string(lane) + " of warp " +
+                      std::to_string(warp) + " is named by the mask but " +
+                      (w == Wait::Done ? "has exited" : "waits at __syncthreads");
+            return false;
+        }
+        ok = false;   // a named lane still runs: not yet
+    }
+    if (!ok) return true;
+    for (unsigned lane = 0; lane < 32 && w0 + lane < n; ++lane)
+        if ((mask_seen >> lane & 1u) && r.fibers[w0 + lane].wait == Wait::Warp)
+            r.fibers[w0 + lane].wait = Wait::Running;
+    r.warp_gen[warp] += 1;
+    released = true;
+    return true;
+}
+
 // After a round in which every fiber ran until it waited or finished: release what can be released.
 // Returns false (with r.error set) on divergence or deadlock.
 inline bool release(BlockRunner& r, bool& all_done) {
@@ -250,36 +290,9 @@ inline bool release(BlockRunner& r, bool& all_done) {
     // Warp barriers first: a warp whose named lanes all wait at the warp barrier goes on.
     bool released = false;
     for (unsigned w0 = 0; w0 < n; w0 += 32) {
-        unsigned mask_seen = 0;
-        bool waiting = false;
-        for (unsigned t = w0; t < n && t < w0 + 32; ++t)
-            if (r.fibers[t].wait == Wait::Warp) { waiting = true; mask_seen = r.fibers[t].warp_mask; }
-        if (!waiting) continue;
-        bool ok = true;
-        for (unsigned lane = 0; lane < 32; ++lane) {
-            if (!(mask_seen >> lane & 1u)) continue;
-            if (w0 + lane >= n) {   // undefined behaviour on a GPU: the emulator must not make it work
-                r.error = "warp barrier names lane " + std::to_string(lane) + " of warp " + std::to_string(w0 / 32) +
-                          ", which does not exist: the block has " + std::to_string(n) +
-                          " threads (a full-mask shuffle needs whole warps)";
-                return false;
-            }
-            Wait w = r.fibers[w0 + lane].wait;
-            if (w == Wait::Warp) continue;
-            ok = false;
-            if (w == Wait::Done || w == Wait::Block) {
-                r.error = "divergent warp barrier: lane " + std::to_string(lane) + " of warp " +
-                          std::to_string(w0 / 32) + " is named by the mask but " +
-                          (w == Wait::Done ? "has exited" : "waits at __syncthreads");
-                return false;
-            }
-        }
-        if (!ok) continue;
-        for (unsigned lane = 0; lane < 32 && w0 + lane < n; ++lane)
-            if ((mask_seen >> lane & 1u) && r.fibers[w0 + lane].wait == Wait::Warp)
-                r.fibers[w0 + lane].wait = Wait::Running;
-        r.warp_gen[w0 / 32] += 1;
-        released = true;
+        bool this_one = false;
+        if (!release_warp(r, w0 / 32, this_one)) return false;
+        released = released || this_one;
     }
     if (released) return true;
 
@@ -331,12 +344,28 @@ inline bool run_block(BlockRunner& r) {
         make_fiber(r, t);
         resume(r, t);
     }
+    // Run ahead: the highest warp with runnable threads runs, its warp barriers released as soon as its
+    // lanes reach them, until all its threads wait at __syncthreads or have finished; only then does the
+    // next warp run. So one warp can be a whole phase ahead of another, as on a GPU, and a kernel that
+    // reuses shared memory without a __syncthreads in between reads the wrong values here too.
+    const unsigned nwarps = (n + 31) / 32;
     for (;;) {
-        bool all_done = false;
+        unsigned warp = nwarps;
+        for (unsigned w = nwarps; w-- > 0;) {
+            for (unsigned t = w * 32; t < n && t < w * 32 + 32; ++t)
+                if (r.fibers[t].wait == Wait::Running) { warp = w; break; }
+            if (warp != nwarps) break;
+        }
+        if (warp != nwarps) {
+            for (unsigned t = warp * 32; t < n && t < warp * 32 + 32; ++t)
+                if (r.fibers[t].wait == Wait::Running) resume(r, t);
+            bool released = false;
+            if (!release_warp(r, warp, released)) return false;
+            continue;
+        }
+        bool all_done = false;   // nothing can run: release the block barrier (or report what is stuck)
         if (!release(r, all_done)) return false;
         if (all_done) return true;
-        for (unsigned t = 0; t < n; ++t)
-            if (r.fibers[t].wait == Wait::Running) resume(r, t);
     }
 }
 

@@ -74,3 +74,19 @@ extern "C" __global__ void partial_warp_block(float* y) {
 extern "C" __global__ void xor_width16(const float* x, float* out) {
     out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], 16, 16);
 }
+
+// A shared-memory race that needs one warp to run ahead of another: each thread reads its partner's slot
+// in the other warp, passes a warp barrier, then writes its own slot again with no __syncthreads between
+// the read and the write (the bug of a block reduction missing its leading barrier). Launched with 64
+// threads; the emulator runs warp 1 a phase ahead, so warp 0 reads the overwritten values.
+extern "C" __global__ void write_after_read_race(float* out) {
+    __shared__ float s[64];
+    const int t = threadIdx.x;
+    s[t] = 1.0f;
+    __syncthreads();
+    const float seen = s[(t + 32) % 64];
+    __syncwarp();
+    s[t] = 2.0f;   // a correct kernel would __syncthreads() before this write
+    __syncthreads();
+    out[t] = seen;
+}

@@ -446,6 +446,16 @@ def test_emulator_barrier_shared_memory():
     np.testing.assert_array_equal(y, x.reshape(5, 96)[:, ::-1].ravel())
 
 
+def test_emulator_runs_a_warp_ahead_so_a_missing_barrier_shows():
+    """One warp runs a whole phase ahead of the others, as a GPU may schedule it: a shared-memory slot
+    written again without a __syncthreads after another warp read it is seen overwritten (a round-robin
+    schedule, where every thread reaches its next barrier before any is released, hid this race)."""
+    out = np.zeros(64, np.float32)
+    probe("write_after_read_race", (1,), (64,), out)
+    np.testing.assert_array_equal(out[32:], 1.0)   # warp 1 ran first and read warp 0's first values
+    np.testing.assert_array_equal(out[:32], 2.0)   # warp 0 then read what warp 1 had already overwritten
+
+
 def test_emulator_shuffles():
     nb, nt = 3, 64
     x = np.random.default_rng(0).standard_normal(nb * nt).astype(np.float32)
