@@ -72,6 +72,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define MINIFB_EMU_ASAN 1
 #endif
@@ -316,6 +317,10 @@ inline bool release(BlockRunner& r, bool& all_done) {
     return false;
 }
 
+#ifdef MINIFB_EMU_ASAN
+constexpr size_t kAbandonedBytes = 64 * 1024;   // more than a kernel's frames and an error message take
+#endif
+
 // Runs one block (blockIdx already set). Returns false, with r.error set, on divergence or deadlock.
 inline bool run_block(BlockRunner& r) {
     const unsigned n = blockDim.x * blockDim.y * blockDim.z;
@@ -332,7 +337,18 @@ inline bool run_block(BlockRunner& r) {
     resume(r, 0);
     if (r.fibers[0].wait == Wait::Done) {
         // No barrier in this block: the rest as a plain loop on this OS thread's stack.
-        if (setjmp(r.plain_abort) != 0) return false;
+        if (setjmp(r.plain_abort) != 0) {
+#ifdef MINIFB_EMU_ASAN
+            // The longjmp abandoned the kernel's frames below this one. ASan clears their poisoned scopes
+            // on a longjmp, but refuses to on a thread that has switched fibers ("ignoring requested
+            // __asan_handle_no_return"), and the stale poison then fails a later, innocent launch on this
+            // thread. So clear the abandoned region (dead frames only: nothing below this frame is live).
+            char here;
+            const uintptr_t top = reinterpret_cast<uintptr_t>(&here);
+            __asan_unpoison_memory_region(reinterpret_cast<void*>(top - kAbandonedBytes), kAbandonedBytes);
+#endif
+            return false;
+        }
         for (unsigned t = 1; t < n; ++t) {
             threadIdx = r.fibers[t].tid;
             r.invoke(r.invoke_arg);
