@@ -30,9 +30,10 @@
 // 2. Fibers. A kernel that calls __syncthreads() or a warp intrinsic needs every thread of the block to
 //    reach the barrier before any continues. Each CUDA thread then becomes a fiber (a ucontext with its own
 //    small stack). A fiber runs until it reaches a barrier, where it records what it waits for and switches
-//    back to the block's scheduler. The scheduler runs one warp at a time, the highest-numbered first: it
-//    resumes that warp's fibers and releases its warp barrier as soon as every lane the mask names waits
-//    there, until all of the warp's threads wait at __syncthreads or have finished; then the next warp.
+//    back to the block's scheduler. The scheduler runs one warp at a time (the highest-numbered first in
+//    even-numbered blocks, the lowest first in odd ones): it resumes that warp's fibers and releases its
+//    warp barrier as soon as every lane the mask names waits there, until all of the warp's threads wait
+//    at __syncthreads or have finished; then the next warp.
 //    When every live thread waits at __syncthreads it releases them all. Divergence (a thread that exits
 //    while others wait, a warp barrier reached by some lanes while others wait at __syncthreads) and
 //    deadlock are reported as an error, never a hang.
@@ -360,17 +361,20 @@ inline bool run_block(BlockRunner& r) {
         make_fiber(r, t);
         resume(r, t);
     }
-    // Run ahead: the highest warp with runnable threads runs, its warp barriers released as soon as its
-    // lanes reach them, until all its threads wait at __syncthreads or have finished; only then does the
-    // next warp run. So one warp can be a whole phase ahead of another, as on a GPU, and a kernel that
-    // reuses shared memory without a __syncthreads in between reads the wrong values here too.
+    // Run ahead: one warp with runnable threads runs, its warp barriers released as soon as its lanes
+    // reach them, until all its threads wait at __syncthreads or have finished; only then does another
+    // warp run. So one warp can be a whole phase ahead of another, as on a GPU, and a kernel that reuses
+    // shared memory without a __syncthreads in between reads the wrong values here too. Even-numbered
+    // blocks run their highest warp first, odd-numbered ones their lowest, so that a race shows whichever
+    // side of it must run ahead.
     const unsigned nwarps = (n + 31) / 32;
+    const bool highest_first = ((blockIdx.x + blockIdx.y + blockIdx.z) & 1u) == 0;
     for (;;) {
         unsigned warp = nwarps;
-        for (unsigned w = nwarps; w-- > 0;) {
+        for (unsigned i = 0; i < nwarps && warp == nwarps; ++i) {
+            const unsigned w = highest_first ? nwarps - 1 - i : i;
             for (unsigned t = w * 32; t < n && t < w * 32 + 32; ++t)
                 if (r.fibers[t].wait == Wait::Running) { warp = w; break; }
-            if (warp != nwarps) break;
         }
         if (warp != nwarps) {
             for (unsigned t = warp * 32; t < n && t < warp * 32 + 32; ++t)

@@ -77,8 +77,8 @@ extern "C" __global__ void xor_width16(const float* x, float* out) {
 
 // A shared-memory race that needs one warp to run ahead of another: each thread reads its partner's slot
 // in the other warp, passes a warp barrier, then writes its own slot again with no __syncthreads between
-// the read and the write (the bug of a block reduction missing its leading barrier). Launched with 64
-// threads; the emulator runs warp 1 a phase ahead, so warp 0 reads the overwritten values.
+// the read and the write (the bug of a block reduction missing its leading barrier). Launched with blocks
+// of 64 threads; the emulator runs one warp a phase ahead, so the other reads the overwritten values.
 extern "C" __global__ void write_after_read_race(float* out) {
     __shared__ float s[64];
     const int t = threadIdx.x;
@@ -88,5 +88,5 @@ extern "C" __global__ void write_after_read_race(float* out) {
     __syncwarp();
     s[t] = 2.0f;   // a correct kernel would __syncthreads() before this write
     __syncthreads();
-    out[t] = seen;
+    out[blockIdx.x * 64 + t] = seen;
 }

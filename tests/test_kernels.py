@@ -447,13 +447,16 @@ def test_emulator_barrier_shared_memory():
 
 
 def test_emulator_runs_a_warp_ahead_so_a_missing_barrier_shows():
-    """One warp runs a whole phase ahead of the others, as a GPU may schedule it: a shared-memory slot
-    written again without a __syncthreads after another warp read it is seen overwritten (a round-robin
-    schedule, where every thread reaches its next barrier before any is released, hid this race)."""
-    out = np.zeros(64, np.float32)
-    probe("write_after_read_race", (1,), (64,), out)
-    np.testing.assert_array_equal(out[32:], 1.0)   # warp 1 ran first and read warp 0's first values
-    np.testing.assert_array_equal(out[:32], 2.0)   # warp 0 then read what warp 1 had already overwritten
+    """One warp runs a whole phase ahead of the others, as a GPU may schedule it (the highest warp in even
+    blocks, the lowest in odd ones): a shared-memory slot written again without a __syncthreads after
+    another warp read it is seen overwritten (a round-robin schedule, where every thread reaches its next
+    barrier before any is released, hid this race)."""
+    out = np.zeros((2, 64), np.float32)
+    probe("write_after_read_race", (2,), (64,), out)
+    # block 0 runs its highest warp first: warp 1 read warp 0's first values, warp 0 then read warp 1's new ones
+    np.testing.assert_array_equal(out[0], np.repeat([2.0, 1.0], 32))
+    # block 1 runs its lowest warp first: the other way round
+    np.testing.assert_array_equal(out[1], np.repeat([1.0, 2.0], 32))
 
 
 def test_emulator_shuffles():
