@@ -403,6 +403,7 @@ inline T shuffle(unsigned mask, T v, int mode, int param, int width) {
     const int w = (width <= 0 || width > 32) ? 32 : width;
     const int base = static_cast<int>(lane) & ~(w - 1);
     int src = static_cast<int>(lane);
+    if (mode != 0) param &= 31;   // shfl.sync reads only the low 5 bits of an offset or lane mask (PTX ISA)
     switch (mode) {
         case 0: src = base + ((param % w) + w) % w; break;                           // __shfl_sync
         case 1: src = static_cast<int>(lane) - param; if (src < base) src = lane; break;  // up

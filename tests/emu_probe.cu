@@ -90,3 +90,84 @@ extern "C" __global__ void write_after_read_race(float* out) {
     __syncthreads();
     out[blockIdx.x * 64 + t] = seen;
 }
+
+// ---------------------------------------------------------------- added by mutation testing (session 13)
+// Shuffles with width 8 (blockDim.x a multiple of 32): up/down stop at the 8-lane segment's edge, an index
+// wraps modulo the width (negative and past-the-width ones too).
+extern "C" __global__ void shuffles_width8(const float* x, float* up, float* down, float* neg, float* big) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const float v = x[g];
+    up[g] = __shfl_up_sync(0xffffffffu, v, 3, 8);
+    down[g] = __shfl_down_sync(0xffffffffu, v, 3, 8);
+    neg[g] = __shfl_sync(0xffffffffu, v, -1, 8);
+    big[g] = __shfl_sync(0xffffffffu, v, 11, 8);
+}
+
+// An inclusive prefix sum by __shfl_up_sync (Hillis-Steele): lane l reads lane l-d, which has already gone
+// on to its next shuffle when the emulator resumes lanes in order, so the exchange must be double-buffered.
+extern "C" __global__ void warp_scan(const float* x, float* out) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const int lane = threadIdx.x & 31;
+    float v = x[g];
+    for (int d = 1; d < 32; d <<= 1) {
+        const float o = __shfl_up_sync(0xffffffffu, v, d);
+        if (lane >= d) v += o;
+    }
+    out[g] = v;
+}
+
+// xor shuffle by 1 in a 3-D block: lanes follow the linear thread id x + bx * (y + by * z).
+extern "C" __global__ void shuffle_3d(const float* x, float* out) {
+    const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int g = b * blockDim.x * blockDim.y * blockDim.z + t;
+    out[g] = __shfl_xor_sync(0xffffffffu, x[g], 1) + 1000.0f * __shfl_sync(0xffffffffu, x[g], 31);
+}
+
+// Integer and float atomics: every thread takes a ticket (the old value), raises a maximum.
+extern "C" __global__ void atomics(int* counter, int* tickets, int* maxv, int* max_old, float* facc,
+                                   float* fold, unsigned* ucounter, int n) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n) return;
+    tickets[g] = atomicAdd(counter, 1);
+    max_old[g] = atomicMax(maxv, (g * 7919) % n);
+    fold[g] = atomicAdd(facc, 1.0f);
+    atomicAdd(ucounter, 2u);
+}
+
+// The write-after-read race of write_after_read_race, in a 3-D grid: the run-ahead order flips with the
+// parity of blockIdx.x + blockIdx.y + blockIdx.z.
+extern "C" __global__ void write_after_read_race_3d(float* out) {
+    __shared__ float s[64];
+    const int t = threadIdx.x;
+    const int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    s[t] = 1.0f;
+    __syncthreads();
+    const float seen = s[(t + 32) % 64];
+    __syncwarp();
+    s[t] = 2.0f;
+    __syncthreads();
+    out[b * 64 + t] = seen;
+}
+
+// Lanes 0..15 wait at __syncwarp while lanes 16..31 wait at __syncthreads: divergence, never a release.
+extern "C" __global__ void warp_vs_block_barrier(float* y) {
+    if (threadIdx.x < 16) __syncwarp(); else __syncthreads();
+    y[threadIdx.x] = 1.0f;
+}
+
+// Lane 0 waits at __syncwarp(0x3) for lane 1, which has exited; lanes 2..31 pass a barrier of their own.
+extern "C" __global__ void warp_barrier_on_an_exited_lane(float* y) {
+    const unsigned lane = threadIdx.x & 31;
+    if (lane == 1) return;
+    if (lane == 0) __syncwarp(0x3u); else __syncwarp(0xfffffffcu);
+    y[threadIdx.x] = 1.0f;
+}
+
+// Offsets of 32 or more: shfl.sync reads only their low 5 bits, so 33 acts as 1.
+extern "C" __global__ void shuffle_offsets_past_31(const float* x, float* down, float* xr, float* up) {
+    const int t = threadIdx.x;
+    down[t] = __shfl_down_sync(0xffffffffu, x[t], 33);
+    xr[t] = __shfl_xor_sync(0xffffffffu, x[t], 33);
+    up[t] = __shfl_up_sync(0xffffffffu, x[t], 33);
+}

@@ -1057,3 +1057,145 @@ def test_merger_channel_layout_other_than_axis_1(device, axis, as_triple):
     rdfb, rdb = R.merger_backward_ref(g, ra, "sigmoid", axis)
     close(dfb, rdfb)
     close(db, rdb, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the emulator, found by mutation testing (session 13)
+def test_emulator_shuffles_of_width_8_stay_in_their_segment():
+    """up/down keep the lane's own value past the 8-lane segment's edge (not the warp's), and an index
+    shuffle wraps modulo the width, a negative or past-the-width lane included (CUDA: srcLane % width)."""
+    x = np.arange(2 * 64, dtype=np.float32)
+    outs = [np.zeros_like(x) for _ in range(4)]
+    probe("shuffles_width8", (2,), (64,), x, *outs)
+    w, lane = x.reshape(-1, 8), np.arange(8)
+    np.testing.assert_array_equal(outs[0].reshape(-1, 8), np.where(lane >= 3, w[:, np.maximum(lane - 3, 0)], w))
+    np.testing.assert_array_equal(outs[1].reshape(-1, 8), np.where(lane + 3 < 8, w[:, np.minimum(lane + 3, 7)], w))
+    np.testing.assert_array_equal(outs[2].reshape(-1, 8), np.repeat(w[:, 7:8], 8, axis=1))   # lane -1 -> 7
+    np.testing.assert_array_equal(outs[3].reshape(-1, 8), np.repeat(w[:, 3:4], 8, axis=1))   # lane 11 -> 3
+
+
+def test_emulator_back_to_back_up_shuffles_read_the_values_of_their_own_round():
+    """A lane that already went on to its next shuffle must not overwrite the value a higher lane has still
+    to read from the previous one (the exchange is double-buffered by the warp's barrier count)."""
+    x = np.random.default_rng(1).integers(-50, 50, 3 * 64).astype(np.float32)
+    out = np.zeros_like(x)
+    probe("warp_scan", (3,), (64,), x, out)
+    np.testing.assert_array_equal(out.reshape(-1, 32), np.cumsum(x.reshape(-1, 32), axis=1))
+
+
+def test_emulator_shuffles_in_a_3d_block_use_the_linear_thread_id():
+    grid, block = (2, 1, 1), (8, 4, 2)          # 64 threads: blockDim.y != blockDim.z
+    x = np.arange(128, dtype=np.float32)
+    out = np.zeros_like(x)
+    probe("shuffle_3d", grid, block, x, out)
+    w = x.reshape(-1, 32)
+    np.testing.assert_array_equal(out.reshape(-1, 32), w[:, np.arange(32) ^ 1] + 1000 * w[:, 31:32])
+
+
+@pytest.mark.parametrize("grid,block", [((2, 3, 4), (3, 2, 4)), ((4, 3, 2), (2, 4, 3))])
+def test_emulator_3d_index_with_distinct_extents(grid, block):
+    """Every extent differs, so a y/z mix-up in the blockIdx or threadIdx decomposition shows (the
+    original test's grid (3, 2, 2) has y == z)."""
+    n = int(np.prod(grid) * np.prod(block))
+    out = np.full(4 * n, -1, dtype=np.int32)     # slack: a wrong decomposition writes past n, not past the array
+    probe("index3d", grid, block, out)
+    np.testing.assert_array_equal(out[:n], np.arange(n))
+    assert (out[n:] == -1).all()
+
+
+def test_emulator_atomics_return_the_old_value():
+    n = 1000
+    counter, maxv, facc = np.zeros(1, np.int32), np.full(1, -1, np.int32), np.zeros(1, np.float32)
+    ucounter = np.zeros(1, np.uint32)
+    tickets, max_old, fold = np.full(n, -9, np.int32), np.full(n, -9, np.int32), np.full(n, -9, np.float32)
+    probe("atomics", (4,), (256,), counter, tickets, maxv, max_old, facc, fold, ucounter, np.int32(n))
+    assert counter[0] == n and facc[0] == n and ucounter[0] == 2 * n
+    np.testing.assert_array_equal(np.sort(tickets), np.arange(n))          # each old value once
+    np.testing.assert_array_equal(np.sort(fold), np.arange(n, dtype=np.float32))
+    assert maxv[0] == n - 1                                                # (g * 7919) % n: a permutation
+    assert (max_old == -1).sum() == 1 and ((max_old >= -1) & (max_old <= n - 1)).all()
+
+
+def test_emulator_run_ahead_order_follows_the_parity_of_all_three_block_indices():
+    out = np.zeros((4, 64), np.float32)
+    probe("write_after_read_race_3d", (2, 2), (64,), out)
+    hi_first, lo_first = np.repeat([2.0, 1.0], 32), np.repeat([1.0, 2.0], 32)
+    for b, (bx, by) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        np.testing.assert_array_equal(out[b], hi_first if (bx + by) % 2 == 0 else lo_first)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("warp_vs_block_barrier", r"divergent warp barrier: lane 16 of warp 0 is named by the mask but waits at __syncthreads"),
+    ("warp_barrier_on_an_exited_lane", r"divergent warp barrier: lane 1 of warp 0 is named by the mask but has exited"),
+])
+def test_emulator_reports_warp_barrier_divergence_precisely(name, message):
+    y = np.zeros(32, dtype=np.float32)
+    with pytest.raises(RuntimeError, match=message):
+        probe(name, (1,), (32,), y)
+
+
+def test_emulator_library_itself_refuses_a_block_over_1024_threads():
+    """The C entry point checks the block size too (the Python check is not the only guard)."""
+    import ctypes
+    k = K.load_module(PROBE, "emulate").get_function("index3d")
+    out = np.zeros(2048, np.int32)
+    holder = ctypes.c_void_p(out.ctypes.data)
+    argv = (ctypes.c_void_p * 1)(ctypes.addressof(holder))
+    err = ctypes.create_string_buffer(1024)
+    assert k._fn(1, 1, 1, 2048, 1, 1, argv, err, 1024) == 1
+    assert b"invalid launch configuration" in err.value and not out.any()
+
+
+def test_emulated_launch_refuses_a_grid_z_past_the_gpus_limit():
+    y = np.zeros(8, np.float32)
+    with pytest.raises(RuntimeError, match="invalid launch configuration"):
+        probe("oob_write", (1, 1, 70000), (8,), y, np.int32(8), np.int32(0))
+
+
+def test_launch_checks_scalar_and_array_arguments_exactly():
+    y = np.zeros(16, dtype=np.float32)
+    with pytest.raises(TypeError, match="np.int32"):                   # 8 bytes where the kernel reads 4
+        probe("oob_write", (1,), (8,), y, np.int64(8), np.int32(0))
+    with pytest.raises(TypeError, match="np.int32"):
+        probe("oob_write", (1,), (8,), y, np.float32(8), np.int32(0))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        probe("oob_write", (1,), (8,), y[::2], np.int32(8), np.int32(0))
+    with pytest.raises(TypeError, match="float32"):                    # same item size, wrong type
+        probe("oob_write", (1,), (8,), y.view(np.int32), np.int32(8), np.int32(0))
+    ro = y.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        probe("oob_write", (1,), (8,), ro, np.int32(8), np.int32(0))
+    assert not y.any()
+
+
+def test_emulation_cache_key_covers_cuda_emu_h(tmp_path, monkeypatch):
+    """A change to cuda_emu.h alone must rebuild the library, not reuse a stale one from the cache."""
+    src = tmp_path / "kernels"
+    src.mkdir()
+    header = (K.source_dir() / "cuda_emu.h").read_text()
+    (src / "cuda_emu.h").write_text(header)
+    cu = src / "mark.cu"
+    cu.write_text('#ifndef __CUDACC__\n#include "cuda_emu.h"\n#endif\n'
+                  'extern "C" __global__ void mark(int* y) {\n#ifdef EMU_MARK\n y[0] = 1;\n#else\n y[0] = 2;\n'
+                  '#endif\n}\n')
+    monkeypatch.setattr(K, "source_dir", lambda: src)
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path / "cache"))
+    y = np.zeros(1, np.int32)
+    K.EmuModule(cu).get_function("mark")((1,), (1,), (y,))
+    assert y[0] == 2
+    (src / "cuda_emu.h").write_text(header + "\n#define EMU_MARK 1\n")
+    K.EmuModule(cu).get_function("mark")((1,), (1,), (y,))
+    assert y[0] == 1
+
+
+def test_emulator_shuffle_offsets_use_their_low_5_bits_as_ptx_does():
+    """PTX's shfl.sync reads only bits 4:0 of an up/down offset or xor mask: 33 acts as 1 (the emulator
+    used the whole value, so every such shuffle returned the lane's own value)."""
+    x = np.arange(32, dtype=np.float32) * 3 + 1
+    down, xr, up = (np.zeros_like(x) for _ in range(3))
+    probe("shuffle_offsets_past_31", (1,), (32,), x, down, xr, up)
+    lane = np.arange(32)
+    np.testing.assert_array_equal(down, x[np.minimum(lane + 1, 31)])
+    np.testing.assert_array_equal(xr, x[lane ^ 1])
+    np.testing.assert_array_equal(up, x[np.maximum(lane - 1, 0)])
+
