@@ -124,6 +124,12 @@ def sum_array(a, axis=None, keepdims=False):
     return a.sum(axis=axis, keepdims=keepdims)
 
 
+def is_writable(array) -> bool:
+    """Whether ``array`` may be written in place: NumPy's ``writeable`` flag (False for a broadcast view or a
+    read-only memory map); a CuPy array has no such flag and is always writable."""
+    return getattr(array.flags, "writeable", True)
+
+
 def is_int(value) -> bool:
     """Whether ``value`` is an integer (Python or NumPy), not a bool: the check for axes, sizes and counts."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

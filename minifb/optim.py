@@ -65,7 +65,7 @@ def _param_list(params, owner: str) -> list:
 
 def _check_writable(owner: str, i: int, p) -> None:
     """Refuse a parameter on a read-only array (a broadcast view, say): an optimiser updates it in place."""
-    if not getattr(p.data.flags, "writeable", True):   # CuPy arrays have no such flag: always writable
+    if not backend.is_writable(p.data):
         raise ValueError(f"{owner}: params[{i}] (shape {p.data.shape}) is a read-only array; an optimiser "
                          "updates parameters in place, so give it a writable copy (e.g. Parameter(array.copy()))")
 
@@ -281,7 +281,7 @@ class Optimizer:
             return False
         if any(getattr(p.grad, "shape", None) != p.data.shape for p in self.params):
             return False    # a missing gradient, or one of another shape or type: the checked per-parameter path
-        if not all(getattr(p.data.flags, "writeable", True) for p in self.params):
+        if not all(backend.is_writable(p.data) for p in self.params):
             return False    # a read-only parameter: the per-parameter path refuses it (packing would hide it)
         if not kernels.should_use(*(p.data for p in self.params), *(p.grad for p in self.params)):
             return False

@@ -365,7 +365,7 @@ class Module:
             raise (ValueError if mismatched or unconvertible else KeyError)(message)
         for name, value in converted.items():
             target = own[name]
-            if getattr(target.data.flags, "writeable", True):   # CuPy arrays have no such flag: writable
+            if backend.is_writable(target.data):
                 backend.array_module(target.data).copyto(target.data, value)
             else:
                 target.data = value
