@@ -29,10 +29,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))   # run.py, for its argument parser of counts
 
 from minifb import backend  # noqa: E402
 from minifb import kernel_refs as R  # noqa: E402
 from minifb import kernels as K  # noqa: E402
+from run import _positive_int  # noqa: E402  counts >= 1: no median of 0 samples, no time per call of 0
 
 REPORT = ROOT / "benchmarks" / "results" / "kernel_registers.txt"
 F4 = 4  # bytes per float32
@@ -195,17 +197,6 @@ def print_register_report():
         print(REPORT.read_text())
     else:
         print("(no report: run tests/test_kernels.py on a machine with nvcc or NVRTC)")
-
-
-def _positive_int(text: str) -> int:
-    """``--repeat`` / ``--burst``: an integer >= 1 (0 samples has no median, a burst of 0 no time per call)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv=None):
