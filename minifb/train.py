@@ -45,6 +45,7 @@ import numpy as np
 
 from . import backend, checks, data as mfdata
 from . import functional as F
+from .nn import Dropout, Module, Recur, detach_state, reset_state
 from .tensor import Tensor, data_of, no_grad
 
 __all__ = [
@@ -176,8 +177,6 @@ class _Batch:
     """
 
     def __init__(self, net, x: Tensor):
-        from .nn import Dropout, Module, Recur, reset_state
-
         self.net = net
         modules = list(net.modules()) if isinstance(net, Module) else []
         inner = [m for m in modules if isinstance(m, Recur)]
@@ -193,8 +192,6 @@ class _Batch:
 
     def detach(self):
         """Cut the tape at the current state, keeping its values (truncated BPTT)."""
-        from .nn import detach_state
-
         detach_state(self.top)   # called only when the steps vary (otherwise the model runs once)
 
 
