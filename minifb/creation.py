@@ -95,9 +95,14 @@ def _from_python(data):
 
 
 def _check_numeric(original, array):
-    """Refuse data that is not numbers or booleans (None, strings, dicts, object arrays)."""
+    """Refuse data that is not numbers or booleans (None, strings, dicts, object arrays), or integers past 64 bits."""
     if array.dtype.kind in _NUMERIC_KINDS:
         return
+    big = next((v for v in _leaves(original) if isinstance(v, numbers.Integral) and not -(1 << 63) <= v < (1 << 64)),
+               None) if not hasattr(original, "shape") else None
+    if big is not None:   # NumPy makes an object array of it
+        raise OverflowError(f"tensor: the integer {int(big)} does not fit in int64 (nor uint64); write it as "
+                            f"a float for a floating-point tensor")
     if hasattr(original, "shape"):
         got = f"an array of dtype {array.dtype}"
     elif isinstance(original, (list, tuple)):
@@ -140,6 +145,8 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
             for non-floating data.
         ValueError: ``data`` is a ragged nested list (its rows differ in length), or ``device`` is
             neither ``"cpu"`` nor ``"cuda"``.
+        OverflowError: ``data`` holds a Python int past 64 bits (``2 ** 70``), which NumPy keeps only
+            as an object.
         RuntimeError: ``device="cuda"`` without CuPy and a GPU.
 
     Example:

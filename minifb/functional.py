@@ -86,20 +86,32 @@ def _promote(name, *values, floating=False, device=None) -> list:
     out = []
     for v in values:
         if isinstance(v, Tensor):
-            out.append(_cast(v, dtype))
+            try:
+                out.append(_cast(v, dtype))
+            except TypeError as err:   # a tensor requiring grad promoted to complex: say which op did it
+                raise TypeError(f"{name}: {err}") from None
         elif isinstance(v, numbers.Number):
-            out.append(Tensor(backend.xp_for(device).asarray(_number_as(v, dtype), dtype=dtype)))
+            out.append(Tensor(backend.xp_for(device).asarray(_number_as(name, v, dtype), dtype=dtype)))
         else:
             out.append(Tensor(backend.to_device(v, device).astype(dtype, copy=False)))
     return out
 
 
-def _number_as(v, dtype):
+def _number_as(name, v, dtype):
     """A Python number as a NumPy scalar of ``dtype``; an integer outside an integer dtype's range wraps
-    around as in C and PyTorch (``uint8 - 3`` after ``uint8 + (-3)``), where NumPy 2 would raise."""
+    around as in C and PyTorch (``uint8 - 3`` after ``uint8 + (-3)``), where NumPy 2 would raise.
+
+    Raises:
+        OverflowError: an integer that fits neither int64 nor uint64 (PyTorch refuses it too): wrapping
+            it modulo 2**64 would silently drop its high bits.
+    """
     if dtype.kind in "iu" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
         info = np.iinfo(dtype)
         if not info.min <= v <= info.max:
+            if not -(1 << 63) <= v < (1 << 64):
+                raise OverflowError(f"{name}: the integer {int(v)} is out of range for 64-bit integers (int64 "
+                                    f"and uint64), with a tensor of dtype {dtype}; write it as a float for a "
+                                    f"floating-point result")
             return np.array(int(v) % (1 << info.bits), dtype=np.uint64).astype(dtype)
     return v
 
@@ -707,9 +719,11 @@ def linear(x, w, b=None) -> Tensor:
     _check_tensor("linear", "w", w)
     if b is not None:
         _check_tensor("linear", "b", b)
-    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+    if w.ndim != 2:
+        raise ValueError(f"linear: the weight must be 2-D, of shape (out, in), got shape {w.shape}")
+    if x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: weight of shape {w.shape} expects inputs with last dimension "
-                         f"{w.shape[1] if w.ndim == 2 else '?'}, got input of shape {x.shape}")
+                         f"{w.shape[1]}, got input of shape {x.shape}")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape {w.shape}")
     return mm.Linear.apply(*_promote("linear", x, w, *([] if b is None else [b])))

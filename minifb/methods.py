@@ -4,7 +4,11 @@ Kept apart from :mod:`minifb.tensor` so the tape machinery knows no particular
 op (except :meth:`Tensor.to`'s ``ToDevice`` and the ``ProductSum`` gradients
 of :class:`~minifb.ops.matmul.Linear`; see :mod:`minifb.tensor`).
 Comparisons return boolean tensors, and the bitwise operators ``& | ^ ~``
-work on boolean and integer tensors; neither is ever differentiated.
+work on boolean and integer tensors; neither is ever differentiated.  The
+in-place operators ``+= -= *= /= **= &= |= ^=`` write into the tensor's own
+array and record nothing (a manual optimiser step under ``mf.no_grad()``);
+while the tape records, with a tensor that requires grad, they record the
+out-of-place op instead, and refuse a parameter as PyTorch does.
 """
 
 import numbers
@@ -14,7 +18,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .tensor import Tensor
+from .tensor import Tensor, data_of, is_grad_enabled, no_grad
 
 
 def _reflected(fn, symbol, name):
@@ -29,16 +33,29 @@ def _reflected(fn, symbol, name):
     return reflected
 
 
-def _compare(name):
+def _compare(name, symbol):
+    fn = getattr(operator, name.strip("_"))
+
     def compare(self, other):
         raw = _raw_operand(other, self.device)
         if raw is None:
             return NotImplemented
-        return Tensor(getattr(self.data, name)(raw))
+        return Tensor(_broadcasting(symbol, fn, self.data, raw))
 
     compare.__name__ = name
-    compare.__doc__ = f"Elementwise comparison ``{name}`` (boolean result, no gradient)."
+    compare.__doc__ = (f"Elementwise comparison ``self {symbol} other`` (boolean result, no gradient).\n\n"
+                       f"Raises:\n    ValueError: the shapes do not broadcast together.")
     return compare
+
+
+def _broadcasting(symbol, fn, a, b):
+    """``fn(a, b)`` on arrays or numbers, with a broadcast error that names ``symbol`` and both shapes, as
+    arithmetic's does, instead of NumPy's bare message."""
+    try:
+        return fn(a, b)
+    except ValueError:
+        F._check_broadcast(symbol, np.shape(a), np.shape(b))
+        raise
 
 
 def _raw_operand(value, device):
@@ -63,8 +80,9 @@ def _check_bitwise(symbol, *operands):
                 for v in operands]
     if not all(integral):
         names = [str(v.dtype) if hasattr(v, "dtype") else type(v).__name__ for v in operands]
+        example = "~(x > 0)" if symbol == "~" else f"(x > 0) {symbol} (x < 1)"
         raise TypeError(f"{symbol}: only boolean and integer tensors are supported, got {' and '.join(names)}; "
-                        f"for a mask, compare first, e.g. (x > 0) {symbol} (x < 1)")
+                        f"for a mask, compare first, e.g. {example}")
 
 
 def _bitwise(fn, symbol, name, reflected=False):
@@ -77,7 +95,7 @@ def _bitwise(fn, symbol, name, reflected=False):
         _check_bitwise(symbol, a, b)
         backend.array_module(a, b)  # a clear error for operands on different devices
         dtype = backend.result_type(a, b)  # promoted as arithmetic is (int32 & a 0-d int64 -> int32)
-        out = fn(*[v.astype(dtype, copy=False) if hasattr(v, "dtype") else v for v in (a, b)])
+        out = _broadcasting(symbol, fn, *[v.astype(dtype, copy=False) if hasattr(v, "dtype") else v for v in (a, b)])
         # NumPy 1.x's value-based casting widens a 0-d array with a Python int; the rule above decides
         return Tensor(out if out.dtype == dtype else out.astype(dtype))
 
@@ -96,6 +114,77 @@ def _invert(self):
     """
     _check_bitwise("~", self.data)
     return Tensor(~self.data)
+
+
+def _inplace(out_of_place, symbol, name):
+    """The in-place operator ``self <symbol>= other``, which writes ``self <symbol> other`` into ``self.data``."""
+    def inplace(self, other):
+        if is_grad_enabled() and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)):
+            if self.requires_grad and self.is_leaf:
+                raise RuntimeError(
+                    f"{symbol}=: a leaf tensor that requires grad (a parameter) updated in place while the tape "
+                    f"is recording, as PyTorch refuses too; update it under `with mf.no_grad():` as an optimiser "
+                    f"does, or write y = x {symbol} other for a new, recorded tensor")
+            # The tape records no in-place ops: record the out-of-place one and let Python bind its result to the
+            # name (``loss += step_loss`` in a BPTT loop). Other references keep the old tensor, whose values the
+            # ops that saved them still need.
+            return out_of_place(self, other)
+        if not backend.is_writable(self.data):
+            raise ValueError(f"{symbol}=: the tensor of shape {self.shape} is a read-only array (a broadcast view, "
+                             f"say); use x = x {symbol} y, or make it writable with mf.tensor(x) (a copy)")
+        with no_grad():
+            out = out_of_place(self, other)
+        if out is NotImplemented:   # an operand the operator does not take: Python raises its TypeError
+            return NotImplemented
+        if out.shape != self.shape:
+            raise ValueError(f"{symbol}=: the result's broadcast shape {out.shape} differs from the shape "
+                             f"{self.shape} of the tensor updated in place (other operand of shape "
+                             f"{np.shape(data_of(other))}); write x = x {symbol} y for a new tensor")
+        if not np.can_cast(out.dtype, self.dtype, "same_kind"):
+            raise TypeError(f"{symbol}=: the result's dtype {out.dtype} cannot be cast to the dtype {self.dtype} "
+                            f"of the tensor updated in place; write x = x {symbol} y for a new tensor")
+        self.data[...] = out.data
+        self._version += 1   # graphs recorded before this update can no longer backward
+        return self
+
+    inplace.__name__ = inplace.__qualname__ = name
+    inplace.__doc__ = f"""``self {symbol}= other``: update ``self.data`` in place with ``self {symbol} other``.
+
+    ``self {symbol} other`` is computed as the operator does (broadcasting, type promotion), then written
+    into ``self``'s array, cast to its dtype; views of that array see the update, as in NumPy and PyTorch.
+    No op is recorded, so it is for updates outside the tape, the manual SGD step::
+
+        with mf.no_grad():
+            for p in params:
+                p -= lr * p.grad
+
+    The update increases the tensor's version, so backward through a graph recorded before it is refused.
+
+    While the tape is recording and ``self`` or ``other`` requires grad, the tape records no in-place op:
+    ``x {symbol}= other`` then records ``x {symbol} other`` and binds the new tensor to the name, so that
+    ``loss += step_loss`` accumulates a recorded sum; other references to the old tensor keep its values.
+
+    Args:
+        other: a Tensor, Python number, (nested) list or array, broadcastable to ``self``'s shape.
+
+    Returns:
+        ``self``, updated.
+
+    Raises:
+        RuntimeError: ``self`` is a leaf that requires grad (a parameter) and the tape is recording (not
+            under :class:`minifb.no_grad`), as in PyTorch.
+        ValueError: ``self``'s array is read-only; the broadcast shape is not ``self``'s shape.
+        TypeError: the result's dtype cannot be cast to ``self``'s under NumPy's ``same_kind`` rule
+            (a floating-point result into an integer tensor).
+
+    Example:
+        >>> p = mf.tensor([1.0, 2.0], requires_grad=True)
+        >>> with mf.no_grad():
+        ...     p -= 0.5 * mf.tensor([2.0, 2.0])
+        >>> p
+        tensor([0., 1.], requires_grad=True)
+    """
+    return inplace
 
 
 def _flatten(self, start_axis=0, end_axis=-1):
@@ -137,13 +226,18 @@ def _positive(x):
 Tensor.__pos__ = _positive
 Tensor.__abs__ = F.abs
 Tensor.__getitem__ = F.getitem
-for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
-    setattr(Tensor, _name, _compare(_name))
+for _name, _symbol in (("__lt__", "<"), ("__le__", "<="), ("__gt__", ">"), ("__ge__", ">="), ("__eq__", "=="),
+                       ("__ne__", "!=")):
+    setattr(Tensor, _name, _compare(_name, _symbol))
 
 for _fn, _symbol, _name in ((operator.and_, "&", "and"), (operator.or_, "|", "or"), (operator.xor, "^", "xor")):
     setattr(Tensor, f"__{_name}__", _bitwise(_fn, _symbol, f"__{_name}__"))
     setattr(Tensor, f"__r{_name}__", _bitwise(_fn, _symbol, f"__r{_name}__", reflected=True))
 Tensor.__invert__ = _invert
+for _fn, _symbol, _name in ((F.add, "+", "add"), (F.sub, "-", "sub"), (F.mul, "*", "mul"),
+                            (F.div, "/", "truediv"), (F.pow, "**", "pow"), (Tensor.__and__, "&", "and"),
+                            (Tensor.__or__, "|", "or"), (Tensor.__xor__, "^", "xor")):
+    setattr(Tensor, f"__i{_name}__", _inplace(_fn, _symbol, f"__i{_name}__"))
 
 Tensor.sum = F.sum
 Tensor.mean = F.mean

@@ -222,23 +222,19 @@ class Function:
         out_base = getattr(out, "base", None)
         view_counter = None
         if True in needs:
-            # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient, or None for
-            # an input that needs no gradient and shares no counter. The counter is that of the values the op
-            # read: a leaf's own (made now, so that a first in-place update later is seen), or the one a view
-            # or a detach() shares with the tensor it came from; backward refuses the graph when it has moved.
+            # Per input: (shape, dtype, version, counter) to reduce, cast and check its gradient. The counter is
+            # that of the values the op read: the input's own (made now when it has none, so that a first in-place
+            # update later is seen, a computed input's too: ``y -= 1`` under no_grad), or the one a view or a
+            # detach() shares with the tensor it came from; backward refuses the graph when it has moved.
             parents, metas = [], []
             for t, needs_grad, data in zip(inputs, needs, datas):
                 counter = t._shared
-                if counter is None and t._ctx is None:   # a leaf's first recorded use (_version_counter, inlined)
+                if counter is None:   # a first recorded use (_version_counter, inlined): an in-place op may follow
                     counter = t._shared = [0]
                 if view_counter is None and _views(out, out_base, data):
                     view_counter = counter
-                if needs_grad:
-                    parents.append(t if t._ctx is None else t._ctx)
-                    metas.append((data.shape, data.dtype, 0 if counter is None else counter[0], counter))
-                else:
-                    parents.append(None)
-                    metas.append(None if counter is None else (data.shape, data.dtype, counter[0], counter))
+                parents.append((t if t._ctx is None else t._ctx) if needs_grad else None)
+                metas.append((data.shape, data.dtype, counter[0], counter))
             op.parents, op.metas = tuple(parents), tuple(metas)
             result = Tensor(out, requires_grad=True, _ctx=op)
         else:
@@ -272,8 +268,9 @@ class Tensor:
 
     Args:
         data: a backend array, wrapped as it is (no copy, dtype kept); a
-            Tensor, whose array is shared; or array-like data (numbers,
-            nested lists, NumPy scalars), converted as :func:`minifb.tensor`
+            Tensor, whose array is shared; a NumPy scalar (``np.float64(1.5)``),
+            made a 0-d array of its own dtype; or other array-like data
+            (numbers, nested lists), converted as :func:`minifb.tensor`
             converts it (a copy; floats become float32).
         requires_grad: whether gradients flow into this tensor (floating
             dtypes only).
@@ -583,10 +580,11 @@ class Tensor:
 
         The ops keep references to the arrays they saved, not copies.  So, as
         in PyTorch, every tensor has a version counter that an in-place update
-        (an optimiser's ``step()``, ``load_state_dict``) increases, shared with
+        (an optimiser's ``step()``, ``load_state_dict``, ``x -= y`` under
+        ``no_grad``) increases, shared with
         the tensors that share its values: ``detach()``, ``Tensor(t)``, and the
         views ops return (an index, a reshape, a transpose). Each op records the
-        versions of its leaf inputs and of such shared inputs, and backward
+        versions of its inputs, and backward
         checks them all before it computes any gradient, refusing a graph with an
         op whose input changed since: the gradient would mix old and new weights.
         The usual cause is ``optimizer.step()`` between a forward pass and its
@@ -620,7 +618,9 @@ class Tensor:
             ValueError: ``grad`` is omitted and this tensor does not have
                 exactly one element; or ``grad``'s shape differs from this
                 tensor's.
-            TypeError: ``grad`` is complex and this tensor is not.
+            TypeError: ``grad`` is complex and this tensor is not; ``grad``
+                does not hold numbers (strings, None, booleans, a ragged list);
+                ``retain_graph`` is not a bool.
 
         Example:
             >>> x = mf.tensor([1.0, 2.0], requires_grad=True)
@@ -631,6 +631,8 @@ class Tensor:
             >>> x.grad
             array([4., 6.], dtype=float32)
         """
+        if retain_graph is not False and retain_graph is not True:
+            retain_graph = checks.flag("backward()", "retain_graph", retain_graph)
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input had requires_grad=True, or it was computed under no_grad)")
@@ -640,8 +642,7 @@ class Tensor:
                 raise ValueError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
             grad = xp.ones(self.shape, dtype=self.dtype)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
-            grad = backend.to_device(grad if hasattr(grad, "shape") else xp.asarray(grad), self.device)
+            grad = backend.to_device(_seed_array(grad), self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
             if grad.dtype.kind == "c" and self.dtype.kind != "c":
@@ -657,6 +658,22 @@ class Tensor:
             # (pytest.raises, an interactive session's last error) would keep them alive. Drop their locals.
             traceback.clear_frames(err.__traceback__)
             raise
+
+
+def _seed_array(grad):
+    """``backward``'s ``grad`` (a Tensor, an array, a number or a nested list of numbers) as an array, refusing
+    data that is not numbers: NumPy would read ``[None, None]`` as NaNs and ``True`` as 1."""
+    if isinstance(grad, Tensor):
+        grad = grad.data
+    elif not hasattr(grad, "shape"):
+        try:
+            grad = np.asarray(grad)
+        except ValueError:   # a ragged list
+            raise TypeError(f"backward(): grad must be a Tensor, an array, a number or a nested list of numbers, "
+                            f"got a ragged {type(grad).__name__}") from None
+    if np.dtype(grad.dtype).kind not in "iufc":
+        raise TypeError(f"backward(): grad must hold numbers, got dtype {grad.dtype}")
+    return grad
 
 
 def _backprop(root, grad, retain_graph: bool) -> None:
@@ -688,7 +705,10 @@ def _backprop(root, grad, retain_graph: bool) -> None:
             raise RuntimeError("backward through a graph whose saved values were already freed; "
                                "pass retain_graph=True to the first backward() if you need a second one, or, "
                                "when a recurrent state carries on from a window already back-propagated, "
-                               "detach it first (rnet.detach(), nn.detach_state(model)): truncated BPTT")
+                               "detach it first (rnet.detach(), nn.detach_state(model)): truncated BPTT; or an "
+                               "nn.Recur's state0 computed by recorded ops (h, _ = net(h, x); nn.Recur(net, h)), "
+                               "whose graph every reset() goes back into: build it under mf.no_grad() or pass "
+                               "h.detach() / {k: v.detach() ...}")
         ran = g is not None
         if ran:
             owned.discard(key)
@@ -884,18 +904,20 @@ def _combine_deferred(previous, new):
 
 def _raise_modified(op, parent, version, shape, now):
     """The error for an op whose input was updated in place after the forward pass recorded it; ``parent`` is
-    what the op records for that input: the leaf tensor, the op that made a view, or None (no gradient)."""
+    what the op records for that input: the leaf tensor, the op that made it (a view, a computed tensor), or None
+    (no gradient)."""
     if isinstance(parent, Tensor):
         what = "a leaf tensor"
     elif parent is None:
         what = "a tensor that needs no gradient (a frozen weight, or a detach() or a view of a parameter)"
     else:
-        what = "a view (an index, a reshape, a transpose) of a parameter"
+        what = f"a view (an index, a reshape, a transpose) of a parameter, or a computed tensor (made by {parent!r})"
     raise RuntimeError(
         f"backward(): {what} of shape {shape}, an input of {op!r}, was updated in place after the "
         f"forward pass used it (version {version} then, {now} now); backward through that graph "
-        "would compute gradients from the new values. Usually an optimizer step ran between the forward pass "
-        "and backward(): call backward() first, or run the forward pass again after the step")
+        "would compute gradients from the new values. Usually an optimizer step (or an in-place x -= ... under "
+        "no_grad) ran between the forward pass and backward(): call backward() first, or run the forward pass "
+        "again after the step")
 
 
 #: The backend array types ``Tensor`` wraps as they are; ``cupy.ndarray`` joins on first sight.
@@ -921,8 +943,8 @@ def _as_array(data):
 
     try:
         return tensor(data).data
-    except TypeError as err:  # tensor() refuses what is not numbers; say which call it was
-        raise TypeError("Tensor(): " + str(err).removeprefix("tensor: ")) from None
+    except (TypeError, OverflowError) as err:  # tensor() refuses what is not numbers; say which call it was
+        raise type(err)("Tensor(): " + str(err).removeprefix("tensor: ")) from None
 
 
 def data_of(value):

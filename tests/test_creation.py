@@ -224,3 +224,15 @@ def test_constant_tensors_record_gradients_when_asked(make):               # kil
     assert t.requires_grad
     (t * 3.0).sum().backward()
     np.testing.assert_array_equal(t.grad, np.full((2, 2), 3.0, np.float32))
+
+
+# ---------------------------------------------------------------- audit 14
+@pytest.mark.parametrize("data, number", [([2 ** 70], 2 ** 70), (2 ** 70, 2 ** 70), ([[1, 2], [3, -(2 ** 63) - 1]],
+                                                                                       -(2 ** 63) - 1)])
+def test_an_integer_past_64_bits_is_named_as_too_large(data, number):
+    # NumPy keeps it as an object, which the message used to call "a list of NoneType"
+    with pytest.raises(OverflowError, match=rf"^tensor: the integer {number} does not fit in int64 \(nor uint64\)"):
+        mf.tensor(data)
+    with pytest.raises(OverflowError, match=rf"^Tensor\(\): the integer {number} does not fit in int64"):
+        mf.Tensor(data)
+    assert mf.tensor([2 ** 64 - 1]).dtype == np.uint64     # what fits 64 bits is kept, as NumPy makes it

@@ -1301,3 +1301,36 @@ def test_an_integer_tensor_to_a_negative_integer_power_is_refused_by_name(expone
     with pytest.raises(ValueError, match=r"^pow: an integer tensor to a negative integer power is not allowed"):
         mf.tensor([1, 2]) ** exponent
     np.testing.assert_allclose((mf.tensor([1, 2]) ** -1.0).numpy(), [1.0, 0.5])   # a float exponent is fine
+
+
+# ---------------------------------------------------------------- audit 14
+@pytest.mark.parametrize("name, op", [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+                                      ("add", lambda t, n: n + t), ("sub", lambda t, n: n - t)])
+@pytest.mark.parametrize("number", [2 ** 70, -(2 ** 63) - 1, 2 ** 64])
+def test_a_python_int_past_64_bits_is_refused_not_wrapped(name, op, number):
+    # wrapping it modulo 2**64 would silently drop its high bits (2**70 + [1, 2] gave [1, 2]); PyTorch refuses
+    for dtype in ("int64", "uint8"):
+        with pytest.raises(OverflowError, match=rf"^{name}: the integer {number} is out of range for 64-bit "
+                                                rf"integers .*dtype {dtype}"):
+            op(mf.tensor(np.array([1, 2], dtype=dtype)), number)
+    assert op(mf.tensor([1.0, 2.0]), number).dtype == np.float32          # a float tensor takes it as a float
+    y = mf.tensor([1, 2]) + (2 ** 64 - 1)                                   # fits uint64: wraps, as in C
+    assert y.dtype == np.int64 and y.numpy().tolist() == [0, 1]
+
+
+def test_linear_with_a_weight_that_is_not_2d_says_so():
+    for w in (mf.ones(3), mf.ones(2, 3, 4)):
+        with pytest.raises(ValueError, match=rf"^linear: the weight must be 2-D, of shape \(out, in\), got shape "
+                                             rf"{re.escape(str(w.shape))}$"):
+            F.linear(mf.ones(2, 3), w)
+
+
+def test_promoting_a_tensor_that_requires_grad_to_complex_names_the_op():
+    x = mf.tensor([1.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"^add: only floating-point tensors can require gradients, got dtype "
+                                        r"complex64"):
+        x + 1j
+    with pytest.raises(TypeError, match=r"^mul: only floating-point"):
+        1j * x
+    with mf.no_grad():
+        assert (x + 1j).dtype == np.complex64      # nothing is recorded: no gradient, no refusal

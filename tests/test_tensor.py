@@ -2,6 +2,7 @@
 
 import gc
 import operator
+import re
 import weakref
 
 import numpy as np
@@ -995,3 +996,216 @@ def test_T_reverses_the_axes_as_numpy_does():
         np.testing.assert_array_equal(t.T.numpy(), a.T)
         (t.T * mf.tensor(a.T)).sum().backward()      # the gradient goes back through the transpose
         np.testing.assert_array_equal(t.grad, a)
+
+
+# ---------------------------------------------------------------- in-place operators (audit 14)
+def test_manual_sgd_with_in_place_operators_updates_the_parameters_as_out_of_place_does():
+    # ``q -= ...`` on the loop variable must update the parameter itself, as in PyTorch
+    params = [mf.tensor([1.0, 2.0, 3.0], requires_grad=True), mf.tensor([[0.5, -1.0]], requires_grad=True)]
+    start = [p.numpy().copy() for p in params]
+    for _ in range(3):
+        loss = sum((p * p).sum() for p in params)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        expected = [p.numpy() - 0.1 * p.grad for p in params]
+        with mf.no_grad():
+            for q in params:
+                q -= 0.1 * q.grad
+        for p, want in zip(params, expected):
+            np.testing.assert_allclose(p.numpy(), want, rtol=1e-6)
+            assert p.requires_grad and p.is_leaf and p.dtype == np.float32
+    np.testing.assert_allclose(params[0].numpy(), start[0] * 0.8 ** 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("symbol, other", [("+", 2.0), ("-", [1.0, 2.0]), ("*", np.array([2.0, 3.0])),
+                                           ("/", mf.tensor([2.0, 4.0])), ("**", 2)])
+def test_each_arithmetic_in_place_operator_updates_self_and_returns_it(symbol, other):
+    x = mf.tensor([3.0, 5.0])
+    want = eval(f"x {symbol} other").numpy()
+    alias = x
+    namespace = {"x": x, "other": other}
+    exec(f"x {symbol}= other", namespace)
+    assert namespace["x"] is x                  # the same tensor, updated: no rebinding to a new one
+    np.testing.assert_array_equal(alias.numpy(), want)
+
+
+def test_bitwise_in_place_operators_update_masks_and_integers():
+    m = mf.tensor([True, True, False])
+    mask = m
+    m &= mf.tensor([True, False, False])
+    m |= [False, False, True]
+    m ^= True
+    assert m is mask and mask.dtype == np.bool_ and mask.numpy().tolist() == [False, True, False]
+    i = mf.tensor([6, 3], dtype="int32")
+    row = i[None]                             # a view: it sees the update
+    i &= 5
+    assert i.dtype == np.int32 and row.numpy().tolist() == [[4, 1]]
+    with pytest.raises(TypeError, match=r"&: only boolean and integer tensors"):
+        f = mf.ones(2)
+        f &= 1
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \|=: 'Tensor' and 'str'"):
+        m |= "yes"
+
+
+def test_in_place_update_of_a_view_changes_the_tensor_it_views():
+    t = mf.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert np.shares_memory(t[0:1].data, t.data)       # basic indexing gives views, as in NumPy
+    rows = t[0:1]
+    rows += 10
+    column = t[:, 1]
+    column *= 0
+    last = t.T[2]                                      # a view of a view: t[:, 2]
+    last -= 1
+    np.testing.assert_array_equal(t.numpy(), [[11.0, 0.0, 12.0], [4.0, 0.0, 5.0]])
+
+
+def test_in_place_update_keeps_the_dtype_under_same_kind_casting():
+    x = mf.ones(3)
+    x -= mf.ones(3, dtype="float64")          # PyTorch keeps float32 too
+    x += np.float64(0.5)
+    x *= np.full(3, 4.0)                      # a float64 array
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x.numpy(), [2.0, 2.0, 2.0])
+    i8 = mf.tensor(np.array([1], np.int8))
+    i8 += 300                                 # wraps as out of place and in PyTorch
+    assert i8.dtype == np.int8 and i8.numpy().tolist() == [45]
+    s = mf.tensor(2.0)
+    s *= 3                                    # a 0-d tensor
+    assert s.shape == () and s.item() == 6.0
+
+
+def test_in_place_operators_refuse_what_pytorch_refuses():
+    with pytest.raises(RuntimeError, match=r"-=: a leaf tensor that requires grad \(a parameter\).*mf\.no_grad"):
+        p = mf.tensor([1.0, 2.0], requires_grad=True)
+        p -= 1.0
+    np.testing.assert_array_equal(p.numpy(), [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"-=: the result's broadcast shape \(2, 3\) differs from the shape "
+                                         r"\(3,\).*other operand of shape \(2, 3\)"):
+        r = mf.ones(3)
+        r -= mf.ones(2, 3)
+    with pytest.raises(ValueError, match=r"\+=: the result's broadcast shape \(1, 3\) differs"):
+        r += mf.ones(1, 3)                    # NumPy would write it, dropping the leading 1; PyTorch refuses
+    np.testing.assert_array_equal(r.numpy(), [1.0, 1.0, 1.0])
+    with pytest.raises(TypeError, match=r"\+=: the result's dtype float32 cannot be cast to the dtype int64"):
+        i = mf.tensor([1, 2])
+        i += 0.5
+    with pytest.raises(TypeError, match=r"/=: the result's dtype float32 cannot be cast to the dtype int64"):
+        i /= 2
+    np.testing.assert_array_equal(i.numpy(), [1, 2])
+    with pytest.raises(ValueError, match=r"\*=: the tensor of shape \(2, 3\) is a read-only array"):
+        b = F.broadcast_to(mf.ones(3), (2, 3))
+        b *= 2
+
+
+def test_in_place_operators_on_the_tape_record_the_out_of_place_op():
+    # ``loss += step_loss`` in a BPTT loop: the name gets a new, recorded tensor; aliases keep the old one
+    w = mf.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w * w).sum()
+    first = loss
+    loss += (3 * w).sum()
+    assert loss is not first and first.item() == 5.0 and loss.item() == 14.0
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [5.0, 7.0])       # 2w + 3
+    acc = mf.zeros(2)                                        # no grad of its own, a recorded operand
+    alias = acc
+    acc += w * w
+    acc *= 2
+    assert acc.requires_grad and alias.requires_grad is False
+    np.testing.assert_array_equal(alias.numpy(), [0.0, 0.0])
+    w.zero_grad()
+    acc.sum().backward()
+    np.testing.assert_array_equal(w.grad, [4.0, 8.0])       # 4w
+
+
+def test_in_place_update_makes_a_graph_recorded_before_it_refuse_backward():
+    w = mf.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w * w).sum()
+    with mf.no_grad():
+        w -= 0.5                                  # a leaf
+    with pytest.raises(RuntimeError, match=r"leaf tensor of shape \(2,\).*updated in place.*version 0 then, 1 now"):
+        loss.backward()
+    assert w.grad is None
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    loss = (y * y).sum()
+    with mf.no_grad():
+        y -= 1                                    # a computed tensor: its graph read the old values
+    with pytest.raises(RuntimeError, match=r"computed tensor \(made by <Mul>\).*updated in place"):
+        loss.backward()
+    y = x * 2
+    loss = (y * y).sum()
+    d = y.detach()
+    d += 1                                        # a detach() shares the values and the version
+    with pytest.raises(RuntimeError, match=r"updated in place"):
+        loss.backward()
+    base = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    loss = (base * 3).sum()
+    with mf.no_grad():
+        view = base[1:]
+        view += 1                                 # a view shares its base's version
+    with pytest.raises(RuntimeError, match=r"updated in place"):
+        loss.backward()
+    np.testing.assert_array_equal(base.numpy(), [1.0, 3.0, 4.0])
+    (base * base).sum().backward()                # a graph recorded after the update is fine
+    np.testing.assert_array_equal(base.grad, [2.0, 6.0, 8.0])
+
+
+# ---------------------------------------------------------------- backward's arguments (audit 14)
+@pytest.mark.parametrize("grad, says", [
+    ([None, None, None], r"must hold numbers, got dtype object"), ("abc", r"must hold numbers, got dtype <U3"),
+    ([True, False, True], r"must hold numbers, got dtype bool"), (mf.tensor([True, True, False]), r"dtype bool"),
+    (np.array(["a", "b", "c"]), r"dtype <U1"), ([[1.0, 2.0], [3.0]], r"ragged list"),
+])
+def test_backward_refuses_a_gradient_that_is_not_numbers(grad, says):
+    x = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(TypeError, match=rf"^backward\(\): .*{says}"):
+        (x * x).backward(grad)
+    assert x.grad is None
+
+
+def test_backward_retain_graph_must_be_a_bool():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match=r"backward\(\): retain_graph must be True or False"):
+            y.backward(retain_graph=bad)
+    y.backward(retain_graph=np.bool_(True))
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [4.0, 8.0])
+
+
+def test_a_freed_graph_error_names_a_recur_state0_computed_by_recorded_ops():
+    from minifb import nn
+
+    net = nn.RNNCell(3, 4)
+    x = mf.randn(2, 3)
+    h, _ = net(mf.zeros(2, 4), x)
+    rnet = nn.Recur(net, h)
+    rnet(x).sum().backward()
+    rnet.reset()
+    with pytest.raises(RuntimeError, match=r"already freed.*nn\.Recur's state0.*mf\.no_grad\(\).*h\.detach\(\)"):
+        rnet(x).sum().backward()
+
+
+# ---------------------------------------------------------------- operator messages (audit 14)
+@pytest.mark.parametrize("symbol", ["<", "<=", ">", ">=", "==", "!="])
+def test_a_comparison_of_shapes_that_do_not_broadcast_names_the_operator_and_shapes(symbol):
+    a = mf.ones(2, 3)
+    for other, shape in ((mf.ones(4), r"\(4,\)"), ([1.0, 2.0], r"\(2,\)"), (np.ones(4), r"\(4,\)")):
+        with pytest.raises(ValueError, match=rf"^{re.escape(symbol)}: shapes \(2, 3\), {shape} cannot be broadcast"):
+            eval(f"a {symbol} other", {"a": a, "other": other})
+
+
+@pytest.mark.parametrize("symbol", ["&", "|", "^"])
+def test_a_bitwise_operator_on_shapes_that_do_not_broadcast_names_the_operator_and_shapes(symbol):
+    a, b = mf.ones(2, 3) > 0, mf.ones(4) > 0
+    with pytest.raises(ValueError, match=rf"^\{symbol}: shapes \(2, 3\), \(4,\) cannot be broadcast"):
+        eval(f"a {symbol} b", {"a": a, "b": b})
+    with pytest.raises(ValueError, match=rf"^\{symbol}: shapes \(4,\), \(2, 3\) cannot be broadcast"):
+        eval(f"np.ones(4, bool) {symbol} a", {"a": a, "np": np})
+
+
+def test_the_hint_for_inverting_a_float_tensor_is_valid_code():
+    with pytest.raises(TypeError, match=r"~: only boolean.*e\.g\. ~\(x > 0\)$"):
+        ~mf.ones(2)
