@@ -774,6 +774,45 @@ def test_validate_refuses_markers_the_chain_cannot_reach(build, marker, containe
         build()
 
 
+@pytest.mark.parametrize("build, container", [
+    (lambda inner: nn.FeedbackChain(nn.Dense(4, 4), nn.SkipConnection(inner, operator.add)), "SkipConnection("),
+    (lambda inner: nn.FeedbackChain(nn.Parallel(operator.add, nn.Dense(4, 4), inner)), "Parallel("),
+    (lambda inner: nn.FeedbackChain(nn.Merger("s", inner, operator.add), nn.Splitter("s")), "Merger("),
+    (lambda inner: nn.FeedbackTree(nn.Chain(nn.Dense(4, 4), nn.SkipConnection(nn.Chain(inner), operator.add))),
+     "SkipConnection("),
+])
+@pytest.mark.parametrize("kind", [nn.FeedbackChain, nn.FeedbackTree])
+@pytest.mark.parametrize("with_markers", [True, False], ids=["markers", "no-markers"])
+def test_validate_refuses_a_nested_feedback_chain_the_chain_cannot_reach(build, container, kind, with_markers):
+    # there it would be called as layer(x), without the state it needs: refused at construction
+    layers = [nn.Merger("a", nn.Dense(4, 4), operator.add), nn.Dense(4, 4), nn.Splitter("a")]
+    inner = kind(*layers) if with_markers else kind(nn.Dense(4, 4))
+    with pytest.raises(ValueError, match=rf"(?s)^Feedback(Chain|Tree): {kind.__name__}\(.* sits inside "
+                                         rf"{re.escape(container)}.* a nested {kind.__name__} runs on the outer "
+                                         r"state.*wrap it in nn\.Recur"):
+        build(inner)
+
+
+def test_a_feedback_chain_in_a_plain_chain_called_as_a_layer_says_it_needs_the_state():
+    mf.manual_seed(0)
+    inner = nn.FeedbackChain(nn.Merger("a", nn.Dense(4, 4), operator.add), nn.Dense(4, 4), nn.Splitter("a"))
+    x = mf.randn(2, 4)
+    nested_tree = nn.Chain(nn.Chain(nn.FeedbackTree(nn.Dense(4, 4))))     # the innermost Chain explains
+    for chain, index, kind in ((nn.Chain(nn.Dense(4, 4), inner), 1, "FeedbackChain"),
+                               (nested_tree, 0, "FeedbackTree")):
+        with pytest.raises(TypeError, match=rf"^Chain: layers\[{index}\] {kind}\(.*\) is a {kind}, called as "
+                                            r"`state, y = net\(state, x\)`.*put the Chain in a FeedbackChain.*"
+                                            rf"or wrap the {kind} in nn\.Recur$"):
+            chain(x)
+    # what the message advises works: in a FeedbackChain it takes part in the state; in a Recur it keeps its own
+    outer = nn.FeedbackChain(nn.Chain(nn.Dense(4, 4), inner))
+    assert outer.splitnames() == ["a"]
+    assert outer(outer.initial_state(x), x)[1].shape == (2, 4)
+    assert nn.Chain(nn.Dense(4, 4), nn.Recur(inner))(x).shape == (2, 4)
+    wrapped = nn.FeedbackChain(nn.Dense(4, 4), nn.SkipConnection(nn.Recur(inner), operator.add))
+    assert wrapped.splitnames() == [] and wrapped({}, x)[1].shape == (2, 4)
+
+
 def test_markers_inside_a_nested_recur_belong_to_it():
     mf.manual_seed(0)
     inner = nn.FeedbackChain(nn.Merger("a", nn.Dense(4, 4), operator.add), nn.Dense(4, 4), nn.Splitter("a"))

@@ -158,6 +158,23 @@ def test_conv_errors_from_the_convolution_name_the_layer():
         nn.MaxPool(4)(mf.randn(1, 1, 2, 2))
 
 
+@pytest.mark.parametrize("layer, fn", [(nn.Conv(2, 3, 3), "conv2d"), (nn.ConvTranspose(2, 3, 3), "conv_transpose2d")],
+                         ids=["Conv", "ConvTranspose"])
+@pytest.mark.parametrize("shape", [(1, 2, 4, 4), (2, 4, 4)], ids=["batched", "unbatched"])
+def test_conv_type_errors_from_the_convolution_name_the_layer(layer, fn, shape):
+    x = mf.tensor(np.ones(shape, np.int64))
+    with pytest.raises(TypeError, match=rf"^{re.escape(repr(layer))}: {fn}: input must be floating point, "
+                                        r"got dtype int64"):
+        layer(x)
+
+
+@pytest.mark.parametrize("layer, fn", [(nn.MaxPool(2), "max_pool2d"), (nn.MeanPool(2), "avg_pool2d")],
+                         ids=["MaxPool", "MeanPool"])
+def test_pool_type_errors_from_the_pooling_name_the_layer(layer, fn):
+    with pytest.raises(TypeError, match=rf"^{re.escape(repr(layer))}: {fn}: input must be floating point"):
+        layer(mf.tensor(np.ones((1, 2, 4, 4), np.int64)))
+
+
 @pytest.mark.parametrize("make,match", [
     (lambda: nn.Conv(4, 6, 3, stride=0), r"Conv: stride must be a positive int"),
     (lambda: nn.Conv(4, 6, 3, stride=(1, 2, 3)), r"Conv: stride"),
@@ -203,6 +220,25 @@ def test_pooling_layers():
         nn.MaxPool(2)(mf.randn(3, 4, 4))
     with pytest.raises(ValueError, match="Flatten"):
         nn.Flatten()(mf.randn(3))
+
+
+@pytest.mark.parametrize("layer", [nn.GlobalMaxPool(), nn.GlobalMeanPool(), nn.MaxPool(2), nn.MeanPool(2)],
+                         ids=repr)
+def test_pool_layers_refuse_a_non_tensor_with_a_type_error_as_conv_does(layer):
+    with pytest.raises(TypeError, match=rf"^{re.escape(repr(layer))}: input must be a Tensor, got ndarray$"):
+        layer(np.zeros((1, 3, 4, 4), np.float32))
+
+
+def test_global_max_pool_names_itself_on_an_empty_image():
+    with pytest.raises(ValueError, match=r"^GlobalMaxPool\(\): max: cannot reduce over axis 2 of length 0"):
+        nn.GlobalMaxPool()(mf.zeros(1, 3, 0, 2))
+
+
+def test_global_max_pool_splits_the_gradient_evenly_among_tied_maxima():
+    # the documented rule (torch.amax's), unlike AdaptiveMaxPool2d(1) and MaxPool((H, W)): all to the first
+    x = t64(np.array([[[[1.0, 3.0], [3.0, 0.0]], [[2.0, 2.0], [2.0, 2.0]], [[5.0, 1.0], [0.0, 1.0]]]]))
+    (nn.GlobalMaxPool()(x) * t64(np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), False)).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[[[0, 0.5], [0.5, 0]], [[0.5, 0.5], [0.5, 0.5]], [[3, 0], [0, 0]]]])
 
 
 def test_global_pools_gradient():

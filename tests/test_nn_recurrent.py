@@ -394,11 +394,11 @@ def test_conv_lstm_state_broadcasts_into_the_batch_with_its_gradient(state_shape
         cell((mf.zeros(2, 3, 5, 5), mf.zeros(4, 3, 5, 5)), x)
 
 
-def test_rnn_refuses_a_non_callable_activation_at_construction():
-    for make in (lambda: nn.RNNCell(3, 4, "relu"), lambda: nn.RNN(3, 4, "relu")):
-        with pytest.raises(TypeError, match=r"^RNNCell: activation must be a callable such as mf.relu or None, "
-                                            r"got 'relu'$"):
-            make()
+@pytest.mark.parametrize("name", ["RNNCell", "RNN"])
+def test_rnn_refuses_a_non_callable_activation_at_construction(name):
+    with pytest.raises(TypeError, match=rf"^{name}: activation must be a callable such as mf.relu or None, "
+                                        r"got 'relu'$"):
+        getattr(nn, name)(3, 4, "relu")
 
 
 def test_recur_errors():
@@ -458,6 +458,14 @@ def test_cell_bias_must_be_a_bool(make):
         make("no")
     cell = make(np.bool_(False))
     assert cell.bias_ih is None and cell.bias_hh is None
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_wrapper_bias_must_be_a_bool_and_the_error_names_the_wrapper(name):
+    # as for the sizes, the wrapper the user built is named, not the cell inside it
+    with pytest.raises(TypeError, match=rf"^{name}: bias must be True or False, got 'yes'$"):
+        getattr(nn, name)(3, 4, bias="yes")
+    assert getattr(nn, name)(3, 4, bias=np.bool_(False)).cell.bias_ih is None
 
 
 def test_conv_lstm_cell_bias_must_be_a_bool():

@@ -26,6 +26,19 @@ def _connection_error(container, what: str, values, err):
                 f"[{shapes}]: {err}")
 
 
+def _refuse_stateful_layer(chain, index: int, layer, err) -> None:
+    """Raise a TypeError that says why, when ``layer`` (which just failed with ``err``) is a FeedbackChain:
+    it is called as ``state, y = net(state, x)``, not ``y = layer(x)``. Return otherwise."""
+    from .feedback import FeedbackChain  # feedback imports this module; avoid a cycle at import
+
+    if isinstance(layer, FeedbackChain):
+        kind = type(layer).__name__
+        raise TypeError(f"{type(chain).__name__}: layers[{index}] {describe(layer)} is a {kind}, called as "
+                        f"`state, y = net(state, x)`, but this {type(chain).__name__} (not inside a FeedbackChain) "
+                        f"calls it as `y = layer(x)`: put the {type(chain).__name__} in a FeedbackChain, where the "
+                        f"{kind} takes part in its state, or wrap the {kind} in nn.Recur") from err
+
+
 class LayerSequence:
     """Sequence behaviour shared by the containers that hold ``self.layers``.
 
@@ -85,9 +98,19 @@ class Chain(LayerSequence, Module):
         self.layers = check_layers("Chain", layers)
 
     def forward(self, x):
-        """Apply the layers in order; the shapes are the first layer's input and the last one's output."""
-        for layer in self.layers:
-            x = layer(x)
+        """Apply the layers in order; the shapes are the first layer's input and the last one's output.
+
+        Raises:
+            TypeError: a layer is a FeedbackChain (or FeedbackTree), which needs
+                the feedback state: put this Chain in a FeedbackChain, or wrap
+                that layer in ``nn.Recur``.
+        """
+        for i, layer in enumerate(self.layers):
+            try:
+                x = layer(x)
+            except TypeError as err:
+                _refuse_stateful_layer(self, i, layer, err)
+                raise
         return x
 
 

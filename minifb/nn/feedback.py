@@ -24,11 +24,16 @@ only recorded), so a signal climbs one stage per timestep.
 Nesting: a :class:`~minifb.nn.Chain`, FeedbackChain or FeedbackTree placed in
 a FeedbackChain is run *inside* the outer pass: its Splitters and Mergers use
 the outer state, and ``splitnames``/``validate``/``initial_state`` see
-through it.  A nested FeedbackChain must be valid on its own (each of its
-Mergers reads a Splitter inside it); a plain Chain may hold Mergers that read
-Splitters elsewhere in the outer chain.  The Splitters of a FeedbackTree
-nested anywhere behave as tree Splitters; a Chain inherits the behaviour of
-the container it is in.  A nested subclass that overrides ``forward`` is not
+through it.  A nested FeedbackChain must sit where the pass reaches it (a
+layer of the outer chain or of a Chain nested in it): inside a
+SkipConnection, a Parallel or a Merger's op it would be called as
+``layer(x)``, without a state, so it is refused at construction (wrap it in
+:class:`~minifb.nn.Recur` to give it a state of its own).  A nested
+FeedbackChain must also be valid on its own (each of its Mergers reads a
+Splitter inside it); a plain Chain may hold Mergers that read Splitters
+elsewhere in the outer chain.  The Splitters of a FeedbackTree nested
+anywhere behave as tree Splitters; a Chain inherits the behaviour of the
+container it is in.  A nested subclass that overrides ``forward`` is not
 run inline but called: a Chain as ``y = chain(x)``, a FeedbackChain as
 ``new, y = chain(state, x)`` on the outer state.
 """
@@ -294,20 +299,24 @@ def _previous_value(splitter: Splitter, state: dict, x: Tensor):
 
 
 def _walk_markers(layers):
-    """Yield the Splitters and Mergers of ``layers`` in order, through nested Chains/FeedbackChains."""
+    """Yield the Splitters, Mergers and nested FeedbackChains of ``layers`` in the order the stream passes
+    them, through nested Chains/FeedbackChains: what a pass of the outer chain reaches."""
     for layer in layers:
         if isinstance(layer, (Splitter, Merger)):
             yield layer
-        elif isinstance(layer, FeedbackChain) or _is_plain_chain(layer):
+        elif isinstance(layer, FeedbackChain):
+            yield layer
+            yield from _walk_markers(layer.layers)
+        elif _is_plain_chain(layer):
             yield from _walk_markers(layer.layers)
 
 
 def _markers_below(module, path=(), seen=None):
-    """Yield ``(marker, container)`` for every Splitter and Merger among ``module``'s sub-modules, except
-    inside a Recur (whose cell keeps its own state) or a nested FeedbackChain (which checked its own at its
-    construction); ``container`` is the outermost layer on the way down that the feedback pass does not
-    walk through (a SkipConnection, a Merger, ...), or ``module``. Each module is entered once, so a
-    module holding a reference back to its parent is no endless loop."""
+    """Yield ``(marker, container)`` for every Splitter, Merger and FeedbackChain among ``module``'s
+    sub-modules, except inside a Recur (whose cell keeps its own state) or a nested FeedbackChain (which
+    checked its own at its construction); ``container`` is the outermost layer on the way down that the
+    feedback pass does not walk through (a SkipConnection, a Merger, ...), or ``module``. Each module is
+    entered once, so a module holding a reference back to its parent is no endless loop."""
     from .recurrent import Recur  # recurrent imports nothing from here; avoid a cycle at import
 
     seen = {id(module)} if seen is None else seen
@@ -315,7 +324,7 @@ def _markers_below(module, path=(), seen=None):
         if id(child) in seen or isinstance(child, Recur):
             continue
         seen.add(id(child))
-        if isinstance(child, (Splitter, Merger)):
+        if isinstance(child, (Splitter, Merger, FeedbackChain)):
             opaque = [m for m in path if not _is_plain_chain(m)]
             yield child, (opaque[0] if opaque else module)
         if not isinstance(child, FeedbackChain):
@@ -342,8 +351,8 @@ class FeedbackChain(LayerSequence, Module):
     Raises:
         TypeError: at construction, for a layer that is not callable.
         ValueError: at construction, for duplicate Splitter names, a Merger
-            whose name no Splitter writes, or a Splitter or Merger the chain
-            cannot reach (see :meth:`validate`).
+            whose name no Splitter writes, or a Splitter, Merger or nested
+            FeedbackChain the chain cannot reach (see :meth:`validate`).
 
     Example:
         >>> import operator
@@ -401,9 +410,10 @@ class FeedbackChain(LayerSequence, Module):
 
         Raises:
             ValueError: naming the duplicate Splitter names, the Mergers
-                whose name no Splitter writes, or a Splitter or Merger the
-                chain cannot reach (inside a SkipConnection, a Parallel, a
-                Merger's op, ...; one inside a Recur belongs to that Recur).
+                whose name no Splitter writes, or a Splitter, Merger or
+                nested FeedbackChain/FeedbackTree the chain cannot reach
+                (inside a SkipConnection, a Parallel, a Merger's op, ...; one
+                inside a Recur belongs to that Recur).
         """
         names = self.splitnames()
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -415,10 +425,16 @@ class FeedbackChain(LayerSequence, Module):
             hidden = [(m, container) for m, container in _markers_below(self) if id(m) not in reachable]
         if hidden:
             marker, container = hidden[0]
-            raise ValueError(f"{type(self).__name__}: {marker!r} sits inside {describe(container)}, where the chain "
-                             "cannot reach it: Splitters and Mergers work as layers of a FeedbackChain or "
-                             "FeedbackTree, or of a Chain nested in one (not inside a SkipConnection, a "
-                             "Parallel, a Merger's op or another layer)")
+            where = (f"{type(self).__name__}: {marker!r} sits inside {describe(container)}, where the chain cannot "
+                     "reach it: ")
+            if isinstance(marker, FeedbackChain):   # it would be called as layer(x), without the state it needs
+                raise ValueError(where + f"a nested {type(marker).__name__} runs on the outer state, so it works "
+                                 "as a layer of a FeedbackChain or FeedbackTree, or of a Chain nested in one (not "
+                                 "inside a SkipConnection, a Parallel, a Merger's op or another layer); wrap it in "
+                                 "nn.Recur to keep a state of its own there")
+            raise ValueError(where + "Splitters and Mergers work as layers of a FeedbackChain or FeedbackTree, or "
+                             "of a Chain nested in one (not inside a SkipConnection, a Parallel, a Merger's op "
+                             "or another layer)")
         orphans = [m for m in _walk_markers(self.layers) if isinstance(m, Merger) and m.name not in names]
         if orphans:
             listed = ", ".join(f'Merger("{m.name}")' for m in orphans)
@@ -498,8 +514,8 @@ class FeedbackTree(FeedbackChain):
     Raises:
         TypeError: at construction, for a layer that is not callable.
         ValueError: at construction, for duplicate Splitter names, a Merger
-            whose name no Splitter writes, or a Splitter or Merger the chain
-            cannot reach (see :meth:`validate`).
+            whose name no Splitter writes, or a Splitter, Merger or nested
+            FeedbackChain the chain cannot reach (see :meth:`validate`).
 
     Example:
         >>> tree = nn.FeedbackTree(nn.Dense(3, 3), nn.Splitter("s1"), nn.Dense(3, 2))

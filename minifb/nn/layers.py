@@ -195,8 +195,9 @@ class _ConvBase(AffineLayer):
             x = F.reshape(x, (1,) + tuple(x.shape))
         try:
             y = self._convolve(x)
-        except ValueError as e:  # e.g. an input smaller than the kernel: say which layer
-            raise ValueError(f"{self!r}: {e}") from e
+        except (ValueError, TypeError) as e:  # e.g. an input smaller than the kernel, or integer: say which layer
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"{self!r}: {e}") from e
         return (y, 1) if batched else (F.reshape(y, y.shape[1:]), 0)
 
     def _repr_args(self):
@@ -317,8 +318,9 @@ class _Pool(Module):
         _check_images(self, x)
         try:
             return type(self)._fn(x, self.kernel_size, stride=self.stride, padding=self.padding)
-        except ValueError as e:  # e.g. a window larger than the input: say which layer
-            raise ValueError(f"{self!r}: {e}") from e
+        except (ValueError, TypeError) as e:  # e.g. a window larger than the input, or integer: say which layer
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"{self!r}: {e}") from e
 
     def _repr_args(self):
         args = [repr(self.kernel_size)]
@@ -330,9 +332,11 @@ class _Pool(Module):
 
 
 def _check_images(layer, x):
-    if not isinstance(x, Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{layer!r}: expected an image batch of shape (N, C, H, W), got {shape}")
+    """Refuse, naming ``layer``, an ``x`` that is not a Tensor (TypeError, as Conv and Dense) or not 4-D."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer!r}: input must be a Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{layer!r}: expected an image batch of shape (N, C, H, W), got {tuple(x.shape)}")
 
 
 class MaxPool(_Pool):
@@ -356,8 +360,9 @@ class MaxPool(_Pool):
         ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
 
     Raises:
-        ValueError: (on a call) the input is not a 4-D Tensor, or
-            ``kernel_size``, ``stride`` or ``padding`` is invalid for it.
+        TypeError: (on a call) the input is not a Tensor.
+        ValueError: (on a call) the input is not 4-D, or ``kernel_size``,
+            ``stride`` or ``padding`` is invalid for it.
 
     Example:
         >>> nn.MaxPool(2)(mf.randn(1, 3, 8, 8)).shape
@@ -390,8 +395,9 @@ class MeanPool(_Pool):
         ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
 
     Raises:
-        ValueError: (on a call) the input is not a 4-D Tensor, or
-            ``kernel_size``, ``stride`` or ``padding`` is invalid for it.
+        TypeError: (on a call) the input is not a Tensor.
+        ValueError: (on a call) the input is not 4-D, or ``kernel_size``,
+            ``stride`` or ``padding`` is invalid for it.
 
     Example:
         >>> nn.MeanPool(2)(mf.randn(1, 3, 8, 8)).shape
@@ -406,9 +412,17 @@ class MeanPool(_Pool):
 class GlobalMaxPool(Module):
     """Maximum over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``.
 
-    As Flux's ``GlobalMaxPool`` and PyTorch's ``AdaptiveMaxPool2d(1)``.
+    The values are those of Flux's ``GlobalMaxPool`` and PyTorch's
+    ``AdaptiveMaxPool2d(1)``.  The gradient is :func:`minifb.functional.max`'s:
+    where several pixels of a channel tie for the maximum it is split evenly
+    among them (as ``torch.amax``), whereas ``AdaptiveMaxPool2d(1)`` and
+    ``nn.MaxPool((H, W))`` give it all to the first maximum.
 
     Follow it with :class:`Flatten` to get ``(N, C)``.
+
+    Raises:
+        TypeError: (on a call) the input is not a Tensor.
+        ValueError: (on a call) it is not 4-D, or has no pixels (``H`` or ``W`` is 0).
 
     Example:
         >>> nn.GlobalMaxPool()(mf.randn(2, 3, 5, 5)).shape
@@ -418,7 +432,10 @@ class GlobalMaxPool(Module):
     def forward(self, x):
         """Return the maximum of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``."""
         _check_images(self, x)
-        return F.max(x, axis=(2, 3), keepdims=True)
+        try:
+            return F.max(x, axis=(2, 3), keepdims=True)
+        except ValueError as e:  # an empty image: say which layer
+            raise ValueError(f"{self!r}: {e}") from e
 
     def _repr_args(self):
         return []
@@ -426,6 +443,10 @@ class GlobalMaxPool(Module):
 
 class GlobalMeanPool(Module):
     """Mean over all pixels of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``.
+
+    Raises:
+        TypeError: (on a call) the input is not a Tensor.
+        ValueError: (on a call) it is not 4-D.
 
     Example:
         >>> nn.GlobalMeanPool()(mf.randn(2, 3, 5, 5)).shape

@@ -63,7 +63,13 @@ class Recur(Module):
             ``None`` (default) the state is made on the first call by
             ``cell.initial_state(x)``, zeros fitting the input's batch size.
             Parameters inside ``state0`` are trained like any other (a learned
-            initial state).
+            initial state).  ``state0`` is kept as given, never detached: one
+            computed by recorded ops (``h, out = net(h, x)`` before
+            ``nn.Recur(net, h)``) keeps its graph, and every :meth:`reset`
+            leads back into it, so the second ``backward`` after a reset
+            fails on the freed graph.  Unless it is meant to be learned,
+            build it under ``mf.no_grad()`` or pass ``.detach()``-ed tensors
+            (``{k: v.detach() for k, v in h.items()}`` for a FeedbackChain's).
 
     Attributes:
         state: the current state.
@@ -548,6 +554,8 @@ class RNN(_ZeroStateRecur):
 
     def __init__(self, input_size: int, hidden_size: int, activation=F.tanh, bias: bool = True):
         _check_sizes("RNN", input_size, hidden_size)
+        checks.flag("RNN", "bias", bias)
+        check_activation("RNN", activation)
         super().__init__(RNNCell(input_size, hidden_size, activation, bias))
 
 
@@ -584,6 +592,7 @@ class LSTM(_ZeroStateRecur):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         _check_sizes("LSTM", input_size, hidden_size)
+        checks.flag("LSTM", "bias", bias)
         super().__init__(LSTMCell(input_size, hidden_size, bias))
 
 
@@ -620,4 +629,5 @@ class GRU(_ZeroStateRecur):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         _check_sizes("GRU", input_size, hidden_size)
+        checks.flag("GRU", "bias", bias)
         super().__init__(GRUCell(input_size, hidden_size, bias))
