@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a model with its feedback paths; optionally write Graphviz .dot")
     p.add_argument("model", type=_model_name, metavar="MODEL", help=_model_help())
-    p.add_argument("--size", type=_int_at_least(2), default=None,
-                   help="image side (default 16 for spoerer-*, 28 for lenet5*)")
+    p.add_argument("--size", type=_image_side, default=None,
+                   help=f"image side, 2 to {MAX_SIZE} (default 16 for spoerer-*, 28 for lenet5*)")
     p.add_argument("--features", type=_int_at_least(1), default=None,
                    help="feature maps per layer of spoerer-* models (default 32)")
     p.add_argument("--dot", default=None, help="write a Graphviz .dot file here")
@@ -264,18 +264,20 @@ def _train_kwargs(args):
                 features=args.features, progress=not args.no_progress)
 
 
-def _check_device(device):
-    from . import backend
+def _check_device_and_kernels(device):
+    """Refuse an unavailable ``device`` and a bad ``MINIFB_KERNELS`` (ValueError), before any work."""
+    from . import backend, kernels
 
     try:
         backend.check_device(device)
     except RuntimeError as err:
         raise ValueError(str(err)) from None
+    kernels.mode()   # raises ValueError naming MINIFB_KERNELS and its choices
 
 
 def cmd_train(args) -> int:
     """``minifb train``: train a model, print its test accuracy per timestep and write its files; exit status."""
-    _check_device(args.device)
+    _check_device_and_kernels(args.device)
     out = args.out or os.path.join("runs", args.model)
     kwargs = _train_kwargs(args)
     record = {}  # filled in as the run goes, so after Ctrl-C it tells whether this run wrote a checkpoint
@@ -323,7 +325,7 @@ def cmd_evaluate(args) -> int:
     """``minifb evaluate``: load saved weights and print the test accuracy per timestep; exit status."""
     from .serialization import load
 
-    _check_device(args.device)
+    _check_device_and_kernels(args.device)
     if args.level is not None and args.corrupt == "none":
         raise UsageError("argument --level: applies to a corruption; give --corrupt too")
     if os.path.isdir(args.weights) and os.path.isfile(os.path.join(args.weights, "model.npz")):
@@ -397,6 +399,7 @@ def compare(models=COMPARE_MODELS, corrupt="debris", out=None, log=print, **trai
         os.makedirs(out, exist_ok=True)   # before any training: a bad --out fails at once, not after it
     rows = []
     tests = None
+    config = dict(train_kwargs, corrupt=corrupt)
     for name in models:
         kwargs = dict(train_kwargs)
         if not name.startswith("spoerer-"):
@@ -408,6 +411,7 @@ def compare(models=COMPARE_MODELS, corrupt="debris", out=None, log=print, **trai
             tests = {c: mftrain.corrupted(ds, ds.x_test, ds.y_test, c, np.random.default_rng(seed + 100 + i))
                      for i, c in enumerate(("none", "noise", "debris"))}
         steps = history["config"]["steps"]
+        config["weight_decay"] = history["config"]["weight_decay"]   # what was used: adamw's 0.01 for 0
         row = {"model": name, "feedback": _has_feedback(net), "parameters": history["parameters"],
                "seconds": history["seconds"]}
         for key, c in (("clean", "none"), ("noise", "noise"), ("debris", "debris")):
@@ -421,7 +425,7 @@ def compare(models=COMPARE_MODELS, corrupt="debris", out=None, log=print, **trai
         with open(os.path.join(out, "compare.md"), "w") as fh:
             fh.write(table)
         with open(os.path.join(out, "compare.json"), "w") as fh:
-            json.dump({"config": dict(train_kwargs, corrupt=corrupt), "rows": rows}, fh, indent=2)
+            json.dump({"config": config, "rows": rows}, fh, indent=2)
         if not _plot_compare(rows, os.path.join(out, "compare.png")) and log is not None:
             log("note: matplotlib is not installed, so compare.png was not written")
     return rows
@@ -480,7 +484,7 @@ def _plot_compare(rows, path) -> bool:
 def cmd_compare(args) -> int:
     """``minifb compare``: train each model with the same budget, test it clean and corrupted, print and write
     the comparison; exit status."""
-    _check_device(args.device)
+    _check_device_and_kernels(args.device)
     kwargs = _train_kwargs(args)
     start = time.perf_counter()
     # Six trainings: 8x8 by default (the digits' native resolution) keeps them to a few minutes on two cores.

@@ -166,7 +166,9 @@ class Optimizer:
     """Base class: a list of parameters, per-parameter state, ``zero_grad`` and ``step``.
 
     Subclasses set their hyperparameters as attributes, list their names in
-    ``hyperparameters`` and implement :meth:`update` for one parameter.
+    ``hyperparameters`` and implement :meth:`update` for one parameter; one
+    whose hyperparameters have bounds checks them in ``_check_hyperparameters``
+    (as SGD and Adam do), so that :meth:`load_state_dict` checks loaded ones too.
 
     Args:
         params: an iterable of float :class:`~minifb.Tensor` (e.g.
@@ -318,34 +320,69 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore what :meth:`state_dict` returned (arrays go to each parameter's device).
 
+        The loaded hyperparameters are checked as the constructor checks them;
+        nothing changes unless the whole dict is accepted.
+
         Raises:
-            ValueError: the dict is for another optimiser type, another number
-                of parameters, or holds a buffer whose shape differs from its
-                parameter's.
+            TypeError: ``state_dict`` is not a dict, or its ``"state"`` is not a
+                list of dicts, or a hyperparameter is not a number.
+            ValueError: the dict is for another optimiser type, has no
+                ``"type"`` or ``"state"``, is for another number of parameters, holds a buffer
+                whose shape differs from its parameter's, or a hyperparameter
+                that the constructor would refuse.
         """
         name = type(self).__name__
-        if state_dict.get("type") != name:
-            raise ValueError(f"{name}.load_state_dict: the state is for {state_dict.get('type')!r}, not {name!r}")
+        owner = f"{name}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{owner}: expected a dict as {name}.state_dict() returns, "
+                            f"got {type(state_dict).__name__}")
+        missing = [repr(k) for k in ("type", "state") if k not in state_dict]
+        if missing:
+            raise ValueError(f"{owner}: the dict has no {' or '.join(missing)} entry; expected what "
+                             f"{name}.state_dict() returns, got keys {sorted(map(str, state_dict))}")
+        if state_dict["type"] != name:
+            raise ValueError(f"{owner}: the state is for {state_dict['type']!r}, not {name!r}")
         states = state_dict["state"]
+        if not isinstance(states, (list, tuple)):
+            raise TypeError(f"{owner}: 'state' must be a list with one dict per parameter, "
+                            f"got {type(states).__name__}")
+        for i, s in enumerate(states):
+            if not isinstance(s, dict):
+                raise TypeError(f"{owner}: state[{i}] must be a dict, got {type(s).__name__}")
         if len(states) != len(self.params):
-            raise ValueError(f"{name}.load_state_dict: the state has {len(states)} parameters, "
+            raise ValueError(f"{owner}: the state has {len(states)} parameters, "
                              f"this optimiser has {len(self.params)}")
+        hyper = state_dict.get("hyperparameters", {})
+        if not isinstance(hyper, dict):
+            raise TypeError(f"{owner}: 'hyperparameters' must be a dict, got {type(hyper).__name__}")
         new = []
         for i, (p, s) in enumerate(zip(self.params, states)):
             entry = {}
             for k, v in s.items():
                 if hasattr(v, "shape"):
                     if tuple(v.shape) != p.data.shape:
-                        raise ValueError(f"{name}.load_state_dict: state[{i}][{k!r}] has shape {tuple(v.shape)}, "
+                        raise ValueError(f"{owner}: state[{i}][{k!r}] has shape {tuple(v.shape)}, "
                                          f"params[{i}] has shape {p.data.shape}")
                     v = backend.to_device(np.asarray(backend.to_numpy(v), dtype=p.dtype), p.device).copy()
                 entry[k] = v
             new.append(entry)
-        for k, v in state_dict.get("hyperparameters", {}).items():
-            if k in self.hyperparameters:
-                setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        values = {k: getattr(self, k) for k in self.hyperparameters}
+        values.update({k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()
+                       if k in self.hyperparameters})
+        self._set_hyperparameters(owner, **values)
         self.state = new
         self._flat = None  # the flat buffers hold the old state: pack again from the loaded one
+
+    def _check_hyperparameters(self, owner: str, **values) -> dict:
+        """The hyperparameters ``values`` as the optimiser keeps them, checked (``owner`` names the caller
+        in the messages); a subclass with bounds on its hyperparameters overrides this, and its
+        constructor sets what it returns. This base version accepts anything."""
+        return values
+
+    def _set_hyperparameters(self, owner: str, **values) -> None:
+        """Check ``values`` with :meth:`_check_hyperparameters`, then set them all as attributes."""
+        for k, v in self._check_hyperparameters(owner, **values).items():
+            setattr(self, k, v)
 
     def __repr__(self):
         hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
@@ -387,15 +424,21 @@ class SGD(Optimizer):
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, *, dampening=0.0, nesterov=False):
-        self.lr = checks.number("SGD", "lr", lr, at_least=0, finite=True)
-        self.momentum = checks.number("SGD", "momentum", momentum, at_least=0, finite=True)
-        self.dampening = checks.number("SGD", "dampening", dampening, at_least=0, finite=True)
-        self.weight_decay = checks.number("SGD", "weight_decay", weight_decay, at_least=0, finite=True)
-        self.nesterov = checks.flag("SGD", "nesterov", nesterov)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening = 0, "
-                             f"got momentum={self.momentum}, dampening={self.dampening}")
+        self._set_hyperparameters(type(self).__name__, lr=lr, momentum=momentum, dampening=dampening,
+                                  nesterov=nesterov, weight_decay=weight_decay)
         super().__init__(params)
+
+    def _check_hyperparameters(self, owner, lr, momentum, dampening, nesterov, weight_decay):
+        """SGD's hyperparameters, checked (see :meth:`Optimizer._check_hyperparameters`)."""
+        hyper = dict(lr=checks.number(owner, "lr", lr, at_least=0, finite=True),
+                     momentum=checks.number(owner, "momentum", momentum, at_least=0, finite=True),
+                     dampening=checks.number(owner, "dampening", dampening, at_least=0, finite=True),
+                     nesterov=checks.flag(owner, "nesterov", nesterov),
+                     weight_decay=checks.number(owner, "weight_decay", weight_decay, at_least=0, finite=True))
+        if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
+            raise ValueError(f"{owner}: nesterov=True needs momentum > 0 and dampening = 0, "
+                             f"got momentum={hyper['momentum']}, dampening={hyper['dampening']}")
+        return hyper
 
     def update(self, w, g, state):
         """Apply the SGD rule to one raw array ``w`` (in place) from its gradient ``g`` and ``state``."""
@@ -475,12 +518,15 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        owner = type(self).__name__
-        self.lr = checks.number(owner, "lr", lr, at_least=0, finite=True)
-        self.betas = _betas(owner, betas)
-        self.eps = checks.number(owner, "eps", eps, at_least=0, finite=True)
-        self.weight_decay = checks.number(owner, "weight_decay", weight_decay, at_least=0, finite=True)
+        self._set_hyperparameters(type(self).__name__, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params)
+
+    def _check_hyperparameters(self, owner, lr, betas, eps, weight_decay):
+        """Adam's hyperparameters, checked (see :meth:`Optimizer._check_hyperparameters`)."""
+        return dict(lr=checks.number(owner, "lr", lr, at_least=0, finite=True),
+                    betas=_betas(owner, betas),
+                    eps=checks.number(owner, "eps", eps, at_least=0, finite=True),
+                    weight_decay=checks.number(owner, "weight_decay", weight_decay, at_least=0, finite=True))
 
     def update(self, w, g, state):
         """Apply the Adam rule to one raw array ``w`` (in place) from its gradient ``g`` and ``state``."""
@@ -566,7 +612,8 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
 
     Args:
         params: an iterable of Tensors (``model.parameters()``), or one Tensor.
-        max_norm: the largest allowed total norm, >= 0.
+        max_norm: the largest allowed total norm, >= 0, or ``float("inf")`` to
+            only measure the norm (gradients with a finite norm are left unchanged).
         norm_type: ``p`` of the p-norm (> 0), or ``float("inf")``.
         error_if_nonfinite: raise if the total norm is NaN or infinite
             (otherwise the gradients are scaled by a NaN/0 factor, as PyTorch does).
@@ -578,6 +625,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     Raises:
         TypeError: ``params`` is neither a Tensor nor an iterable of Tensors
             (a Module itself, say: pass ``model.parameters()``).
+        ValueError: ``max_norm`` is negative or NaN, or ``norm_type`` is not positive.
 
     Example:
         >>> net = nn.Dense(3, 1)
@@ -599,7 +647,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"clip_grad_norm: params[{i}] is a {type(p).__name__}, expected a Tensor")
-    max_norm = checks.number("clip_grad_norm", "max_norm", max_norm, at_least=0, finite=True)
+    max_norm = checks.number("clip_grad_norm", "max_norm", max_norm, at_least=0)   # inf: measure only
     if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
         raise ValueError(f"clip_grad_norm: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)

@@ -43,9 +43,9 @@ import time
 
 import numpy as np
 
-from . import backend, checks, data as mfdata
+from . import backend, checks, kernels, data as mfdata
 from . import functional as F
-from .nn import Dropout, Module, Recur, detach_state, reset_state
+from .nn import BatchNorm, Dropout, Module, Recur, detach_state, reset_state
 from .tensor import Tensor, data_of, no_grad
 
 __all__ = [
@@ -171,9 +171,10 @@ class _Batch:
     does, and is detached with it under truncated BPTT.
 
     Attributes:
-        varies: whether the logits can differ between timesteps: state carried between them, or a
-            Dropout in training mode drawing a new mask at each step. A model with neither gives the same
-            logits at every step, so the protocol runs it once.
+        varies: whether the steps can differ: state carried between them, a Dropout in training mode
+            drawing a new mask at each step, or a BatchNorm in training mode updating its running
+            statistics at each step. A model with none of these gives the same logits at every step and
+            changes nothing by running, so the protocol runs it once.
     """
 
     def __init__(self, net, x: Tensor):
@@ -185,7 +186,9 @@ class _Batch:
         self.outer = Recur(net, net.initial_state(x)) if hasattr(net, "initial_state") else None
         self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
         draws_dropout = any(isinstance(m, Dropout) and m.training and m.p > 0 for m in modules)
-        self.varies = bool(inner) or bool(self.outer is not None and self.outer.state) or draws_dropout
+        tracks_stats = any(isinstance(m, BatchNorm) and m.training for m in modules)
+        self.varies = (bool(inner) or bool(self.outer is not None and self.outer.state) or draws_dropout
+                       or tracks_stats)
 
     def __call__(self, x):
         return self.outer(x) if self.outer is not None else self.net(x)
@@ -203,9 +206,9 @@ def _unroll(net, x: Tensor, y, steps: int, multilabel: bool, truncate: int | Non
     so each window's graph is freed as soon as it is back-propagated). The
     returned loss Tensor is that of the last window.
 
-    A model whose logits cannot differ between steps (no feedback state, no
-    nested ``Recur``, no Dropout in training mode) is run once and its loss
-    counted ``steps`` times (the same value and gradient as unrolling it).
+    A model whose steps cannot differ (no feedback state, no nested ``Recur``,
+    no Dropout or BatchNorm in training mode) is run once and its loss counted
+    ``steps`` times (the same value and gradient as unrolling it).
     """
     y = _labels_on(y, x.device, multilabel)   # once a batch, not at every timestep
     rnet = _Batch(net, x)
@@ -739,6 +742,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
                   limit=limit, truncate=truncate, clip=clip, weight_decay=weight_decay, features=features)
     # Check the cheap arguments before loading anything (and before removing an earlier run's outputs).
     backend.check_device(device)
+    kernels.mode()   # a bad MINIFB_KERNELS fails here, not in the first forward pass
     if str(optimizer).lower() not in OPTIMIZERS:
         raise ValueError(f"train: unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
     steps, epochs, _, _, clip, corrupt, seed = _check_schedule("train", steps, epochs, batch, truncate, clip,
@@ -752,7 +756,8 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
     history = {} if history is None else history
     history.update({"config": config, "parameters": count_parameters(net),
                     "train_images": int(len(ds.x_train)), "test_images": int(len(ds.x_test)), "epochs": []})
-    make_optimizer(optimizer, net.parameters(), lr, weight_decay)  # its checks, before anything is removed
+    opt = make_optimizer(optimizer, net.parameters(), lr, weight_decay)  # its checks, before anything is removed
+    config["weight_decay"] = opt.weight_decay   # what it uses: adamw's 0.01 for 0
     if out is not None:
         os.makedirs(out, exist_ok=True)
         _remove_run_files(out)
@@ -829,7 +834,8 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
         truncate: detach the state every ``truncate`` steps, at most ``steps``
             (``None``: full BPTT).
         clip: global gradient-norm clip (``None``: off).
-        weight_decay: L2 penalty (decoupled for ``adamw``).
+        weight_decay: L2 penalty (decoupled for ``adamw``, which takes 0 as
+            0.01: ``config["weight_decay"]`` records the value used).
         features: feature maps per layer of a Spoerer model (``None``: 32).
         progress: tqdm progress bar when installed.
         log: per-epoch lines go here (``None``: silent).
@@ -847,7 +853,8 @@ def train(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4, epoc
     Raises:
         ValueError: a bad argument (unknown model, data spec, corruption,
             optimizer; non-positive steps/batch/lr; negative epochs; truncate
-            larger than steps).
+            larger than steps), or a bad ``MINIFB_KERNELS``; all found before
+            anything in ``out`` is removed.
         FileNotFoundError: missing MNIST files.
 
     Example:

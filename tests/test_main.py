@@ -92,6 +92,7 @@ def test_evaluate_rejects_weights_of_another_model(trained, capsys):
     (["train", "--weight-decay", "-1"], "argument --weight-decay: must be a finite number >= 0, got -1"),
     (["train", "--size", "1000"], "argument --size: must be at most 256, got 1000"),
     (["evaluate", "--weights", "x", "--size", "1000"], "argument --size: must be at most 256, got 1000"),
+    (["show", "lenet5", "--size", "100000"], "argument --size: must be at most 256, got 100000"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys, tmp_path):
     if argv and argv[0] == "train":  # in case an argument is wrongly accepted: keep the run tiny
@@ -387,3 +388,29 @@ def test_weight_decay_reaches_the_training_run(monkeypatch, capsys, tmp_path):  
     assert code == 0, err
     assert seen == [0.125]
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["weight_decay"] == 0.125
+
+
+# ---------------------------------------------------------------- found by the user audit (session 14)
+@pytest.mark.parametrize("argv", [["train", "--out", ".", *TINY], ["compare", "--out", ".", *TINY],
+                                  ["evaluate", "--weights", "model.npz", "--limit", "8"]], ids=lambda a: a[0])
+def test_a_bad_kernel_mode_gives_one_line_before_touching_the_output(argv, monkeypatch, capsys, tmp_path):
+    (tmp_path / "model.npz").write_bytes(b"an earlier run's weights")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINIFB_KERNELS", "bogus")
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.strip().splitlines() == ["minifb: error: MINIFB_KERNELS='bogus': expected one of off, emulate, "
+                                        "cuda, auto"]
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+    assert (tmp_path / "model.npz").read_bytes() == b"an earlier run's weights"
+
+
+def test_metrics_and_compare_record_the_weight_decay_that_adamw_uses(tmp_path, capsys):
+    budget = ["--optimizer", "adamw", "--epochs", "0", "--limit", "8", "--steps", "1", "--features", "4",
+              "--size", "8", "--no-progress"]
+    code, _, err = run(capsys, "train", "--model", "spoerer-B", "--out", str(tmp_path / "run"), *budget)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["weight_decay"] == 0.01
+    code, _, err = run(capsys, "compare", "--models", "spoerer-B", "--out", str(tmp_path / "cmp"), *budget)
+    assert code == 0, err
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["config"]["weight_decay"] == 0.01

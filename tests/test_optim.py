@@ -791,3 +791,56 @@ def test_clip_grad_norm_with_a_nan_gradient_scales_by_nan_as_pytorch():
     ta.grad, tb.grad = torch.tensor([math.nan, 1.0], dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64)
     torch.nn.utils.clip_grad_norm_([ta, tb], 1.0)
     np.testing.assert_array_equal(b.grad, tb.grad.numpy())
+
+
+# ---------------------------------------------------------------- found by the user audit (session 14)
+def test_clip_grad_norm_with_an_infinite_max_norm_only_measures():
+    a, b = Tensor(np.zeros(2), requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
+    a.grad, b.grad = np.array([3.0, 4.0]), np.array([12.0])
+    assert optim.clip_grad_norm([a, b], math.inf) == pytest.approx(13.0)
+    np.testing.assert_array_equal(a.grad, [3.0, 4.0])                  # not scaled
+    np.testing.assert_array_equal(b.grad, [12.0])
+    for bad in (math.nan, -1.0, -math.inf):
+        with pytest.raises(ValueError, match=r"^clip_grad_norm: max_norm must be a number >= 0, got"):
+            optim.clip_grad_norm([a, b], bad)
+
+
+@pytest.mark.parametrize("state_dict, error, message", [
+    ([1, 2], TypeError, r"^Adam.load_state_dict: expected a dict as Adam.state_dict\(\) returns, got list"),
+    ({"type": "Adam"}, ValueError, r"^Adam.load_state_dict: the dict has no 'state' entry; .*got keys \['type'\]"),
+    ({"state": [{}]}, ValueError, r"^Adam.load_state_dict: the dict has no 'type' entry"),
+    ({"type": "Adam", "state": 3}, TypeError, r"^Adam.load_state_dict: 'state' must be a list .*got int"),
+    ({"type": "Adam", "state": [3]}, TypeError, r"^Adam.load_state_dict: state\[0\] must be a dict, got int"),
+    ({"type": "Adam", "state": [{}], "hyperparameters": [0.1]}, TypeError,
+     r"^Adam.load_state_dict: 'hyperparameters' must be a dict, got list"),
+], ids=["list", "no-state", "no-type", "state-int", "entry-int", "hyper-list"])
+def test_load_state_dict_refuses_malformed_input_naming_the_optimiser(state_dict, error, message):
+    opt = optim.Adam([Tensor(np.zeros(2), requires_grad=True)])
+    with pytest.raises(error, match=message):
+        opt.load_state_dict(state_dict)
+
+
+@pytest.mark.parametrize("make, hyper, message", [
+    (lambda ps: optim.Adam(ps, lr=0.1), {"lr": -1.0}, r"lr must be a finite number >= 0, got -1.0"),
+    (lambda ps: optim.AdamW(ps, lr=0.1), {"betas": [0.9, 1.5]}, r"betas\[1\] must be a finite number"),
+    (lambda ps: optim.Adam(ps, lr=0.1), {"eps": math.nan}, r"eps must be a finite number >= 0, got nan"),
+    (lambda ps: optim.SGD(ps, 0.1), {"weight_decay": "0.1"}, r"weight_decay must be a number, got '0.1'"),
+    (lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True), {"momentum": 0.0},
+     r"nesterov=True needs momentum > 0 and dampening = 0"),
+], ids=["adam-lr", "adamw-betas", "adam-eps", "sgd-weight-decay", "sgd-nesterov"])
+def test_load_state_dict_checks_the_hyperparameters_as_the_constructor_does(make, hyper, message):
+    p = Tensor(W0.copy(), requires_grad=True)
+    opt = make([p])
+    p.grad = GRADS[0].copy()
+    opt.step()
+    saved = opt.state_dict()
+    saved["hyperparameters"].update(hyper)
+    before = (repr(opt), opt.state)
+    name = type(opt).__name__
+    with pytest.raises((ValueError, TypeError), match=rf"^{name}.load_state_dict: {message}"):
+        opt.load_state_dict(saved)
+    assert (repr(opt), opt.state) == before                            # nothing changed
+    ok = opt.state_dict()
+    ok["hyperparameters"]["lr"] = 0.5
+    opt.load_state_dict(ok)                                            # a good one still loads
+    assert opt.lr == 0.5

@@ -539,3 +539,40 @@ def test_multilabel_accuracy_looks_at_the_top_k_logits_only():              # ki
     labels = np.zeros((1, 10))
     labels[0, [3, 7]] = 1
     assert mftrain.accuracy(scores, labels) == 0.5
+
+
+# ---------------------------------------------------------------- found by the user audit (session 14)
+def test_train_step_updates_batchnorm_statistics_at_every_timestep():
+    """A stateless model with a BatchNorm in training mode is not run once for all timesteps: its running
+    statistics move ``steps`` times, as when the steps are unrolled by hand."""
+    def make():
+        mf.manual_seed(0)
+        return mf.nn.Chain(mf.nn.Conv(1, 3, 3, padding=1), mf.nn.BatchNorm(3), mf.nn.Flatten(),
+                           mf.nn.Dense(3 * 8 * 8, 10))
+
+    x, y = batch(8)
+    x = x * 3 + 2
+    net = make()
+    loss, _ = mftrain.train_step(net, mf.optim.SGD(net.parameters(), 0.0), x, y, steps=4)
+    by_hand = make()
+    want = sum(F.cross_entropy(by_hand(mf.tensor(x)), y) for _ in range(4))
+    assert loss == pytest.approx(float(want.data), rel=1e-6)
+    for (name, got), (_, ref) in zip(net.named_buffers(), by_hand.named_buffers()):
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-6, err_msg=name)
+    assert int(net.layers[1].num_batches_tracked.numpy()) == 4
+
+
+def test_train_records_the_weight_decay_that_adamw_uses(tmp_path):
+    history = mftrain.train("spoerer-B", optimizer="adamw", weight_decay=0.0, epochs=0, limit=8, size=8,
+                            features=4, steps=1, out=str(tmp_path), progress=False, log=None, plot=False)
+    assert history["config"]["weight_decay"] == 0.01                   # what make_optimizer gave AdamW
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["weight_decay"] == 0.01
+
+
+def test_train_refuses_a_bad_kernel_mode_before_removing_an_earlier_runs_files(tmp_path, monkeypatch):
+    (tmp_path / "model.npz").write_bytes(b"an earlier run's weights")
+    monkeypatch.setenv("MINIFB_KERNELS", "bogus")
+    with pytest.raises(ValueError, match=r"^MINIFB_KERNELS='bogus': expected one of off, emulate, cuda, auto$"):
+        mftrain.train("spoerer-BT", epochs=1, limit=8, size=8, features=4, out=str(tmp_path), progress=False,
+                      log=None)
+    assert (tmp_path / "model.npz").read_bytes() == b"an earlier run's weights"
