@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import minifb as mf
 import minifb.functional as F
+from minifb import backend
 from minifb.tensor import unbroadcast
 
 from strategies import broadcastable_pair, floats64, seeds, t64
@@ -999,23 +1000,29 @@ def test_T_reverses_the_axes_as_numpy_does():
 
 
 # ---------------------------------------------------------------- in-place operators (audit 14)
-def test_manual_sgd_with_in_place_operators_updates_the_parameters_as_out_of_place_does():
+def test_manual_sgd_with_in_place_operators_updates_the_parameters_as_out_of_place_does(device):
     # ``q -= ...`` on the loop variable must update the parameter itself, as in PyTorch
-    params = [mf.tensor([1.0, 2.0, 3.0], requires_grad=True), mf.tensor([[0.5, -1.0]], requires_grad=True)]
+    params = [mf.tensor([1.0, 2.0, 3.0], requires_grad=True, device=device),
+              mf.tensor([[0.5, -1.0]], requires_grad=True, device=device)]
     start = [p.numpy().copy() for p in params]
     for _ in range(3):
         loss = sum((p * p).sum() for p in params)
         for p in params:
             p.grad = None
         loss.backward()
-        expected = [p.numpy() - 0.1 * p.grad for p in params]
+        expected = [p.numpy() - 0.1 * backend.to_numpy(p.grad) for p in params]
         with mf.no_grad():
             for q in params:
-                q -= 0.1 * q.grad
+                q -= 0.1 * q.grad                 # a backend array operand: CuPy's on the GPU
         for p, want in zip(params, expected):
             np.testing.assert_allclose(p.numpy(), want, rtol=1e-6)
-            assert p.requires_grad and p.is_leaf and p.dtype == np.float32
+            assert p.requires_grad and p.is_leaf and p.dtype == np.float32 and p.device == device
     np.testing.assert_allclose(params[0].numpy(), start[0] * 0.8 ** 3, rtol=1e-6)
+    stale = (params[0] * 2).sum()
+    with mf.no_grad():
+        params[0] += 1.0
+    with pytest.raises(RuntimeError, match=r"updated in place"):
+        stale.backward()
 
 
 @pytest.mark.parametrize("symbol, other", [("+", 2.0), ("-", [1.0, 2.0]), ("*", np.array([2.0, 3.0])),
