@@ -1,8 +1,9 @@
 """Tensor's operators and methods, bound explicitly to :mod:`minifb.functional`.
 
 Kept apart from :mod:`minifb.tensor` so the tape machinery knows no particular
-op (except :meth:`Tensor.to`'s ``ToDevice`` and the ``ProductSum`` gradients
-of :class:`~minifb.ops.matmul.Linear`; see :mod:`minifb.tensor`).
+op (except :meth:`Tensor.to`'s ``ToDevice`` and the two deferred gradients,
+``ProductSum`` from :class:`~minifb.ops.matmul.Linear` and ``SliceSum`` from
+:class:`~minifb.ops.movement.GetItem`; see :mod:`minifb.tensor`).
 Comparisons return boolean tensors, and the bitwise operators ``& | ^ ~``
 work on boolean and integer tensors; neither is ever differentiated.  The
 in-place operators ``+= -= *= /= **= &= |= ^=`` write into the tensor's own

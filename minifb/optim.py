@@ -624,8 +624,11 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
 
     Raises:
         TypeError: ``params`` is neither a Tensor nor an iterable of Tensors
-            (a Module itself, say: pass ``model.parameters()``).
+            (a Module itself, say: pass ``model.parameters()``), or
+            ``error_if_nonfinite`` is not a bool.
         ValueError: ``max_norm`` is negative or NaN, or ``norm_type`` is not positive.
+        RuntimeError: ``error_if_nonfinite`` is True and the total norm is
+            NaN or infinite (no gradient is changed then).
 
     Example:
         >>> net = nn.Dense(3, 1)

@@ -612,8 +612,8 @@ class Tensor:
         Raises:
             RuntimeError: this tensor does not require grad (no input had
                 ``requires_grad=True``, or it was computed under ``no_grad``);
-                an op's leaf input (or a ``detach()`` or a view of one) was
-                updated in place after the op ran (no ``.grad`` is changed
+                an input of a recorded op (a leaf, a computed tensor, or a
+                ``detach()`` or a view of one) was updated in place after the op ran (no ``.grad`` is changed
                 then); or the graph was already freed by an earlier backward.
             ValueError: ``grad`` is omitted and this tensor does not have
                 exactly one element; or ``grad``'s shape differs from this

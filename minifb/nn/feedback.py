@@ -509,7 +509,9 @@ class FeedbackTree(FeedbackChain):
     Args:
         *layers: layers (any callables), Splitters, Mergers, and nested Chains
             or FeedbackChains, as :class:`FeedbackChain`; every Splitter among
-            them (nested ones included) behaves as a tree Splitter.
+            them, those in nested plain Chains included, behaves as a tree
+            Splitter (a nested FeedbackChain keeps its own chain Splitters, a
+            nested FeedbackTree its tree ones).
 
     Raises:
         TypeError: at construction, for a layer that is not callable.
