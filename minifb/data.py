@@ -643,6 +643,7 @@ def debris(
     if h == 0 or w == 0:
         raise ValueError(f"debris: images must have at least one pixel, got H x W = {h} x {w}")
     fraction = checks.number("debris", "fraction", fraction)
+    return_coverage = checks.flag("debris", "return_coverage", return_coverage)
     _check_rng("debris", rng, legacy=False)   # uses Generator.integers
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"debris: fraction must be in [0, 1], got {fraction!r}")
@@ -839,8 +840,11 @@ debris coverage, and number of digits for clutter."""
 
 def _is_integral(value) -> bool:
     """True for a real number with no fractional part (``3``, ``3.0``, ``np.int64(3)``), not for a bool."""
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            and np.isfinite(value) and float(value).is_integer())
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):   # np.isfinite cannot take a Python int past 64 bits
+        return True
+    return isinstance(value, (float, np.floating)) and bool(np.isfinite(value)) and float(value).is_integer()
 
 
 def _check_clutter_level(level, classes: int) -> None:

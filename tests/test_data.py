@@ -407,6 +407,20 @@ def test_clutter_refuses_a_fractional_number_of_digits(raw):
         clutter(x[:5], y[:5], 2.5, np.random.default_rng(0), source_images=x, source_labels=y)
 
 
+@pytest.mark.parametrize("n_digits", [10 ** 30, -(10 ** 30)])
+def test_clutter_refuses_a_huge_number_of_digits_by_name(raw, n_digits):
+    x, y = raw                              # np.isfinite cannot take such an int: the check must not ask it
+    with pytest.raises(ValueError, match=rf"n_digits must be an integer in 1..10, got {n_digits}"):
+        clutter(x[:5], y[:5], n_digits, np.random.default_rng(0), source_images=x, source_labels=y)
+
+
+@pytest.mark.parametrize("flag", ["no", 2.5, None, [1, 2]])
+def test_debris_return_coverage_must_be_a_bool(raw, flag):
+    x, _ = raw
+    with pytest.raises(TypeError, match=r"debris: return_coverage must be True or False"):
+        debris(x[:3], x, 0.1, np.random.default_rng(0), return_coverage=flag)
+
+
 def test_corruptions_deterministic_given_rng(raw):
     x, y = raw
     for name in data.CORRUPTIONS:
