@@ -8,7 +8,9 @@ Every model here is a feedback network called one timestep at a time::
 
 or, keeping the state for you, ``rnet = nn.Recur(net, net.initial_state(x))``
 and ``logits = rnet(x)`` once per step (a loss over the steps trains by
-backprop-through-time).  The purely feedforward models (``lenet5`` and
+backprop-through-time).  Make a new Recur for every batch: it starts from the
+zero state, and resets every Recur inside the net too (as
+``nn.reset_state(net)`` does).  The purely feedforward models (``lenet5`` and
 Spoerer's ``B``, ``BK``, ``BF``) are FeedbackChains without feedback, so they
 are called the same way; their state is the empty dict.
 

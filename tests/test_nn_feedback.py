@@ -584,6 +584,19 @@ def test_initial_state_leaves_a_recur_inside_the_chain_as_it_was():
     np.testing.assert_array_equal(gru.state.numpy(), np.ones((2, 4), np.float32))
 
 
+def test_initial_state_runs_an_inner_recur_from_its_initial_state_whatever_its_last_batch():
+    mf.manual_seed(0)
+    lstm = nn.LSTM(6, 7)
+    net = nn.FeedbackChain(nn.Merger("o", nn.Dense(3, 6), operator.add), lstm, nn.Dense(7, 3), nn.Splitter("o"))
+    x4, x7 = mf.randn(4, 6), mf.randn(7, 6)
+    net(net.initial_state(x4), x4)                 # the LSTM now holds a (4, 7) state
+    held = lstm.state
+    state = net.initial_state(x7)                  # a new batch size: inferred from the LSTM's zero state
+    assert state["o"].shape == (7, 3) and lstm.state is held
+    lstm.state0 = (mf.zeros(1, 7), mf.zeros(1, 7))  # an initial state of its own is the one used
+    assert net.initial_state(x7)["o"].shape == (7, 3) and lstm.state is held
+
+
 def test_initial_state_on_the_input_device(device):
     net = seed_net().to(device)
     state = net.initial_state(mf.randn(2, 10, device=device))
@@ -811,6 +824,29 @@ def test_a_feedback_chain_in_a_plain_chain_called_as_a_layer_says_it_needs_the_s
     assert nn.Chain(nn.Dense(4, 4), nn.Recur(inner))(x).shape == (2, 4)
     wrapped = nn.FeedbackChain(nn.Dense(4, 4), nn.SkipConnection(nn.Recur(inner), operator.add))
     assert wrapped.splitnames() == [] and wrapped({}, x)[1].shape == (2, 4)
+
+
+def test_a_recurrent_cell_as_a_layer_of_a_feedback_chain_is_refused_at_construction():
+    cell = nn.LSTMCell(4, 4)
+    with pytest.raises(TypeError, match=r"^FeedbackChain: layers\[1\] LSTMCell\(4, 4\) is a recurrent cell, called as "
+                                        r"`state, y = cell\(state, x\)`, but the FeedbackChain calls it as "
+                                        r"`y = layer\(x\)`: wrap it in nn\.Recur.*\(nn\.Recur\(cell\) or "
+                                        r"nn\.LSTM\(4, 4\)\)$"):
+        nn.FeedbackChain(nn.Dense(3, 4), cell, nn.Splitter("a"))
+    with pytest.raises(TypeError, match=r"^FeedbackTree: layers\[0\]\.layers\[1\] ConvLSTMCell\(1, 2, 3\) is a "
+                                        r"recurrent cell.*\(nn\.Recur\(cell\)\)$"):
+        nn.FeedbackTree(nn.Chain(nn.Lambda(ident), nn.ConvLSTMCell(1, 2, 3)), nn.Splitter("a"))
+    with pytest.raises(TypeError, match=r"layers\[0\] RNNCell\(3, 3, relu\) .*nn\.RNN\(3, 3, relu\)"):
+        nn.FeedbackChain(nn.RNNCell(3, 3, mf.relu))
+    class LastStep(nn.LSTMCell):                  # a subclass called as y = layer(x) is a layer like any other
+        def forward(self, x):
+            return super().forward(self.initial_state(x), x)[1]
+
+    # what the message advises works
+    x = mf.randn(2, 3)
+    for layer in (nn.Recur(cell), nn.LSTM(4, 4), LastStep(4, 4)):
+        net = nn.FeedbackChain(nn.Dense(3, 4), layer, nn.Splitter("a"))
+        assert net(net.initial_state(x), x)[1].shape == (2, 4)
 
 
 def test_markers_inside_a_nested_recur_belong_to_it():

@@ -276,6 +276,32 @@ def test_reset_and_detach_reach_a_recur_inside_the_cell():
     rnet(x).sum().backward()
 
 
+def test_a_new_recur_starts_every_recur_inside_the_cell_from_its_initial_state():
+    import operator
+
+    mf.manual_seed(0)
+    net = nn.FeedbackChain(nn.Dense(5, 6), nn.Merger("o", nn.Dense(3, 6), operator.add), nn.LSTM(6, 7),
+                           nn.Dense(7, 3), nn.Splitter("o"))
+    xa, xb = mf.randn(4, 5), mf.randn(4, 5)
+
+    def batch(x, steps=2):                     # the documented per-batch pattern
+        rnet = nn.Recur(net, net.initial_state(x))
+        return [rnet(x) for _ in range(steps)]
+
+    first = [y.numpy() for y in batch(xb)]
+    mf.stack(batch(xa)).sum().backward()       # a trained batch leaves the inner LSTM on its freed graph
+    ys = batch(xb)
+    mf.stack(ys).sum().backward()              # a new Recur does not carry it into this batch
+    for y, y0 in zip(ys, first):
+        np.testing.assert_array_equal(y.numpy(), y0)
+    assert [y.shape for y in batch(mf.randn(7, 5))] == [(7, 3)] * 2   # nor its batch size
+    lstm = net.layers[2]
+    lstm.state0 = (mf.ones(1, 7), mf.ones(1, 7))
+    nn.Recur(net, {"o": mf.zeros(3)})
+    assert lstm.state is lstm.state0           # back to its own initial state, as reset() does
+    nn.Recur(lambda s, x: (s, x), None)        # a plain callable cell holds no Recur
+
+
 def test_reset_state_and_detach_state_walk_a_whole_model():
     mf.manual_seed(1)
     model = nn.Chain(nn.LSTM(3, 4), nn.Dense(4, 4), nn.RNN(4, 2))
@@ -488,6 +514,35 @@ def test_a_cell_given_an_array_raises_a_type_error_as_a_layer_does():
                         (nn.GRUCell(3, 4), mf.zeros(2, 4))):
         with pytest.raises(TypeError, match=r"input must be a Tensor of shape \(\.\.\., 3\), got ndarray"):
             cell(state, np.ones((2, 3), np.float32))
+
+
+def test_every_cell_given_a_non_tensor_input_or_state_raises_a_type_error():
+    conv = nn.ConvLSTMCell(1, 2, 3)
+    x = mf.randn(2, 1, 4, 4)
+    for bad in (x.numpy(), None):
+        with pytest.raises(TypeError, match=r"^ConvLSTMCell\(1, 2, 3\): input must be a Tensor of shape "
+                                            r"\(N, 1, H, W\), got (ndarray|NoneType)$"):
+            conv(conv.initial_state(x), bad)
+        with pytest.raises(TypeError, match=r"^ConvLSTMCell\(1, 2, 3\): input must be a Tensor"):
+            conv.initial_state(bad)
+    h = np.zeros((2, 4), np.float32)
+    x = mf.randn(2, 3)
+    for cell, state in ((nn.RNNCell(3, 4), h), (nn.LSTMCell(3, 4), (mf.zeros(2, 4), h)), (nn.GRUCell(3, 4), None)):
+        with pytest.raises(TypeError, match=rf"^{type(cell).__name__}\(.*\): state (h|c) must be a Tensor of shape "
+                                            r"\(\.\.\., 4\), got (ndarray|NoneType)$"):
+            cell(state, x)
+
+
+def test_a_recurrent_cell_as_a_layer_of_a_chain_says_to_wrap_it_in_a_recur():
+    x = mf.randn(2, 1, 5, 5)
+    with pytest.raises(TypeError, match=r"^Chain: layers\[0\] ConvLSTMCell\(1, 2, 3\) is a recurrent cell, called "
+                                        r"as `state, y = cell\(state, x\)`, but the Chain calls it as "
+                                        r"`y = layer\(x\)`: wrap it in nn\.Recur.*\(nn\.Recur\(cell\)\)$"):
+        nn.Chain(nn.ConvLSTMCell(1, 2, 3))(x)
+    with pytest.raises(TypeError, match=r"^Chain: layers\[1\] GRUCell\(4, 4\) .*\(nn\.Recur\(cell\) or "
+                                        r"nn\.GRU\(4, 4\)\)$"):
+        nn.Chain(nn.Dense(3, 4), nn.GRUCell(4, 4))(mf.randn(2, 3))
+    assert nn.Chain(nn.Recur(nn.ConvLSTMCell(1, 2, 3)))(x).shape == (2, 2, 5, 5)
 
 
 def test_recur_takes_a_module_whose_own_call_takes_state_and_input():

@@ -27,9 +27,15 @@ def _connection_error(container, what: str, values, err):
 
 
 def _refuse_stateful_layer(chain, index: int, layer, err) -> None:
-    """Raise a TypeError that says why, when ``layer`` (which just failed with ``err``) is a FeedbackChain:
-    it is called as ``state, y = net(state, x)``, not ``y = layer(x)``. Return otherwise."""
+    """Raise a TypeError that says why, when ``layer`` (which just failed with ``err``) is a FeedbackChain
+    or a recurrent cell: either is called as ``state, y = net(state, x)``, not ``y = layer(x)``. Return
+    otherwise."""
     from .feedback import FeedbackChain  # feedback imports this module; avoid a cycle at import
+    from .recurrent import cell_as_layer_error
+
+    cell_error = cell_as_layer_error(type(chain).__name__, f"layers[{index}]", layer)
+    if cell_error is not None:
+        raise cell_error from err
 
     if isinstance(layer, FeedbackChain):
         kind = type(layer).__name__
@@ -103,7 +109,9 @@ class Chain(LayerSequence, Module):
         Raises:
             TypeError: a layer is a FeedbackChain (or FeedbackTree), which needs
                 the feedback state: put this Chain in a FeedbackChain, or wrap
-                that layer in ``nn.Recur``.
+                that layer in ``nn.Recur``; or a layer is a recurrent cell
+                (``nn.LSTMCell``, ...): wrap it in ``nn.Recur`` (or use
+                ``nn.LSTM``, ...).
         """
         for i, layer in enumerate(self.layers):
             try:

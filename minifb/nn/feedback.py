@@ -311,6 +311,17 @@ def _walk_markers(layers):
             yield from _walk_markers(layer.layers)
 
 
+def _called_layers(layers, path: str = "layers"):
+    """Yield ``(where, layer)`` for every layer a pass calls as ``layer(x)``, through nested plain Chains
+    (``where`` names it: ``"layers[2].layers[0]"``); a nested FeedbackChain checked its own."""
+    for i, layer in enumerate(layers):
+        where = f"{path}[{i}]"
+        if _is_plain_chain(layer):
+            yield from _called_layers(layer.layers, where + ".layers")
+        elif not isinstance(layer, (Splitter, Merger, FeedbackChain)):
+            yield where, layer
+
+
 def _markers_below(module, path=(), seen=None):
     """Yield ``(marker, container)`` for every Splitter, Merger and FeedbackChain among ``module``'s
     sub-modules, except inside a Recur (whose cell keeps its own state) or a nested FeedbackChain (which
@@ -349,7 +360,9 @@ class FeedbackChain(LayerSequence, Module):
             or FeedbackChains.
 
     Raises:
-        TypeError: at construction, for a layer that is not callable.
+        TypeError: at construction, for a layer that is not callable, or a
+            recurrent cell (``nn.LSTMCell``, ...), which needs a state of its
+            own: wrap it in ``nn.Recur`` (or use ``nn.LSTM``, ...).
         ValueError: at construction, for duplicate Splitter names, a Merger
             whose name no Splitter writes, or a Splitter, Merger or nested
             FeedbackChain the chain cannot reach (see :meth:`validate`).
@@ -414,7 +427,17 @@ class FeedbackChain(LayerSequence, Module):
                 nested FeedbackChain/FeedbackTree the chain cannot reach
                 (inside a SkipConnection, a Parallel, a Merger's op, ...; one
                 inside a Recur belongs to that Recur).
+            TypeError: naming a recurrent cell (``nn.LSTMCell``, ...) among the
+                layers the chain calls as ``y = layer(x)``; ``nn.Recur(cell)``
+                (or ``nn.LSTM``, ...) belongs there.
         """
+        from .recurrent import cell_as_layer_error  # recurrent imports nothing from here; avoid a cycle
+
+        if _runs_inline(self):   # a subclass with a forward of its own may call its layers otherwise
+            for where, layer in _called_layers(self.layers):
+                cell_error = cell_as_layer_error(type(self).__name__, where, layer)
+                if cell_error is not None:
+                    raise cell_error
         names = self.splitnames()
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -446,9 +469,10 @@ class FeedbackChain(LayerSequence, Module):
 
         The chain runs once on ``x`` with feedback off (Mergers skipped,
         Splitters passing the stream on), without recording on the tape and
-        in evaluation mode (BatchNorm statistics untouched), and every
-        :class:`~minifb.nn.Recur` inside keeps its state; each Splitter's
-        shape is recorded.
+        in evaluation mode (BatchNorm statistics untouched); each Splitter's
+        shape is recorded. Every :class:`~minifb.nn.Recur` inside (an
+        ``nn.LSTM``) runs from its initial state, so the shapes do not depend
+        on an earlier batch, and keeps its state afterwards.
 
         Args:
             x: an input like the ones the chain will get (its batch size counts).
@@ -472,6 +496,8 @@ class FeedbackChain(LayerSequence, Module):
         states = [(m, m.state) for m in self.modules() if isinstance(m, Recur)]
         ctx = _Pass({}, infer=True)
         try:
+            for m, _ in states:    # from state0, or one made lazily for x: not the last batch's state
+                m.state = m.state0
             self.eval()
             with no_grad():
                 _run(self.layers, x, ctx, self.is_tree)
@@ -514,7 +540,8 @@ class FeedbackTree(FeedbackChain):
             nested FeedbackTree its tree ones).
 
     Raises:
-        TypeError: at construction, for a layer that is not callable.
+        TypeError: at construction, for a layer that is not callable, or a
+            recurrent cell (wrap it in ``nn.Recur``).
         ValueError: at construction, for duplicate Splitter names, a Merger
             whose name no Splitter writes, or a Splitter, Merger or nested
             FeedbackChain the chain cannot reach (see :meth:`validate`).

@@ -71,6 +71,11 @@ class Recur(Module):
             build it under ``mf.no_grad()`` or pass ``.detach()``-ed tensors
             (``{k: v.detach() for k, v in h.items()}`` for a FeedbackChain's).
 
+    A new Recur starts a new sequence: every Recur inside the cell (an
+    ``nn.LSTM`` in a FeedbackChain) goes back to its initial state, as
+    :meth:`reset` does, so ``nn.Recur(net, net.initial_state(x))`` once per
+    batch starts every batch afresh.
+
     Attributes:
         state: the current state.
 
@@ -92,6 +97,8 @@ class Recur(Module):
         if not _takes_positional(cell, 2):
             raise TypeError(f"Recur: cell {describe(cell)} cannot be called as `state, y = cell(state, x)` "
                             "(as an RNNCell or a FeedbackChain is); a layer without state belongs in a Chain")
+        for inner in _recurs_in("Recur", cell):   # a new sequence, as reset() starts (none in a plain callable)
+            inner._state = inner.state0
         self.cell = cell
         self.state0 = state0
         self._state = state0
@@ -278,9 +285,12 @@ class _Cell(Module):
             raise ValueError(f"{self!r}: expected input of shape (..., {self.input_size}), got {tuple(x.shape)}")
 
     def _check_hidden(self, h, what="h"):
-        if not isinstance(h, Tensor) or h.ndim < 1 or h.shape[-1] != self.hidden_size:
-            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(f"{self!r}: expected state {what} of shape (..., {self.hidden_size}), got {shape}")
+        if not isinstance(h, Tensor):
+            raise TypeError(f"{self!r}: state {what} must be a Tensor of shape (..., {self.hidden_size}), "
+                            f"got {type(h).__name__}")
+        if h.ndim < 1 or h.shape[-1] != self.hidden_size:
+            raise ValueError(f"{self!r}: expected state {what} of shape (..., {self.hidden_size}), "
+                             f"got {tuple(h.shape)}")
 
     def _check_step(self, x, **state):
         """Check the input and each state tensor, and that the state's batch axes fit the input's.
@@ -473,9 +483,11 @@ class ConvLSTMCell(Module):
         return Tensor(xp.zeros(shape, dtype=x.dtype)), Tensor(xp.zeros(shape, dtype=x.dtype))
 
     def _check_input(self, x):
-        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W), got {shape}")
+        if not isinstance(x, Tensor):   # a TypeError, as every layer gives for a non-Tensor
+            raise TypeError(f"{self!r}: input must be a Tensor of shape (N, {self.in_channels}, H, W), "
+                            f"got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
 
     def forward(self, state, x):
         """One step: ``(h, c)``, each (N, Hc, H, W), and ``x`` (N, C_in, H, W) -> ``((h', c'), y)``."""
@@ -509,6 +521,24 @@ class ConvLSTMCell(Module):
         if self.conv.bias is None:
             args.append("bias=False")   # as the other cells show it
         return args
+
+
+def cell_as_layer_error(container: str, where: str, layer):
+    """The TypeError for a recurrent cell placed where ``container`` calls it as ``y = layer(x)``, or
+    ``None`` when ``layer`` is not one of the cells.
+
+    Args:
+        container: the container's name (``"Chain"``, ``"FeedbackChain"``).
+        where: the layer's place in it (``"layers[1]"``).
+        layer: the layer.
+    """
+    if not isinstance(layer, (_Cell, ConvLSTMCell)) or _takes_positional(layer, 1):   # a subclass may take x alone
+        return None
+    wrapper = {RNNCell: "RNN", LSTMCell: "LSTM", GRUCell: "GRU"}.get(type(layer))
+    instead = f" or nn.{format_call(wrapper, layer._repr_args())}" if wrapper else ""
+    return TypeError(f"{container}: {where} {layer!r} is a recurrent cell, called as `state, y = cell(state, x)`, "
+                     f"but the {container} calls it as `y = layer(x)`: wrap it in nn.Recur, which keeps its state "
+                     f"between calls (nn.Recur(cell){instead})")
 
 
 # ---- Recur wrappers with a zero initial state --------------------------------------------
