@@ -5,7 +5,9 @@ filled their ``.grad``, :meth:`Optimizer.step` updates each parameter's
 ``.data`` **in place** from its ``.grad``, using the array module of the data
 (NumPy or CuPy), so the same optimiser runs on the CPU and on a GPU.
 Parameters whose ``.grad`` is ``None`` (no gradient reached them) are skipped,
-and their optimiser state is left as it was.
+and their optimiser state is left as it was.  A ``.grad`` is a backend array,
+as ``backward`` leaves it; one set by hand must be one too (``p.grad = t.data``,
+not the Tensor ``t``), or ``step`` and ``clip_grad_norm`` refuse it.
 
 Typical loop::
 
@@ -68,6 +70,35 @@ def _check_writable(owner: str, i: int, p) -> None:
     if not backend.is_writable(p.data):
         raise ValueError(f"{owner}: params[{i}] (shape {p.data.shape}) is a read-only array; an optimiser "
                          "updates parameters in place, so give it a writable copy (e.g. Parameter(array.copy()))")
+
+
+def _is_array(value) -> bool:
+    """Whether ``value`` is a backend array (a NumPy or CuPy ndarray) of real numbers (bool, integer or float),
+    or a NumPy scalar (what NumPy gives for arithmetic on 0-d arrays: a 0-d parameter's gradient).
+
+    A Tensor or a list is not: an optimiser and ``clip_grad_norm`` change gradients and state in place,
+    and ``a -= b`` on anything but an array rebinds a name and changes nothing.
+    """
+    is_array = isinstance(value, (np.ndarray, np.generic)) or (
+        type(value).__module__.startswith("cupy") and hasattr(value, "shape") and hasattr(value, "dtype"))
+    return is_array and np.dtype(value.dtype).kind in "biuf"
+
+
+def _check_grad(owner: str, i: int, p) -> None:
+    """Refuse a ``p.grad`` (of ``params[i]``, not None) that is not a backend array of real numbers.
+
+    ``.grad`` is a backend array (DESIGN: the ``Tensor`` contract), never a Tensor: one set by hand must be
+    one too, ``p.grad = t.data`` rather than ``p.grad = t``.
+    """
+    g = p.grad
+    if _is_array(g):
+        return
+    if hasattr(g, "dtype") and hasattr(g, "shape") and not isinstance(g, Tensor):
+        raise TypeError(f"{owner}: params[{i}].grad must be an array of real numbers of shape {p.data.shape}, "
+                        f"got dtype {g.dtype}")
+    hint = "; set p.grad = t.data (a Tensor's backend array), not the Tensor" if isinstance(g, Tensor) else ""
+    raise TypeError(f"{owner}: params[{i}].grad must be an array of shape {p.data.shape}, "
+                    f"got {type(g).__name__}{hint}")
 
 
 def _betas(owner: str, betas) -> tuple:
@@ -168,7 +199,9 @@ class Optimizer:
     Subclasses set their hyperparameters as attributes, list their names in
     ``hyperparameters`` and implement :meth:`update` for one parameter; one
     whose hyperparameters have bounds checks them in ``_check_hyperparameters``
-    (as SGD and Adam do), so that :meth:`load_state_dict` checks loaded ones too.
+    (as SGD and Adam do), so that :meth:`load_state_dict` checks loaded ones too;
+    one that names its per-parameter state in :attr:`state_keys` (as SGD and
+    Adam do) has each loaded state checked against it.
 
     Args:
         params: an iterable of float :class:`~minifb.Tensor` (e.g.
@@ -196,6 +229,12 @@ class Optimizer:
     """
 
     hyperparameters: tuple = ()
+
+    #: What one parameter's state holds once the parameter has been updated, for :meth:`load_state_dict`
+    #: to check: ``{key: "array"}`` for a buffer of the parameter's shape, ``{key: "step"}`` for an
+    #: integer count >= 0. A loaded state has all of these keys or none (a parameter not updated yet).
+    #: ``None`` (this base class, and a subclass that does not say): loaded states are not checked.
+    state_keys: dict | None = None
 
     def __init__(self, params):
         self.params = _param_list(params, type(self).__name__)
@@ -228,11 +267,22 @@ class Optimizer:
         parameter) ``.data`` is updated in place and stays the same array.
 
         Raises:
-            TypeError: a parameter's ``.grad`` is not an array (a list, say).
+            TypeError: a parameter's ``.grad`` is not a backend array of real
+                numbers: a list, a string, or a Tensor (``.grad`` is an
+                array, as ``backward`` leaves it: set ``p.grad = t.data``).
             ValueError: a parameter's ``.grad`` does not have its shape, or
                 its ``.data`` has become a read-only array.  Every parameter
                 is checked before any is updated, so nothing changes then.
         """
+        owner = f"{type(self).__name__}.step"
+        for i, p in enumerate(self.params):   # check them all first: an error leaves every parameter as it was
+            g = p.grad
+            if g is None:
+                continue
+            _check_grad(owner, i, p)
+            if g.shape != p.data.shape:
+                raise ValueError(f"{owner}: params[{i}] has shape {p.data.shape} but its grad has shape {g.shape}")
+            _check_writable(owner, i, p)
         # KERNEL HOOK: optim -- on CuPy float32 (or under ``kernels.use("emulate")``) every parameter is
         # updated by ONE fused launch over a flat buffer that holds all of them (kernels/optim.cu, see
         # ``_FlatParameters``); the per-parameter array code below stays as the reference.
@@ -240,18 +290,6 @@ class Optimizer:
             for p in self.params:
                 p._version += 1  # an in-place update: graphs recorded before it can no longer backward
             return
-        owner = f"{type(self).__name__}.step"
-        for i, p in enumerate(self.params):   # check them all first: an error leaves every parameter as it was
-            g = p.grad
-            if g is None:
-                continue
-            shape = getattr(g, "shape", None)
-            if shape is None:
-                raise TypeError(f"{owner}: params[{i}].grad must be an array of shape {p.data.shape}, "
-                                f"got {type(g).__name__}")
-            if shape != p.data.shape:
-                raise ValueError(f"{owner}: params[{i}] has shape {p.data.shape} but its grad has shape {g.shape}")
-            _check_writable(owner, i, p)
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
@@ -325,11 +363,14 @@ class Optimizer:
 
         Raises:
             TypeError: ``state_dict`` is not a dict, or its ``"state"`` is not a
-                list of dicts, or a hyperparameter is not a number.
+                list of dicts, or a hyperparameter is not a number, or a
+                buffer of ``state[i]`` is not an array (a list, say).
             ValueError: the dict is for another optimiser type, has no
                 ``"type"`` or ``"state"``, is for another number of parameters, holds a buffer
-                whose shape differs from its parameter's, or a hyperparameter
-                that the constructor would refuse.
+                whose shape differs from its parameter's, a ``state[i]`` with
+                other keys than the optimiser's :attr:`state_keys` (a missing
+                ``exp_avg_sq``, an unknown key) or a step count that is not an
+                integer >= 0, or a hyperparameter that the constructor would refuse.
         """
         name = type(self).__name__
         owner = f"{name}.load_state_dict"
@@ -355,23 +396,48 @@ class Optimizer:
         hyper = state_dict.get("hyperparameters", {})
         if not isinstance(hyper, dict):
             raise TypeError(f"{owner}: 'hyperparameters' must be a dict, got {type(hyper).__name__}")
-        new = []
-        for i, (p, s) in enumerate(zip(self.params, states)):
-            entry = {}
-            for k, v in s.items():
-                if hasattr(v, "shape"):
-                    if tuple(v.shape) != p.data.shape:
-                        raise ValueError(f"{owner}: state[{i}][{k!r}] has shape {tuple(v.shape)}, "
-                                         f"params[{i}] has shape {p.data.shape}")
-                    v = backend.to_device(np.asarray(backend.to_numpy(v), dtype=p.dtype), p.device).copy()
-                entry[k] = v
-            new.append(entry)
+        new = [self._loaded_state(owner, i, p, s) for i, (p, s) in enumerate(zip(self.params, states))]
         values = {k: getattr(self, k) for k in self.hyperparameters}
         values.update({k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()
                        if k in self.hyperparameters})
         self._set_hyperparameters(owner, **values)
         self.state = new
         self._flat = None  # the flat buffers hold the old state: pack again from the loaded one
+
+    def _loaded_state(self, owner: str, i: int, p, s: dict) -> dict:
+        """The loaded state ``s`` of ``params[i]`` as the optimiser keeps it (arrays copied to ``p``'s device
+        and dtype, a step count as an int), checked against :attr:`state_keys`.
+
+        Raises:
+            ValueError: ``s`` has a key the optimiser does not keep, lacks one of its keys (and is not
+                empty), holds a buffer of another shape than ``p``'s, or a step count that is not an
+                integer >= 0 (``2.5``, ``-1``, ``"3"``).
+            TypeError: a buffer is not an array of real numbers (a list, a string).
+        """
+        keys = self.state_keys
+        if keys is not None and s:
+            unknown = [k for k in s if k not in keys]
+            missing = [k for k in keys if k not in s]
+            if unknown or missing:
+                what = f"unknown key(s) {unknown}" if unknown else f"no {' or '.join(map(repr, missing))}"
+                raise ValueError(f"{owner}: state[{i}] has {what}; {type(self).__name__} keeps {list(keys)} "
+                                 "per parameter (or nothing, for a parameter not updated yet)")
+        entry = {}
+        for k, v in s.items():
+            kind = None if keys is None else keys[k]
+            if kind == "step":
+                v = checks.integer(owner, f"state[{i}][{k!r}]", v, minimum=0)
+            elif kind == "array" or hasattr(v, "shape"):
+                if kind == "array" and not _is_array(v):
+                    got = f"dtype {v.dtype}" if hasattr(v, "dtype") and hasattr(v, "shape") else type(v).__name__
+                    raise TypeError(f"{owner}: state[{i}][{k!r}] must be an array of real numbers of shape "
+                                    f"{p.data.shape}, got {got}")
+                if tuple(v.shape) != p.data.shape:
+                    raise ValueError(f"{owner}: state[{i}][{k!r}] has shape {tuple(v.shape)}, "
+                                     f"params[{i}] has shape {p.data.shape}")
+                v = backend.to_device(np.asarray(backend.to_numpy(v), dtype=p.dtype), p.device).copy()
+            entry[k] = v
+        return entry
 
     def _check_hyperparameters(self, owner: str, **values) -> dict:
         """The hyperparameters ``values`` as the optimiser keeps them, checked (``owner`` names the caller
@@ -422,6 +488,7 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+    state_keys = {"momentum_buffer": "array"}   # with momentum, from the first update on
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, *, dampening=0.0, nesterov=False):
         self._set_hyperparameters(type(self).__name__, lr=lr, momentum=momentum, dampening=dampening,
@@ -515,6 +582,7 @@ class Adam(Optimizer):
     """
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    state_keys = {"step": "step", "exp_avg": "array", "exp_avg_sq": "array"}
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -624,9 +692,12 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
 
     Raises:
         TypeError: ``params`` is neither a Tensor nor an iterable of Tensors
-            (a Module itself, say: pass ``model.parameters()``), or
-            ``error_if_nonfinite`` is not a bool.
-        ValueError: ``max_norm`` is negative or NaN, or ``norm_type`` is not positive.
+            (a Module itself, say: pass ``model.parameters()``),
+            ``error_if_nonfinite`` is not a bool, or a ``.grad`` is not a
+            backend array of real numbers (a Tensor: set ``p.grad = t.data``).
+        ValueError: ``max_norm`` is negative or NaN, ``norm_type`` is not
+            positive, or a gradient that must be scaled is a read-only array
+            (no gradient is changed then).
         RuntimeError: ``error_if_nonfinite`` is True and the total norm is
             NaN or infinite (no gradient is changed then).
 
@@ -655,6 +726,9 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
         raise ValueError(f"clip_grad_norm: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)
     error_if_nonfinite = checks.flag("clip_grad_norm", "error_if_nonfinite", error_if_nonfinite)
+    for i, p in enumerate(params):
+        if p.grad is not None:
+            _check_grad("clip_grad_norm", i, p)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
@@ -669,8 +743,19 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False) ->
         raise RuntimeError(f"clip_grad_norm: the total norm of order {norm_type} of the gradients is {total}")
     coef = max_norm / (total + 1e-6)
     if coef < 1.0 or not math.isfinite(total):
-        for g in grads:
-            g *= coef
+        for i, p in enumerate(params):   # all checked before any is scaled
+            g = p.grad
+            if g is not None and np.dtype(g.dtype).kind != "f":
+                raise TypeError(f"clip_grad_norm: params[{i}].grad has dtype {g.dtype}; only floating-point "
+                                "gradients can be scaled")
+            if g is not None and not isinstance(g, np.generic) and not backend.is_writable(g):
+                raise ValueError(f"clip_grad_norm: params[{i}].grad (shape {g.shape}) is a read-only array; "
+                                 "clip_grad_norm scales the gradients in place, so give it a writable copy")
+        for p in params:
+            if isinstance(p.grad, np.generic):    # a NumPy scalar cannot change in place: ``g *= coef`` rebinds
+                p.grad = np.asarray(p.grad * coef)
+            elif p.grad is not None:
+                p.grad *= coef
     return total
 
 

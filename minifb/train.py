@@ -31,6 +31,19 @@ The building blocks are usable on their own::
 
 and :func:`train` does everything the ``minifb train`` command does (build,
 train, evaluate, checkpoint, write ``metrics.json``) and returns the history.
+
+The state starts from ``net.initial_state(xb)``, zeros. For another initial
+state, hand-built or learned, pass ``nn.Recur(net, state0)`` as the model to
+:func:`train_step`, :func:`sequence_loss`, :func:`evaluate` or :func:`fit`: it is
+called as ``logits = rnet(x)`` and goes back to ``state0`` for every batch
+(the steps and gradients are those of the ``net`` with that state), and the
+Parameters in ``state0`` are trained with the others. ``state0`` must fit
+every batch, so give a learned one a batch of 1, which broadcasts::
+
+    shapes = net.initial_state(mf.tensor(xb[:1]))
+    rnet = nn.Recur(net, {k: nn.Parameter(v) for k, v in shapes.items()})
+    opt = optim.Adam(rnet.parameters(), lr=2e-3)      # net's parameters and state0
+    loss, logits = train.train_step(rnet, opt, xb, yb, steps=4)
 """
 
 from __future__ import annotations
@@ -97,8 +110,17 @@ so a smaller size saves them no time)."""
 
 
 def default_size(model_name: str) -> int:
-    """The default image side for a model: 28 for ``lenet5``/``lenet5_fb``, 16 otherwise."""
-    return 28 if str(model_name).startswith("lenet") else 16
+    """The default image side for a model: 28 for ``lenet5``/``lenet5_fb``, 16 for the ``spoerer-*`` models.
+
+    Raises:
+        ValueError: ``model_name`` is not a name in :data:`minifb.models.MODEL_NAMES` (``None``, ``2.5``).
+    """
+    from . import models
+
+    if not (isinstance(model_name, str) and model_name in models.MODEL_NAMES):
+        raise ValueError(f"default_size: unknown model {model_name!r}: expected one of "
+                         f"{', '.join(models.MODEL_NAMES)}")
+    return 28 if model_name.startswith("lenet") else 16
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -243,7 +265,9 @@ def sequence_loss(net, x, y, steps: int = 4):
     ``loss.backward()`` is full backprop-through-time.
 
     Args:
-        net: a model called as ``state, logits = net(state, x)``.
+        net: a model called as ``state, logits = net(state, x)``, or
+            ``nn.Recur(net, state0)`` to start from ``state0`` (see the module
+            docstring).
         x: images ``(N, C, H, W)``, a Tensor or an array.
         y: integer labels ``(N,)``, or multi-hot labels ``(N, classes)``
             (then the per-step loss is binary cross-entropy on the logits).
@@ -284,8 +308,12 @@ def train_step(net, opt, x, y, steps: int = 4, truncate: int | None = None, clip
     gradient norm to ``clip`` if given, and steps the optimiser.
 
     Args:
-        net: the model (``state, logits = net(state, x)``), in training mode.
-        opt: an optimiser over ``net.parameters()``.
+        net: the model (``state, logits = net(state, x)``), in training mode,
+            started from ``net.initial_state(x)``; or ``nn.Recur(net, state0)``
+            to start from a hand-built or learned ``state0`` (a batch of 1
+            broadcasts; see the module docstring).
+        opt: an optimiser over ``net.parameters()`` (those of the Recur to
+            train a learned ``state0``).
         x: images ``(N, C, H, W)``.
         y: labels ``(N,)`` int, or multi-hot ``(N, classes)``.
         steps: timesteps ``T``.
@@ -370,6 +398,9 @@ def evaluate(net, x, y, steps: int = 4, batch: int = 256) -> list:
 
     Args:
         net: the model; it is put in evaluation mode and restored afterwards.
+            Its state starts from ``net.initial_state(xb)`` for every batch;
+            pass ``nn.Recur(net, state0)`` to start from ``state0`` (which must
+            fit every batch: a batch of 1 broadcasts).
         x: images ``(N, C, H, W)`` (a NumPy array).
         y: labels ``(N,)`` or multi-hot ``(N, classes)``.
         steps: timesteps ``T``.
@@ -468,7 +499,14 @@ def build_model(name: str, size: int, classes: int = 10, channels: int = 1, feat
 
 
 def count_parameters(net) -> int:
-    """The number of trainable scalars in ``net``."""
+    """The number of trainable scalars in ``net``.
+
+    Raises:
+        TypeError: ``net`` is not a model (it has no ``parameters()``: None, a list of Tensors).
+    """
+    if not callable(getattr(net, "parameters", None)):
+        raise TypeError(f"count_parameters: net must be a model with parameters() (an nn.Module), "
+                        f"got {type(net).__name__}")
     return int(sum(int(np.prod(p.shape)) for p in net.parameters()))
 
 
@@ -552,7 +590,9 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
     a little above it; each epoch's record holds its last batch's rate).
 
     Args:
-        net: the model, on the device it should train on.
+        net: the model, on the device it should train on; as in
+            :func:`train_step`, ``nn.Recur(net, state0)`` starts every batch
+            from ``state0`` and trains the Parameters in it.
         ds: a :class:`minifb.data.Dataset`.
         steps, epochs, batch, lr, optimizer, seed, truncate, clip,
             weight_decay: as in :func:`train`.
@@ -574,6 +614,11 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
         TypeError: ``clip``, ``seed`` or ``lr`` is not a number, or
             ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
     """
+    if not callable(getattr(net, "parameters", None)):
+        raise TypeError(f"fit: net must be a model with parameters() (an nn.Module), got {type(net).__name__}")
+    if not isinstance(ds, mfdata.Dataset):
+        raise TypeError(f"fit: ds must be a minifb.data.Dataset (from train.prepare_data or data.load), "
+                        f"got {type(ds).__name__}")
     steps, epochs, batch, truncate, clip, corrupt, seed = _check_schedule("fit", steps, epochs, batch, truncate,
                                                                           clip, corrupt, seed)
     _check_labels("fit", ds.y_train, "ds.y_train")
@@ -644,17 +689,27 @@ def save_metrics(history: dict, path) -> str:
 
     NumPy numbers are written as numbers, and a NaN or infinite value (a diverged loss) as ``null``:
     strict JSON has no NaN.
+
+    Raises:
+        TypeError: ``history`` is not a dict (None, a string, a number); nothing is written then.
     """
+    if not isinstance(history, dict):
+        raise TypeError(f"save_metrics: history must be a dict (what fit and train return), "
+                        f"got {type(history).__name__}")
     path = os.fspath(path)
-    tmp = path + ".tmp"
+    text = json.dumps(_jsonable(history), indent=2, allow_nan=False)   # an unserialisable value fails here,
+    tmp = path + ".tmp"                                                 # before any file is made
     with open(tmp, "w") as fh:
-        json.dump(_jsonable(history), fh, indent=2, allow_nan=False)
+        fh.write(text)
     os.replace(tmp, path)
     return path
 
 
 def _jsonable(value):
-    """``value`` with NumPy scalars as Python numbers and non-finite floats as None, through dicts and lists."""
+    """``value`` with NumPy scalars and arrays as Python numbers and lists and non-finite floats as None, through
+    dicts and lists."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

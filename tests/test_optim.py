@@ -844,3 +844,154 @@ def test_load_state_dict_checks_the_hyperparameters_as_the_constructor_does(make
     ok["hyperparameters"]["lr"] = 0.5
     opt.load_state_dict(ok)                                            # a good one still loads
     assert opt.lr == 0.5
+
+
+# ---------------------------------------------------------------- found by the fuzz audit (session 14b)
+_MAKERS = [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+           lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.AdamW(ps, lr=0.1)]
+_MAKER_IDS = ["sgd", "sgd-momentum", "adam", "adamw"]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["float64", "float32-emulated-kernels"])
+@pytest.mark.parametrize("make", _MAKERS, ids=_MAKER_IDS)
+def test_step_refuses_a_tensor_gradient_instead_of_skipping_the_update(make, fused):
+    """``.grad`` is a backend array; a Tensor there used to make ``w -= lr * g`` rebind ``w`` and leave the
+    parameter as it was (SGD, Adam, AdamW), silently."""
+    import contextlib
+
+    from minifb import kernels
+
+    if fused:
+        _emulation_or_skip()
+    dtype = np.float32 if fused else np.float64
+    q, p = Tensor(W0.astype(dtype), requires_grad=True), Tensor(W0.astype(dtype), requires_grad=True)
+    opt = make([q, p])
+    q.grad, p.grad = GRADS[0].astype(dtype), Tensor(GRADS[0].astype(dtype))
+    name = type(opt).__name__
+    with kernels.use("emulate") if fused else contextlib.nullcontext():
+        with pytest.raises(TypeError, match=rf"^{name}.step: params\[1\].grad must be an array of shape \(2, 3\), "
+                                            r"got Tensor; set p.grad = t.data"):
+            opt.step()
+        np.testing.assert_array_equal(q.data, W0.astype(dtype))          # checked before any update
+        np.testing.assert_array_equal(p.data, W0.astype(dtype))
+        assert opt.state == [{}, {}]
+        p.grad = np.array([["a", "b", "c"]] * 2)                          # an array, but not of numbers
+        with pytest.raises(TypeError, match=rf"^{name}.step: params\[1\].grad must be an array of real numbers "
+                                            r"of shape \(2, 3\), got dtype <U1"):
+            opt.step()
+        p.grad = GRADS[0].astype(dtype)                                   # the array itself: updated
+        opt.step()
+    assert not np.array_equal(p.data, W0.astype(dtype))
+    np.testing.assert_allclose(p.data, q.data)
+
+
+@pytest.mark.parametrize("grad, message", [
+    (lambda: Tensor(np.ones(3)), r"got Tensor; set p.grad = t.data"),
+    (lambda: "x", r"got str$"),
+    (lambda: np.array(["a", "b", "c"]), r"got dtype <U1$"),
+], ids=["tensor", "string", "string-array"])
+def test_clip_grad_norm_refuses_a_gradient_that_is_not_an_array(grad, message):
+    a, b = Tensor(np.zeros(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
+    a.grad, b.grad = np.full(3, 10.0), grad()
+    with pytest.raises(TypeError, match=r"^clip_grad_norm: params\[1\].grad must be an array .*" + message):
+        optim.clip_grad_norm([a, b], 1.0)
+    np.testing.assert_array_equal(a.grad, np.full(3, 10.0))             # nothing scaled
+
+
+def test_clip_grad_norm_refuses_a_read_only_gradient_before_scaling_any():
+    a, b = Tensor(np.zeros(2), requires_grad=True), Tensor(np.zeros(2), requires_grad=True)
+    frozen = np.array([3.0, 4.0])
+    frozen.setflags(write=False)
+    a.grad, b.grad = np.array([3.0, 4.0]), frozen
+    assert optim.clip_grad_norm([a, b], 100.0) == pytest.approx(math.sqrt(50.0))   # nothing to scale: fine
+    with pytest.raises(ValueError, match=r"^clip_grad_norm: params\[1\].grad \(shape \(2,\)\) is a read-only array"):
+        optim.clip_grad_norm([a, b], 1.0)
+    np.testing.assert_array_equal(a.grad, [3.0, 4.0])
+
+
+def _adam_state(**changes):
+    state = {"step": 2, "exp_avg": np.full((2, 3), 0.1), "exp_avg_sq": np.full((2, 3), 0.01)}
+    state.update(changes)
+    return {k: v for k, v in state.items() if v is not None}
+
+
+@pytest.mark.parametrize("name, state, error, message", [
+    ("Adam", _adam_state(step=-1), ValueError, r"state\[0\]\['step'\] must be an integer >= 0, got -1$"),
+    ("Adam", _adam_state(step=-1.5), ValueError, r"state\[0\]\['step'\] must be an integer >= 0, got -1.5$"),
+    ("Adam", _adam_state(step=2.5), ValueError, r"state\[0\]\['step'\] must be an integer >= 0, got 2.5$"),
+    ("Adam", _adam_state(step="x"), ValueError, r"state\[0\]\['step'\] must be an integer >= 0, got 'x'$"),
+    ("Adam", _adam_state(step=True), ValueError, r"state\[0\]\['step'\] must be an integer >= 0, got True$"),
+    ("AdamW", _adam_state(step=np.float64(3.0)), ValueError,
+     r"state\[0\]\['step'\] must be an integer >= 0, got np.float64\(3.0\)$"),
+    ("Adam", _adam_state(exp_avg=[[0.0] * 3] * 2), TypeError,
+     r"state\[0\]\['exp_avg'\] must be an array of real numbers of shape \(2, 3\), got list$"),
+    ("Adam", _adam_state(exp_avg_sq=np.array([["a"] * 3] * 2)), TypeError,
+     r"state\[0\]\['exp_avg_sq'\] must be an array of real numbers of shape \(2, 3\), got dtype <U1$"),
+    ("Adam", _adam_state(exp_avg_sq=None), ValueError,
+     r"state\[0\] has no 'exp_avg_sq'; Adam keeps \['step', 'exp_avg', 'exp_avg_sq'\] per parameter"),
+    ("AdamW", {"step": 3}, ValueError, r"state\[0\] has no 'exp_avg' or 'exp_avg_sq'; AdamW keeps"),
+    ("Adam", _adam_state(momentum_buffer=np.zeros((2, 3))), ValueError,
+     r"state\[0\] has unknown key\(s\) \['momentum_buffer'\]; Adam keeps"),
+    ("SGD", {"momentum_buffer": "x"}, TypeError,
+     r"state\[0\]\['momentum_buffer'\] must be an array of real numbers of shape \(2, 3\), got str$"),
+    ("SGD", {"momentum_buffer": np.zeros((2, 3)), "step": 1}, ValueError,
+     r"state\[0\] has unknown key\(s\) \['step'\]; SGD keeps \['momentum_buffer'\]"),
+], ids=["step-negative", "step-negative-float", "step-fraction", "step-string", "step-bool", "step-np-float",
+        "exp-avg-list", "exp-avg-sq-strings", "no-exp-avg-sq", "step-only", "unknown-key", "sgd-buffer-string",
+        "sgd-unknown-key"])
+def test_load_state_dict_checks_each_parameters_state_before_anything_changes(name, state, error, message):
+    p, q = Tensor(W0.copy(), requires_grad=True), Tensor(W0.copy(), requires_grad=True)
+    opt = getattr(optim, name)([q, p], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    q.grad = GRADS[0].copy()
+    opt.step()                                              # q has a state, p has none yet
+    saved = opt.state_dict()
+    before = opt.state_dict()
+    saved["state"] = [saved["state"][0], state]
+    with pytest.raises(error, match=rf"^{name}.load_state_dict: " + message.replace("state\\[0\\]", "state\\[1\\]")):
+        opt.load_state_dict(saved)
+    after = opt.state_dict()                                # nothing changed
+    assert after["state"][1] == {}
+    for key, value in before["state"][0].items():
+        np.testing.assert_array_equal(after["state"][0][key], value)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_load_state_dict_still_takes_what_state_dict_gives(name):
+    """An empty state (a parameter not stepped yet), NumPy integer step counts (kept as ints) and arrays of
+    another dtype (cast to the parameter's) load; the run then continues as the saved one would."""
+    p, q = Tensor(W0.copy(), requires_grad=True), Tensor(W0.copy(), requires_grad=True)
+    opt = getattr(optim, name)([p, q], lr=0.1)
+    p.grad = GRADS[0].copy()
+    opt.step()
+    saved = opt.state_dict()
+    assert saved["state"][1] == {}
+    saved["state"][0]["step"] = np.int64(saved["state"][0]["step"])
+    saved["state"][0] = {k: v.astype(np.float32) if isinstance(v, np.ndarray) else v
+                         for k, v in saved["state"][0].items()}
+    p2, q2 = Tensor(p.data.copy(), requires_grad=True), Tensor(W0.copy(), requires_grad=True)
+    opt2 = getattr(optim, name)([p2, q2], lr=0.1)
+    opt2.load_state_dict(saved)
+    assert opt2.state[1] == {}
+    assert type(opt2.state[0]["step"]) is int and opt2.state[0]["step"] == 1
+    assert all(v.dtype == np.float64 for v in opt2.state[0].values() if hasattr(v, "dtype"))
+    for g in GRADS[1:]:
+        p.grad, q.grad, p2.grad, q2.grad = g.copy(), g.copy(), g.copy(), g.copy()
+        opt.step()
+        opt2.step()
+    np.testing.assert_allclose(p2.data, p.data, rtol=1e-6)
+    np.testing.assert_allclose(q2.data, q.data, rtol=1e-12)
+
+
+def test_clip_grad_norm_scales_a_numpy_scalar_gradient_and_refuses_an_integer_one():
+    """A 0-d parameter's gradient computed by NumPy is a NumPy scalar, which ``g *= coef`` cannot change in
+    place: it used to be measured but left unclipped."""
+    a, b = Tensor(np.array(0.0), requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
+    a.grad, b.grad = np.float64(3.0) * np.array(1.0), np.array([4.0])
+    assert isinstance(a.grad, np.generic)
+    assert optim.clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
+    assert a.grad.shape == () and float(a.grad) == pytest.approx(0.6, rel=1e-5)
+    np.testing.assert_allclose(b.grad, [0.8], rtol=1e-5)
+    a.grad, b.grad = np.array(3.0), np.array([4])
+    with pytest.raises(TypeError, match=r"^clip_grad_norm: params\[1\].grad has dtype int64; only floating-point"):
+        optim.clip_grad_norm([a, b], 1.0)
+    assert float(a.grad) == 3.0                                           # nothing scaled

@@ -576,3 +576,42 @@ def test_train_refuses_a_bad_kernel_mode_before_removing_an_earlier_runs_files(t
         mftrain.train("spoerer-BT", epochs=1, limit=8, size=8, features=4, out=str(tmp_path), progress=False,
                       log=None)
     assert (tmp_path / "model.npz").read_bytes() == b"an earlier run's weights"
+
+
+# ---------------------------------------------------------------- found by the fuzz audit (session 14b)
+def test_default_size_refuses_what_is_not_a_model_name():
+    assert mftrain.default_size("lenet5_fb") == 28 and mftrain.default_size("spoerer-B") == 16
+    for bad in (None, "nope", 2.5, "lenet", ["lenet5"]):
+        with pytest.raises(ValueError, match=rf"^default_size: unknown model {bad!r}: expected one of lenet5, "
+                                             .replace("[", r"\[").replace("]", r"\]")):
+            mftrain.default_size(bad)
+
+
+def test_count_parameters_and_fit_refuse_what_is_not_a_model_or_a_dataset():
+    net = tiny("B")
+    ds = mftrain.prepare_data("digits", size=8, limit=8)
+    with pytest.raises(TypeError, match=r"^count_parameters: net must be a model with parameters\(\) .*got NoneType"):
+        mftrain.count_parameters(None)
+    for bad in (None, {"x_train": ds.x_train}):
+        with pytest.raises(TypeError, match=rf"^fit: ds must be a minifb.data.Dataset .*got {type(bad).__name__}$"):
+            mftrain.fit(net, bad, epochs=1, progress=False, log=None)
+    with pytest.raises(TypeError, match=r"^fit: net must be a model with parameters\(\) .*got list$"):
+        mftrain.fit(list(net.parameters()), ds, epochs=1, progress=False, log=None)
+
+
+@pytest.mark.parametrize("history", [None, "x", float("nan"), [1.0]], ids=["none", "str", "nan", "list"])
+def test_save_metrics_refuses_what_is_not_a_history_dict(tmp_path, history):
+    path = tmp_path / "m.json"
+    with pytest.raises(TypeError, match=rf"^save_metrics: history must be a dict .*got {type(history).__name__}$"):
+        mftrain.save_metrics(history, path)
+    assert os.listdir(tmp_path) == []                                     # nothing written
+
+
+def test_save_metrics_writes_arrays_as_lists_and_nothing_when_a_value_cannot_be_written(tmp_path):
+    path = tmp_path / "m.json"
+    mftrain.save_metrics({"final": {"test_accuracy": np.array([0.5, np.nan])}}, path)
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "final": {"test_accuracy": [0.5, None]}}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        mftrain.save_metrics({"net": object()}, tmp_path / "other.json")
+    assert sorted(os.listdir(tmp_path)) == ["m.json"]                      # no stray .tmp file
