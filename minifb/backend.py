@@ -201,18 +201,30 @@ def device_of(array) -> str:
 
 
 def check_device(device) -> str:
-    """Normalise a device name (``None`` means ``"cpu"``) and check that it is usable."""
+    """Normalise a device name and check that it is usable.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:0"`` (minifb uses one GPU, the first), or ``None`` for
+            ``"cpu"``; anything else is refused, ``"cuda:1"``, ``""`` and ``0`` included.
+
+    Returns:
+        ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        ValueError: ``device`` is not one of those names.
+        RuntimeError: a cuda device without CuPy and a GPU.
+    """
     if device is None:
         return "cpu"
-    device = str(device)
-    if device.startswith("cuda"):
+    name = str(device)   # a torch.device("cpu") reads as "cpu"
+    if name in ("cuda", "cuda:0"):
         if not cuda_available():
             raise RuntimeError("device 'cuda' requested but CuPy with a GPU is not available "
                                "(install minifb[cuda12] or minifb[cuda13] on a machine with an NVIDIA GPU)")
         return "cuda"
-    if device != "cpu":
-        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
-    return device
+    if name != "cpu":
+        raise ValueError(f"unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:0'")
+    return name
 
 
 def xp_for(device: str):

@@ -211,7 +211,7 @@ def zeros(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
         >>> mf.zeros((2,), dtype="int64")
         tensor([0, 0], dtype=int64)
     """
-    xp = backend.xp_for(device or "cpu")
+    xp = backend.xp_for(device)
     return Tensor(xp.zeros(_shape("zeros", shape), dtype=_dtype("zeros", dtype)), requires_grad=requires_grad)
 
 
@@ -239,7 +239,7 @@ def ones(*shape, device=None, dtype=None, requires_grad=False) -> Tensor:
         >>> mf.ones(3, dtype="bool")
         tensor([ True,  True,  True], dtype=bool)
     """
-    xp = backend.xp_for(device or "cpu")
+    xp = backend.xp_for(device)
     return Tensor(xp.ones(_shape("ones", shape), dtype=_dtype("ones", dtype)), requires_grad=requires_grad)
 
 
@@ -276,7 +276,7 @@ def full(shape, value, device=None, dtype=None, requires_grad=False) -> Tensor:
     value = checks.scalar(value)                  # a 0-d Tensor or array: its number
     if not isinstance(value, (bool, np.bool_)):
         checks.number("full", "value", value)  # checked only: an int fill stays exact
-    xp = backend.xp_for(device or "cpu")
+    xp = backend.xp_for(device)
     return Tensor(xp.full(_shape("full", (shape,)), value, dtype=_dtype("full", dtype)), requires_grad=requires_grad)
 
 
@@ -360,7 +360,7 @@ def arange(start, stop=None, step=1, device=None, dtype=None) -> Tensor:
         >>> mf.arange(4)
         tensor([0, 1, 2, 3], dtype=int64)
     """
-    xp = backend.xp_for(device or "cpu")
+    xp = backend.xp_for(device)
     if stop is None:
         start, stop = 0, start
     start, stop, step = (checks.scalar(v) for v in (start, stop, step))   # a 0-d array or Tensor: its number

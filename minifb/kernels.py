@@ -27,10 +27,13 @@ Environment variables (all read when first needed, never at import):
 
 * ``MINIFB_KERNELS``: default mode.
 * ``MINIFB_KERNEL_CACHE``: folder for the emulation's compiled libraries (default
-  ``~/.cache/minifb/kernels``, or the temp dir when that is not writable).
-* ``MINIFB_KERNELS_ASAN=1``: build the emulation with ``-fsanitize=address`` (the process must then run
-  with libasan preloaded: ``LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0``).
-* ``CXX``: the C++ compiler (default ``g++``).
+  ``~/.cache/minifb/kernels``, or the temp dir when that is not writable). A library already there is
+  loaded from a read-only folder too; only a build needs to write.
+* ``MINIFB_KERNELS_ASAN``: a boolean (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``/empty,
+  any case): build the emulation with ``-fsanitize=address``. The process must then run with libasan
+  preloaded (``LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0``); without it,
+  loading such a library raises a RuntimeError instead of letting ASan abort the process.
+* ``CXX``: the C++ compiler (default ``g++``); it must compile and link C++ (``gcc`` does not link it).
 """
 
 from __future__ import annotations
@@ -87,10 +90,30 @@ def mode() -> str:
 
 @contextlib.contextmanager
 def use(m: str):
-    """Within the block, kernels are used per ``m`` (``"off"``, ``"emulate"`` or ``"cuda"``)."""
+    """Within the block, kernels are used per ``m``: the modes ``MINIFB_KERNELS`` takes.
+
+    Args:
+        m: ``"off"``, ``"emulate"``, ``"cuda"`` or ``"auto"`` (any case); ``"auto"`` is what an unset
+            ``MINIFB_KERNELS`` means, ``"cuda"`` with CuPy and a GPU, else ``"off"``, so that a block can
+            go back to the default inside another block.
+
+    Raises:
+        TypeError: ``m`` is not a str.
+        ValueError: ``m`` is not one of those modes.
+
+    Example:
+        >>> from minifb import kernels
+        >>> with kernels.use("off"):
+        ...     kernels.mode()
+        'off'
+    """
+    if not isinstance(m, str):
+        raise TypeError(f"kernels.use: mode must be a str (one of off, emulate, cuda, auto), got {m!r}")
     m = m.lower()
+    if m == "auto":
+        m = "cuda" if backend.cuda_available() else "off"
     if m not in MODES:
-        raise ValueError(f"kernels.use({m!r}): expected one of {MODES}")
+        raise ValueError(f"kernels.use({m!r}): expected one of off, emulate, cuda, auto")
     token = _override.set(m)
     try:
         yield
@@ -245,24 +268,73 @@ def launch_bounds(source: str) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------------ emulation
-def cache_dir() -> Path:
-    """Where the emulation's compiled libraries are kept (created on demand)."""
+def _cache_candidates() -> list[Path]:
+    """The folders the emulation's libraries may be in: ``MINIFB_KERNEL_CACHE`` alone when it is set."""
     env = os.environ.get("MINIFB_KERNEL_CACHE")
-    candidates = [Path(env)] if env else [Path.home() / ".cache" / "minifb" / "kernels",
-                                          Path(tempfile.gettempdir()) / "minifb-kernels"]
-    for d in candidates:
+    if env:
+        return [Path(env)]
+    return [Path.home() / ".cache" / "minifb" / "kernels", Path(tempfile.gettempdir()) / "minifb-kernels"]
+
+
+def cache_dir() -> Path:
+    """The folder where emulation libraries are built: the first writable one of ``MINIFB_KERNEL_CACHE``
+    or, when that is unset, ``~/.cache/minifb/kernels`` and then the temp dir's ``minifb-kernels``
+    (created on demand).
+
+    Raises:
+        OSError: no candidate can be written, with the reason for each (not a folder, not writable).
+    """
+    reasons = []
+    for d in _cache_candidates():
         try:
             d.mkdir(parents=True, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return d
-        except OSError:
+        except FileExistsError:
+            reasons.append(f"{str(d)!r} is not a folder")
             continue
-    raise OSError(f"no writable kernel cache folder among {candidates}")
+        except OSError as e:
+            reasons.append(f"{str(d)!r} cannot be created ({e.strerror or e})")
+            continue
+        if os.access(d, os.W_OK | os.X_OK):
+            return d
+        reasons.append(f"{str(d)!r} is not writable")
+    if os.environ.get("MINIFB_KERNEL_CACHE"):
+        raise OSError(f"kernel emulation: a library must be built, but MINIFB_KERNEL_CACHE={reasons[0]}")
+    raise OSError(f"kernel emulation: a library must be built, but no default cache folder is usable "
+                  f"({'; '.join(reasons)}): set MINIFB_KERNEL_CACHE to a writable folder")
+
+
+def _cached_library(name: str) -> Path | None:
+    """The built library ``name`` in a cache folder, or None: loading needs no write access."""
+    for d in _cache_candidates():
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 def asan_enabled() -> bool:
-    """Whether emulated kernels are built with AddressSanitizer (``MINIFB_KERNELS_ASAN=1``)."""
-    return os.environ.get("MINIFB_KERNELS_ASAN", "") not in ("", "0")
+    """Whether emulated kernels are built with AddressSanitizer: ``MINIFB_KERNELS_ASAN`` (read now).
+
+    Raises:
+        ValueError: the variable is not one of 1/true/yes/on, 0/false/no/off or empty (any case).
+    """
+    value = os.environ.get("MINIFB_KERNELS_ASAN", "")
+    flag = value.strip().lower()
+    if flag not in _TRUE + _FALSE:
+        raise ValueError(f"MINIFB_KERNELS_ASAN={value!r}: expected 1/true/yes/on or 0/false/no/off")
+    return flag in _TRUE
+
+
+def _check_asan_runtime(cxx: str) -> None:
+    """Refuse to load an ASan build unless libasan is in the process: without it ASan aborts the
+    process at load ("ASan runtime does not come first")."""
+    if not hasattr(ctypes.CDLL(None), "__asan_init"):
+        raise RuntimeError(
+            "MINIFB_KERNELS_ASAN is on but libasan is not loaded in this process: run Python with "
+            f"LD_PRELOAD=$({cxx} -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0, "
+            "or unset MINIFB_KERNELS_ASAN")
 
 
 def emu_flags(asan: bool = False) -> list[str]:
@@ -353,36 +425,43 @@ class EmuModule:
         self.kernels = parse_kernels(source)
         self.bounds = launch_bounds(source)
         cxx = os.environ.get("CXX", "g++")
+        if asan:
+            _check_asan_runtime(cxx)
         wrapper = f'#include "{path}"\n' + "".join(f"MINIFB_EMU_EXPORT({k})\n" for k in self.kernels)
         flags = emu_flags(asan) + [f"-I{source_dir()}", f"-I{path.parent}"] + [f"-D{d}" for d in defines]
         key = hashlib.sha256()
         for part in [wrapper, expanded_source(path), (source_dir() / "cuda_emu.h").read_text(),
                      " ".join(flags), _compiler_id(cxx)]:
             key.update(part.encode())
-        so = cache_dir() / f"{path.stem}-{key.hexdigest()[:20]}.so"
+        name = f"{path.stem}-{key.hexdigest()[:20]}.so"
         with _BUILD_LOCK:  # threads wanting the same library: one builds it, the others then load it
-            if not so.exists():
+            so = _cached_library(name)
+            if so is None:
+                so = cache_dir() / name
                 self._build(cxx, flags, wrapper, so)
             self.lib = ctypes.CDLL(str(so))
         self._functions: dict[str, EmuKernel] = {}
 
     @staticmethod
     def _build(cxx, flags, wrapper, so: Path):
-        fd, tmp_src = tempfile.mkstemp(suffix=".cpp", dir=so.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(wrapper)
-        fd, tmp_so = tempfile.mkstemp(prefix=f"{so.name}.", suffix=".tmp", dir=so.parent)
-        os.close(fd)   # a name of its own (unique across threads and processes); the compiler writes it
-        try:
-            r = subprocess.run([cxx, *flags, tmp_src, "-o", tmp_so], capture_output=True, text=True,
+        # In a folder of its own (unique across threads and processes), the linker creates the library
+        # afresh, so it gets the mode of any new file (0o777 less the umask): another user sharing the
+        # cache can load it. A file made by mkstemp first would stay 0o600 plus the execute bits.
+        with tempfile.TemporaryDirectory(prefix=f"{so.name}.", suffix=".tmp", dir=so.parent) as tmp:
+            src, built = Path(tmp) / "wrapper.cpp", Path(tmp) / so.name
+            src.write_text(wrapper)
+            r = subprocess.run([cxx, *flags, str(src), "-o", str(built)], capture_output=True, text=True,
                                env=_compiler_env())
             if r.returncode != 0:
-                raise RuntimeError(f"compiling {so.stem} for the CPU emulation failed:\n{r.stderr}")
-            os.replace(tmp_so, so)  # atomic: processes building the same library race harmlessly
-        finally:
-            os.unlink(tmp_src)
-            if os.path.exists(tmp_so):
-                os.unlink(tmp_so)
+                raise RuntimeError(f"compiling {so.stem} for the CPU emulation with CXX={cxx!r} failed:\n"
+                                   f"{r.stderr}")
+            try:   # a C compiler (CXX=gcc) builds a library with C++ symbols left unresolved
+                ctypes.CDLL(str(built))
+            except OSError as e:
+                raise RuntimeError(f"the CPU emulation library {so.stem} built with CXX={cxx!r} does not load "
+                                   f"({e}); CXX must be a C++ compiler that links C++ (such as g++)"
+                                   + (f"; compiler output:\n{r.stderr}" if r.stderr.strip() else "")) from None
+            os.replace(built, so)  # atomic: processes building the same library race harmlessly
 
     def get_function(self, name: str) -> EmuKernel:
         """The kernel ``name`` of this file as a launchable :class:`EmuKernel`, made once (as CuPy's

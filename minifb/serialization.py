@@ -26,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -71,6 +73,8 @@ def save(module, path) -> str:
     Raises:
         TypeError: ``module`` is not a Module, or ``path`` not a str, bytes or os.PathLike.
         IsADirectoryError: ``path`` is a directory.
+        FileNotFoundError: the folder of ``path`` does not exist.
+        PermissionError: the folder of ``path`` cannot be written.
 
     Example:
         >>> import tempfile
@@ -80,19 +84,27 @@ def save(module, path) -> str:
     """
     _check_module("save", module)
     path = _check_path("save", path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"save: the folder {folder!r} of {path!r} does not exist")
     arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in module.state_dict().items()}
-    # numpy.savez's own layout, written entry by entry: passing the names as keyword arguments
-    # (savez(f, **arrays)) would collide with its parameters `file` and `allow_pickle`
-    tmp = path + ".tmp"   # written whole, then renamed: a failed save leaves an earlier file at path intact
+    # Written whole in a temporary folder of its own beside path, then renamed: a failed save leaves an
+    # earlier file at path intact, and no file of the user's (such as path + ".tmp") is touched, nor
+    # that of another save running at the same time. Created afresh there, the file gets the usual mode
+    # (0o666 less the umask), not mkstemp's 0o600.
     try:
+        workdir = tempfile.TemporaryDirectory(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except PermissionError as e:
+        raise PermissionError(f"save: cannot write in the folder {folder!r} ({e.strerror})") from None
+    with workdir as tmp_folder:
+        tmp = os.path.join(tmp_folder, os.path.basename(path))
+        # numpy.savez's own layout, written entry by entry: passing the names as keyword arguments
+        # (savez(f, **arrays)) would collide with its parameters `file` and `allow_pickle`
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, array in arrays.items():
                 with archive.open(name + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -120,7 +132,8 @@ def load(module, path):
             message lists the missing names, the unexpected names and each
             shape difference; or a value cannot be read (an object array) or
             converted to the parameter's dtype, named with the file; or the
-            file is not an ``.npz`` archive.  Nothing is changed in that case.
+            file is not an ``.npz`` archive, or a damaged one (a bad checksum
+            or entry header).  Nothing is changed in that case.
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a directory.
         TypeError: ``path`` is not a str, bytes or os.PathLike.
@@ -153,6 +166,8 @@ def load(module, path):
                 arrays[name] = f[name]
             except ValueError as error:  # an object array (only readable by unpickling) or a damaged entry
                 unreadable.append(f"{name}: " + _unreadable_reason(error))
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:   # a bad CRC or local header
+                unreadable.append(f"{name}: the archive is damaged ({error})")
     if unreadable:
         raise ValueError(f"load: {path!r} has values that cannot be read: " + "; ".join(unreadable))
     items = _state_items(module)

@@ -1,5 +1,7 @@
 """The backend: array modules and devices."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -74,4 +76,14 @@ def test_a_numbered_cuda_device_is_cuda(monkeypatch):
     with pytest.raises(RuntimeError, match="CuPy with a GPU is not available"):
         backend.check_device("cuda:0")
     monkeypatch.setattr(backend, "cuda_available", lambda: True)
-    assert backend.check_device("cuda:1") == "cuda"
+    assert backend.check_device("cuda:0") == "cuda" and backend.check_device("cuda") == "cuda"
+
+
+@pytest.mark.parametrize("available", [True, False])
+@pytest.mark.parametrize("name", ["cudax", "cuda:1", "cuda:", "cuda0", "CUDA", "cpu:0", "", 0, False])
+def test_only_cpu_cuda_and_cuda0_are_devices(monkeypatch, available, name):
+    """Anything starting with "cuda" was taken for the GPU ("cudax", and "cuda:1" placed on GPU 0)."""
+    monkeypatch.setattr(backend, "cuda_available", lambda: available)
+    with pytest.raises(ValueError, match=rf"unknown device {re.escape(repr(name))}: expected 'cpu', 'cuda' or "
+                                         r"'cuda:0'"):
+        backend.check_device(name)

@@ -236,3 +236,19 @@ def test_an_integer_past_64_bits_is_named_as_too_large(data, number):
     with pytest.raises(OverflowError, match=rf"^Tensor\(\): the integer {number} does not fit in int64"):
         mf.Tensor(data)
     assert mf.tensor([2 ** 64 - 1]).dtype == np.uint64     # what fits 64 bits is kept, as NumPy makes it
+
+
+_WITH_DEVICE = {"zeros": lambda d: mf.zeros(2, device=d), "ones": lambda d: mf.ones(2, device=d),
+                "full": lambda d: mf.full(2, 1.0, device=d), "arange": lambda d: mf.arange(2, device=d),
+                "randn": lambda d: mf.randn(2, device=d), "rand": lambda d: mf.rand(2, device=d),
+                "tensor": lambda d: mf.tensor([1.0, 2.0], device=d)}
+
+
+@pytest.mark.parametrize("make", _WITH_DEVICE.values(), ids=_WITH_DEVICE.keys())
+@pytest.mark.parametrize("device", [0, "", False])
+def test_a_falsy_device_is_refused_by_every_creation_function(make, device):
+    """zeros/ones/full/arange read ``device or "cpu"``, so 0, "" and False gave a CPU tensor where randn,
+    rand and tensor refused them: only None means the default."""
+    with pytest.raises(ValueError, match=rf"unknown device {device!r}"):
+        make(device)
+    assert make(None).device == "cpu"

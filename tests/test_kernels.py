@@ -547,9 +547,26 @@ def test_mode_switch(monkeypatch):
     monkeypatch.setenv("MINIFB_KERNELS", "bogus")
     with pytest.raises(ValueError, match=r"MINIFB_KERNELS='bogus': expected one of off, emulate, cuda, auto"):
         K.mode()
-    with pytest.raises(ValueError, match=r"kernels\.use\('gpu'\): expected one of \('off', 'emulate', 'cuda'\)"):
+    with pytest.raises(ValueError, match=r"kernels\.use\('gpu'\): expected one of off, emulate, cuda, auto"):
         with K.use("gpu"):
             pass
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"off"])
+def test_use_refuses_a_mode_that_is_not_a_str(bad):
+    with pytest.raises(TypeError, match=rf"kernels\.use: mode must be a str .*got {re.escape(repr(bad))}"):
+        with K.use(bad):
+            pass
+
+
+def test_use_accepts_auto_as_minifb_kernels_does(monkeypatch):
+    """``auto`` is a valid MINIFB_KERNELS; in a block it is the default again: cuda with a GPU, else off."""
+    monkeypatch.setenv("MINIFB_KERNELS", "auto")
+    default = K.mode()
+    with K.use("emulate"):
+        with K.use("AUTO"):
+            assert K.mode() == default == ("cuda" if backend.cuda_available() else "off")
+        assert K.mode() == "emulate"
 
 
 
@@ -742,7 +759,7 @@ def test_asan_clean_run_passes():
 
 def test_asan_suite_mode_is_active_when_requested(monkeypatch):
     """Under MINIFB_KERNELS_ASAN=1 every emulated launch uses the ASan build, otherwise the plain one."""
-    requested = os.environ.get("MINIFB_KERNELS_ASAN", "") not in ("", "0")
+    requested = os.environ.get("MINIFB_KERNELS_ASAN", "").strip().lower() in ("1", "true", "yes", "on")
     assert K.asan_enabled() == requested          # this run: what the environment asked for
     assert K._device_of((np.zeros(1),)) == ("emulate+asan" if requested else "emulate")
     assert "-fsanitize=address" in K.emu_flags(asan=True) and "-fsanitize=address" not in K.emu_flags()
@@ -765,6 +782,104 @@ def test_asan_suite_mode_is_active_when_requested(monkeypatch):
         assert K.asan_enabled() == (device == "emulate+asan")
         K.launch(PROBE, "oob_write", (1,), (8,), (y, np.int32(8), np.int32(0)))
         assert loaded[-1] == device
+
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("TRUE", True), ("yes", True), (" on ", True),
+                                       ("", False), ("0", False), ("false", False), ("No", False),
+                                       ("OFF", False)])
+def test_asan_flag_is_read_as_a_boolean(monkeypatch, value, on):
+    """``MINIFB_KERNELS_ASAN=false`` turned ASan on (only "" and "0" counted as off) and killed the process."""
+    monkeypatch.setenv("MINIFB_KERNELS_ASAN", value)
+    assert K.asan_enabled() is on
+
+
+@pytest.mark.parametrize("value", ["2", "maybe", "asan"])
+def test_asan_flag_refuses_other_values_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("MINIFB_KERNELS_ASAN", value)
+    with pytest.raises(ValueError, match=rf"MINIFB_KERNELS_ASAN={value!r}: expected 1/true/yes/on or 0/false/no/off"):
+        K.asan_enabled()
+
+
+def test_asan_without_libasan_preloaded_is_an_error_not_an_abort(tmp_path):
+    """An ASan build loaded into a process without libasan made ASan abort the whole process; now the load is
+    refused with a RuntimeError that says what to preload."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from minifb import kernels as K
+        try:
+            K.softmax_xent(np.zeros((2, 3), np.float32), np.arange(2))
+        except RuntimeError as e:
+            print("refused:", e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(MINIFB_KERNELS_ASAN="1", MINIFB_KERNEL_CACHE=str(tmp_path),
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused: MINIFB_KERNELS_ASAN is on but libasan is not loaded" in r.stdout
+    assert "LD_PRELOAD=$(" in r.stdout and "-print-file-name=libasan.so)" in r.stdout
+    assert list(tmp_path.iterdir()) == []          # refused before building anything
+
+
+def _needs_cxx():
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("kernel emulation needs a C++ compiler")
+
+
+def test_a_read_only_cache_holding_the_library_loads_it(tmp_path, monkeypatch):
+    """Loading a library already built needs no write access; only a build does."""
+    _needs_cxx()
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path))
+    K.EmuModule(K._resolve("optim"))                 # built into the cache
+    built = sorted(tmp_path.iterdir())
+    real_access = os.access
+
+    def read_only(path, mode, *args, **kw):         # chmod would not stop root: the folder reads as read-only
+        if Path(path) == tmp_path and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kw)
+
+    monkeypatch.setattr(K.os, "access", read_only)
+    module = K.EmuModule(K._resolve("optim"))
+    assert Path(module.lib._name) in built and sorted(tmp_path.iterdir()) == built
+    with pytest.raises(OSError, match=rf"MINIFB_KERNEL_CACHE={re.escape(repr(str(tmp_path)))} is not writable"):
+        K.EmuModule(K._resolve("optim"), defines=("MINIFB_UNUSED_MACRO",))    # another library: a build
+
+
+def test_a_cache_that_is_not_a_folder_is_named_when_a_build_needs_it(tmp_path, monkeypatch):
+    _needs_cxx()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path / "file"))
+    with pytest.raises(OSError, match=r"MINIFB_KERNEL_CACHE='.*/file' is not a folder"):
+        K.EmuModule(K._resolve("optim"))
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750)], ids=["umask022", "umask027"])
+def test_built_libraries_get_the_mode_of_a_new_file(tmp_path, monkeypatch, umask, mode):
+    """Another user sharing the cache must be able to load a library: it was 0o711 (mkstemp's 0o600 plus the
+    linker's execute bits), whatever the umask."""
+    _needs_cxx()
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path))
+    old = os.umask(umask)
+    try:
+        module = K.EmuModule(K._resolve("optim"))
+    finally:
+        os.umask(old)
+    assert oct(os.stat(module.lib._name).st_mode & 0o777) == oct(mode)
+
+
+def test_a_compiler_that_cannot_link_cpp_is_named_and_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    """CXX=gcc compiles the emulation but leaves C++ symbols unresolved: the library was cached anyway and
+    failed to load ever after with a message not naming CXX."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    monkeypatch.setenv("MINIFB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "gcc")
+    for _ in range(2):                                  # the second try meets the same error, not a stale file
+        with pytest.raises(RuntimeError, match=r"built with CXX='gcc' does not load \(.*__gxx_personality"):
+            K.EmuModule(K._resolve("softmax_xent"))
+        assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -1,5 +1,8 @@
 """Tests for minifb.serialization: save/load round trip and strict refusal."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -249,3 +252,65 @@ def test_a_bytes_path_saves_and_loads(tmp_path):
     assert values(copy).keys() == values(block).keys()
     for name, a in values(block).items():
         np.testing.assert_array_equal(values(copy)[name], a, err_msg=name)
+
+
+def test_save_into_a_missing_folder_names_save_and_the_folder(tmp_path):
+    """It raised FileNotFoundError naming '<path>.tmp', without a ``save:`` prefix."""
+    path = tmp_path / "nope" / "ckpt.npz"
+    with pytest.raises(FileNotFoundError, match=rf"save: the folder {re.escape(repr(str(tmp_path / 'nope')))} "
+                                                r"of '.*ckpt\.npz' does not exist"):
+        mf.save(Block(), path)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_save_leaves_a_users_file_named_like_its_temporary_alone(tmp_path):
+    """The temporary was ``path + ".tmp"``: a user's file of that name was overwritten and then deleted. The
+    saved file has the mode of any new file (not mkstemp's 0o600)."""
+    path = tmp_path / "ckpt.npz"
+    (tmp_path / "ckpt.npz.tmp").write_text("my notes")
+    old = os.umask(0o022)
+    try:
+        mf.save(Block(), path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ckpt.npz.tmp").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "ckpt.npz.tmp"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    mf.load(Block(seed=3), path)
+
+
+def test_saves_to_one_path_at_the_same_time_do_not_collide(tmp_path, monkeypatch):
+    """A second save of the same path while a first is writing (another thread or process) shared the first's
+    temporary file: the first then found it gone (FileNotFoundError) after writing into the second's file."""
+    path = tmp_path / "ckpt.npz"
+    real_write = np.lib.format.write_array
+    inner = []
+
+    def write_and_interleave(*args, **kwargs):
+        if not inner:
+            inner.append(1)
+            mf.save(Block(seed=2), path)          # runs to its end while the outer save is half written
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_and_interleave)
+    mf.save(Block(seed=1), path)
+    monkeypatch.undo()
+    loaded = mf.load(Block(seed=5), path)
+    for name, a in values(Block(seed=1)).items():       # the save that finished last wins, whole
+        np.testing.assert_array_equal(values(loaded)[name], a, err_msg=name)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+@pytest.mark.parametrize("damage", ["crc", "header"])
+def test_load_of_a_damaged_archive_is_a_value_error_naming_load_and_the_file(tmp_path, damage):
+    """A bad CRC or a bad local header raised zipfile.BadZipFile, not the documented ValueError."""
+    path = tmp_path / "ckpt.npz"
+    mf.save(Block(), path)
+    raw = bytearray(path.read_bytes())
+    if damage == "crc":
+        raw[200:260] = bytes(b ^ 0xFF for b in raw[200:260])   # inside the first entry's data
+    else:
+        raw[40:50] = bytes(10)                                 # inside the first entry's local header
+    path.write_bytes(bytes(raw))
+    message = _load_is_refused_and_changes_nothing(path, "blocks.0.w")
+    assert message.startswith(f"load: {str(path)!r} has values that cannot be read") and "damaged" in message

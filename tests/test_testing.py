@@ -148,3 +148,56 @@ def test_gradcheck_tries_the_requested_number_of_directions():
     a, b = (mf.tensor(rng.standard_normal(3), dtype="float64", requires_grad=True) for _ in range(2))
     gradcheck(fn, a, b, directions=4)
     assert len(calls) == 1 + 2 * 4 * 2
+
+
+# ---------------------------------------------------------------- user audit (session 14)
+def test_gradcheck_refuses_an_input_that_is_not_a_leaf():
+    """A computed input's gradient goes to its leaf, never to its .grad: it gave a false mismatch."""
+    with pytest.raises(ValueError, match=r"gradcheck: input 0 requires grad but is not a leaf \(it was computed "
+                                         r"by \w+\); pass a leaf"):
+        gradcheck(lambda t: t * t, _x5() * 2)
+
+
+@pytest.mark.parametrize("fn, got", [(lambda t: (t * 2, t * 3), "tuple"), (lambda t: t.numpy(), "ndarray")],
+                         ids=["tuple", "ndarray"])
+def test_gradcheck_needs_fn_to_return_one_tensor(fn, got):
+    with pytest.raises(TypeError, match=rf"gradcheck: fn must return one Tensor, got {got}"):
+        gradcheck(fn, _x5())
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"eps": 0}, ValueError, r"gradcheck: eps must be a finite number > 0, got 0"),
+    ({"eps": -1e-6}, ValueError, r"gradcheck: eps must be a finite number > 0"),
+    ({"eps": float("nan")}, ValueError, r"gradcheck: eps must be a finite number > 0"),
+    ({"eps": None}, TypeError, r"gradcheck: eps must be a number, got None"),
+    ({"atol": -1.0}, ValueError, r"gradcheck: atol must be a number >= 0"),
+    ({"rtol": -1.0}, ValueError, r"gradcheck: rtol must be a number >= 0"),
+    ({"directions": 0}, ValueError, r"gradcheck: directions must be a positive integer, got 0"),
+    ({"directions": 2.5}, ValueError, r"gradcheck: directions must be a positive integer, got 2.5"),
+], ids=["eps=0", "eps<0", "eps=nan", "eps=None", "atol<0", "rtol<0", "directions=0", "directions=2.5"])
+def test_gradcheck_checks_its_settings(kwargs, error, match):
+    """eps=0 divided by zero; directions=0 returned True having checked nothing (even a wrong gradient)."""
+    with pytest.raises(error, match=match):
+        gradcheck(WrongSquare.apply, _x5(), **kwargs)
+
+
+def test_gradcheck_refuses_to_check_nothing():
+    x = mf.tensor(np.ones(3), dtype="float64")
+    with pytest.raises(ValueError, match="gradcheck: no input is a Tensor with requires_grad=True"):
+        gradcheck(lambda t: t * 2, x)
+
+
+def test_gradcheck_puts_the_input_back_when_fn_raises_at_a_perturbed_point():
+    x = _x5()
+    before = x.numpy().copy()
+    calls = []
+
+    def fn(t):
+        calls.append(1)
+        if len(calls) > 1:                     # the first perturbed evaluation
+            raise FloatingPointError("not defined here")
+        return t * t
+
+    with pytest.raises(FloatingPointError):
+        gradcheck(fn, x)
+    np.testing.assert_array_equal(x.numpy(), before)
