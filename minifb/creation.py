@@ -28,10 +28,12 @@ def _dtype(fn, dtype):
     dtypes (object, strings)."""
     if dtype is None:
         return np.dtype(backend.DEFAULT_DTYPE)
-    try:
-        out = np.dtype(dtype)
-    except TypeError:
-        out = None
+    out = None
+    if isinstance(dtype, (str, np.dtype, type)):   # not a value: np.dtype(np.int64(3)) would take its dtype
+        try:
+            out = np.dtype(dtype)
+        except TypeError:
+            pass
     if out is None or out.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{fn}: dtype must be a numeric NumPy dtype (e.g. 'float32', 'int64', 'bool'), "
                         f"got {dtype!r}")

@@ -168,6 +168,24 @@ def test_unknown_dtypes_name_the_function(call):
         call()
 
 
+@pytest.mark.parametrize("value", [np.int64(3), np.float64("nan"), np.zeros(2), mf.ones(2)],
+                         ids=["int64 scalar", "float64 scalar", "array", "Tensor"])
+@pytest.mark.parametrize("fn", [lambda d: mf.zeros(2, dtype=d), lambda d: mf.randn(2, dtype=d),
+                                lambda d: mf.tensor([1.0], dtype=d), lambda d: mf.arange(3, dtype=d)],
+                         ids=["zeros", "randn", "tensor", "arange"])
+def test_a_value_is_not_taken_for_its_dtype(fn, value):
+    # np.dtype(v) reads a value's own dtype; PyTorch refuses a value where a dtype goes
+    with pytest.raises(TypeError, match=r"^\w+: dtype must be a numeric NumPy dtype"):
+        fn(value)
+
+
+@pytest.mark.parametrize("dtype, want", [("float64", np.float64), (np.float64, np.float64), (float, np.float64),
+                                         (int, np.int64), (bool, np.bool_), (np.dtype("int32"), np.int32),
+                                         (mf.float32, np.float32)])
+def test_dtypes_are_taken_as_names_types_or_numpy_dtypes(dtype, want):
+    assert mf.zeros(2, dtype=dtype).dtype == want
+
+
 @pytest.mark.parametrize("fn", [mf.zeros_like, mf.ones_like])
 @pytest.mark.parametrize("t, got", [(None, "NoneType"), (np.ones((2, 3)), r"ndarray \(wrap arrays with mf.tensor\)"),
                                     ([1.0], "list")])
