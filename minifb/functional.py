@@ -36,9 +36,24 @@ def _operand(name, value):
     if isinstance(value, (Tensor, numbers.Number)) or (hasattr(value, "dtype") and hasattr(value, "ndim")):
         return value
     if isinstance(value, (list, tuple)):
-        array = np.asarray(value)
+        array = _list_array(name, value)
         return array.astype(backend.DEFAULT_DTYPE) if array.dtype.kind == "f" else array
     raise TypeError(f"{name}: expected Tensors, numbers or arrays, got {type(value).__name__}")
+
+
+def _list_array(name, value):
+    """``np.asarray(value)`` for a (nested) list or tuple, refusing a ragged one with :func:`minifb.tensor`'s
+    message (where the rows differ in length) under ``name`` instead of NumPy's "setting an array element
+    with a sequence"."""
+    try:
+        return np.asarray(value)
+    except ValueError:
+        from .creation import tensor  # noqa: PLC0415 - on the error path only; creation builds on tensor.py
+        try:
+            tensor(value)
+        except ValueError as err:   # tensor's ragged-list message, said by the function the user called
+            raise ValueError(f"{name}: {str(err).removeprefix('tensor: ')}") from None
+        raise
 
 
 def _float_dtype_of(values):
@@ -81,7 +96,10 @@ def _promote(name, *values, floating=False, device=None) -> list:
         xp = backend.array_module(next(v.data for v in values if isinstance(v, Tensor)))
         return [v if isinstance(v, Tensor) else Tensor(xp.asarray(v, dtype=dtype)) for v in values]
     values = [_operand(name, v) for v in values]
-    dtype = backend.result_type(*values, floating=floating)
+    try:
+        dtype = backend.result_type(*values, floating=floating)
+    except TypeError as err:   # an object or string array ("unsupported dtype object"): say which op met it
+        raise TypeError(f"{name}: {err}") from None
     device = next((v.device for v in values if isinstance(v, Tensor)), device or "cpu")
     out = []
     for v in values:
@@ -141,6 +159,7 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
 
     Raises:
         TypeError: ``value`` is not a Tensor, number, list or array (None, a string).
+        ValueError: ``value`` is a ragged nested list (its rows differ in length).
 
     Example:
         >>> F.as_tensor(2, like=mf.tensor([1, 2])).dtype, F.as_tensor(2.5, like=mf.tensor([1, 2])).dtype
@@ -286,7 +305,13 @@ def neg(a) -> Tensor:
         tensor([-1.,  2.])
     """
     _check_tensor("neg", "a", a)
-    return ew.Neg.apply(a)
+    try:
+        return ew.Neg.apply(a)
+    except TypeError:   # NumPy's "The numpy boolean negative ... is not supported"
+        if a.dtype.kind == "b":
+            raise TypeError(f"neg: a boolean tensor (shape {a.shape}) has no negative, as in PyTorch; use ~x for "
+                            f"logical not, or cast it first for arithmetic") from None
+        raise
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - mirrors the operator's name
@@ -481,7 +506,8 @@ def where(condition, a, b) -> Tensor:
     """
     cond = condition.data if isinstance(condition, Tensor) else condition
     if not hasattr(cond, "shape"):
-        cond = np.asarray(cond) if isinstance(cond, (list, tuple, bool, np.bool_)) else None
+        cond = (_list_array("where", cond) if isinstance(cond, (list, tuple))
+                else np.asarray(cond) if isinstance(cond, (bool, np.bool_)) else None)
     if cond is None or cond.dtype.kind != "b":
         got = f"dtype {cond.dtype}" if cond is not None else type(condition).__name__
         raise TypeError(f"where: condition must be boolean (a mask such as x > 0), got {got}")
@@ -520,7 +546,10 @@ def clip(x, low=None, high=None) -> Tensor:
     """
     _check_tensor("clip", "x", x)
     low, high = (v if v is None or isinstance(v, Tensor) else _operand("clip", v) for v in (low, high))
-    dtype = backend.result_type(x, *[v for v in (low, high) if v is not None])
+    try:
+        dtype = backend.result_type(x, *[v for v in (low, high) if v is not None])
+    except TypeError as err:   # an object or string array bound ("unsupported dtype object")
+        raise TypeError(f"clip: {err}") from None
     x = _cast(x, dtype)
 
     def raw(bound):
@@ -873,7 +902,13 @@ def getitem(x, index) -> Tensor:
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return movement.GetItem.apply(x, index=index)
+    try:
+        return movement.GetItem.apply(x, index=index)
+    except ValueError:   # a ragged list index: NumPy's "setting an array element with a sequence"
+        for part in (index if isinstance(index, tuple) else (index,)):
+            if isinstance(part, list):
+                _list_array("getitem", part)
+        raise
 
 
 def _tensor_list(name, xs) -> list:
@@ -1153,7 +1188,7 @@ def gelu(x, approximate="none") -> Tensor:
         >>> F.gelu(mf.tensor([0.0, 1.0])), F.gelu(mf.tensor([0.0, 1.0]), approximate="tanh")
         (tensor([0.    , 0.8413]), tensor([0.    , 0.8412]))
     """
-    if approximate not in ("none", "tanh"):
+    if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return activation.GELU.apply(_floating("gelu", x), approximate=approximate)
 
@@ -1286,7 +1321,7 @@ def bias_act(x, bias, act="identity", axis=1) -> Tensor:
     """
     _check_tensor("bias_act", "x", x)
     _check_tensor("bias_act", "bias", bias)
-    if act not in fused.ACTIVATIONS:
+    if not isinstance(act, str) or act not in fused.ACTIVATIONS:
         raise ValueError(f"bias_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
     axis = reduce.check_axis(axis, x.ndim, fn="bias_act")
     _check_bias("bias_act", x, bias, axis)
@@ -1330,7 +1365,7 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
     _check_tensor("merge_act", "x", x)
     _check_tensor("merge_act", "fb", fb)
     _check_tensor("merge_act", "bias", bias)
-    if act not in fused.ACTIVATIONS:
+    if not isinstance(act, str) or act not in fused.ACTIVATIONS:
         raise ValueError(f"merge_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
     if x.shape != fb.shape:
         raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
@@ -1400,7 +1435,8 @@ def gru_pointwise(gi, gh, h) -> Tensor:
 
 
 # ---- losses -------------------------------------------------------------------------
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none")   # choices like these are tested isinstance(str) first: `in` compares
+                                        # with ==, which an array answers elementwise ("truth value ... ambiguous")
 
 
 def cross_entropy(logits, labels, reduction="mean") -> Tensor:
@@ -1426,7 +1462,7 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
         >>> F.cross_entropy(mf.zeros(4, 10, requires_grad=True), mf.tensor([1, 0, 9, 3]))  # uniform: log 10
         tensor(2.3026, grad_fn=CrossEntropy)
     """
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     logits = _floating("cross_entropy", logits, "logits")
     if logits.ndim < 2:
@@ -1434,7 +1470,8 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
                          f"got shape {logits.shape}")
     labels_data = labels.data if isinstance(labels, Tensor) else labels
     if not hasattr(labels_data, "shape"):
-        labels_data = np.asarray(labels_data)
+        labels_data = _list_array("cross_entropy", labels_data) if isinstance(labels_data, (list, tuple)) \
+            else np.asarray(labels_data)
     if labels_data.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels_data.dtype}")
     if labels_data.shape != logits.shape[:1] + logits.shape[2:]:
@@ -1473,7 +1510,7 @@ def mse_loss(pred, target, reduction="mean") -> Tensor:
     pred, target = _promote("mse_loss", pred, target, floating=True)   # integer inputs: float32, as mean
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction shape {pred.shape} and target shape {target.shape} differ")
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return loss.MSE.apply(pred, target, reduction=reduction)
 
@@ -1505,7 +1542,7 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tenso
     if logits.shape != targets.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"targets shape {targets.shape} differ")
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"binary_cross_entropy_with_logits: reduction must be one of {_REDUCTIONS}, "
                          f"got {reduction!r}")
     return loss.BCEWithLogits.apply(logits, targets, reduction=reduction)

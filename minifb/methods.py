@@ -38,7 +38,7 @@ def _compare(name, symbol):
     fn = getattr(operator, name.strip("_"))
 
     def compare(self, other):
-        raw = _raw_operand(other, self.device)
+        raw = _raw_operand(other, self.device, symbol)
         if raw is None:
             return NotImplemented
         return Tensor(_broadcasting(symbol, fn, self.data, raw))
@@ -59,15 +59,16 @@ def _broadcasting(symbol, fn, a, b):
         raise
 
 
-def _raw_operand(value, device):
+def _raw_operand(value, device, symbol):
     """``value`` as a raw operand of a comparison or bitwise operator on ``device``, or None when it is
     not one (no Tensor, array, list or number): the caller then returns NotImplemented so that Python
     raises its usual TypeError.  Lists and arrays are put on the device as arithmetic's operands are
-    (CuPy's operators take neither a list nor a NumPy array)."""
+    (CuPy's operators take neither a list nor a NumPy array); a ragged list is refused with a ValueError
+    that names the operator ``symbol``."""
     if isinstance(value, Tensor):
         return value.data
     if isinstance(value, (list, tuple)):
-        return backend.to_device(np.asarray(value), device)
+        return backend.to_device(F._list_array(symbol, value), device)
     if isinstance(value, numbers.Number):
         return value
     if hasattr(value, "dtype") and hasattr(value, "ndim"):
@@ -89,7 +90,7 @@ def _check_bitwise(symbol, *operands):
 def _bitwise(fn, symbol, name, reflected=False):
     """The operator ``self <symbol> other`` (``other <symbol> self`` when ``reflected``), without gradient."""
     def bitwise(self, other):
-        other = _raw_operand(other, self.device)
+        other = _raw_operand(other, self.device, symbol)
         if other is None:
             return NotImplemented
         a, b = (other, self.data) if reflected else (self.data, other)

@@ -822,3 +822,41 @@ def test_conv2d_kernel_wider_than_input_raises():
     _raises(conv2d, x, w, match=r"conv2d: kernel of dilated size \(3, 5\)")
     x, w = _t(np.zeros((2, 4, 3, 8)), False), _t(np.zeros((6, 4, 5, 3)), False)
     _raises(conv2d, x, w, match=r"conv2d: kernel of dilated size \(5, 3\)")
+
+
+# ---------------------------------------------------------------- audit 14b: None operands, impossible sizes
+@pytest.mark.parametrize("fn, call", [
+    ("conv2d", lambda x, w: conv2d(x, w)), ("conv_transpose2d", lambda x, w: conv_transpose2d(x, w)),
+])
+def test_a_none_input_or_weight_is_refused_naming_the_argument(fn, call):
+    # only the bias may be None; None elsewhere failed with "'NoneType' object has no attribute '_requires_grad'"
+    x, w = _t(np.zeros((1, 3, 5, 5)), False), _t(np.zeros((3, 3, 3, 3)), False)
+    _raises(call, None, w, match=rf"^{fn}: input must be a Tensor, got NoneType$", error=TypeError)
+    _raises(call, x, None, match=rf"^{fn}: weight must be a Tensor, got NoneType$", error=TypeError)
+    assert call(x, w).shape[:2] == (1, 3)
+
+
+@pytest.mark.parametrize("fn", [max_pool2d, avg_pool2d])
+def test_pooling_a_none_input_names_the_function(fn):
+    _raises(fn, None, 2, match=rf"^{fn.__name__}: input must be a Tensor, got NoneType$", error=TypeError)
+
+
+def test_sizes_no_array_could_hold_are_refused_before_numpy_is_asked():
+    # NumPy said only "Maximum allowed dimension exceeded"
+    x, w = _t(np.zeros((1, 3, 5, 5)), False), _t(np.zeros((4, 3, 3, 3)), False)
+    big = 10 ** 30
+    _raises(conv2d, x, w, padding=big,
+            match=rf"^conv2d: the padded input would have shape \(1, 3, {2 * big + 5}, {2 * big + 5}\), too large "
+                  rf"for any array \(padding={big}, input shape \(1, 3, 5, 5\), weight shape \(4, 3, 3, 3\)\)$")
+    _raises(conv2d, x, w, padding=(0, 10 ** 17), match=r"^conv2d: the padded input would have shape "
+                                                     r"\(1, 3, 5, 200000000000000005\), too large")  # > 2**63 bytes
+    z, wt = _t(np.zeros((1, 4, 5, 5)), False), _t(np.zeros((4, 3, 3, 3)), False)
+    _raises(conv_transpose2d, z, wt, stride=big,
+            match=rf"^conv_transpose2d: the output would have shape \(1, 3, {4 * big + 3}, {4 * big + 3}\), too "
+                  rf"large for any array \(stride=\({big}, {big}\), padding=0, dilation=\(1, 1\), output_padding=0, "
+                  rf"input shape \(1, 4, 5, 5\), weight shape \(4, 3, 3, 3\)\)$")
+    _raises(conv_transpose2d, z, wt, dilation=(1, big), match=r"^conv_transpose2d: the output would have shape "
+                                                              rf"\(1, 3, 7, {2 * big + 5}\), too large")
+    _raises(conv_transpose2d, z, wt, stride=big, padding=1, match=r"^conv_transpose2d: the output padded by "
+                                                                  r"padding would have shape")
+    assert conv2d(x, w, padding=50).shape == (1, 4, 103, 103)          # a possible size is computed

@@ -1334,3 +1334,66 @@ def test_promoting_a_tensor_that_requires_grad_to_complex_names_the_op():
         1j * x
     with mf.no_grad():
         assert (x + 1j).dtype == np.complex64      # nothing is recorded: no gradient, no refusal
+
+
+# ---------------------------------------------------------------- audit 14b: fuzzed operands and choices
+_RAGGED = [[1.0], [2.0, 3.0]]
+_RAGGED_MESSAGE = r"the nested list is ragged \(its rows differ in length\): at depth 1 the lengths are \[1, 2\]"
+
+
+@pytest.mark.parametrize("name, call", [
+    ("add", lambda x: x + _RAGGED), ("add", lambda x: _RAGGED + x), ("mul", lambda x: F.mul(x, _RAGGED)),
+    ("==", lambda x: x == _RAGGED), ("<", lambda x: x < _RAGGED),
+    ("&", lambda x: (x > 0) & [[True], [False, True]]),
+    ("mse_loss", lambda x: F.mse_loss(x, _RAGGED)), ("mse_loss", lambda x: F.mse_loss(_RAGGED, x)),
+    ("where", lambda x: F.where([[True], [False, True]], x, 0.0)), ("where", lambda x: F.where(x > 0, _RAGGED, x)),
+    ("clip", lambda x: F.clip(x, _RAGGED)), ("clip", lambda x: F.clip(x, None, _RAGGED)),
+    ("maximum", lambda x: F.maximum(x, _RAGGED)), ("pow", lambda x: F.pow(x, _RAGGED)),
+    ("pow", lambda x: F.pow(_RAGGED, x)), ("getitem", lambda x: F.getitem(x, [[0], [0, 1]])),
+    ("getitem", lambda x: x[0, [[0], [0, 1]]]),
+    ("binary_cross_entropy_with_logits", lambda x: F.binary_cross_entropy_with_logits(x, _RAGGED)),
+    ("cross_entropy", lambda x: F.cross_entropy(x, [[0], [1, 0]])),
+    ("as_tensor", lambda x: F.as_tensor(_RAGGED)), ("as_tensor", lambda x: F.as_tensor(_RAGGED, like=x)),
+])
+def test_a_ragged_list_operand_is_refused_naming_the_function(name, call):
+    # NumPy's "setting an array element with a sequence" named nothing; mf.tensor's message, said by the caller
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}: {_RAGGED_MESSAGE}$"):
+        call(mf.ones(2, 2))
+
+
+@pytest.mark.parametrize("fn, arg, call", [
+    ("cross_entropy", "reduction", lambda v: F.cross_entropy(mf.zeros(2, 3), [0, 1], reduction=v)),
+    ("mse_loss", "reduction", lambda v: F.mse_loss(mf.zeros(2), mf.zeros(2), reduction=v)),
+    ("binary_cross_entropy_with_logits", "reduction",
+     lambda v: F.binary_cross_entropy_with_logits(mf.zeros(2), mf.zeros(2), reduction=v)),
+    ("gelu", "approximate", lambda v: F.gelu(mf.zeros(2), approximate=v)),
+    ("bias_act", "act", lambda v: F.bias_act(mf.zeros(2, 3), mf.zeros(3), act=v)),
+    ("merge_act", "act", lambda v: F.merge_act(mf.zeros(2, 3), mf.zeros(2, 3), mf.zeros(3), act=v)),
+])
+def test_a_string_choice_given_an_array_or_other_non_string_is_refused_clearly(fn, arg, call):
+    # `value not in choices` compared an array elementwise: "truth value of an array ... is ambiguous"
+    for bad in (np.array(["mean", "sum"]), np.array(["none", "tanh"]), mf.tensor([1.0, 2.0]), None, 1):
+        with pytest.raises(ValueError, match=rf"^{fn}: {arg} must be .*, got "):
+            call(bad)
+    assert call(np.str_({"reduction": "sum", "approximate": "tanh", "act": "relu"}[arg])).shape is not None
+
+
+def test_neg_of_a_boolean_tensor_names_neg_and_suggests_invert():
+    with pytest.raises(TypeError, match=r"^neg: a boolean tensor \(shape \(2,\)\) has no negative, as in PyTorch; "
+                                        r"use ~x for logical not"):
+        -mf.tensor([True, False])
+    with pytest.raises(TypeError, match=r"^neg: a boolean"):
+        F.neg(mf.tensor(True))
+    assert (-mf.tensor([1, 2])).numpy().tolist() == [-1, -2]
+
+
+@pytest.mark.parametrize("name, call", [
+    ("add", lambda x, a: x + a), ("add", lambda x, a: a + x), ("mul", lambda x, a: F.mul(x, a)),
+    ("maximum", lambda x, a: F.maximum(x, a)), ("where", lambda x, a: F.where(x > 0, x, a)),
+    ("clip", lambda x, a: F.clip(x, a)), ("mse_loss", lambda x, a: F.mse_loss(x, a)),
+])
+@pytest.mark.parametrize("array", [np.array([None, None]), np.array(["a", "b"])])
+def test_an_object_or_string_array_operand_names_the_op(name, call, array):
+    with pytest.raises(TypeError, match=rf"^{name}: unsupported dtype (object|<U1): expected a boolean, integer or "
+                                        rf"floating dtype"):
+        call(mf.ones(2), array)

@@ -113,11 +113,16 @@ def test_small_gates_keep_their_relative_precision(dtype):
 @pytest.mark.parametrize("kind", list(CELLS))
 def test_bad_shapes_raise(kind):
     op, G = CELLS[kind]
-    name = op.__name__
-    with pytest.raises(ValueError, match=name):
-        op.apply(mf.zeros(2, G * 3), mf.zeros(2, G * 3 + 1), mf.zeros(2, 3))
-    with pytest.raises(ValueError, match=name):
-        op.apply(mf.zeros(2, G * 3), mf.zeros(2, G * 3), mf.zeros(2, 4))
+    name = f"{kind}_pointwise"   # the public function, not the internal op class (audit 14)
+    fn = getattr(F, name)
+    for call in (op.apply, fn):
+        with pytest.raises(ValueError, match=rf"^{name}: gate pre-activations gi \(2, {G * 3}\) and gh "
+                                             rf"\(2, {G * 3 + 1}\)"):
+            call(mf.zeros(2, G * 3), mf.zeros(2, G * 3 + 1), mf.zeros(2, 3))
+        with pytest.raises(ValueError, match=rf"^{name}: .*state of shape \(2, 4\)"):
+            call(mf.zeros(2, G * 3), mf.zeros(2, G * 3), mf.zeros(2, 4))
+        with pytest.raises(ValueError, match=rf"^{name}: batch shapes"):
+            call(mf.zeros(2, G * 3), mf.zeros(2, G * 3), mf.zeros(3, 3))
     with pytest.raises(ValueError, match="broadcast"):
         op.apply(mf.zeros(2, G * 3), mf.zeros(2, G * 3), mf.zeros(3, 3))
 

@@ -1195,6 +1195,19 @@ def test_a_freed_graph_error_names_a_recur_state0_computed_by_recorded_ops():
         rnet(x).sum().backward()
 
 
+def test_a_freed_graph_error_names_reset_state_for_a_recur_inside_the_model():
+    from minifb import nn
+
+    model = nn.Chain(nn.LSTM(3, 4), nn.Dense(4, 2))
+    x = mf.randn(2, 3)
+    model(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"already freed.*an nn\.LSTM or Recur inside the model still holding "
+                                           r"the last batch's state: nn\.reset_state\(model\)$"):
+        model(x).sum().backward()       # the next batch, without nn.reset_state(model)
+    nn.reset_state(model)
+    model(x).sum().backward()
+
+
 # ---------------------------------------------------------------- operator messages (audit 14)
 @pytest.mark.parametrize("symbol", ["<", "<=", ">", ">=", "==", "!="])
 def test_a_comparison_of_shapes_that_do_not_broadcast_names_the_operator_and_shapes(symbol):
@@ -1216,3 +1229,52 @@ def test_a_bitwise_operator_on_shapes_that_do_not_broadcast_names_the_operator_a
 def test_the_hint_for_inverting_a_float_tensor_is_valid_code():
     with pytest.raises(TypeError, match=r"~: only boolean.*e\.g\. ~\(x > 0\)$"):
         ~mf.ones(2)
+
+
+# ---------------------------------------------------------------- .data and .grad set by hand (audit 14b)
+@pytest.mark.parametrize("value, hint", [(None, ""), (2.5, r" \(wrap it: mf\.tensor\(value\)\.data\)"),
+                                         ([1, 2], r" \(wrap it: mf\.tensor\(value\)\.data\)"), ("ab", ""),
+                                         (mf.ones(2), r" \(assign its \.data\)")])
+def test_assigning_data_that_is_no_backend_array_is_refused(value, hint):
+    # it was accepted, and repr and .dtype then raised AttributeError (a Tensor was nested inside .data)
+    t = mf.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match=rf"^Tensor\.data must be a backend array \(a NumPy or CuPy ndarray\), got "
+                                        rf"{type(value).__name__}{hint}$"):
+        t.data = value
+    assert type(t.data) is np.ndarray and repr(t) == "tensor([1., 2.])"
+
+
+def test_assigning_data_takes_any_array_and_a_numpy_scalar_as_a_0d_array():
+    t = mf.tensor([1.0, 2.0], requires_grad=True)
+    t.data = np.arange(3.0)                 # another shape and dtype, as PyTorch allows
+    assert t.shape == (3,) and t.dtype == np.float64 and t.requires_grad
+    t.data = np.float32(2.5)                # what arithmetic on 0-d arrays returns (gradcheck's t.data = x + h)
+    assert type(t.data) is np.ndarray and t.shape == () and t.dtype == np.float32
+    p = mf.nn.Parameter(np.ones(2, np.float32))
+    with pytest.raises(TypeError, match=r"^Tensor\.data must be a backend array"):
+        p.data = None
+    import pickle
+    u = pickle.loads(pickle.dumps(mf.tensor([1.0, 2.0], requires_grad=True)))
+    assert u.requires_grad and np.array_equal(u.data, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("grad, shown", [(np.zeros(4, np.float32), r"of shape \(4,\)"),
+                                         (np.zeros((2, 3), np.float32), r"of shape \(2, 3\)"),   # was broadcast into
+                                         ([0.0, 0.0, 0.0], r"\(a list\)")])
+def test_backward_into_a_grad_of_another_shape_names_both_shapes(grad, shown):
+    x = mf.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x.grad = grad
+    with pytest.raises(ValueError, match=rf"^backward\(\): cannot add the gradient of a leaf of shape \(3,\) into "
+                                         rf"its \.grad {shown} .*set it to None \(zero_grad\(\)\) first$"):
+        (x * 2).sum().backward()
+
+
+def test_backward_into_an_integer_grad_names_both_dtypes():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    x.grad = np.zeros(2, np.int64)
+    with pytest.raises(TypeError, match=r"^backward\(\): cannot add the float32 gradient of a leaf of shape \(2,\) "
+                                        r"into its \.grad of dtype int64"):
+        (x * 2).sum().backward()
+    x.grad = np.ones(2, np.float32)         # the right shape and dtype: accumulated
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])

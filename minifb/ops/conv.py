@@ -121,6 +121,19 @@ def _check_bias(fn, b, channels, w_shape):
                          f"{tuple(w_shape)}, got shape {tuple(b.shape)}")
 
 
+_MAX_BYTES = int(np.iinfo(np.intp).max)   # no array can hold more (NumPy's "Maximum allowed size exceeded")
+
+
+def _check_allocatable(fn, what, shape, dtype, why):
+    """Refuse ``shape`` when no array of ``dtype`` could have it (NumPy would say only "Maximum allowed
+    dimension exceeded"): a huge padding, stride or dilation.  A few integer products per call."""
+    n = 1
+    for d in shape:
+        n *= d
+    if n * np.dtype(dtype).itemsize > _MAX_BYTES or max(shape) > _MAX_BYTES:
+        raise ValueError(f"{fn}: {what} would have shape {tuple(shape)}, too large for any array ({why})")
+
+
 def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
     """Check conv2d's arguments and return its geometry and output size."""
     _check_4d(fn, "input", x, "(N, C, H, W)")
@@ -154,6 +167,10 @@ def _conv_geometry(fn, x, w, stride, padding, dilation, groups):
         pad = (ph, ph, pw, pw)
     geom = _Geometry((kh, kw), stride, dilation, pad, groups)
     out_hw = geom.out_size(x.shape[2:])
+    if any(pad):   # the padded input is allocated; the output is no larger (per channel)
+        _check_allocatable(fn, "the padded input", x.shape[:2] + (x.shape[2] + pad[0] + pad[1],
+                           x.shape[3] + pad[2] + pad[3]), x.dtype,
+                           f"padding={padding!r}, input shape {tuple(x.shape)}, weight shape {tuple(w.shape)}")
     if min(out_hw) < 1:
         padded = (x.shape[2] + pad[0] + pad[1], x.shape[3] + pad[2] + pad[3])
         raise ValueError(f"{fn}: kernel of dilated size {geom.span()} (weight shape {tuple(w.shape)}, "
@@ -195,6 +212,12 @@ def _conv_transpose_geometry(fn, x, w, stride, padding, output_padding, dilation
                          f"weight shape {tuple(w.shape)}, stride={stride}, padding={padding!r}, "
                          f"dilation={dilation}); "
                          f"size = (H - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1")
+    # the output, padded by ``padding`` on each side, is allocated (and is larger than the output)
+    _check_allocatable(fn, "the output padded by padding" if ph or pw else "the output",
+                       (x.shape[0], w.shape[1] * groups, out_hw[0] + 2 * ph, out_hw[1] + 2 * pw), x.dtype,
+                       f"stride={stride}, padding={padding!r}, dilation={dilation}, "
+                       f"output_padding={output_padding!r}, input shape {tuple(x.shape)}, "
+                       f"weight shape {tuple(w.shape)}")
     return geom, out_hw
 
 
@@ -835,8 +858,9 @@ class AvgPool2d(Function):
 # --------------------------------------------------------------------------
 # Functions on Tensors
 # --------------------------------------------------------------------------
-def _as_tensor(fn, name, value):
-    if value is None or isinstance(value, Tensor):
+def _as_tensor(fn, name, value, optional=False):
+    """``value`` as a Tensor (a NumPy or CuPy array is wrapped); None only where ``optional`` (the bias)."""
+    if isinstance(value, Tensor) or (value is None and optional):
         return value
     if isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy"):
         return Tensor(value)
@@ -844,7 +868,7 @@ def _as_tensor(fn, name, value):
 
 
 def _inputs(fn, x, w, b):
-    x, w, b = _as_tensor(fn, "input", x), _as_tensor(fn, "weight", w), _as_tensor(fn, "bias", b)
+    x, w, b = _as_tensor(fn, "input", x), _as_tensor(fn, "weight", w), _as_tensor(fn, "bias", b, optional=True)
     if b is None:
         return x, w
     dtype = backend.result_type(x, w, b)
@@ -880,7 +904,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
             array (arrays are wrapped), or ``x`` or ``w`` is not floating point
             (an integer or boolean input or weight).
         ValueError: on wrong ranks, channel counts, groups, bias shape, a kernel
-            larger than the padded input, or malformed stride/padding/dilation.
+            larger than the padded input, malformed stride/padding/dilation, or a padding so large
+            that no array could hold the padded input.
 
     Example:
         >>> x = mf.randn(2, 3, 8, 8)
@@ -924,7 +949,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
             array (arrays are wrapped), or ``x`` or ``w`` is not floating point
             (an integer or boolean input or weight).
         ValueError: on wrong ranks, channel counts, groups, bias shape, a
-            non-positive output size or an output_padding that is too large.
+            non-positive output size, an output_padding that is too large, or a
+            stride/dilation/output_padding so large that no array could hold the output.
 
     Example:
         >>> z = mf.randn(2, 16, 7, 7)

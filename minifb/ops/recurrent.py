@@ -147,7 +147,7 @@ class LSTMPointwise(Function):
     """
 
     def forward(self, gi, gh, c):
-        lead, H, gi2, gh2, c2 = _as_rows("LSTMPointwise", gi, gh, c, 4)
+        lead, H, gi2, gh2, c2 = _as_rows("lstm_pointwise", gi, gh, c, 4)
         xp = array_module(gi2, gh2, c2)
         if kernels.should_use(gi2, gh2, c2):
             out, gates = kernels.lstm_cell_forward(gi2, gh2, c2)   # c2 may be the previous out[:, H:]
@@ -253,7 +253,7 @@ class GRUPointwise(Function):
     """
 
     def forward(self, gi, gh, h):
-        lead, H, gi2, gh2, h2 = _as_rows("GRUPointwise", gi, gh, h, 3)
+        lead, H, gi2, gh2, h2 = _as_rows("gru_pointwise", gi, gh, h, 3)
         if kernels.should_use(gi2, gh2, h2):
             h_new, saved = kernels.gru_cell_forward(gi2, gh2, h2)
         else:
