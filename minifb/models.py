@@ -20,6 +20,11 @@ names the expected shape.  Unlike FeedbackNets.jl, every argument is honoured:
 ``channels``, ``input_size``, ``kernel``, ``features`` and ``classes`` all
 change the network.
 
+Sizes are bounded by the parameter count: a factory refuses, before
+allocating anything, arguments that would give a model of more than
+:data:`MAX_PARAMETERS` (``2**31 - 1``) trainable scalars, the most an int32
+index (what the GPU kernels take) can address, 8 GiB of float32 weights.
+
 ================  ==========================================================
 name              network
 ================  ==========================================================
@@ -51,10 +56,13 @@ from . import functional as F
 from . import nn
 from .tensor import Tensor
 
-__all__ = ["FeedbackModel", "lenet5", "lenet5_fb", "spoerer", "build", "MODEL_NAMES", "SPOERER_KINDS"]
+__all__ = ["FeedbackModel", "lenet5", "lenet5_fb", "spoerer", "build", "MODEL_NAMES", "SPOERER_KINDS",
+           "MAX_PARAMETERS"]
 
 SPOERER_KINDS = ("B", "BK", "BF", "BL", "BT", "BLT")
 MODEL_NAMES = ("lenet5", "lenet5_fb") + tuple(f"spoerer-{k}" for k in SPOERER_KINDS)
+#: The most trainable scalars a factory builds (an int32 index's range; 8 GiB of float32 weights).
+MAX_PARAMETERS = 2**31 - 1
 
 
 class FeedbackModel(nn.FeedbackChain):
@@ -121,6 +129,19 @@ def _compact(pair: tuple):
     return pair[0] if pair[0] == pair[1] else pair
 
 
+def _check_parameter_count(fn: str, count: int, arguments: dict) -> None:
+    """Refuse, naming ``fn`` and its size arguments, a model of more than :data:`MAX_PARAMETERS` scalars.
+
+    ``count`` is computed from the layer shapes before any layer is built (in exact Python ints), so that
+    ``classes=10**30`` is a clear ValueError instead of NumPy's "Maximum allowed dimension exceeded" or
+    a MemoryError.
+    """
+    if count > MAX_PARAMETERS:
+        shown = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
+        raise ValueError(f"{fn}: {shown} would give {count} parameters, more than "
+                         f"MAX_PARAMETERS = {MAX_PARAMETERS}; choose smaller sizes")
+
+
 # ---- LeNet-5 --------------------------------------------------------------------------------
 def _lenet_sizes(fn: str, input_size) -> dict:
     """Padding of the first conv and spatial sizes through LeNet-5 for ``input_size``.
@@ -148,16 +169,23 @@ def _lenet_layers(fn: str, channels, input_size, classes, feedback: bool, combin
     classes = checks.integer(fn, "classes", classes)
     sizes = _lenet_sizes(fn, input_size)
     (h1, w1), (h2, w2), (h3, w3) = sizes["conv1"], sizes["conv2"], sizes["conv3"]
+    # conv2's output (h2 x w2) back to conv1's (h1 x w1): stride 2, kernel chosen so the sizes meet,
+    # (h2 - 1) * 2 + k = h1  (k = 10 for 28x28 input, as in FeedbackNets.jl)
+    k_a = (h1 - 2 * (h2 - 1), w1 - 2 * (w2 - 1))
+    # the 120-map layer (h3 x w3) back to conv2 (h2 x w2): stride 1, h3 - 1 + k = h2 (k = 10 for 28x28)
+    k_b = (h2 - h3 + 1, w2 - w3 + 1)
+    count = ((channels * 6 * 25 + 6) + (6 * 16 * 25 + 16) + (16 * 120 * 25 + 120)   # the three convolutions
+             + (120 * h3 * w3 * 84 + 84) + (84 * classes + classes))                 # the two dense layers
+    if feedback:
+        count += (16 * 6 * k_a[0] * k_a[1] + 6) + (120 * 16 * k_b[0] * k_b[1] + 16)
+    _check_parameter_count(fn, count, {"channels": channels, "input_size": checks.pair(fn, "input_size", input_size),
+                                       "classes": classes})
     relu = F.relu
     conv1 = [nn.Conv(channels, 6, 5, relu, padding=sizes["pad"])]
     conv2 = [nn.Conv(6, 16, 5, relu)]
     conv3 = [nn.Conv(16, 120, 5, relu)]
     if feedback:
-        # conv2's output (h2 x w2) back to conv1's (h1 x w1): stride 2, kernel chosen so the sizes meet,
-        # (h2 - 1) * 2 + k = h1  (k = 10 for 28x28 input, as in FeedbackNets.jl)
-        k_a = _compact((h1 - 2 * (h2 - 1), w1 - 2 * (w2 - 1)))
-        # the 120-map layer (h3 x w3) back to conv2 (h2 x w2): stride 1, h3 - 1 + k = h2 (k = 10 for 28x28)
-        k_b = _compact((h2 - h3 + 1, w2 - w3 + 1))
+        k_a, k_b = _compact(k_a), _compact(k_b)
         conv1.append(nn.Merger("conv2", nn.ConvTranspose(16, 6, k_a, relu, stride=2), combine))
         conv2 += [nn.Splitter("conv2"),
                   nn.Merger("fc1", nn.ConvTranspose(120, 16, k_b, relu), combine)]
@@ -200,6 +228,11 @@ def lenet5(channels: int = 1, input_size=(28, 28), classes: int = 10) -> Feedbac
         A :class:`FeedbackModel`: ``state, logits = net(state, x)`` with ``x``
         of shape ``(N, channels, H, W)`` and ``logits`` ``(N, classes)``.
 
+    Raises:
+        ValueError: an argument is not a positive int (a pair for
+            ``input_size``), or the sizes would give more than
+            :data:`MAX_PARAMETERS` parameters.
+
     Example:
         >>> net = models.lenet5()
         >>> state, logits = net({}, mf.randn(2, 1, 28, 28))
@@ -239,6 +272,10 @@ def lenet5_fb(channels: int = 1, input_size=(28, 28), classes: int = 10, combine
 
     Returns:
         A :class:`FeedbackModel`; ``state, logits = net(state, x)``.
+
+    Raises:
+        ValueError: as :func:`lenet5` (the feedback kernels count too).
+        TypeError: ``combine`` is not callable.
 
     Example:
         >>> net = models.lenet5_fb()
@@ -302,6 +339,13 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
         A :class:`FeedbackModel`; ``state, logits = net(state, x)`` with ``x``
         of shape ``(N, channels, H, W)``, ``logits`` ``(N, classes)``.
 
+    Raises:
+        ValueError: an unknown ``kind``, an argument that is not a positive
+            int (a pair for ``input_size`` and ``kernel``), an even kernel, a
+            side of ``input_size`` under 2, or sizes that would give more
+            than :data:`MAX_PARAMETERS` parameters (``input_size`` does not
+            change the count).
+
     Example:
         >>> net = models.spoerer("BLT", features=16)
         >>> x = mf.randn(4, 1, 28, 28)
@@ -322,11 +366,18 @@ def spoerer(kind: str, channels: int = 1, input_size=(28, 28), kernel=3, feature
     if h < 2 or w < 2:
         raise ValueError(f"{fn}: input_size {(h, w)} is too small for the 2x2 max pooling between the "
                          "layers (each side must be at least 2)")
+    arguments = {"channels": channels, "kernel": _compact(kernel), "features": features, "classes": classes}
     if kind == "BK":
         kernel = (kernel[0] + 2, kernel[1] + 2)
     if kind == "BF":
         features = 2 * features
     lateral, topdown = "L" in kind, "T" in kind
+    taps = kernel[0] * kernel[1]
+    count = (channels * features * taps + features) + (features * features * taps + features)   # bottom-up
+    count += 2 * features * features * taps if lateral else 0    # two lateral convolutions, no bias
+    count += features * features * 2 * 2 if topdown else 0       # the 2x2 transposed convolution, no bias
+    count += features * classes + classes                        # the readout
+    _check_parameter_count(fn, count, arguments)
     pad = _compact((kernel[0] // 2, kernel[1] // 2))
     kernel = _compact(kernel)
     relu = F.relu

@@ -611,8 +611,10 @@ def fit(net, ds, *, steps=4, epochs=4, batch=32, lr=3e-3, optimizer="adam", seed
         ValueError: a bad schedule argument (``steps``, ``epochs``, ``batch``,
             ``truncate``, ``clip``, ``seed``, ``corrupt``, ``optimizer``; the
             message names ``fit``), or a bad ``lr`` (named ``make_optimizer``).
-        TypeError: ``clip``, ``seed`` or ``lr`` is not a number, or
-            ``ds.y_train`` or ``ds.y_test`` is 1-d but not integers.
+        TypeError: ``net`` has no ``parameters()`` method (is not a model such
+            as an ``nn.Module``), ``ds`` is not a :class:`minifb.data.Dataset`,
+            ``clip``, ``seed`` or ``lr`` is not a number, or ``ds.y_train`` or
+            ``ds.y_test`` is 1-d but not integers.
     """
     if not callable(getattr(net, "parameters", None)):
         raise TypeError(f"fit: net must be a model with parameters() (an nn.Module), got {type(net).__name__}")

@@ -1,5 +1,7 @@
 """Tests for minifb.models: every factory model builds, runs over time, honours its arguments and trains."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -324,3 +326,46 @@ def test_a_model_refuses_an_input_with_too_few_axes_with_its_own_error():
     net = models.lenet5()
     with pytest.raises(ValueError, match=r"^lenet5: expected input of shape \(N, 1, 28, 28\)"):
         net({}, mf.randn(28))
+
+
+# ---------------------------------------------------------------- found by the fuzz audit (session 14)
+HUGE = 10**30
+
+
+@pytest.mark.parametrize("factory, kwargs, fn", [
+    (models.lenet5, {"channels": HUGE}, "lenet5"),
+    (models.lenet5, {"classes": HUGE}, "lenet5"),
+    (models.lenet5, {"input_size": HUGE}, "lenet5"),
+    (models.lenet5, {"input_size": (28, HUGE)}, "lenet5"),
+    (models.lenet5_fb, {"channels": HUGE}, "lenet5_fb"),
+    (models.lenet5_fb, {"classes": HUGE}, "lenet5_fb"),
+    (models.lenet5_fb, {"input_size": HUGE}, "lenet5_fb"),
+    (lambda **kw: models.spoerer("BLT", **kw), {"channels": HUGE}, r"spoerer\('BLT'\)"),
+    (lambda **kw: models.spoerer("BLT", **kw), {"classes": HUGE}, r"spoerer\('BLT'\)"),
+    (lambda **kw: models.spoerer("BLT", **kw), {"features": HUGE}, r"spoerer\('BLT'\)"),
+    (lambda **kw: models.spoerer("B", **kw), {"kernel": HUGE + 1}, r"spoerer\('B'\)"),
+    (lambda **kw: models.spoerer("BF", **kw), {"classes": 10**9}, r"spoerer\('BF'\)"),   # no MemoryError either
+    (models.lenet5, {"classes": 10**8}, "lenet5"),
+], ids=lambda v: repr(v)[:40] if isinstance(v, dict) else "")
+def test_absurd_sizes_are_refused_by_the_parameter_count(factory, kwargs, fn):
+    # they gave NumPy's "Maximum allowed dimension exceeded" (or would allocate hundreds of GiB)
+    (name, value), = kwargs.items()
+    shown = repr(value if name != "input_size" or isinstance(value, tuple) else (value, value))
+    with pytest.raises(ValueError, match=rf"^{fn}: .*{name}={re.escape(shown)}.* would give \d+ parameters, "
+                                         rf"more than MAX_PARAMETERS = 2147483647; choose smaller sizes$"):
+        factory(**kwargs)
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("kwargs", [{}, {"channels": 3, "classes": 7, "input_size": (16, 30)},
+                                    {"input_size": 9}], ids=repr)
+def test_the_parameter_bound_counts_exactly_what_the_factory_builds(monkeypatch, name, kwargs):
+    extra = {"kernel": (3, 5), "features": 6} if name.startswith("spoerer") and kwargs else {}
+    n = models.build(name, **kwargs, **extra).num_parameters()
+    monkeypatch.setattr(models, "MAX_PARAMETERS", n)
+    assert models.build(name, **kwargs, **extra).num_parameters() == n       # at the bound: built
+    if name.startswith("spoerer"):       # a Spoerer model's count does not depend on the input size
+        assert models.build(name, **{**kwargs, "input_size": HUGE}, **extra).num_parameters() == n
+    monkeypatch.setattr(models, "MAX_PARAMETERS", n - 1)
+    with pytest.raises(ValueError, match=rf"would give {n} parameters, more than MAX_PARAMETERS = {n - 1};"):
+        models.build(name, **kwargs, **extra)

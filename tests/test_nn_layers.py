@@ -549,9 +549,9 @@ def test_layer_sizes_accept_numpy_integers():
     assert nn.LRN(np.int64(3)).size == 3 and type(nn.LRN(np.int64(3)).size) is int
 
 
-@pytest.mark.parametrize("eps", [-1.0, -1e-9, float("nan")])
-def test_batchnorm_eps_must_not_be_negative(eps):
-    with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a number >= 0, got "):
+@pytest.mark.parametrize("eps", [-1.0, -1e-9, float("nan"), float("inf")])
+def test_batchnorm_eps_must_be_finite_and_not_negative(eps):
+    with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a finite number >= 0, got "):
         nn.BatchNorm(3, eps=eps)
     assert nn.BatchNorm(3, eps=0).eps == 0.0          # PyTorch takes 0 too
 
@@ -622,3 +622,119 @@ def test_conv_init_bounds_are_reached_with_groups_and_transposed():
     _assert_uniform_in(nn.Conv(6, 64, 3, groups=2).weight.numpy(), 1 / np.sqrt(3 * 9))        # fan-in (6/2)·3·3
     _assert_uniform_in(nn.ConvTranspose(6, 8, 3).weight.numpy(), 1 / np.sqrt(8 * 9))          # weight.shape[1]·3·3
     _assert_uniform_in(nn.ConvTranspose(8, 6, 3, groups=2).weight.numpy(), 1 / np.sqrt(3 * 9))
+
+
+# ---------------------------------------------------------------- found by the fuzz audit (session 14)
+def test_batchnorm_eval_normalises_integer_and_boolean_input_as_float_like_training():
+    # the running statistics were cast to the input's dtype: 0.7 and 0.5 truncated to 0, so int64 input
+    # gave (x - 0) / sqrt(0 + eps), and bool input crashed
+    bn = nn.BatchNorm(1).eval()
+    bn.running_mean.data[...] = 0.7
+    bn.running_var.data[...] = 0.5
+    expected = (np.array([[1.0], [2.0]]) - 0.7) / np.sqrt(0.5 + 1e-5)          # [0.424, 1.838]
+    for x in (mf.tensor([[1], [2]]), mf.tensor(np.array([[1], [2]], np.int8))):
+        y = bn(x)
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(bn(mf.tensor([[True], [False]])).numpy(), (np.array([[1.0], [0.0]]) - 0.7)
+                               / np.sqrt(0.5 + 1e-5), rtol=1e-5)
+    # training mode promotes them the same way: the same output as the float input
+    x = np.array([[1, 2], [3, 5], [4, 4]])
+    for mode in (True, False):
+        a, b = nn.BatchNorm(2).train(mode), nn.BatchNorm(2).train(mode)
+        np.testing.assert_allclose(a(mf.tensor(x)).numpy(), b(mf.tensor(x.astype(np.float32))).numpy())
+        np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy())
+
+
+def test_batchnorm_refuses_complex_input_naming_itself():
+    with pytest.raises(TypeError, match=r"^BatchNorm\(2\): input must be real \(floating point, integer or "
+                                        r"boolean\), got dtype complex128$"):
+        nn.BatchNorm(2)(mf.tensor(np.array([[1j, 2], [2, 3]])))
+
+
+@pytest.mark.parametrize("make, shown", [
+    (lambda: nn.Conv(3, 4, 3, stride=np.array([1, 2])), "Conv(3, 4, 3, stride=(1, 2))"),
+    (lambda: nn.Conv(3, 4, 3, padding=np.array([1, 0]), dilation=mf.tensor([2, 1])),
+     "Conv(3, 4, 3, padding=(1, 0), dilation=(2, 1))"),
+    (lambda: nn.Conv(3, 4, 3, stride=np.int64(2), padding=np.array(1)), "Conv(3, 4, 3, stride=2, padding=1)"),
+    (lambda: nn.Conv(3, 4, 3, padding=[1, 1]), "Conv(3, 4, 3, padding=(1, 1))"),
+    (lambda: nn.ConvTranspose(3, 4, 3, stride=np.array([2, 2]), output_padding=np.array([1, 0])),
+     "ConvTranspose(3, 4, 3, stride=(2, 2), output_padding=(1, 0))"),
+    (lambda: nn.MaxPool(np.array([2, 3]), stride=np.int64(1), padding=np.array([1, 1])),
+     "MaxPool((2, 3), stride=1, padding=(1, 1))"),
+    (lambda: nn.MeanPool(np.int64(2), padding=mf.tensor([0, 1])), "MeanPool(2, padding=(0, 1))"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_array_valued_geometry_is_kept_as_python_ints_and_prints(make, shown):
+    # an ndarray stride made repr raise "truth value of an array is ambiguous"
+    layer = make()
+    assert repr(layer) == shown
+    for key in ("kernel_size", "stride", "padding", "dilation", "output_padding"):
+        value = getattr(layer, key, None)
+        assert value is None or type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
+
+
+def test_array_valued_geometry_computes_as_the_plain_one():
+    x = mf.randn(1, 3, 8, 8)
+    a, b = nn.Conv(3, 4, 3, stride=np.array([1, 2]), padding=np.array([1, 0])), nn.Conv(3, 4, 3, stride=(1, 2),
+                                                                                         padding=(1, 0))
+    assert (a.stride, a.padding) == (b.stride, b.padding) == ((1, 2), (1, 0))
+    b.weight, b.bias = a.weight, a.bias
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+    assert nn.MaxPool(np.array([2, 2]))(x).shape == nn.MaxPool(2)(x).shape == (1, 3, 4, 4)
+    assert nn.MaxPool(np.array([2, 2])).kernel_size == (2, 2)
+
+
+@pytest.mark.parametrize("cls", [nn.MaxPool, nn.MeanPool])
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((2.5,), {}, r"kernel_size must be a positive int or a pair of them, got 2\.5$"),
+    ((None,), {}, r"kernel_size must be a positive int or a pair of them, got None$"),
+    ((float("nan"),), {}, r"kernel_size must be a positive int or a pair of them, got nan$"),
+    ((True,), {}, r"kernel_size must be a positive int or a pair of them, got True$"),
+    ((-1,), {"stride": "x"}, r"kernel_size must be a positive int or a pair of them, got -1$"),
+    ((2,), {"stride": "x"}, r"stride must be a positive int or a pair of them, got 'x'$"),
+    ((2,), {"stride": 0}, r"stride must be a positive int or a pair of them, got 0$"),
+    ((2,), {"stride": (1, 2, 3)}, r"stride must be a positive int or a pair of them, got \(1, 2, 3\)$"),
+    ((2,), {"padding": -1}, r"padding must be an int >= 0 or a pair of them, got -1$"),
+    ((2,), {"padding": 0.5}, r"padding must be an int >= 0 or a pair of them, got 0\.5$"),
+    ((2,), {"padding": np.array([1, 2])}, r"padding=\(1, 2\) must be at most half the kernel size \(2, 2\)$"),
+    ((3,), {"padding": 2}, r"padding=2 must be at most half the kernel size \(3, 3\)$"),
+], ids=lambda v: repr(v)[:30])
+def test_pool_geometry_is_checked_at_construction(cls, args, kwargs, match):
+    # these constructed and failed only on the first call (a bad padding array even with the repr's crash)
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}: {match}"):
+        cls(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("alpha", float("nan"), r"alpha must be a finite number >= 0, got nan"),
+    ("alpha", float("inf"), r"alpha must be a finite number >= 0, got inf"),
+    ("alpha", -1e-4, r"alpha must be a finite number >= 0, got -0\.0001"),
+    ("beta", float("nan"), r"beta must be a finite number >= 0, got nan"),
+    ("beta", float("-inf"), r"beta must be a finite number >= 0, got -inf"),
+    ("beta", -0.5, r"beta must be a finite number >= 0, got -0\.5"),
+    ("k", float("nan"), r"k must be a finite number > 0, got nan"),
+    ("k", float("inf"), r"k must be a finite number > 0, got inf"),
+    ("k", -1.0, r"k must be a finite number > 0, got -1\.0"),
+    ("k", 0, r"k must be a finite number > 0, got 0\.0"),
+    ("size", 10**400, r"size must be a number within float's range"),
+])
+def test_lrn_constants_must_be_finite_and_keep_the_base_positive(name, value, match):
+    # NaN gave all-NaN output, k=-1 NaNs, alpha=inf zeros
+    kwargs = {"size": 5, name: value}
+    with pytest.raises(ValueError, match=rf"^LRN: {match}"):
+        nn.LRN(**kwargs)
+    x = mf.randn(2, 3, 2, 2)                 # the bounds themselves are accepted: alpha = 0, beta = 0
+    np.testing.assert_allclose(nn.LRN(3, alpha=0.0, beta=0.75, k=2.0)(x).numpy(), x.numpy() / 2.0 ** 0.75,
+                               rtol=1e-6)
+    np.testing.assert_allclose(nn.LRN(3, alpha=1.0, beta=0.0, k=1.0)(x).numpy(), x.numpy(), rtol=1e-6)
+
+
+def test_lrn_window_wider_than_the_input_sums_every_channel():
+    # LRN(10**30) constructed (as PyTorch's does) and then failed inside np.pad; it is now computed, in
+    # at most 2 C - 1 slices: the channels outside the input are zeros
+    x = rng().standard_normal((2, 3, 2, 2))
+    for size in (10**30, 10**6, 13, 8, 7, 4):
+        y = nn.LRN(size, alpha=0.5, beta=0.75, k=1.0)(t64(x, requires_grad=False)).numpy()
+        before, after = size // 2, (size - 1) // 2
+        total = np.stack([(x[:, max(c - before, 0):c + after + 1] ** 2).sum(axis=1) for c in range(3)], axis=1)
+        np.testing.assert_allclose(y, x / (1.0 + 0.5 / size * total) ** 0.75, rtol=1e-12)

@@ -1,6 +1,7 @@
 """Module (parameter discovery, state dicts, modes, devices, repr) and the containers."""
 
 import operator
+import re
 
 import numpy as np
 import pytest
@@ -377,7 +378,7 @@ def test_a_container_that_holds_itself_is_walked_once():
 def test_parameter_and_buffer_refuse_non_numeric_data():
     for cls in (nn.Parameter, nn.Buffer):
         with pytest.raises(TypeError, match=rf"^{cls.__name__}: data must be a Tensor, an array or a \(nested\) "
-                                            rf"list of numbers, got 'abc'"):
+                                            rf"list of real numbers, got 'abc'"):
             cls("abc")
     with pytest.raises(TypeError, match=r"^Parameter: requires_grad must be True or False, got 'x'"):
         nn.Parameter(np.zeros(2, np.float32), requires_grad="x")
@@ -512,3 +513,64 @@ def test_a_shared_module_is_one_child():
     shared, other = nn.Dense(2, 2), nn.Dense(2, 2)
     children = list(nn.Chain(shared, other, shared).children())
     assert len(children) == 2 and children[0] is shared and children[1] is other
+
+
+# ---------------------------------------------------------------- found by the fuzz audit (session 14)
+@pytest.mark.parametrize("cls", [nn.Parameter, nn.Buffer])
+@pytest.mark.parametrize("data", [None, [None, 1.0], [[None]], "3", ["1", "2.5"], b"3", [1j]], ids=repr)
+def test_parameter_and_buffer_refuse_what_numpy_would_parse_or_turn_into_nan(cls, data):
+    # None gave tensor(nan), [None, 1.0] [nan, 1.], "3" and b"3" 3.0, ["1", "2.5"] [1., 2.5]
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: data must be a Tensor, an array or a \(nested\) "
+                                        rf"list of real numbers, got "):
+        cls(data)
+
+
+@pytest.mark.parametrize("cls", [nn.Parameter, nn.Buffer])
+@pytest.mark.parametrize("data", [np.array(["a"]), np.array([None]), np.array([1.0], dtype=object),
+                                  np.array(["2020-01-01"], dtype="datetime64[D]"), np.array([b"3"])],
+                         ids=lambda a: str(a.dtype))
+def test_parameter_and_buffer_refuse_arrays_that_hold_no_numbers(cls, data):
+    # a Buffer kept them as they were (an array of strings or objects in the state dict)
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: data must hold numbers \(boolean, integer, "
+                                        rf"floating or complex\), got an array of dtype {re.escape(str(data.dtype))}$"):
+        cls(data)
+
+
+def test_parameter_and_buffer_still_take_every_kind_of_number():
+    from decimal import Decimal
+    from fractions import Fraction
+    for cls in (nn.Parameter, nn.Buffer):
+        for data in ([1, 2], [True, False], (1.5, 2), [Fraction(1, 2), Decimal("1.5"), 2], [mf.tensor(1.0), 2],
+                     3, np.float16(2), [[1.0], [float("nan")]]):
+            t = cls(data)
+            assert t.dtype == np.float32
+            np.testing.assert_array_equal(t.numpy(), np.asarray(data, np.float64).astype(np.float32))
+    for data in (np.arange(3), np.array([True]), np.array([1j]), np.zeros((), np.int64)):
+        assert nn.Buffer(data).dtype == data.dtype          # a Buffer keeps an array's dtype
+    with pytest.raises(ValueError, match=r"^Buffer: data holds a number beyond float's range"):
+        nn.Buffer([10**400])
+
+
+@pytest.mark.parametrize("data", [np.array([1, 2]), np.array([True]), np.array([1j]), mf.tensor([1, 2])],
+                         ids=lambda a: str(a.dtype))
+def test_parameter_dtype_error_names_parameter(data):
+    with pytest.raises(TypeError, match=rf"^Parameter: only floating-point tensors can require gradients, got "
+                                        rf"dtype {data.dtype} \(pass requires_grad=False to keep it\)$"):
+        nn.Parameter(data)
+    assert nn.Parameter(data, requires_grad=False).dtype == data.dtype
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:1", "", 0])
+def test_to_an_unknown_device_names_the_module(device):
+    with pytest.raises(ValueError, match=rf"^Dense\.to: unknown device {re.escape(repr(device))}: expected 'cpu', "
+                                         r"'cuda' or 'cuda:0'$"):
+        nn.Dense(3, 4).to(device)
+    with pytest.raises(ValueError, match=r"^Chain\.to: unknown device 'gpu'"):
+        nn.Chain(nn.Dense(3, 4)).to("gpu")
+
+
+def test_to_cuda_without_a_gpu_names_the_module():
+    if backend.cuda_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match=r"^Dense\.to: device 'cuda' requested but CuPy with a GPU is not "):
+        nn.Dense(3, 4).to("cuda")

@@ -55,6 +55,16 @@ def check_activation(layer: str, activation):
     return activation
 
 
+def _int_or_pair(layer: str, name: str, value, minimum: int = 1):
+    """A size-like argument (kernel size, stride, padding, ...) checked by :func:`minifb.checks.pair` and kept
+    as plain Python values: a number as an int, a pair (tuple, list, 1-d array or Tensor) as a tuple of
+    two ints.  So the stored attribute compares, prints and pickles as the user meant
+    (``stride=np.array([1, 2])`` is kept as ``(1, 2)``, ``np.int64(2)`` as ``2``)."""
+    h, w = checks.pair(layer, name, value, minimum)
+    is_pair = isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1
+    return (h, w) if is_pair else h
+
+
 def _show(value):
     """A kernel-size-like argument as printed: ``3`` for ``(3, 3)``."""
     if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
@@ -166,22 +176,29 @@ class _ConvBase(AffineLayer):
         return in_channels, out_channels, groups
 
     def _check_geometry(self, name, stride, padding, dilation, output_padding=None):
-        """Check stride, padding, dilation (and output_padding) at construction, naming the layer."""
-        stride = checks.pair(name, "stride", stride)
-        dilation = checks.pair(name, "dilation", dilation)
+        """Check stride, padding, dilation (and output_padding) at construction, naming the layer.
+
+        Returns them as plain Python values (see :func:`_int_or_pair`; ``"same"`` and ``"valid"`` as they
+        are): ``(stride, padding, dilation, output_padding)``, the last ``None`` when not given.
+        """
+        stride = _int_or_pair(name, "stride", stride)
+        dilation = _int_or_pair(name, "dilation", dilation)
         if isinstance(padding, str) and output_padding is None:
             if padding not in ("same", "valid"):
                 raise ValueError(f"{name}: padding must be an int, a pair of ints, 'same' or 'valid', "
                                  f"got {padding!r}")
-            if padding == "same" and stride != (1, 1):
+            if padding == "same" and checks.pair(name, "stride", stride) != (1, 1):
                 raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
         else:
-            checks.pair(name, "padding", padding, minimum=0)
+            padding = _int_or_pair(name, "padding", padding, minimum=0)
         if output_padding is not None:
-            for op, st, d in zip(checks.pair(name, "output_padding", output_padding, minimum=0), stride, dilation):
+            output_padding = _int_or_pair(name, "output_padding", output_padding, minimum=0)
+            for op, st, d in zip(checks.pair(name, "output_padding", output_padding, minimum=0),
+                                 checks.pair(name, "stride", stride), checks.pair(name, "dilation", dilation)):
                 if op >= max(st, d):
                     raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than "
                                      f"stride={stride} or dilation={dilation}")
+        return stride, padding, dilation, output_padding
 
     def pre_activation(self, x):
         """Return ``(conv(x, weight), channel axis)``: ``([N,] C_in, H, W) -> ([N,] C_out, OH, OW)``, no bias."""
@@ -243,7 +260,7 @@ class Conv(_ConvBase):
         bias = checks.flag("Conv", "bias", bias)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = checks.pair("Conv", "kernel_size", kernel_size)
-        self._check_geometry("Conv", stride, padding, dilation)
+        stride, padding, dilation, _ = self._check_geometry("Conv", stride, padding, dilation)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = kaiming_uniform_bound(fan_in)
@@ -290,7 +307,8 @@ class ConvTranspose(_ConvBase):
         self.kernel_size = checks.pair("ConvTranspose", "kernel_size", kernel_size)
         if isinstance(padding, str):
             raise ValueError(f"ConvTranspose: padding must be an int or a pair of ints, got {padding!r}")
-        self._check_geometry("ConvTranspose", stride, padding, dilation, output_padding)
+        stride, padding, dilation, output_padding = self._check_geometry("ConvTranspose", stride, padding,
+                                                                         dilation, output_padding)
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
         self.dilation, self.groups = dilation, groups
         # PyTorch computes the fan-in of a transposed convolution from weight.shape[1]
@@ -308,10 +326,21 @@ class ConvTranspose(_ConvBase):
 
 # ---- pooling and reshaping ------------------------------------------------------------
 class _Pool(Module):
+    """Shared code of MaxPool and MeanPool: the geometry is checked at construction, with the rules of
+    :func:`minifb.functional.max_pool2d` (a kernel and stride of positive ints, a padding of ints >= 0 and
+    at most half the kernel), and kept as plain Python values."""
+
     _fn = None
 
     def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        layer = type(self).__name__
+        self.kernel_size = _int_or_pair(layer, "kernel_size", kernel_size)
+        self.stride = None if stride is None else _int_or_pair(layer, "stride", stride)
+        self.padding = _int_or_pair(layer, "padding", padding, minimum=0)
+        kernel = checks.pair(layer, "kernel_size", self.kernel_size)
+        ph, pw = checks.pair(layer, "padding", self.padding, minimum=0)
+        if ph > kernel[0] // 2 or pw > kernel[1] // 2:
+            raise ValueError(f"{layer}: padding={self.padding!r} must be at most half the kernel size {kernel}")
 
     def forward(self, x):
         """Pool each channel: ``(N, C, H, W) -> (N, C, OH, OW)``."""
@@ -345,8 +374,8 @@ class MaxPool(_Pool):
     ``y[n, c, i, j] = max_{a < kh, b < kw} x_pad[n, c, i*sh + a, j*sw + b]``,
     with ``-inf`` padding (PyTorch's ``MaxPool2d``, floor mode); the gradient
     goes to the first maximum of each window.  No parameters.  The arguments
-    are checked on the first call, by :func:`~minifb.functional.max_pool2d`,
-    not at construction.
+    are checked at construction, with the rules of
+    :func:`~minifb.functional.max_pool2d`, and kept as ints or pairs of ints.
 
     Args:
         kernel_size: int or ``(kh, kw)``, each >= 1.
@@ -360,9 +389,12 @@ class MaxPool(_Pool):
         ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
 
     Raises:
-        TypeError: (on a call) the input is not a Tensor.
-        ValueError: (on a call) the input is not 4-D, or ``kernel_size``,
-            ``stride`` or ``padding`` is invalid for it.
+        ValueError: (at construction) ``kernel_size`` or ``stride`` is not a
+            positive int or a pair of them, or ``padding`` is not an int >= 0
+            or a pair of them, or is more than half the kernel.
+        TypeError: (on a call) the input is not a floating-point Tensor.
+        ValueError: (on a call) the input is not 4-D, or the kernel is larger
+            than the padded input.
 
     Example:
         >>> nn.MaxPool(2)(mf.randn(1, 3, 8, 8)).shape
@@ -380,8 +412,8 @@ class MeanPool(_Pool):
     ``y[n, c, i, j] = (1 / (kh kw)) sum_{a < kh, b < kw} x_pad[n, c, i*sh + a, j*sw + b]``
     with zero padding that counts in the average (PyTorch's ``AvgPool2d``
     with ``count_include_pad=True``, floor mode).  No parameters.  The
-    arguments are checked on the first call, by
-    :func:`~minifb.functional.avg_pool2d`, not at construction.
+    arguments are checked at construction, with the rules of
+    :func:`~minifb.functional.avg_pool2d`, and kept as ints or pairs of ints.
 
     Args:
         kernel_size: int or ``(kh, kw)``, each >= 1.
@@ -395,9 +427,12 @@ class MeanPool(_Pool):
         ``OH = floor((H + 2 ph - kh) / sh) + 1`` (``OW`` likewise).
 
     Raises:
-        TypeError: (on a call) the input is not a Tensor.
-        ValueError: (on a call) the input is not 4-D, or ``kernel_size``,
-            ``stride`` or ``padding`` is invalid for it.
+        ValueError: (at construction) ``kernel_size`` or ``stride`` is not a
+            positive int or a pair of them, or ``padding`` is not an int >= 0
+            or a pair of them, or is more than half the kernel.
+        TypeError: (on a call) the input is not a floating-point Tensor.
+        ValueError: (on a call) the input is not 4-D, or the kernel is larger
+            than the padded input.
 
     Example:
         >>> nn.MeanPool(2)(mf.randn(1, 3, 8, 8)).shape
@@ -540,12 +575,14 @@ class BatchNorm(Module):
     variance uses the unbiased batch variance).  With ``momentum=None`` the
     running statistics are the plain average over all batches seen (PyTorch's
     cumulative moving average): ``momentum = 1 / num_batches_tracked``.
-    Evaluation mode uses the running statistics.
+    Evaluation mode uses the running statistics.  An integer or boolean
+    input is normalised as float32 in both modes (PyTorch refuses it); a
+    complex one is refused.
 
     Args:
         num_features: the number of channels C.
         activation: a callable applied to the result, or ``None`` (Flux's argument).
-        eps: added to the variance, >= 0.
+        eps: added to the variance, a finite number >= 0.
         momentum: weight of the new batch in the running statistics, in
             ``[0, 1]``, or ``None`` for the cumulative average. It may be changed
             between steps, to or from ``None``: the buffer ``num_batches_tracked``
@@ -557,6 +594,15 @@ class BatchNorm(Module):
         ``running_mean`` and ``running_var`` (C,), updated in place, and
         ``num_batches_tracked`` () are in ``state_dict()``.
 
+    Raises:
+        ValueError: (at construction) ``num_features`` is not a positive int,
+            ``eps`` not finite and >= 0, ``momentum`` not in ``[0, 1]``;
+            (on a call) the input is not a Tensor of shape ``(N, C, ...)``
+            with 2 to 4 axes, or in training mode has one value per channel.
+        TypeError: (at construction) ``activation`` is not callable, ``eps``
+            or ``momentum`` not a number, ``affine`` not a bool; (on a call)
+            the input is complex.
+
     Example:
         >>> bn = nn.BatchNorm(3)
         >>> bn(mf.randn(8, 3, 4, 4)).shape
@@ -567,7 +613,7 @@ class BatchNorm(Module):
                  affine: bool = True):
         check_activation("BatchNorm", activation)
         num_features = checks.integer("BatchNorm", "num_features", num_features)
-        eps = checks.number("BatchNorm", "eps", eps, at_least=0)   # 0 allowed, as in PyTorch
+        eps = checks.number("BatchNorm", "eps", eps, at_least=0, finite=True)   # 0 allowed, as in PyTorch
         if momentum is not None:
             momentum = checks.number("BatchNorm", "momentum", momentum, at_least=0, at_most=1)
         affine = checks.flag("BatchNorm", "affine", affine)
@@ -587,6 +633,11 @@ class BatchNorm(Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self!r}: expected input of shape (N, {self.num_features}, ...) with 2 to 4 "
                              f"dimensions, got {shape}")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{self!r}: input must be real (floating point, integer or boolean), "
+                            f"got dtype {x.dtype}")
+        if x.dtype.kind != "f":   # integers and bools are normalised as float32, in both modes
+            x = Tensor(x.data.astype(backend.result_type(x, floating=True)))
         axes = (0,) + tuple(range(2, x.ndim))
         stat_shape = (1, self.num_features) + (1,) * (x.ndim - 2)
         if self.training:
@@ -641,11 +692,21 @@ class LRN(Module):
 
     ``y[c] = x[c] / (k + alpha / size * sum_{c' in window(c)} x[c']^2) ** beta``,
     where the window covers channels ``c - size//2 .. c + (size-1)//2``
-    (missing channels count as zero).  Used by the Spoerer et al. models.
+    (missing channels count as zero, so a window wider than the input is
+    allowed).  Used by the Spoerer et al. models.
 
     Args:
-        size: number of neighbouring channels in the window.
-        alpha, beta, k: the constants of the formula (real numbers).
+        size: number of neighbouring channels in the window, a positive int
+            (PyTorch's rule; at most float's range, as ``alpha / size`` is a float).
+        alpha: finite, >= 0 (default ``1e-4``).
+        beta: finite, >= 0 (default ``0.75``).
+        k: finite, > 0 (default ``1``), so that the base ``k + ...`` is
+            positive and the output finite for every ``beta``.
+
+    Raises:
+        ValueError: (at construction) an argument outside those bounds;
+            (on a call) the input is not a Tensor with at least 2 axes.
+        TypeError: (at construction) ``alpha``, ``beta`` or ``k`` is not a number.
 
     Shapes:
         ``(N, C, ...)``, unchanged.
@@ -657,8 +718,10 @@ class LRN(Module):
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         self.size = checks.integer("LRN", "size", size)
-        self.alpha, self.beta, self.k = (checks.number("LRN", name, value)
-                                         for name, value in (("alpha", alpha), ("beta", beta), ("k", k)))
+        checks.number("LRN", "size", self.size, finite=True)   # alpha / size must be a float
+        self.alpha = checks.number("LRN", "alpha", alpha, at_least=0, finite=True)
+        self.beta = checks.number("LRN", "beta", beta, at_least=0, finite=True)
+        self.k = checks.number("LRN", "k", k, above=0, finite=True)
 
     def forward(self, x):
         """Normalise across neighbouring channels: ``(N, C, ...)``, shape unchanged."""
@@ -666,11 +729,14 @@ class LRN(Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self!r}: expected input of shape (N, C, ...), got {shape}")
         channels = x.shape[1]
-        before, after = self.size // 2, (self.size - 1) // 2
+        # padding past channels - 1 on a side only adds zeros to every window: a window wider than the
+        # input (any size, 10**30 included) sums the same over at most 2 * channels - 1 slices
+        edge = max(channels - 1, 0)
+        before, after = min(self.size // 2, edge), min((self.size - 1) // 2, edge)
         squares = F.pad(x * x, ((0, 0), (before, after)) + ((0, 0),) * (x.ndim - 2))
-        # the window sum as `size` shifted slices along the channel axis (size is small)
+        # the window sum as shifted slices along the channel axis
         total = squares[:, 0:channels]
-        for j in range(1, self.size):
+        for j in range(1, before + after + 1):
             total = total + squares[:, j:j + channels]
         denominator = (total * (self.alpha / self.size) + self.k) ** self.beta
         return x / denominator

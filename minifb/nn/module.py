@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import operator
 import textwrap
 from collections import namedtuple
@@ -54,7 +55,11 @@ class Parameter(Tensor):
         requires_grad: set to ``False`` to freeze the parameter (a bool).
 
     Raises:
-        TypeError: ``data`` is no array of numbers, or ``requires_grad`` is no bool.
+        TypeError: ``data`` is no array of numbers (``None``, a string or
+            bytes, a list holding one, an array of strings or objects), it is
+            not floating point while ``requires_grad`` is True, or
+            ``requires_grad`` is no bool.
+        ValueError: ``data`` holds an int beyond float's range.
 
     Example:
         >>> w = nn.Parameter(mf.randn(3, 2))
@@ -64,7 +69,11 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad: bool = True):
         requires_grad = checks.flag("Parameter", "requires_grad", requires_grad)
-        super().__init__(_as_backend_array(data, "Parameter"), requires_grad=requires_grad)
+        array = _as_backend_array(data, "Parameter")
+        try:
+            super().__init__(array, requires_grad=requires_grad)
+        except TypeError as error:   # e.g. an integer array that would require grad: say who refused it
+            raise TypeError(f"Parameter: {error} (pass requires_grad=False to keep it)") from None
         _share_version(self, data)
 
     def __repr__(self):
@@ -76,6 +85,17 @@ class Buffer(Tensor):
 
     Buffers appear in ``state_dict()`` and follow ``to(device)``, but not in
     ``parameters()``.  Update them in place through ``.data``.
+
+    Args:
+        data: a backend array of numbers (its dtype kept: boolean, integer,
+            floating or complex), a :class:`~minifb.Tensor` (its values are
+            shared), or anything else ``numpy.asarray`` makes an array of real
+            numbers from (converted to float32).
+
+    Raises:
+        TypeError: ``data`` is no array of numbers (``None``, a string or
+            bytes, a list holding one, an array of strings or objects).
+        ValueError: ``data`` holds an int beyond float's range.
 
     Example:
         >>> running_mean = nn.Buffer(mf.zeros(4))
@@ -101,17 +121,37 @@ def _share_version(new: Tensor, data) -> None:
 def _as_backend_array(data, owner: str):
     """The backend array of a Tensor, a NumPy/CuPy array as it is, anything else as float32 NumPy.
 
-    Raises a TypeError naming ``owner`` for what is no array of numbers (a string, a ragged list).
+    Raises a TypeError naming ``owner`` for what is no array of numbers: ``None``, a string or bytes
+    (which NumPy would parse, ``"3"`` as 3.0), a list holding one (``[None, 1.0]`` would give NaN), a
+    ragged list, an array of strings, objects or dates.
     """
-    if isinstance(data, Tensor):
-        return data.data
-    if _is_backend_array(data):
-        return data
+    if isinstance(data, Tensor) or _is_backend_array(data):
+        array = data.data if isinstance(data, Tensor) else data
+        if array.dtype.kind not in "biufc":
+            raise TypeError(f"{owner}: data must hold numbers (boolean, integer, floating or complex), "
+                            f"got an array of dtype {array.dtype}")
+        return array
+    refusal = TypeError(f"{owner}: data must be a Tensor, an array or a (nested) list of real numbers, "
+                        f"got {data!r}")
     try:
-        return np.asarray(data, dtype=backend.DEFAULT_DTYPE)
-    except (TypeError, ValueError):
-        raise TypeError(f"{owner}: data must be a Tensor, an array or a (nested) list of numbers, "
-                        f"got {data!r}") from None
+        array = np.asarray(data)
+    except (TypeError, ValueError):   # a ragged list
+        raise refusal from None
+    # objects (Fraction, Decimal, 0-d Tensors beside other things) must each be a real number
+    if array.dtype.kind == "O" and all(_is_real(v) for v in array.flat):
+        try:
+            array = array.astype(np.float64)
+        except OverflowError:   # an int past float's range (10 ** 400)
+            raise ValueError(f"{owner}: data holds a number beyond float's range, got {data!r}") from None
+    if array.dtype.kind not in "biuf":
+        raise refusal
+    return array.astype(backend.DEFAULT_DTYPE)
+
+
+def _is_real(value) -> bool:
+    """True for a real number (Python or NumPy, Fraction, Decimal, a 0-d array or Tensor of one)."""
+    v = checks.scalar(value)
+    return isinstance(v, numbers.Real) or (isinstance(v, numbers.Number) and not isinstance(v, numbers.Complex))
 
 
 def _is_backend_array(data) -> bool:
@@ -394,8 +434,16 @@ class Module:
         The parameter objects stay the same (an optimiser built before keeps
         working); their ``.data`` and ``.grad`` are moved.  Modules holding other
         tensors (a Recur's state) move them in their ``_move_extra`` hook.
+
+        Raises:
+            ValueError: ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:0"``
+                (the message names the module's class).
+            RuntimeError: ``"cuda"`` without CuPy and a GPU.
         """
-        device = backend.check_device(device)
+        try:
+            device = backend.check_device(device)
+        except (ValueError, RuntimeError) as error:   # say which module was being moved
+            raise type(error)(f"{type(self).__name__}.to: {error}") from None
         for _, t in self._named_tensors((Parameter, Buffer)):
             t.data = backend.to_device(t.data, device)
             if t.grad is not None:
