@@ -749,7 +749,10 @@ def _run_under_asan(plant: int):
 def test_asan_catches_planted_out_of_bounds_write():
     r = _run_under_asan(plant=1)
     assert r.returncode != 0 and "heap-buffer-overflow" in r.stderr, r.stderr[-3000:]
-    assert "oob_write" in r.stderr  # the report names the kernel
+    if shutil.which("llvm-symbolizer") or os.environ.get("ASAN_SYMBOLIZER_PATH"):
+        assert "oob_write" in r.stderr  # the report names the kernel
+    else:   # unsymbolized frames (a machine without llvm-symbolizer) name the kernel's library instead
+        assert "emu_probe" in r.stderr, r.stderr[-3000:]
 
 
 def test_asan_clean_run_passes():
