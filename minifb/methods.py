@@ -189,6 +189,16 @@ def _inplace(out_of_place, symbol, name):
     return inplace
 
 
+def _imatmul(self, other):
+    """``self @= other``: refused, as in PyTorch (a product has its own shape, so it cannot be written into
+    ``self``'s array, and a silent rebinding would leave ``self`` unchanged where the name is a loop variable).
+
+    Raises:
+        TypeError: always; write ``x = x @ y``.
+    """
+    raise TypeError("@=: in-place matmul is not supported, as in PyTorch; write x = x @ y")
+
+
 def _flatten(self, start_axis=0, end_axis=-1):
     """Merge axes ``start_axis..end_axis`` into one; by default everything, as ``ndarray.flatten``.
 
@@ -240,6 +250,7 @@ for _fn, _symbol, _name in ((F.add, "+", "add"), (F.sub, "-", "sub"), (F.mul, "*
                             (F.div, "/", "truediv"), (F.pow, "**", "pow"), (Tensor.__and__, "&", "and"),
                             (Tensor.__or__, "|", "or"), (Tensor.__xor__, "^", "xor")):
     setattr(Tensor, f"__i{_name}__", _inplace(_fn, _symbol, f"__i{_name}__"))
+Tensor.__imatmul__ = _imatmul
 
 Tensor.sum = F.sum
 Tensor.mean = F.mean

@@ -222,8 +222,8 @@ def test_pooling_layers():
         nn.Flatten()(mf.randn(3))
 
 
-@pytest.mark.parametrize("layer", [nn.GlobalMaxPool(), nn.GlobalMeanPool(), nn.MaxPool(2), nn.MeanPool(2)],
-                         ids=repr)
+@pytest.mark.parametrize("layer", [nn.GlobalMaxPool(), nn.GlobalMeanPool(), nn.MaxPool(2), nn.MeanPool(2),
+                                   nn.BatchNorm(3)], ids=repr)
 def test_pool_layers_refuse_a_non_tensor_with_a_type_error_as_conv_does(layer):
     with pytest.raises(TypeError, match=rf"^{re.escape(repr(layer))}: input must be a Tensor, got ndarray$"):
         layer(np.zeros((1, 3, 4, 4), np.float32))

@@ -572,3 +572,17 @@ def test_detach_and_reset_keep_a_namedtuple_state():
     assert type(rnet.state) is HC
     assert not rnet.state.h.requires_grad and not rnet.state.c.requires_grad
     np.testing.assert_array_equal(rnet.state.h.numpy(), state0.h.numpy() + 1)
+
+
+def test_a_carried_state_that_no_longer_fits_says_to_reset_first():
+    lstm = nn.LSTM(3, 4)
+    lstm(mf.randn(5, 3))
+    with pytest.raises(ValueError, match=r"state h of shape \(5, 4\) does not fit input of shape \(2, 3\).*"
+                                         r"carried over from the previous call of LSTM\(3, 4\).*call reset\(\)"):
+        lstm(mf.randn(2, 3))                  # a new batch size without a reset
+    lstm.reset()
+    assert lstm(mf.randn(2, 3)).shape == (2, 4)
+    fresh = nn.LSTM(3, 4)
+    with pytest.raises(ValueError) as err:    # nothing carried: the cell's message alone
+        fresh(mf.randn(2, 5))
+    assert "carried over" not in str(err.value)

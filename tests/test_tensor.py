@@ -1278,3 +1278,11 @@ def test_backward_into_an_integer_grad_names_both_dtypes():
     x.grad = np.ones(2, np.float32)         # the right shape and dtype: accumulated
     (x * 2).sum().backward()
     np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+
+def test_in_place_matmul_is_refused_as_in_pytorch():
+    a = mf.ones(2, 2)
+    alias = a
+    with pytest.raises(TypeError, match=r"@=: in-place matmul is not supported.*x = x @ y"):
+        a @= mf.ones(2, 2)
+    assert a is alias and a.numpy().tolist() == [[1.0, 1.0], [1.0, 1.0]]

@@ -597,11 +597,11 @@ class BatchNorm(Module):
     Raises:
         ValueError: (at construction) ``num_features`` is not a positive int,
             ``eps`` not finite and >= 0, ``momentum`` not in ``[0, 1]``;
-            (on a call) the input is not a Tensor of shape ``(N, C, ...)``
-            with 2 to 4 axes, or in training mode has one value per channel.
+            (on a call) the input is not of shape ``(N, C, ...)`` with 2 to
+            4 axes, or in training mode has one value per channel.
         TypeError: (at construction) ``activation`` is not callable, ``eps``
             or ``momentum`` not a number, ``affine`` not a bool; (on a call)
-            the input is complex.
+            the input is not a Tensor, or is complex.
 
     Example:
         >>> bn = nn.BatchNorm(3)
@@ -629,10 +629,11 @@ class BatchNorm(Module):
 
     def forward(self, x):
         """Normalise each channel: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``, shape unchanged."""
-        if not isinstance(x, Tensor) or x.ndim not in (2, 3, 4) or x.shape[1] != self.num_features:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        if not isinstance(x, Tensor):   # a TypeError, as every layer gives for a non-Tensor
+            raise TypeError(f"{self!r}: input must be a Tensor, got {type(x).__name__}")
+        if x.ndim not in (2, 3, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"{self!r}: expected input of shape (N, {self.num_features}, ...) with 2 to 4 "
-                             f"dimensions, got {shape}")
+                             f"dimensions, got {tuple(x.shape)}")
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{self!r}: input must be real (floating point, integer or boolean), "
                             f"got dtype {x.dtype}")

@@ -113,13 +113,27 @@ class Recur(Module):
         self._state = value
 
     def forward(self, x):
-        """One step: ``state, y = cell(state, x)``; returns ``y`` (the shapes are the cell's)."""
+        """One step: ``state, y = cell(state, x)``; returns ``y`` (the shapes are the cell's).
+
+        Raises:
+            ValueError: from the cell (a state that does not fit ``x``, say); when the state was carried
+                over from an earlier call, the message adds that a new batch or sequence needs
+                :meth:`reset` first.
+        """
+        carried = self._state is not None and self._state is not self.state0
         if self._state is None:
             if not hasattr(self.cell, "initial_state"):
                 raise ValueError(f"Recur: no initial state given and {describe(self.cell)} has no "
                                  "initial_state(x); pass state0")
             self._state = self.cell.initial_state(x)
-        result = self.cell(self._state, x)
+        try:
+            result = self.cell(self._state, x)
+        except ValueError as err:
+            if not carried:
+                raise
+            raise ValueError(f"{err} (the state was carried over from the previous call of {describe(self)}: "
+                             "if a new batch or sequence starts here, call reset() or nn.reset_state(model) "
+                             "first)") from err
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f"Recur: the cell must return (state, y), got {type(result).__name__}")
         self._state, y = result
