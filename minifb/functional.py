@@ -1270,7 +1270,8 @@ def activation_name(fn):
     """
     if fn is None:
         return "identity"
-    return {relu: "relu", sigmoid: "sigmoid", tanh: "tanh"}.get(fn)
+    # by identity, not a dict lookup: an activation may be an unhashable callable (a dataclass instance)
+    return "relu" if fn is relu else "sigmoid" if fn is sigmoid else "tanh" if fn is tanh else None
 
 
 def _plain_act(act):

@@ -184,6 +184,17 @@ def _check_optimizer(fn: str, opt) -> None:
                         f"got {opt!r}")
 
 
+def _holds_state(state) -> bool:
+    """Whether a cell's state carries anything between steps: a Tensor does, a dict, list or tuple when it
+    is not empty (a FeedbackChain without Splitters has ``{}``), ``None`` does not. (Not ``bool(state)``,
+    which a Tensor of several elements refuses and a one-element zero Tensor answers False.)"""
+    if state is None:
+        return False
+    if isinstance(state, (dict, list, tuple)):
+        return len(state) > 0
+    return True
+
+
 class _Batch:
     """One batch's run of the protocol: ``logits = run(x)`` once per timestep, from a zero state.
 
@@ -209,8 +220,8 @@ class _Batch:
         self.top = self.outer if self.outer is not None else net   # detaching it reaches every Recur
         draws_dropout = any(isinstance(m, Dropout) and m.training and m.p > 0 for m in modules)
         tracks_stats = any(isinstance(m, BatchNorm) and m.training for m in modules)
-        self.varies = (bool(inner) or bool(self.outer is not None and self.outer.state) or draws_dropout
-                       or tracks_stats)
+        carries = self.outer is not None and _holds_state(self.outer.state)
+        self.varies = bool(inner) or carries or draws_dropout or tracks_stats
 
     def __call__(self, x):
         return self.outer(x) if self.outer is not None else self.net(x)

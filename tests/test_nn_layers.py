@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minifb as mf
+from minifb import functional as F
 from minifb import nn
 from minifb.testing import gradcheck
 
@@ -738,3 +739,21 @@ def test_lrn_window_wider_than_the_input_sums_every_channel():
         before, after = size // 2, (size - 1) // 2
         total = np.stack([(x[:, max(c - before, 0):c + after + 1] ** 2).sum(axis=1) for c in range(3)], axis=1)
         np.testing.assert_allclose(y, x / (1.0 + 0.5 / size * total) ** 0.75, rtol=1e-12)
+
+
+def test_a_layer_takes_an_unhashable_callable_as_its_activation():
+    # the fused-kernel lookup compared by dict key, so a dataclass callable (unhashable) failed in forward
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Leaky:
+        slope: float
+
+        def __call__(self, t):
+            return F.leaky_relu(t, self.slope)
+
+    layer = nn.Dense(3, 2, Leaky(0.1))
+    x = mf.randn(4, 3)
+    np.testing.assert_allclose(layer(x).numpy(), F.leaky_relu(x @ layer.weight.T + layer.bias, 0.1).numpy(),
+                               rtol=1e-6)
+    assert F.activation_name(Leaky(0.1)) is None and F.activation_name(F.tanh) == "tanh"

@@ -615,3 +615,33 @@ def test_save_metrics_writes_arrays_as_lists_and_nothing_when_a_value_cannot_be_
     with pytest.raises(TypeError, match="not JSON serializable"):
         mftrain.save_metrics({"net": object()}, tmp_path / "other.json")
     assert sorted(os.listdir(tmp_path)) == ["m.json"]                      # no stray .tmp file
+
+
+class _OneTensorCell(mf.nn.Module):
+    """``state, logits = cell(state, x)`` with one Tensor as its state (the RNNCell/GRUCell convention)."""
+
+    def __init__(self, width):
+        self.inp, self.rec, self.width = mf.nn.Dense(64, width), mf.nn.Dense(width, width), width
+        self.head = mf.nn.Dense(width, 3)
+
+    def initial_state(self, x):
+        return mf.zeros(x.shape[0], self.width)
+
+    def forward(self, h, x):
+        h = mf.tanh(self.inp(F.flatten(x)) + self.rec(h))
+        return h, self.head(h)
+
+
+@pytest.mark.parametrize("batch, width", [(2, 10), (1, 1)], ids=["several elements", "one zero element"])
+def test_sequence_loss_carries_a_single_tensor_state(batch, width):
+    # bool(state) either raised (several elements) or read a one-element zero state as "no state" and ran once
+    mf.manual_seed(0)
+    cell = _OneTensorCell(width)
+    x = np.random.default_rng(0).random((batch, 1, 8, 8)).astype(np.float32)
+    y = np.zeros(batch, np.int64)
+    loss, _ = mftrain.sequence_loss(cell, x, y, steps=3)
+    h, want = cell.initial_state(mf.tensor(x)), 0.0
+    for _ in range(3):
+        h, logits = cell(h, mf.tensor(x))
+        want += F.cross_entropy(logits, mf.tensor(y)).item()
+    assert loss.item() == pytest.approx(want, rel=1e-6)
