@@ -126,8 +126,13 @@ def sum_array(a, axis=None, keepdims=False):
 
 def is_writable(array) -> bool:
     """Whether ``array`` may be written in place: NumPy's ``writeable`` flag (False for a broadcast view or a
-    read-only memory map); a CuPy array has no such flag and is always writable."""
-    return getattr(array.flags, "writeable", True)
+    read-only memory map). A CuPy array has no such flag and CuPy lets every view be written, a broadcast one
+    too, where several elements share one address and the result of a write is undefined; so a CuPy array with
+    a zero stride on an axis longer than 1 counts as not writable, as NumPy's broadcast views are."""
+    writeable = getattr(array.flags, "writeable", None)
+    if writeable is not None:
+        return bool(writeable)
+    return not any(stride == 0 and n > 1 for stride, n in zip(array.strides, array.shape))
 
 
 def is_int(value) -> bool:

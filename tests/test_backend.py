@@ -87,3 +87,32 @@ def test_only_cpu_cuda_and_cuda0_are_devices(monkeypatch, available, name):
     with pytest.raises(ValueError, match=rf"unknown device {re.escape(repr(name))}: expected 'cpu', 'cuda' or "
                                          r"'cuda:0'"):
         backend.check_device(name)
+
+
+class _CupyLikeArray:
+    """What backend.is_writable sees of a CuPy array: flags without ``writeable``, shape and strides."""
+
+    class flags:                       # CuPy's Flags: c_contiguous, f_contiguous, owndata only
+        c_contiguous = f_contiguous = owndata = False
+
+    def __init__(self, shape, strides):
+        self.shape, self.strides = shape, strides
+
+
+def test_is_writable_refuses_a_broadcast_view_without_a_writeable_flag():
+    # CuPy has no writeable flag and writes through stride-0 views; before, every CuPy array counted as writable
+    assert backend.is_writable(np.zeros(3)) and not backend.is_writable(np.broadcast_to(np.zeros(3), (4, 3)))
+    assert backend.is_writable(_CupyLikeArray((4, 3), (12, 4)))
+    assert not backend.is_writable(_CupyLikeArray((4, 3), (0, 4)))        # cupy.broadcast_to(x, (4, 3))
+    assert backend.is_writable(_CupyLikeArray((1, 3), (0, 4)))            # a zero stride on a length-1 axis
+    assert backend.is_writable(_CupyLikeArray((), ()))
+
+
+def test_is_writable_on_a_cuda_broadcast_view(device):
+    src = mf.zeros(3, device=device)
+    view = mf.functional.broadcast_to(src, (4, 3))
+    assert not backend.is_writable(view.data)
+    with pytest.raises(ValueError, match=r"\+=: the tensor of shape \(4, 3\) is a read-only array"):
+        with mf.no_grad():
+            view += 1.0
+    assert src.numpy().tolist() == [0.0, 0.0, 0.0]

@@ -586,3 +586,14 @@ def test_a_carried_state_that_no_longer_fits_says_to_reset_first():
     with pytest.raises(ValueError) as err:    # nothing carried: the cell's message alone
         fresh(mf.randn(2, 5))
     assert "carried over" not in str(err.value)
+
+
+def test_moving_a_fresh_recur_keeps_its_state_its_initial_state(device):
+    # moved separately, state0 and the current state became two tensors on a GPU, and a fresh Recur then
+    # counted as one carrying a state over
+    rnet = nn.Recur(nn.RNNCell(3, 4), mf.zeros(2, 4))
+    rnet.to(device)
+    assert rnet.state is rnet.state0 and rnet.state.device == device
+    with pytest.raises(ValueError) as err:
+        rnet(mf.randn(5, 3, device=device))
+    assert "carried over" not in str(err.value)

@@ -157,8 +157,9 @@ class Recur(Module):
         """Move ``state0`` and the current state with the module (Parameters are moved in place)."""
         def move(t):
             return t if isinstance(t, Parameter) else t.to(device)
+        at_start = self._state is self.state0   # keep it so: a fresh Recur's state is its state0 itself
         self.state0 = map_state(self.state0, move)
-        self._state = map_state(self._state, move)
+        self._state = self.state0 if at_start else map_state(self._state, move)
 
     def _repr_args(self):
         return [describe(self.cell)]

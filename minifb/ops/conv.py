@@ -814,7 +814,8 @@ class MaxPool2d(Function):
         # may have picked a padding cell, whose gradient would be dropped.  Like PyTorch, route it to
         # the window's first real cell instead.
         lost = (out == -np.inf) if any(geom.pad) else None
-        if lost is not None and lost.any():
+        # (on CuPy, ``any()`` would wait for the device: take the cheap where unconditionally there)
+        if lost is not None and (xp is not np or lost.any()):
             inside = _windows(_padded(xp.ones((1, 1) + x.shape[2:], dtype=x.dtype), geom.pad), geom, out_hw)
             first_inside = inside.reshape((1, 1) + out_hw + (kh * kw,)).argmax(axis=-1)
             idx = xp.where(lost, first_inside, idx)
