@@ -507,6 +507,22 @@ def test_bias_act_and_merge_act_kernels_match_array_path(act, shape, axis, emula
         assert {"bias_act_bwd", "merger_bwd"} <= set(emulated_kernel_launches), sorted(set(emulated_kernel_launches))
 
 
+def test_a_frozen_bias_runs_only_the_elementwise_backward_kernels(emulated_kernel_launches):
+    # with the bias needing no gradient, the per-channel reduction kernels ran and their sums were dropped
+    from minifb import kernels
+
+    rng = np.random.default_rng(0)
+    x, fb, g = (rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(3))
+    b = mf.tensor(rng.standard_normal(3).astype(np.float32))          # frozen: requires_grad False
+    with kernels.use("emulate"):
+        u, v = mf.tensor(x, requires_grad=True), mf.tensor(fb, requires_grad=True)
+        F.bias_act(u, b, "tanh").backward(g)
+        F.merge_act(u, v, b, "tanh").backward(g)
+    launched = set(emulated_kernel_launches)
+    assert emulated_kernel_launches.count("bias_act_bwd_dx") == 2, emulated_kernel_launches   # one each
+    assert not {"bias_act_bwd", "merger_bwd"} & launched, sorted(launched)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_kernel_matches_array_path(reduction, emulated_kernel_launches):
     rng = np.random.default_rng(5)

@@ -83,8 +83,9 @@ class BiasAct(Function):
                 gb = channel_sum(grad, self.axis)
             return grad, gb
         if kernels.should_use(grad, self.y):
-            gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis))
-            return gx, (gb if self.needs[1] else None)
+            gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis),
+                                               need_bias=self.needs[1])
+            return gx, gb
         gx = activation_grad(grad, self.y, self.act)
         gb = None
         if self.needs[1]:
@@ -121,7 +122,8 @@ class MergeAct(Function):
             gb = channel_sum(gfb, self.axis) if self.needs[2] else None
             return grad, gfb, gb
         if kernels.should_use(grad, self.a):
-            gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis))
+            gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis),
+                                              need_bias=self.needs[2])
         else:
             gfb = activation_grad(grad, self.a, self.act)
             gb = channel_sum(gfb, self.axis) if self.needs[2] else None
