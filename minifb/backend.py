@@ -4,10 +4,9 @@ Every op in minifb is written once against an *array module* ``xp`` (either
 ``numpy`` or ``cupy``), found from its inputs with :func:`array_module`.  This
 module is the only place that imports ``cupy``; it imports it lazily so that
 minifb works with CuPy absent, and also with CuPy installed on a machine that
-has no GPU.  Elsewhere CuPy shows up in a few places only:
-:mod:`minifb.kernels`, :mod:`minifb.nn.module` and :mod:`minifb.ops.conv`
-recognise a CuPy array by its type's module name
-(``type(x).__module__.startswith("cupy")``) without importing anything;
+has no GPU.  Elsewhere CuPy shows up in a few places only: the rest of
+minifb tells a backend array by :func:`is_array` (a CuPy array is recognised
+by its type's module name, without importing anything), and
 :mod:`minifb.kernels` compiles its CUDA kernels with the ``cupy`` module that
 :func:`cupy_or_none` hands it, and its GPU compile check imports NVRTC from
 CuPy's ``cupy_backends`` package.
@@ -122,6 +121,12 @@ def sum_array(a, axis=None, keepdims=False):
     if a.dtype == np.float16:
         return a.sum(axis=axis, keepdims=keepdims, dtype=np.float32).astype(np.float16)
     return a.sum(axis=axis, keepdims=keepdims)
+
+
+def is_array(value) -> bool:
+    """Whether ``value`` is a backend array: a NumPy ``ndarray`` or a CuPy one, recognised by its type's
+    module name so that CuPy need not be imported."""
+    return isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy")
 
 
 def is_writable(array) -> bool:

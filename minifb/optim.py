@@ -79,9 +79,7 @@ def _is_array(value) -> bool:
     A Tensor or a list is not: an optimiser and ``clip_grad_norm`` change gradients and state in place,
     and ``a -= b`` on anything but an array rebinds a name and changes nothing.
     """
-    is_array = isinstance(value, (np.ndarray, np.generic)) or (
-        type(value).__module__.startswith("cupy") and hasattr(value, "shape") and hasattr(value, "dtype"))
-    return is_array and np.dtype(value.dtype).kind in "biuf"
+    return (isinstance(value, np.generic) or backend.is_array(value)) and np.dtype(value.dtype).kind in "biuf"
 
 
 def _check_grad(owner: str, i: int, p) -> None:

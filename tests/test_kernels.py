@@ -1159,7 +1159,7 @@ def test_should_use_refuses_a_mix_of_cupy_and_numpy_arrays(m):
 @pytest.mark.parametrize("axis", [0, 2, 3])
 @pytest.mark.parametrize("as_triple", [False, True])
 def test_merger_channel_layout_other_than_axis_1(device, axis, as_triple):
-    """test_merger only uses the default channel axis 1; the op (fused.py) passes channel_view(shape, axis),
+    """test_merger only uses the default channel axis 1; the op (fused.py) passes its channel axis as the layout,
     e.g. a channels-last feedback path."""
     rng = np.random.default_rng(axis)
     shape = [5, 5, 5, 5]

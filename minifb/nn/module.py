@@ -125,7 +125,7 @@ def _as_backend_array(data, owner: str):
     (which NumPy would parse, ``"3"`` as 3.0), a list holding one (``[None, 1.0]`` would give NaN), a
     ragged list, an array of strings, objects or dates.
     """
-    if isinstance(data, Tensor) or _is_backend_array(data):
+    if isinstance(data, Tensor) or backend.is_array(data):
         array = data.data if isinstance(data, Tensor) else data
         if array.dtype.kind not in "biufc":
             raise TypeError(f"{owner}: data must hold numbers (boolean, integer, floating or complex), "
@@ -152,11 +152,6 @@ def _is_real(value) -> bool:
     """True for a real number (Python or NumPy, Fraction, Decimal, a 0-d array or Tensor of one)."""
     v = checks.scalar(value)
     return isinstance(v, numbers.Real) or (isinstance(v, numbers.Number) and not isinstance(v, numbers.Complex))
-
-
-def _is_backend_array(data) -> bool:
-    """True for a NumPy or CuPy array (kept as it is, dtype included)."""
-    return isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")
 
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
@@ -544,7 +539,7 @@ def _converted(value, target: Tensor):
     or ``TypeError`` for a value that is no array of numbers (a ragged list,
     strings, ``None``).  ``target`` is not touched.
     """
-    array = value if _is_backend_array(value) else np.asarray(value)
+    array = value if backend.is_array(value) else np.asarray(value)
     if tuple(array.shape) != target.shape:
         raise _ShapeMismatch(tuple(array.shape))
     array = array.astype(target.dtype, copy=True)

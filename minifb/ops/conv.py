@@ -863,7 +863,7 @@ def _as_tensor(fn, name, value, optional=False):
     """``value`` as a Tensor (a NumPy or CuPy array is wrapped); None only where ``optional`` (the bias)."""
     if isinstance(value, Tensor) or (value is None and optional):
         return value
-    if isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy"):
+    if backend.is_array(value):
         return Tensor(value)
     raise TypeError(f"{fn}: {name} must be a Tensor, got {type(value).__name__}")
 

@@ -49,16 +49,6 @@ def activation_grad(grad, y, act):
     return grad
 
 
-def channel_view(shape, axis):
-    """The (outer, C, inner) sizes of ``shape`` around channel axis ``axis``."""
-    outer = inner = 1
-    for n in shape[:axis]:
-        outer *= n
-    for n in shape[axis + 1:]:
-        inner *= n
-    return outer, shape[axis], inner
-
-
 def _bias_shape(ndim, axis, channels):
     return (channels,) + (1,) * (ndim - axis - 1)
 
@@ -66,10 +56,12 @@ def _bias_shape(ndim, axis, channels):
 class BiasAct(Function):
     """``y = act(x + bias)`` with ``bias`` (C,) broadcast along channel axis ``axis``."""
 
+    saved_output = "y"   # backward reads the output (not for the identity): apply() records its version
+
     def forward(self, x, bias, *, act, axis):
         self.act, self.axis = act, axis
         if kernels.should_use(x, bias):
-            y = kernels.bias_act(x, bias, act, channel_view(x.shape, axis))
+            y = kernels.bias_act(x, bias, act, axis)
         else:
             y = activate(x + bias.reshape(_bias_shape(x.ndim, axis, bias.shape[0])), act, in_place=True)
         # the identity's backward needs nothing; the others are written in terms of the output
@@ -83,7 +75,7 @@ class BiasAct(Function):
                 gb = channel_sum(grad, self.axis)
             return grad, gb
         if kernels.should_use(grad, self.y):
-            gx, gb = kernels.bias_act_backward(grad, self.y, self.act, channel_view(grad.shape, self.axis),
+            gx, gb = kernels.bias_act_backward(grad, self.y, self.act, self.axis,
                                                need_bias=self.needs[1])
             return gx, gb
         gx = activation_grad(grad, self.y, self.act)
@@ -102,7 +94,7 @@ class MergeAct(Function):
             raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
         kernel = kernels.should_use(x, fb, bias)
         if kernel:
-            y, a = kernels.merger_forward(x, fb, bias, act, channel_view(x.shape, axis))
+            y, a = kernels.merger_forward(x, fb, bias, act, axis)
         else:
             a = activate(fb + bias.reshape(_bias_shape(fb.ndim, axis, bias.shape[0])), act, in_place=True)
             y = x + a
@@ -122,7 +114,7 @@ class MergeAct(Function):
             gb = channel_sum(gfb, self.axis) if self.needs[2] else None
             return grad, gfb, gb
         if kernels.should_use(grad, self.a):
-            gfb, gb = kernels.merger_backward(grad, self.a, self.act, channel_view(grad.shape, self.axis),
+            gfb, gb = kernels.merger_backward(grad, self.a, self.act, self.axis,
                                               need_bias=self.needs[2])
         else:
             gfb = activation_grad(grad, self.a, self.act)
