@@ -40,7 +40,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 step tests 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parity.py \
   tests/test_kernels.py tests/test_ops_recurrent.py tests/test_tensor.py tests/test_models.py \
   tests/test_optim.py tests/test_serialization.py tests/test_nn_feedback.py tests/test_nn_module.py \
-  tests/test_nn_recurrent.py tests/test_creation.py tests/test_readme.py tests/test_train.py
+  tests/test_nn_recurrent.py tests/test_creation.py tests/test_readme.py tests/test_train.py tests/test_backend.py
 step bench 150 $PY benchmarks/run.py --gpu-only --json "$OUT/bench.json"
 step bench_kernels 60 $PY benchmarks/bench_kernels.py
 step host_cost 60 $PY benchmarks/gpu_host_cost.py

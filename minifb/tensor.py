@@ -56,7 +56,8 @@ class no_grad:
     runs, and back to the caller's setting at each ``yield``.  Inside it every
     op's output has ``requires_grad=False`` and keeps no reference to its
     inputs, whatever their ``requires_grad``; the previous setting comes back
-    on leaving, also after an exception, so the blocks nest.
+    on leaving, also after an exception, so the blocks nest, those of one
+    instance too (``quiet = mf.no_grad()`` entered again inside itself).
 
     Args:
         fn: only with the bare decorator ``@no_grad``: the function or
@@ -79,15 +80,16 @@ class no_grad:
 
     def __new__(cls, fn=None):
         self = super().__new__(cls)
+        self._previous = []   # the settings each open block of this instance found, innermost last
         return self if fn is None else self(fn)  # bare ``@no_grad``: decorate ``fn`` at once
 
     def __enter__(self):
-        self._previous = _Tape.enabled
+        self._previous.append(_Tape.enabled)
         _Tape.enabled = False
         return self
 
     def __exit__(self, *exc):
-        _Tape.enabled = self._previous
+        _Tape.enabled = self._previous.pop()
         return False
 
     def __call__(self, fn):
@@ -173,6 +175,15 @@ class Function:
     :meth:`Tensor.backward` reduces each gradient to that shape with
     :func:`unbroadcast` and casts it to that dtype, in this one place.
 
+    An op whose ``backward`` reads its own output (``exp``'s gradient is
+    ``grad * out``) names the attribute that keeps it in the class attribute
+    ``saved_output`` (``saved_output = "out"``); when ``forward`` has kept it
+    there (not None), :meth:`apply` records the output's version as well
+    (``out_meta``), and backward refuses the graph once the output has been
+    updated in place, as it does for the inputs.  An op that keeps only its
+    inputs leaves ``saved_output`` None: its output may be updated in place
+    without harm to its gradient.
+
     Example (a new op, ``y = x ** 3``, written as the ops in :mod:`minifb.ops` are):
         >>> class Cube(mf.Function):
         ...     def forward(self, x):
@@ -189,6 +200,8 @@ class Function:
     needs: tuple = ()
     parents: tuple = ()   # per input: the producing op, the leaf Tensor, or None (no gradient needed)
     metas: tuple = ()     # per input: (shape, dtype, version, counter) to reduce and cast its gradient; see apply
+    saved_output: str | None = None   # the attribute where forward keeps its output for backward, if it does
+    out_meta: tuple | None = None     # then the output's (shape, version, counter), recorded by apply
 
     def forward(self, *arrays, **options):  # pragma: no cover - interface
         """Compute the op's output array from its input arrays (saving what ``backward`` needs)."""
@@ -207,7 +220,8 @@ class Function:
         leaf tensor.  So an intermediate array stays alive only while
         something (an op's saved state, the user) still refers to it, as in
         PyTorch; the shapes and dtypes needed to reduce and cast gradients
-        are kept beside, with each input's version (see :meth:`Tensor.backward`).
+        are kept beside, with each input's version (see :meth:`Tensor.backward`),
+        and the output's own when the op keeps it (:attr:`saved_output`).
         An output that is a view of an input's memory shares that input's
         version counter.
         """
@@ -237,11 +251,18 @@ class Function:
                 parents.append((t if t._ctx is None else t._ctx) if needs_grad else None)
                 metas.append((data.shape, data.dtype, counter[0], counter))
             op.parents, op.metas = tuple(parents), tuple(metas)
+            saved = cls.saved_output
+            if saved is not None and getattr(op, saved, None) is not None:
+                # backward reads the output (exp, tanh, softmax, ...): record its version too, so that an
+                # in-place update of it (``y -= 1`` under no_grad) is refused as one of an input is
+                if view_counter is None:
+                    view_counter = [0]
+                op.out_meta = (out.shape, view_counter[0], view_counter)
             result = Tensor(out, requires_grad=True, _ctx=op)
         else:
             for t, data in zip(inputs, datas):
-                if _views(out, out_base, data):
-                    view_counter = t._version_counter() if t._ctx is None else t._shared
+                if _views(out, out_base, data):   # made now if ``t`` has none: a write through the view must
+                    view_counter = t._version_counter()   # reach ``t``, whether or not a recorded op read it yet
                     break
             result = Tensor(out)
         if view_counter is not None:
@@ -343,7 +364,7 @@ class Tensor:
         if not isinstance(value, _ARRAY_TYPES):
             if isinstance(value, np.generic):   # what arithmetic on 0-d arrays returns (gradcheck's t.data = x + h)
                 value = np.asarray(value)
-            elif not type(value).__module__.startswith("cupy"):   # a CuPy array, as backend.array_module sees one
+            elif not backend.is_array(value):   # a CuPy array passes
                 hint = (" (assign its .data)" if isinstance(value, Tensor)
                         else " (wrap it: mf.tensor(value).data)" if isinstance(value, (list, tuple, numbers.Number))
                         else "")
@@ -610,15 +631,21 @@ class Tensor:
         ``no_grad``) increases, shared with
         the tensors that share its values: ``detach()``, ``Tensor(t)``, and the
         views ops return (an index, a reshape, a transpose). Each op records the
-        versions of its inputs, and backward
-        checks them all before it computes any gradient, refusing a graph with an
-        op whose input changed since: the gradient would mix old and new weights.
-        The usual cause is ``optimizer.step()`` between a forward pass and its
-        ``backward()``.  Writing into ``.data``
+        versions of its inputs, and an op whose backward reads its own output
+        (``exp``, ``sqrt``, ``relu``, ``sigmoid``, ``tanh``, ``softmax``,
+        ``log_softmax``, the fused activations and LSTM step, a division or power
+        whose right operand needs a gradient) the version of its output too;
+        backward checks them all before it computes any gradient, refusing a
+        graph with an op whose input, or kept output, changed since: the gradient
+        would mix old and new values.  The usual cause is ``optimizer.step()``
+        between a forward pass and its ``backward()``, or ``y -= ...`` under
+        ``no_grad`` on ``y = x.exp()``.  Writing into ``.data``
         yourself (``p.data -= ...``) bypasses the counter, as it does in PyTorch.
-        minifb is stricter than PyTorch here: it checks every recorded input,
-        not only those the op saved, so even ``(q + p).sum()`` refuses a
-        backward after a step on ``p``.
+        For inputs minifb is stricter than PyTorch: it checks every recorded
+        input, not only those the op saved, so even ``(q + p).sum()`` refuses a
+        backward after a step on ``p``.  An output is checked only where the op
+        keeps it, as in PyTorch: ``y = x * w`` may be updated in place, since
+        ``Mul``'s gradient does not read ``y``.
 
         Args:
             grad: the gradient of some scalar with respect to this tensor: a
@@ -639,7 +666,8 @@ class Tensor:
             RuntimeError: this tensor does not require grad (no input had
                 ``requires_grad=True``, or it was computed under ``no_grad``);
                 an input of a recorded op (a leaf, a computed tensor, or a
-                ``detach()`` or a view of one) was updated in place after the op ran (no ``.grad`` is changed
+                ``detach()`` or a view of one), or the output of an op that keeps its output for its
+                backward, was updated in place after the op ran (no ``.grad`` is changed
                 then); or the graph was already freed by an earlier backward.
             ValueError: ``grad`` is omitted and this tensor does not have
                 exactly one element; or ``grad``'s shape differs from this
@@ -929,10 +957,21 @@ def _combine_deferred(previous, new):
     return kind.combine(previous, new)
 
 
+#: :func:`_raise_modified`'s ``parent`` for an op's own output, which its backward reads.
+_OUTPUT = object()
+
+
 def _raise_modified(op, parent, version, shape, now):
     """The error for an op whose input was updated in place after the forward pass recorded it; ``parent`` is
     what the op records for that input: the leaf tensor, the op that made it (a view, a computed tensor), or None
-    (no gradient)."""
+    (no gradient); or :data:`_OUTPUT` for the op's own output, which it keeps for its backward."""
+    if parent is _OUTPUT:
+        raise RuntimeError(
+            f"backward(): the output of {op!r} of shape {shape}, which its backward reads, was updated in place "
+            f"after the forward pass made it (version {version} then, {now} now); backward through that graph "
+            f"would compute gradients from the new values. Usually an in-place update of that result under "
+            f"no_grad (y -= ..., or through a view or a detach() of it): write y = y - ... for a new tensor "
+            f"instead, or run the forward pass again after the update")
     if isinstance(parent, Tensor):
         what = "a leaf tensor"
     elif parent is None:
@@ -1075,8 +1114,9 @@ def _count_consumers_checking_versions(root) -> dict:
 
     An input used twice by one op (``x * x``) counts twice.  Iterative, so a
     10,000-step graph is fine.  On the way it checks every op's recorded input
-    versions, so a graph whose values were updated in place since is refused
-    (RuntimeError) before backward forms any gradient.
+    versions, and the output's of an op that keeps its output, so a graph whose
+    values were updated in place since is refused (RuntimeError) before backward
+    forms any gradient.
     """
     counts = {id(root): 0}
     stack = [root]
@@ -1085,6 +1125,9 @@ def _count_consumers_checking_versions(root) -> dict:
         parents = None if isinstance(node, Tensor) else node.parents
         if not parents:
             continue
+        out_meta = node.out_meta
+        if out_meta is not None and out_meta[2][0] != out_meta[1]:
+            _raise_modified(node, _OUTPUT, out_meta[1], out_meta[0], out_meta[2][0])
         for parent, meta in zip(parents, node.metas):
             if meta is not None:
                 shape, _, version, counter = meta

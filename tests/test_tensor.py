@@ -1158,6 +1158,146 @@ def test_in_place_update_makes_a_graph_recorded_before_it_refuse_backward():
     np.testing.assert_array_equal(base.grad, [2.0, 6.0, 8.0])
 
 
+# ---------------------------------------------------------------- saved outputs, views, no_grad reuse (review 14)
+def _x(*shape):
+    return mf.tensor(np.linspace(0.2, 0.9, int(np.prod(shape))).reshape(shape), requires_grad=True)
+
+
+# Ops whose backward reads their own output: (name shown in the error, build the output from a leaf x)
+_KEEP_OUTPUT = [
+    ("Exp", lambda x: x.exp()), ("Sqrt", lambda x: x.sqrt()), ("ReLU", lambda x: x.relu()),
+    ("Sigmoid", lambda x: x.sigmoid()), ("Tanh", lambda x: x.tanh()), ("Softmax", lambda x: F.softmax(x)),
+    ("LogSoftmax", lambda x: F.log_softmax(x)),
+    ("BiasAct", lambda x: F.bias_act(x, mf.tensor([0.1, 0.2, 0.3]), act="tanh")),
+    ("LSTMPointwise", lambda x: F.lstm_pointwise(mf.ones(2, 12), F.concat([x] * 4, axis=1), mf.ones(2, 3))),
+    ("Div", lambda x: mf.tensor([1.0, 2.0, 3.0]) / x),                 # the divisor needs a gradient
+    ("Pow", lambda x: mf.tensor([1.5, 2.0, 3.0]) ** x),                # the exponent needs a gradient
+]
+
+
+@pytest.mark.parametrize("name, build", _KEEP_OUTPUT, ids=[n for n, _ in _KEEP_OUTPUT])
+def test_an_op_that_keeps_its_output_refuses_backward_after_the_output_is_updated_in_place(name, build):
+    """y = exp(x); y -= 1 under no_grad; backward used the changed y (x.grad = exp(x) - 1), silently."""
+    x = _x(2, 3)
+    y = build(x)
+    with mf.no_grad():
+        y -= 1.0
+    with pytest.raises(RuntimeError, match=rf"the output of <{name}> of shape {re.escape(str(y.shape))}, which "
+                                           rf"its backward reads, was updated in place.*version 0 then, 1 now"):
+        (y * 1.0).sum().backward()
+    assert x.grad is None                          # refused before any gradient was formed
+    y = build(x)
+    with mf.no_grad():
+        d = y.detach()                             # through a detach() or a view, the same values
+        d *= 2.0
+    with pytest.raises(RuntimeError, match=rf"output of <{name}>.*updated in place"):
+        y.sum().backward()
+    y = build(x)
+    with mf.no_grad():
+        v = y[:1]
+        v += 1.0
+    with pytest.raises(RuntimeError, match=rf"output of <{name}>.*updated in place"):
+        y.sum().backward()
+    y = build(x)
+    y.sum().backward()                             # untouched: fine
+    assert x.grad is not None
+
+
+def test_the_output_of_an_lstm_step_is_checked_through_the_slices_the_cell_takes():
+    x = _x(2, 12)
+    hc = F.lstm_pointwise(x, mf.zeros(2, 12), mf.ones(2, 3))
+    with mf.no_grad():
+        c = hc[:, 3:]
+        c -= 1.0                                   # writes into the saved [h' | c'] array
+    h = hc[:, :3]                                  # read after the update: only the op's own check sees it
+    with pytest.raises(RuntimeError, match=r"output of <LSTMPointwise> of shape \(2, 6\).*updated in place"):
+        (h * h).sum().backward()
+
+
+@pytest.mark.parametrize("build, grad", [
+    (lambda x: x * mf.tensor([2.0, 3.0]), [2.0, 3.0]),                 # Mul keeps its inputs only
+    (lambda x: x + 1.0, [1.0, 1.0]),
+    (lambda x: x / 2.0, [0.5, 0.5]),                                    # Div keeps its output only for b's grad
+    (lambda x: x ** 2, [1.0, 2.0]),                                     # PowScalar keeps its input
+    (lambda x: x ** mf.tensor([2.0, 2.0]), [1.0, 2.0]),                 # Pow, an exponent without grad
+    (lambda x: F.bias_act(x.reshape(1, 2), mf.tensor([1.0, 1.0])), [1.0, 1.0]),   # identity keeps nothing
+    (lambda x: F.linear(x.reshape(1, 2), mf.tensor([[1.0, 2.0]])), [1.0, 2.0]),
+    (lambda x: x.log(), [2.0, 1.0]),                                    # Log keeps its input
+], ids=["mul", "add", "div-by-constant", "pow-scalar", "pow-constant-exponent", "bias-identity", "linear", "log"])
+def test_an_op_that_does_not_keep_its_output_allows_an_in_place_update_of_it(build, grad):
+    """As in PyTorch: the gradient does not depend on the output's values, so no stricter refusal."""
+    x = mf.tensor([0.5, 1.0], requires_grad=True)
+    y = build(x)
+    with mf.no_grad():
+        y -= 100.0
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, grad, rtol=1e-6)
+
+
+def test_an_op_that_keeps_its_output_only_refuses_once_the_output_changes():
+    x = mf.tensor([0.0, 1.0], requires_grad=True)
+    y = x.exp()
+    y.backward(mf.ones(2), retain_graph=True)      # y itself the root: no other op reads it
+    np.testing.assert_allclose(x.grad, np.exp([0.0, 1.0]), rtol=1e-6)
+    z = y * 3.0                                    # a later reader of y records y's current version
+    with mf.no_grad():
+        y += 1.0
+    with pytest.raises(RuntimeError, match=r"output of <Exp>.*version 0 then, 1 now"):
+        y.backward(mf.ones(2))
+    with pytest.raises(RuntimeError, match=r"updated in place"):
+        z.sum().backward()
+    np.testing.assert_allclose(x.grad, np.exp([0.0, 1.0]), rtol=1e-6)
+
+
+def test_a_view_taken_under_no_grad_before_the_tensor_is_recorded_shares_its_version():
+    """The view's counter is its base's whatever the order: taken before y was read by a recorded op, writes
+    through it changed y behind loss's back (x.grad [-392, -384])."""
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2                                      # computed, read by no recorded op yet
+    with mf.no_grad():
+        v = y[:]
+    loss = (y * y).sum()
+    with mf.no_grad():
+        v -= 100.0
+    with pytest.raises(RuntimeError, match=r"computed tensor \(made by <Mul>\).*updated in place"):
+        loss.backward()
+    assert x.grad is None
+    y = x * 2                                      # and a view's in-place update is seen by its base
+    with mf.no_grad():
+        r = y.reshape(2, 1)
+        r += 1.0
+    assert y._version == r._version == 1
+
+
+def test_one_no_grad_instance_nests_and_is_reusable():
+    x = mf.tensor([1.0], requires_grad=True)
+    ng = mf.no_grad()
+    with ng:
+        with ng:                                   # the same instance inside itself
+            assert not mf.is_grad_enabled()
+        assert not mf.is_grad_enabled() and not (x * 2).requires_grad
+    assert mf.is_grad_enabled() and (x * 2).requires_grad
+    with ng:                                       # and again afterwards
+        assert not (x * 2).requires_grad
+    assert mf.is_grad_enabled()
+    with pytest.raises(ValueError):
+        with ng:
+            with ng:
+                raise ValueError("inside")
+    assert mf.is_grad_enabled()
+
+    @ng                                            # the instance as a decorator, called inside itself
+    def depth(n):
+        with ng:
+            inner = depth(n - 1) if n else 0
+        assert not mf.is_grad_enabled()
+        return inner + 1
+
+    with ng:
+        assert depth(3) == 4 and not mf.is_grad_enabled()
+    assert depth(2) == 3 and mf.is_grad_enabled()
+
+
 # ---------------------------------------------------------------- backward's arguments (audit 14)
 @pytest.mark.parametrize("grad, says", [
     ([None, None, None], r"must hold numbers, got dtype object"), ("abc", r"must hold numbers, got dtype <U3"),

@@ -15,6 +15,8 @@ from ..tensor import Function
 class ReLU(Function):
     """``max(x, 0)``; the derivative is 1 where x > 0, else 0."""
 
+    saved_output = "out"   # backward reads the output: apply() records its version
+
     def forward(self, x):
         out = array_module(x).maximum(x, 0)
         self.out = out
@@ -48,6 +50,8 @@ def sigmoid_array(x):
 class Sigmoid(Function):
     """``1 / (1 + exp(-x))``; the derivative is ``s·(1-s)``."""
 
+    saved_output = "out"   # backward reads the output: apply() records its version
+
     def forward(self, x):
         self.out = sigmoid_array(x)
         return self.out
@@ -59,6 +63,8 @@ class Sigmoid(Function):
 
 class Tanh(Function):
     """``tanh(x)``; the derivative is ``1 - tanh²``."""
+
+    saved_output = "out"   # backward reads the output: apply() records its version
 
     def forward(self, x):
         self.out = array_module(x).tanh(x)

@@ -47,6 +47,8 @@ class Mul(Function):
 class Div(Function):
     """``a / b``; d/da = 1/b, d/db = -a/b²."""
 
+    saved_output = "out"   # kept (and its version recorded) only when b needs a gradient
+
     def forward(self, a, b):
         self.b = b
         out = a / b
@@ -76,6 +78,8 @@ class Pow(Function):
     d/db is 0 where ``a == 0`` and ``b >= 0`` (the limit of ``0^b·log 0``); a
     negative base gives a NaN d/db, as ``log(a)`` is undefined there.
     """
+
+    saved_output = "out"   # kept (and its version recorded) only when b needs a gradient
 
     def forward(self, a, b):
         out = a ** b
@@ -113,6 +117,8 @@ class PowScalar(Function):
 class Exp(Function):
     """``exp(a)``; the derivative is the output itself."""
 
+    saved_output = "out"   # backward reads the output: apply() records its version
+
     def forward(self, a):
         self.out = array_module(a).exp(a)
         return self.out
@@ -134,6 +140,8 @@ class Log(Function):
 
 class Sqrt(Function):
     """``sqrt(a)``; d/da = 1/(2·sqrt(a))."""
+
+    saved_output = "out"   # backward reads the output: apply() records its version
 
     def forward(self, a):
         self.out = array_module(a).sqrt(a)

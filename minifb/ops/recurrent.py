@@ -146,6 +146,8 @@ class LSTMPointwise(Function):
         ((2, 6), array([0.5, 0.5, 0.5], dtype=float32))
     """
 
+    saved_output = "out"   # backward reads c' in the output: apply() records its version
+
     def forward(self, gi, gh, c):
         lead, H, gi2, gh2, c2 = _as_rows("lstm_pointwise", gi, gh, c, 4)
         xp = array_module(gi2, gh2, c2)

@@ -24,6 +24,8 @@ def log_softmax_array(x, axis):
 class Softmax(Function):
     """``exp(x) / sum(exp(x))`` along ``axis``; backward ``s·(g - sum(g·s))``."""
 
+    saved_output = "out"   # backward reads the output: apply() records its version
+
     def forward(self, x, *, axis):
         self.axis = axis
         if not x.size:                 # no maximum to subtract; the softmax is as empty
@@ -41,6 +43,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """``x - logsumexp(x)`` along ``axis``; backward ``g - softmax·sum(g)``."""
+
+    saved_output = "out"   # backward reads the output: apply() records its version
 
     def forward(self, x, *, axis):
         self.out, self.axis = log_softmax_array(x, axis), axis
