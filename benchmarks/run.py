@@ -29,8 +29,11 @@ How it measures:
 * minifb and PyTorch eager (``torch.set_num_threads(2)``, and NumPy's BLAS on 2
   threads through threadpoolctl; ``--threads N`` changes both) run in the same
   process, the PyTorch model holding a copy of minifb's initial weights; the
-  first loss of each must agree to 1e-4 (relative) or the row is flagged; a
-  micro case (no loss) compares its output and input gradients once instead.
+  first loss of each must agree to 1e-4 (relative), and every parameter's gradient
+  after that first step to 1e-3 (largest difference relative to the PyTorch
+  gradient's largest magnitude: W3's first loss is ~ln 64 whatever its weights),
+  or the row is flagged; a micro case (no loss) compares its output and input
+  gradients once instead.
 * Steps alternate minifb, PyTorch, PyTorch, minifb, ... after warm-up; the
   reported time is the median (20 steps; ``--quick``: up to 5, stopping after
   ~5 s per case).  The headline ratio is the median of the per-pair ratios
@@ -41,7 +44,9 @@ How it measures:
   losses agree and its timings are steady; it is "NOISY" (and its target
   counted as not met) when the paired and the best-step ratios differ by
   more than 25% of the larger, or when either library's step times spread
-  over more than 2x (slowest / fastest): rerun it.
+  over more than 2x (slowest / fastest): rerun it.  The JSON's rows hold each verdict, NOISY
+  reason, GFLOP/s and % of the GEMM rate; the JSON is strict (NaN or
+  infinity written as null).
 * Before every timed step: a garbage collection and a 0.15 s pause
   (``SETTLE_S``), so that the step does not share the cores with the other
   library's worker threads still spinning from its last step (OpenBLAS's
@@ -66,13 +71,16 @@ How it measures:
 * Scaling table: W1 and W2 step time and peak memory for T = 1, 2, 4, 8, 16, 32
   (``--quick``: 1, 2, 4); linearity is judged on the best-of-N step times: the
   cost of one more timestep between consecutive T values must stay within 25%
-  of the median of those costs (peak memory gets a least-squares line).
+  of the median of those costs (with only two: within 1.25x of each other; a
+  median <= 0 cannot be judged); minifb's peak memory is judged by the same
+  rule (and gets a least-squares line).
 * On a GPU (CuPy present), the workloads also run on CuPy with the fused
   kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
 
 ``--quick`` runs in under 2 minutes; ``--smoke`` is a seconds-long run with
 small shapes used by the test suite (on 1 thread unless ``--threads`` says
-otherwise); the two exclude each other, except under ``--profile`` (``--smoke``:
+otherwise; its rows are not judged against the targets, "smoke: not judged",
+and its JSON's ``targets_met`` is null); the two exclude each other, except under ``--profile`` (``--smoke``:
 small shapes, ``--quick``: 3 steps).  ``--only`` selects the cases of every table, the GPU's included.
 The BLAS in use (threadpoolctl), ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``
 and the folder of the minifb measured (always the checkout this file sits in,
@@ -195,17 +203,49 @@ def _copy_linear(torch, tl, dense):
         tl.bias.copy_(_t(torch, dense.bias))
 
 
+def _linear_pairs(tl, layer):
+    """The (minifb parameter, PyTorch parameter) pairs of a layer copied by :func:`_copy_linear`."""
+    return [(layer.weight, tl.weight), (layer.bias, tl.bias)]
+
+
+def _max_rel_error(ours, theirs) -> float:
+    """The largest difference between each pair of arrays, relative to the PyTorch array's largest magnitude."""
+    return max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30)) for a, b in zip(ours, theirs))
+
+
+GRAD_RTOL = 1e-3
+"""The workloads' gradients after the first step (same initial weights) must agree to this (relative, float32)."""
+
+
+def _grad_agreement(pairs) -> float | None:
+    """The largest relative difference (:func:`_max_rel_error`) between the gradients of each minifb parameter and
+    of its PyTorch copy, as the last step left them; ``None`` without pairs, ``inf`` when a gradient is missing."""
+    if not pairs:
+        return None
+    ours, theirs = [], []
+    for p, tp in pairs:
+        if p.grad is None or tp.grad is None:
+            return float("inf")
+        ours.append(np.asarray(backend.to_numpy(getattr(p.grad, "data", p.grad)), dtype=np.float64))
+        theirs.append(tp.grad.detach().cpu().numpy().astype(np.float64))
+    return _max_rel_error(ours, theirs)
+
+
 class Case:
     """One benchmark case: a minifb step, an optional PyTorch step, the matrix-product FLOPs the step
     needs (:func:`_flops`), and the minifb parameters its step updates (``params``; none for the micro
     cases, whose steps change nothing)."""
 
-    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None, params=(), agreement=None):
+    def __init__(self, name, desc, mf_step, torch_step, flops, sync=None, params=(), agreement=None,
+                 grad_pairs=()):
         self.name, self.desc = name, desc
         self.mf_step, self.torch_step, self.flops = mf_step, torch_step, flops
         self.sync = sync or (lambda: None)
         self.params = list(params)
         self.agreement = agreement   # micro cases: the largest relative difference from PyTorch (no loss)
+        # workloads: (minifb parameter, the PyTorch parameter holding a copy of its initial values) pairs,
+        # whose gradients after the first step must agree (GRAD_RTOL); empty without a PyTorch peer
+        self.grad_pairs = list(grad_pairs)
 
 
 def _flops(*layers) -> int:
@@ -235,12 +275,14 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
     mf_step, mf_params = _last_step_loss_step(net, {"s": mf.zeros(batch, 128)}, x_np, y_np, T, device)
 
     torch_step = None
+    grad_pairs = []
     if torch is not None:
         tn = torch.nn
         fb, l1, l2, l3 = tn.Linear(128, 784), tn.Linear(784, 512), tn.Linear(512, 128), tn.Linear(128, 10)
         for tl, dense in zip((fb, l1, l2, l3), (net.layers[0].op, net.layers[1], net.layers[2], net.layers[4])):
             _copy_linear(torch, tl, dense)
             tl.to(device)
+            grad_pairs += _linear_pairs(tl, dense)
         params = [p for m in (fb, l1, l2, l3) for p in m.parameters()]
         topt = torch.optim.SGD(params, lr=LR)
         tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
@@ -263,7 +305,8 @@ def build_w1(torch, batch=64, T=8, device="cpu"):
                    (2 * batch * 784 * 512, T, T, T),         # l1
                    (2 * batch * 512 * 128, T, T, T),         # l2
                    (2 * batch * 128 * 10, T, 1, 1))          # l3
-    return Case("W1", f"dense feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params)
+    return Case("W1", f"dense feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params,
+                grad_pairs=grad_pairs)
 
 
 def build_w2(torch, batch=32, T=4, device="cpu"):
@@ -284,6 +327,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
     mf_step, mf_params = _last_step_loss_step(net, {"s2": mf.zeros(batch, 64, 14, 14)}, x_np, y_np, T, device)
 
     torch_step = None
+    grad_pairs = []
     if torch is not None:
         tn = torch.nn
         c1 = tn.Conv2d(1, 32, 3, padding=1)
@@ -295,6 +339,7 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
         for tl, layer in zip((c1, ct, c2, c3, d), ours):
             _copy_linear(torch, tl, layer)
             tl.to(device)
+            grad_pairs += _linear_pairs(tl, layer)
         params = [p for m in (c1, ct, c2, c3, d) for p in m.parameters()]
         topt = torch.optim.SGD(params, lr=LR)
         tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
@@ -318,7 +363,8 @@ def build_w2(torch, batch=32, T=4, device="cpu"):
                    (2 * batch * 64 * 14 * 14 * 32 * 9, T, T, T),        # conv2
                    (2 * batch * 64 * 7 * 7 * 64 * 9, T, 1, 1),          # conv3
                    (2 * batch * 3136 * 10, T, 1, 1))                    # dense
-    return Case("W2", f"conv feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params)
+    return Case("W2", f"conv feedback B={batch} T={T}", mf_step, torch_step, flops, params=mf_params,
+                grad_pairs=grad_pairs)
 
 
 def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
@@ -352,6 +398,7 @@ def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
         return float(loss.item())
 
     torch_step = None
+    grad_pairs = []
     if torch is not None:
         tcell = torch.nn.LSTMCell(vocab, hidden)
         thead = torch.nn.Linear(hidden, vocab)
@@ -361,6 +408,8 @@ def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
         _copy_linear(torch, thead, head)
         tcell.to(device)
         thead.to(device)
+        grad_pairs = [(getattr(cell, n), getattr(tcell, n)) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        grad_pairs += _linear_pairs(thead, head)
         topt = torch.optim.SGD(list(tcell.parameters()) + list(thead.parameters()), lr=LR)
         txs = [torch.from_numpy(onehot[t]).to(device) for t in range(T)]
         tys = [torch.from_numpy(targets[t]).to(device) for t in range(T)]
@@ -385,7 +434,7 @@ def build_w3(torch, batch=32, T=32, device="cpu", vocab=64, hidden=256):
                    (2 * batch * hidden * 4 * hidden, T, T, T - 1),      # W_hh
                    (2 * batch * hidden * vocab, T, T, T))               # head
     return Case("W3", f"LSTM V={vocab} H={hidden} T={T} B={batch}", mf_step, torch_step, flops,
-                params=opt.params)
+                params=opt.params, grad_pairs=grad_pairs)
 
 
 def _shrink(name, arrays):
@@ -447,7 +496,7 @@ def _micro_agreement(torch, fn, torch_name, arrays, options, grad_out) -> float:
     tout.backward(torch.from_numpy(grad_out))
     ours = [out.numpy()] + [t.grad for t in ts]
     theirs = [tout.detach().numpy()] + [t.grad.numpy() for t in tts]
-    return max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30)) for a, b in zip(ours, theirs))
+    return _max_rel_error(ours, theirs)
 
 
 def build(name, torch, mode, T=None, device="cpu"):
@@ -492,6 +541,8 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     first_mf = case.mf_step()
     case.sync()
     first_pt = case.torch_step() if case.torch_step else None
+    # both steps started from the same weights: their gradients, still in place after the update, must agree
+    grad_error = _grad_agreement(case.grad_pairs) if case.torch_step else None
     for _ in range(max(warmup - 1, 0)):
         case.mf_step()
         if case.torch_step:
@@ -521,6 +572,10 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     if first_mf is not None and first_pt is not None and isinstance(first_mf, float):
         row["first_loss_minifb"], row["first_loss_torch"] = first_mf, first_pt
         row["loss_match"] = abs(first_mf - first_pt) <= 1e-4 * max(1.0, abs(first_pt))
+    if grad_error is not None:
+        row["grad_max_rel_error"] = grad_error
+        row["grad_match"] = grad_error <= GRAD_RTOL
+        row["loss_match"] = row.get("loss_match", True) and row["grad_match"]
     if case.agreement is not None:
         row["max_rel_error"] = case.agreement
         row["loss_match"] = case.agreement <= 1e-4
@@ -781,39 +836,84 @@ def _ratio_text(ratio: float, target: float | None) -> str:
     return f"{ratio:.4f}" if target is not None and float(text) == target and ratio != target else text
 
 
-def markdown_main(rows, gemm) -> str:
+NOT_JUDGED = "smoke: not judged"
+"""The verdict of every row under ``--smoke``: its tiny shapes say nothing about the targets."""
+
+
+def _row_verdict(row, judged=True):
+    """:func:`verdict`, or ``NOT_JUDGED`` in place of any verdict when ``judged`` is false (``--smoke``)."""
+    v = verdict(row)
+    return v if judged or v is None else NOT_JUDGED
+
+
+def annotate(row, peak_gflops, judged=True) -> dict:
+    """Add to a main-table row what the table shows of it: GFLOP/s, minifb's % of the GEMM rate, its verdict
+    (``judged`` false: ``NOT_JUDGED``) and why it is NOISY (``None``: steady)."""
+    row["minifb_gflops"] = row["flops"] / row["minifb_s"] / 1e9
+    row["torch_gflops"] = None if not row.get("torch_s") else row["flops"] / row["torch_s"] / 1e9
+    row["minifb_gemm_percent"] = 100 * row["minifb_gflops"] / peak_gflops
+    row["verdict"] = _row_verdict(row, judged)
+    row["noisy_reason"] = noise(row)
+    return row
+
+
+def _finite_or_none(obj):
+    """``obj`` with every NaN / infinite float (NumPy's included) replaced by ``None`` and NumPy scalars made
+    Python ones: what strict JSON (``allow_nan=False``) can hold."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path, result) -> None:
+    """Write ``result`` as strict JSON (no NaN / Infinity, which many parsers reject): non-finite numbers as null."""
+    Path(path).write_text(json.dumps(_finite_or_none(result), indent=1, allow_nan=False, default=float))
+
+
+def markdown_main(rows, gemm, judged=True) -> str:
+    """The main table; ``judged`` false (``--smoke``): no row is set against its target (``NOT_JUDGED``)."""
     peak = gemm["peak_gflops"]
+    torch_rate = gemm.get("torch_gflops")
     lines = [f"float32 GEMM rate of this machine: {peak:.1f} GFLOP/s "
-             f"(NumPy {gemm['numpy_gflops']:.1f}, PyTorch {gemm.get('torch_gflops', float('nan')):.1f}; "
+             f"(NumPy {gemm['numpy_gflops']:.1f}, PyTorch {'n/a' if torch_rate is None else f'{torch_rate:.1f}'}; "
              f"{gemm['n']}^3)", "",
              "| case | shape | minifb ms | PyTorch ms | minifb/PyTorch: paired (medians, best) | target | minifb GFLOP/s (% of GEMM) "
              "| PyTorch GFLOP/s | minifb peak MiB (RSS / tracemalloc) | PyTorch peak MiB (RSS) | mem ratio "
-             "| first loss equal |",
+             "| first loss (and gradients) equal |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         target = TARGETS.get(r["name"])
         ratio = "n/a" if r["ratio"] is None else \
             f"**{_ratio_text(r['ratio_paired'], target)}x** ({r['ratio']:.2f}x, {r['ratio_best']:.2f}x)"
-        mark = "" if verdict(r) is None else f" {verdict(r)}"
+        mark = "" if verdict(r) is None else f" {_row_verdict(r, judged)}"
         g_mf = r["flops"] / r["minifb_s"] / 1e9
         g_pt = "n/a" if r["torch_s"] is None else f"{r['flops'] / r['torch_s'] / 1e9:.1f}"
         mem = r.get("memory", {})
         mem_ratio = r.get("memory_ratio")
         mr = "n/a" if mem_ratio is None else f"{mem_ratio:.2f}x"
         if r["name"] in MEMORY_TARGETS and mem_ratio is not None:
-            mr += " ok" if mem_ratio <= MEMORY_TARGETS[r["name"]] else " MISS"
+            mr += (" ok" if mem_ratio <= MEMORY_TARGETS[r["name"]] else " MISS") if judged else f" {NOT_JUDGED}"
         loss = r.get("loss_match")
         if "max_rel_error" in r:   # a micro case: its output and gradients against PyTorch's
             loss_s = f"{'yes' if loss else 'NO'} (output, gradients within {r['max_rel_error']:.0e})"
         else:
             loss_s = "n/a" if loss is None else (f"yes ({r['first_loss_minifb']:.5f})" if loss else
                                                   f"NO ({r['first_loss_minifb']:.6f} vs {r['first_loss_torch']:.6f})")
+            if r.get("grad_max_rel_error") is not None:   # the workloads: the first step's gradients too
+                loss_s += (f"; gradients within {r['grad_max_rel_error']:.0e}" if r["grad_match"] else
+                           f"; gradients NO (off by {r['grad_max_rel_error']:.0e} > {GRAD_RTOL:.0e})")
         lines.append(f"| {r['name']} | {r['desc']} | {_ms(r['minifb_s'])} | {_ms(r['torch_s'])} | {ratio}{mark} | "
                      f"{'' if target is None else f'<= {target}x'} | {g_mf:.1f} ({100 * g_mf / peak:.0f}%) | {g_pt} | "
                      f"{_mib(mem.get('minifb_peak_rss'))} / {_mib(mem.get('minifb_tracemalloc'))} | "
                      f"{_mib(mem.get('torch_peak_rss'))} | {mr} | {loss_s} |")
     noisy = [f"{r['name']} ({noise(r)})" for r in rows if r.get("noisy")]
-    if noisy:
+    if noisy and judged:
         lines += ["", f"NOISY: {', '.join(noisy)}: the timings are too unsteady to judge against the target "
                       "(counted as not met); rerun these cases (--only), on a quieter machine."]
     return "\n".join(lines)
@@ -840,35 +940,64 @@ def _marginal(times, Ts):
     return np.diff(np.asarray(times, dtype=float)) / np.diff(Ts)
 
 
+LINEAR_TOLERANCE = 0.25
+"""A cost per added timestep may differ this much from the median of them (or, with two, from the other one)."""
+
+
+def _off_line(marg):
+    """Judge costs per added timestep (:func:`_marginal`): ``(None, deviations, indices off the line)``, or
+    ``(reason, None, [])`` when they cannot be judged.  Each is set against the median of them; with only two
+    (``--quick``: T = 1, 2, 4) the median is their mean and could never be 25% off, so the second is set against
+    the first instead (off when the larger is more than 1.25x the smaller).  A median (or, with two, either
+    cost) <= 0 is noise, not a cost: it cannot be judged, rather than giving sign-flipped percentages."""
+    marg = np.asarray(marg, dtype=float)
+    if not np.all(np.isfinite(marg)):
+        return "cannot judge (a cost is not a number)", None, []
+    if len(marg) == 2:
+        if marg.min() <= 0:
+            return "cannot judge (an added-timestep cost <= 0: noise)", None, []
+        dev = np.array([0.0, marg[1] / marg[0] - 1])
+        return None, dev, [1] if marg.max() / marg.min() > 1 + LINEAR_TOLERANCE else []
+    med = float(np.median(marg))
+    if med <= 0:
+        return "cannot judge (median added-timestep cost <= 0: noise)", None, []
+    dev = marg / med - 1
+    return None, dev, [i for i in range(len(marg)) if abs(dev[i]) > LINEAR_TOLERANCE]
+
+
 def linearity_note(rows) -> str:
-    """Say whether the step cost grows linearly in T.
+    """Say whether the step cost, and the step's peak memory, grow linearly in T.
 
     Judged on the best-of-N step times (on a shared machine the medians carry the other processes'
     load): the cost of one more timestep, measured between consecutive T values, must stay within
-    25% of its median.  An interval where PyTorch's marginal cost jumps the same way (also beyond
+    25% of its median (with only two such costs: within 1.25x of each other; a median <= 0 cannot be
+    judged).  An interval where PyTorch's marginal cost jumps the same way (also beyond
     25%, and by at least half as much as minifb's) is reported as shared with PyTorch (machine load,
     or the workload itself: W1's gradients reach float32's subnormal range at T = 32, which slows both
-    libraries' arithmetic; benchmarks/NOTES.md).
+    libraries' arithmetic; benchmarks/NOTES.md).  minifb's peak memory (RSS) is judged by the same
+    rule, where it was measured.
     """
     Ts = np.array([r["T"] for r in rows], dtype=float)
     if len(Ts) < 3:
         return "too few T values to judge linearity"
     marg = _marginal([r["minifb_best_s"] for r in rows], Ts)
-    dev = marg / np.median(marg) - 1
-    off = [i for i in range(len(marg)) if abs(dev[i]) > 0.25]
+    reason, dev, off = _off_line(marg)
     spans = [f"{int(Ts[i])}->{int(Ts[i + 1])}" for i in range(len(marg))]
+    rule = "each within 25% of the median" if len(marg) > 2 else "within 1.25x of each other"
     text = (f"minifb ms per added timestep {', '.join(f'{m * 1e3:.1f}' for m in marg)} "
             f"(T {', '.join(spans)}): ")
-    if not off:
-        text += "linear in T (each within 25% of the median)"
+    if reason:
+        text += reason
+    elif not off:
+        text += f"linear in T ({rule})"
     else:
         pt = [r.get("torch_best_s") for r in rows]
         load = []
         if all(p is not None for p in pt):
-            pmarg = _marginal(pt, Ts)
-            pdev = pmarg / np.median(pmarg) - 1
-            load = [i for i in off if abs(pdev[i]) > 0.25 and abs(pdev[i]) >= 0.5 * abs(dev[i])
-                    and np.sign(pdev[i]) == np.sign(dev[i])]
+            preason, pdev, _ = _off_line(_marginal(pt, Ts))
+            if preason is None:
+                load = [i for i in off if abs(pdev[i]) > LINEAR_TOLERANCE and abs(pdev[i]) >= 0.5 * abs(dev[i])
+                        and np.sign(pdev[i]) == np.sign(dev[i])]
         own = [i for i in off if i not in load]
         parts = []
         if own:
@@ -880,8 +1009,18 @@ def linearity_note(rows) -> str:
         text += "; ".join(parts)
     mems = [r.get("memory", {}).get("minifb_peak_rss") for r in rows]
     if all(m is not None for m in mems):
-        mb, ma = np.polyfit(Ts, np.array(mems, dtype=float), 1)
-        text += f"; peak memory ~ {ma / 2 ** 20:.1f} MiB + {mb / 2 ** 20:.2f} MiB x T"
+        mems = np.array(mems, dtype=float)
+        mb, ma = np.polyfit(Ts, mems, 1)
+        mmarg = _marginal(mems, Ts)
+        mreason, mdev, moff = _off_line(mmarg)
+        text += (f"; peak memory ~ {ma / 2 ** 20:.1f} MiB + {mb / 2 ** 20:.2f} MiB x T, MiB per added timestep "
+                 f"{', '.join(f'{m / 2 ** 20:.2f}' for m in mmarg)}: ")
+        if mreason:
+            text += f"memory {mreason}"
+        elif moff:
+            text += "memory NOT linear: " + ", ".join(f"T {spans[i]} {100 * mdev[i]:+.0f}%" for i in moff)
+        else:
+            text += f"memory linear in T ({rule})"
     return text
 
 
@@ -989,7 +1128,7 @@ def _gpu_only(result, mode, cfg, torch, started, json_file, only) -> dict:
     print(f"skipped: {gpu['skipped']}" if "skipped" in gpu else markdown_gpu(gpu))
     print(f"\n(total {result['elapsed_s']:.0f} s)")
     if json_file:
-        Path(json_file).write_text(json.dumps(result, indent=1, default=float))
+        write_json(json_file, result)
     return result
 
 
@@ -1102,11 +1241,17 @@ def main(argv=None) -> dict:
 
     result["rows"], result["scaling"] = rows, scaling
     result["gpu"] = gpu_section(mode, cfg["steps"], cfg["warmup"], torch, only)
-    result["targets_met"] = {r["name"]: verdict(r) == "ok" for r in rows if verdict(r) is not None}
-    for name, limit in MEMORY_TARGETS.items():
-        r = next((r for r in rows if r["name"] == name), None)
-        if r is not None and r.get("memory_ratio") is not None:
-            result["targets_met"][f"{name} memory"] = r["memory_ratio"] <= limit
+    judged = mode != "smoke"   # --smoke's tiny shapes say nothing about the targets
+    for r in rows:
+        annotate(r, result["gemm"]["peak_gflops"], judged)
+    if judged:
+        result["targets_met"] = {r["name"]: verdict(r) == "ok" for r in rows if verdict(r) is not None}
+        for name, limit in MEMORY_TARGETS.items():
+            r = next((r for r in rows if r["name"] == name), None)
+            if r is not None and r.get("memory_ratio") is not None:
+                result["targets_met"][f"{name} memory"] = r["memory_ratio"] <= limit
+    else:
+        result["targets_met"] = None
     result["elapsed_s"] = time.perf_counter() - started
 
     env = result["environment"]
@@ -1116,7 +1261,7 @@ def main(argv=None) -> dict:
     print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); minifb {result['minifb']}; {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
           f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
           f"torch {env['torch']})\n")
-    print(markdown_main(rows, result["gemm"]))
+    print(markdown_main(rows, result["gemm"], judged))
     if result["memory_error"]:
         print(f"\n(peak memory not measured: {result['memory_error']})")
     if scaling:
@@ -1127,7 +1272,7 @@ def main(argv=None) -> dict:
     print(f"skipped: {gpu['skipped']}" if "skipped" in gpu else markdown_gpu(gpu))
     print(f"\n(total {result['elapsed_s']:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+        write_json(args.json, result)
     return result
 
 
