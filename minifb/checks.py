@@ -71,6 +71,25 @@ def flag(fn: str, name: str, value) -> bool:
     return bool(v)
 
 
+def choice(fn: str, name: str, value, choices: tuple) -> str:
+    """``value`` when it is one of the strings ``choices`` (a reduction, an activation's name).
+
+    A non-string is refused before ``in`` is asked: ``in`` compares with ``==``, which an array answers
+    elementwise ("the truth value of an array ... is ambiguous") instead of saying no.
+
+    Example:
+        >>> from minifb.checks import choice
+        >>> choice("mse_loss", "reduction", "sum", ("mean", "sum", "none"))
+        'sum'
+
+    Raises:
+        ValueError: anything else, a non-string included.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{fn}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None, below=None,
            finite: bool = False) -> float:
     """``value`` as a float when it is a real number inside the given bounds.

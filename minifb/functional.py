@@ -1188,8 +1188,7 @@ def gelu(x, approximate="none") -> Tensor:
         >>> F.gelu(mf.tensor([0.0, 1.0])), F.gelu(mf.tensor([0.0, 1.0]), approximate="tanh")
         (tensor([0.    , 0.8413]), tensor([0.    , 0.8412]))
     """
-    if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    checks.choice("gelu", "approximate", approximate, ("none", "tanh"))
     return activation.GELU.apply(_floating("gelu", x), approximate=approximate)
 
 
@@ -1322,8 +1321,7 @@ def bias_act(x, bias, act="identity", axis=1) -> Tensor:
     """
     _check_tensor("bias_act", "x", x)
     _check_tensor("bias_act", "bias", bias)
-    if not isinstance(act, str) or act not in fused.ACTIVATIONS:
-        raise ValueError(f"bias_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
+    checks.choice("bias_act", "act", act, fused.ACTIVATIONS)
     axis = reduce.check_axis(axis, x.ndim, fn="bias_act")
     _check_bias("bias_act", x, bias, axis)
     dtype = x.dtype
@@ -1366,8 +1364,7 @@ def merge_act(x, fb, bias, act="identity", axis=1) -> Tensor:
     _check_tensor("merge_act", "x", x)
     _check_tensor("merge_act", "fb", fb)
     _check_tensor("merge_act", "bias", bias)
-    if not isinstance(act, str) or act not in fused.ACTIVATIONS:
-        raise ValueError(f"merge_act: act must be one of {fused.ACTIVATIONS}, got {act!r}")
+    checks.choice("merge_act", "act", act, fused.ACTIVATIONS)
     if x.shape != fb.shape:
         raise ValueError(f"merge_act: stream shape {x.shape} and feedback shape {fb.shape} differ")
     axis = reduce.check_axis(axis, x.ndim, fn="merge_act")
@@ -1436,8 +1433,7 @@ def gru_pointwise(gi, gh, h) -> Tensor:
 
 
 # ---- losses -------------------------------------------------------------------------
-_REDUCTIONS = ("mean", "sum", "none")   # choices like these are tested isinstance(str) first: `in` compares
-                                        # with ==, which an array answers elementwise ("truth value ... ambiguous")
+_REDUCTIONS = ("mean", "sum", "none")
 
 
 def cross_entropy(logits, labels, reduction="mean") -> Tensor:
@@ -1463,8 +1459,7 @@ def cross_entropy(logits, labels, reduction="mean") -> Tensor:
         >>> F.cross_entropy(mf.zeros(4, 10, requires_grad=True), mf.tensor([1, 0, 9, 3]))  # uniform: log 10
         tensor(2.3026, grad_fn=CrossEntropy)
     """
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    checks.choice("cross_entropy", "reduction", reduction, _REDUCTIONS)
     logits = _floating("cross_entropy", logits, "logits")
     if logits.ndim < 2:
         raise ValueError(f"cross_entropy: logits must have shape (N, C) or (N, C, d1, ...), "
@@ -1511,8 +1506,7 @@ def mse_loss(pred, target, reduction="mean") -> Tensor:
     pred, target = _promote("mse_loss", pred, target, floating=True)   # integer inputs: float32, as mean
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction shape {pred.shape} and target shape {target.shape} differ")
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    checks.choice("mse_loss", "reduction", reduction, _REDUCTIONS)
     return loss.MSE.apply(pred, target, reduction=reduction)
 
 
@@ -1543,9 +1537,7 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean") -> Tenso
     if logits.shape != targets.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"targets shape {targets.shape} differ")
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"binary_cross_entropy_with_logits: reduction must be one of {_REDUCTIONS}, "
-                         f"got {reduction!r}")
+    checks.choice("binary_cross_entropy_with_logits", "reduction", reduction, _REDUCTIONS)
     return loss.BCEWithLogits.apply(logits, targets, reduction=reduction)
 
 

@@ -86,3 +86,13 @@ def test_pair_takes_an_int_or_two_ints_at_least_the_minimum():
 def test_number_refuses_an_integer_past_floats_range_with_a_value_error():
     with pytest.raises(ValueError, match=r"^f: x must be a number within float's range, got 1000000"):
         checks.number("f", "x", 10 ** 400)
+
+
+@pytest.mark.parametrize("value", ["max", None, 1, np.array(["mean", "sum"]), ("mean",)])
+def test_choice_refuses_anything_but_one_of_the_strings(value):
+    with pytest.raises(ValueError, match=r"^loss: reduction must be one of \('mean', 'sum'\), got "):
+        checks.choice("loss", "reduction", value, ("mean", "sum"))
+
+
+def test_choice_returns_a_valid_string():
+    assert checks.choice("loss", "reduction", "sum", ("mean", "sum")) == "sum"
