@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .module import Module, describe
+from .module import Module, describe, error_from
 
 __all__ = ["Chain", "SkipConnection", "Parallel"]
 
@@ -21,9 +21,8 @@ def _check_callable(container: str, name: str, value):
 def _connection_error(container, what: str, values, err):
     """The error (of ``err``'s kind) for a container whose ``connection`` failed, naming it and the shapes."""
     shapes = ", ".join(str(tuple(v.shape)) if hasattr(v, "shape") else type(v).__name__ for v in values)
-    kind = TypeError if isinstance(err, TypeError) else ValueError
-    return kind(f"{container!r}: connection {describe(container.connection)} failed on {what}, of shapes "
-                f"[{shapes}]: {err}")
+    return error_from(f"{container!r}: connection {describe(container.connection)} failed on {what}, of shapes "
+                      f"[{shapes}]", err)
 
 
 def _refuse_stateful_layer(chain, index: int, layer, err) -> None:

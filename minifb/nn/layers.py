@@ -24,7 +24,7 @@ import numpy as np
 from .. import backend, checks
 from .. import functional as F
 from ..tensor import Tensor
-from .module import Buffer, Module, Parameter, describe
+from .module import Buffer, Module, Parameter, describe, error_from
 
 __all__ = [
     "Dense", "Conv", "ConvTranspose", "MaxPool", "MeanPool", "GlobalMaxPool", "GlobalMeanPool", "Flatten",
@@ -213,8 +213,7 @@ class _ConvBase(AffineLayer):
         try:
             y = self._convolve(x)
         except (ValueError, TypeError) as e:  # e.g. an input smaller than the kernel, or integer: say which layer
-            kind = TypeError if isinstance(e, TypeError) else ValueError
-            raise kind(f"{self!r}: {e}") from e
+            raise error_from(repr(self), e) from e
         return (y, 1) if batched else (F.reshape(y, y.shape[1:]), 0)
 
     def _repr_args(self):
@@ -348,8 +347,7 @@ class _Pool(Module):
         try:
             return type(self)._fn(x, self.kernel_size, stride=self.stride, padding=self.padding)
         except (ValueError, TypeError) as e:  # e.g. a window larger than the input, or integer: say which layer
-            kind = TypeError if isinstance(e, TypeError) else ValueError
-            raise kind(f"{self!r}: {e}") from e
+            raise error_from(repr(self), e) from e
 
     def _repr_args(self):
         args = [repr(self.kernel_size)]
@@ -470,7 +468,7 @@ class GlobalMaxPool(Module):
         try:
             return F.max(x, axis=(2, 3), keepdims=True)
         except ValueError as e:  # an empty image: say which layer
-            raise ValueError(f"{self!r}: {e}") from e
+            raise error_from(repr(self), e) from e
 
     def _repr_args(self):
         return []

@@ -485,6 +485,14 @@ _OPERATOR_SYMBOLS = {
 }
 
 
+def error_from(prefix: str, err: Exception) -> Exception:
+    """``err`` said again after ``prefix`` (a layer's repr, say): a TypeError when ``err`` is one, else a
+    ValueError, so that a layer names itself in an error raised by the function it calls, keeping its kind
+    (and not copying a subclass, whose constructor may take other arguments)."""
+    kind = TypeError if isinstance(err, TypeError) else ValueError
+    return kind(f"{prefix}: {err}")
+
+
 def describe(fn) -> str:
     """A short readable name for a function or module, as used in reprs.
 
