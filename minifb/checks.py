@@ -141,9 +141,25 @@ def pair(fn: str, name: str, value, minimum: int = 1) -> tuple:
     Raises:
         ValueError: anything else: a float, a bool, a pair of the wrong length, a value under ``minimum``.
     """
-    is_pair = isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1
-    items = [_as_int(v) for v in value] if is_pair else [_as_int(value)] * 2
+    items = [_as_int(v) for v in value] if _is_pair(value) else [_as_int(value)] * 2
     if len(items) != 2 or any(v is None or v < minimum for v in items):
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{fn}: {name} must be {what} or a pair of them, got {value!r}")
     return items[0], items[1]
+
+
+def int_or_pair(fn: str, name: str, value, minimum: int = 1):
+    """``value`` checked by :func:`pair` and kept in the form it was given: a number as an int, a pair (tuple,
+    list, 1-d array or Tensor) as a tuple of two ints.  So a layer's stored size argument compares, prints
+    and pickles as the user meant (``stride=np.array([1, 2])`` is kept as ``(1, 2)``, ``np.int64(2)`` as ``2``).
+
+    Raises:
+        ValueError: as :func:`pair`.
+    """
+    h, w = pair(fn, name, value, minimum)
+    return (h, w) if _is_pair(value) else h
+
+
+def _is_pair(value) -> bool:
+    """Whether a size argument is given as a pair (a tuple, list or 1-d array) rather than one number."""
+    return isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1

@@ -96,3 +96,11 @@ def test_choice_refuses_anything_but_one_of_the_strings(value):
 
 def test_choice_returns_a_valid_string():
     assert checks.choice("loss", "reduction", "sum", ("mean", "sum")) == "sum"
+
+
+@pytest.mark.parametrize("value, kept", [(2, 2), (np.int64(2), 2), ((1, 2), (1, 2)), ([3, 3], (3, 3)),
+                                         (np.array([1, 2]), (1, 2))])
+def test_int_or_pair_keeps_the_form_it_was_given_as_plain_ints(value, kept):
+    got = checks.int_or_pair("Conv", "stride", value)
+    assert got == kept and type(got) is type(kept)
+    assert all(type(v) is int for v in (got if isinstance(got, tuple) else (got,)))

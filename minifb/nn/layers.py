@@ -55,16 +55,6 @@ def check_activation(layer: str, activation):
     return activation
 
 
-def _int_or_pair(layer: str, name: str, value, minimum: int = 1):
-    """A size-like argument (kernel size, stride, padding, ...) checked by :func:`minifb.checks.pair` and kept
-    as plain Python values: a number as an int, a pair (tuple, list, 1-d array or Tensor) as a tuple of
-    two ints.  So the stored attribute compares, prints and pickles as the user meant
-    (``stride=np.array([1, 2])`` is kept as ``(1, 2)``, ``np.int64(2)`` as ``2``)."""
-    h, w = checks.pair(layer, name, value, minimum)
-    is_pair = isinstance(value, (tuple, list)) or getattr(value, "ndim", None) == 1
-    return (h, w) if is_pair else h
-
-
 def _show(value):
     """A kernel-size-like argument as printed: ``3`` for ``(3, 3)``."""
     if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
@@ -178,11 +168,11 @@ class _ConvBase(AffineLayer):
     def _check_geometry(self, name, stride, padding, dilation, output_padding=None):
         """Check stride, padding, dilation (and output_padding) at construction, naming the layer.
 
-        Returns them as plain Python values (see :func:`_int_or_pair`; ``"same"`` and ``"valid"`` as they
+        Returns them as plain Python values (see :func:`minifb.checks.int_or_pair`; ``"same"`` and ``"valid"`` as they
         are): ``(stride, padding, dilation, output_padding)``, the last ``None`` when not given.
         """
-        stride = _int_or_pair(name, "stride", stride)
-        dilation = _int_or_pair(name, "dilation", dilation)
+        stride = checks.int_or_pair(name, "stride", stride)
+        dilation = checks.int_or_pair(name, "dilation", dilation)
         if isinstance(padding, str) and output_padding is None:
             if padding not in ("same", "valid"):
                 raise ValueError(f"{name}: padding must be an int, a pair of ints, 'same' or 'valid', "
@@ -190,9 +180,9 @@ class _ConvBase(AffineLayer):
             if padding == "same" and checks.pair(name, "stride", stride) != (1, 1):
                 raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
         else:
-            padding = _int_or_pair(name, "padding", padding, minimum=0)
+            padding = checks.int_or_pair(name, "padding", padding, minimum=0)
         if output_padding is not None:
-            output_padding = _int_or_pair(name, "output_padding", output_padding, minimum=0)
+            output_padding = checks.int_or_pair(name, "output_padding", output_padding, minimum=0)
             for op, st, d in zip(checks.pair(name, "output_padding", output_padding, minimum=0),
                                  checks.pair(name, "stride", stride), checks.pair(name, "dilation", dilation)):
                 if op >= max(st, d):
@@ -333,9 +323,9 @@ class _Pool(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         layer = type(self).__name__
-        self.kernel_size = _int_or_pair(layer, "kernel_size", kernel_size)
-        self.stride = None if stride is None else _int_or_pair(layer, "stride", stride)
-        self.padding = _int_or_pair(layer, "padding", padding, minimum=0)
+        self.kernel_size = checks.int_or_pair(layer, "kernel_size", kernel_size)
+        self.stride = None if stride is None else checks.int_or_pair(layer, "stride", stride)
+        self.padding = checks.int_or_pair(layer, "padding", padding, minimum=0)
         kernel = checks.pair(layer, "kernel_size", self.kernel_size)
         ph, pw = checks.pair(layer, "padding", self.padding, minimum=0)
         if ph > kernel[0] // 2 or pw > kernel[1] // 2:
