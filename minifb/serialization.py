@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zipfile
@@ -84,28 +85,42 @@ def save(module, path) -> str:
     """
     _check_module("save", module)
     path = _check_path("save", path)
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"save: the folder {folder!r} of {path!r} does not exist")
     arrays = {name: backend.to_numpy(getattr(value, "data", value)) for name, value in module.state_dict().items()}
-    # Written whole in a temporary folder of its own beside path, then renamed: a failed save leaves an
-    # earlier file at path intact, and no file of the user's (such as path + ".tmp") is touched, nor
-    # that of another save running at the same time. Created afresh there, the file gets the usual mode
-    # (0o666 less the umask), not mkstemp's 0o600.
-    try:
-        workdir = tempfile.TemporaryDirectory(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except PermissionError as e:
-        raise PermissionError(f"save: cannot write in the folder {folder!r} ({e.strerror})") from None
-    with workdir as tmp_folder:
-        tmp = os.path.join(tmp_folder, os.path.basename(path))
+    with written_whole("save", path) as tmp:
         # numpy.savez's own layout, written entry by entry: passing the names as keyword arguments
         # (savez(f, **arrays)) would collide with its parameters `file` and `allow_pickle`
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, array in arrays.items():
                 with archive.open(name + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
-        os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def written_whole(owner: str, path: str):
+    """Write ``path`` whole or not at all: yield a temporary path to write, which replaces ``path`` when the
+    block ends without an error.
+
+    The temporary sits in a folder of its own beside ``path``: a failed write leaves an earlier file at
+    ``path`` intact, and no file of the user's (such as ``path + ".tmp"``) is touched, nor that of another
+    write to ``path`` running at the same time. Created afresh there, the file gets the usual mode (0o666
+    less the umask), not ``mkstemp``'s 0o600.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist (named with ``owner``).
+        PermissionError: the folder of ``path`` cannot be written.
+    """
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{owner}: the folder {folder!r} of {path!r} does not exist")
+    try:
+        workdir = tempfile.TemporaryDirectory(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except PermissionError as e:
+        raise PermissionError(f"{owner}: cannot write in the folder {folder!r} ({e.strerror})") from None
+    with workdir as tmp_folder:
+        tmp = os.path.join(tmp_folder, os.path.basename(path))
+        yield tmp
+        os.replace(tmp, path)
 
 
 def _state_items(module) -> list:

@@ -59,6 +59,7 @@ import numpy as np
 from . import backend, checks, kernels, data as mfdata
 from . import functional as F
 from .nn import BatchNorm, Dropout, Module, Recur, detach_state, reset_state
+from .serialization import save, written_whole
 from .tensor import Tensor, data_of, no_grad
 
 __all__ = [
@@ -703,18 +704,20 @@ def save_metrics(history: dict, path) -> str:
     NumPy numbers are written as numbers, and a NaN or infinite value (a diverged loss) as ``null``:
     strict JSON has no NaN.
 
+    The file is written whole or not at all (:func:`minifb.serialization.written_whole`).
+
     Raises:
         TypeError: ``history`` is not a dict (None, a string, a number); nothing is written then.
+        FileNotFoundError: the folder of ``path`` does not exist.
     """
     if not isinstance(history, dict):
         raise TypeError(f"save_metrics: history must be a dict (what fit and train return), "
                         f"got {type(history).__name__}")
     path = os.fspath(path)
     text = json.dumps(_jsonable(history), indent=2, allow_nan=False)   # an unserialisable value fails here,
-    tmp = path + ".tmp"                                                 # before any file is made
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    with written_whole("save_metrics", path) as tmp:                     # before any file is made
+        with open(tmp, "w") as fh:
+            fh.write(text)
     return path
 
 
@@ -732,14 +735,6 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _save_model(net, path) -> None:
-    from .serialization import save
-
-    tmp = os.fspath(path) + ".tmp.npz"
-    save(net, tmp)
-    os.replace(tmp, path)
 
 
 def plot_curves(history: dict, path) -> bool:
@@ -831,7 +826,7 @@ def train_model(model_name="spoerer-BLT", data="digits", corrupt="none", steps=4
         _remove_run_files(out)
 
     def checkpoint(h):
-        _save_model(net, os.path.join(out, "model.npz"))
+        save(net, os.path.join(out, "model.npz"))   # written whole: an interrupted save keeps the last one
         h["checkpoint_epoch"] = len(h["epochs"])   # model.npz is this run's, after this many epochs
         h["seconds"] = time.perf_counter() - start
         save_metrics(h, os.path.join(out, "metrics.json"))

@@ -645,3 +645,15 @@ def test_sequence_loss_carries_a_single_tensor_state(batch, width):
         h, logits = cell(h, mf.tensor(x))
         want += F.cross_entropy(logits, mf.tensor(y)).item()
     assert loss.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_save_metrics_leaves_a_users_file_named_like_its_old_temporary_alone(tmp_path):
+    # the temporary was path + ".tmp", overwritten and renamed away, as mf.save's was
+    path = tmp_path / "metrics.json"
+    (tmp_path / "metrics.json.tmp").write_text("my notes")
+    mftrain.save_metrics({"epochs": []}, path)
+    assert (tmp_path / "metrics.json.tmp").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "metrics.json.tmp"]
+    assert json.loads(path.read_text()) == {"epochs": []}
+    with pytest.raises(FileNotFoundError, match=r"save_metrics: the folder .*nowhere.* does not exist"):
+        mftrain.save_metrics({}, tmp_path / "nowhere" / "metrics.json")
