@@ -14,7 +14,8 @@ that the steps as they are time.  Their ratio to PyTorch is a lower bound for an
 keeps minifb's matrix products and elementwise work and makes the copies faster, however it makes them.
 
 Run it with ``python benchmarks/conv_floor.py`` (``--rounds N``, ``--only conv2d,W2``, ``--smoke``).
-The results are in benchmarks/NOTES.md, "Session 11".
+The results are in benchmarks/NOTES.md, "Session 11". It times the NumPy im2col path, which is what
+NumPy convolutions ran on until session 15 and still run on where minifb.cpu_conv cannot be built.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import run as runner  # noqa: E402  benchmarks/run.py
-from minifb import kernels  # noqa: E402
+from minifb import cpu_conv, kernels  # noqa: E402
 from minifb.ops import conv  # noqa: E402
 
 CASES = ("conv2d", "conv_transpose2d", "W2")
@@ -242,8 +243,9 @@ def main(argv=None):
         rows = []
         for name in names:
             case = micro[name] if name in micro else runner.build(name, torch, "smoke" if args.smoke else "full")
-            # the NumPy array path, whatever MINIFB_KERNELS says; the copy-free steps compute garbage
-            with kernels.use("off"), np.errstate(all="ignore"):
+            # the NumPy im2col path, whatever MINIFB_KERNELS and MINIFB_CPU_CONV say (the compiled
+            # convolution of session 15 has no copies to skip); the copy-free steps compute garbage
+            with kernels.use("off"), cpu_conv.use(False), np.errstate(all="ignore"):
                 rows.append({"name": name, **measure(case, switch, rounds, settle_s)})
     finally:
         if runner._BLAS_LIMIT is not None:                    # a caller's BLAS threads as they were

@@ -416,6 +416,35 @@ _ERROR_BUFFER = ctypes.c_char * EmuKernel._ERRLEN   # the type of a launch's err
 _BUILD_LOCK = threading.Lock()  # held while an emulation library is built and loaded (a one-time cost)
 
 
+def build_library(cxx: str, flags: list[str], source: str, so: Path, purpose: str) -> None:
+    """Compile the C++ ``source`` text with ``cxx`` and ``flags`` into the shared library ``so``.
+
+    The library is built in a folder of its own (unique across threads and processes) and moved into place
+    atomically, so processes building the same library race harmlessly. The linker creates it afresh, so it
+    gets the mode of any new file (0o777 less the umask): another user sharing the cache can load it (a
+    file made by mkstemp first would stay 0o600 plus the execute bits).
+
+    Raises:
+        RuntimeError: the compiler fails (its output is in the message), or the library does not load
+            (e.g. ``CXX=gcc``, a C compiler, left C++ symbols unresolved). ``purpose`` says what the library
+            is for, in the message.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"{so.name}.", suffix=".tmp", dir=so.parent) as tmp:
+        src, built = Path(tmp) / "wrapper.cpp", Path(tmp) / so.name
+        src.write_text(source)
+        r = subprocess.run([cxx, *flags, str(src), "-o", str(built)], capture_output=True, text=True,
+                           env=_compiler_env())
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling {so.stem} {purpose} with CXX={cxx!r} failed:\n{r.stderr}")
+        try:
+            ctypes.CDLL(str(built))
+        except OSError as e:
+            raise RuntimeError(f"the library {so.stem} {purpose} built with CXX={cxx!r} does not load "
+                               f"({e}); CXX must be a C++ compiler that links C++ (such as g++)"
+                               + (f"; compiler output:\n{r.stderr}" if r.stderr.strip() else "")) from None
+        os.replace(built, so)
+
+
 class EmuModule:
     """A .cu file compiled by the C++ compiler against cuda_emu.h, loaded with ctypes."""
 
@@ -438,30 +467,9 @@ class EmuModule:
             so = _cached_library(name)
             if so is None:
                 so = cache_dir() / name
-                self._build(cxx, flags, wrapper, so)
+                build_library(cxx, flags, wrapper, so, "for the CPU emulation")
             self.lib = ctypes.CDLL(str(so))
         self._functions: dict[str, EmuKernel] = {}
-
-    @staticmethod
-    def _build(cxx, flags, wrapper, so: Path):
-        # In a folder of its own (unique across threads and processes), the linker creates the library
-        # afresh, so it gets the mode of any new file (0o777 less the umask): another user sharing the
-        # cache can load it. A file made by mkstemp first would stay 0o600 plus the execute bits.
-        with tempfile.TemporaryDirectory(prefix=f"{so.name}.", suffix=".tmp", dir=so.parent) as tmp:
-            src, built = Path(tmp) / "wrapper.cpp", Path(tmp) / so.name
-            src.write_text(wrapper)
-            r = subprocess.run([cxx, *flags, str(src), "-o", str(built)], capture_output=True, text=True,
-                               env=_compiler_env())
-            if r.returncode != 0:
-                raise RuntimeError(f"compiling {so.stem} for the CPU emulation with CXX={cxx!r} failed:\n"
-                                   f"{r.stderr}")
-            try:   # a C compiler (CXX=gcc) builds a library with C++ symbols left unresolved
-                ctypes.CDLL(str(built))
-            except OSError as e:
-                raise RuntimeError(f"the CPU emulation library {so.stem} built with CXX={cxx!r} does not load "
-                                   f"({e}); CXX must be a C++ compiler that links C++ (such as g++)"
-                                   + (f"; compiler output:\n{r.stderr}" if r.stderr.strip() else "")) from None
-            os.replace(built, so)  # atomic: processes building the same library race harmlessly
 
     def get_function(self, name: str) -> EmuKernel:
         """The kernel ``name`` of this file as a launchable :class:`EmuKernel`, made once (as CuPy's

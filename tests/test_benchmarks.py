@@ -386,7 +386,7 @@ def test_conv_floor_switch_skips_the_copies_and_puts_them_back():
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     switch = floor.CopyFree()
-    with mf.kernels.use("off"):                               # the array path, as conv_floor.py times it
+    with mf.kernels.use("off"), mf.cpu_conv.use(False):      # the im2col path, as conv_floor.py times it
         real = conv.conv2d(mf.Tensor(x), mf.Tensor(w), mf.Tensor(b), padding=1).numpy()
         try:
             switch.on(True)

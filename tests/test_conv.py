@@ -5,6 +5,9 @@ directional gradchecks; the adjoint identity <conv(x, w), g> = <x, conv_T(g, w)>
 hypothesis over random shapes; PyTorch as an oracle (skipped when absent);
 error messages; non-contiguous inputs; batch blocks and the channels-last
 memory layout of the results.
+
+Every test runs twice on the CPU: on the compiled direct convolution (minifb.cpu_conv, skipped where it
+cannot be built) and on the NumPy im2col path, its reference.
 """
 
 import itertools
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from minifb import cpu_conv
 from minifb.ops.conv import Conv2d, ConvTranspose2d, avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from minifb.tensor import Tensor
 from minifb.testing import gradcheck
@@ -30,6 +34,16 @@ def _arr(*shape, seed=0):
 
 def _t(a, grad=True):
     return Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def conv_path(request):
+    """Run each test on both CPU convolution paths (the GPU ignores the switch)."""
+    compiled = request.param == "compiled"
+    if compiled and not cpu_conv.enabled():
+        pytest.skip("the compiled CPU convolution is unavailable")
+    with cpu_conv.use(compiled):
+        yield request.param
 
 
 # ---------------------------------------------------------------- references

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, checks, kernels
+from .. import backend, checks, cpu_conv, kernels
 from ..tensor import Function, Tensor
 from .movement import cast
 from .reduce import channel_sum
@@ -463,6 +463,11 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     # KERNEL HOOK: im2col
     if kernels.should_use(x, w, weight_grad_for):
         return _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for)
+    if _compiled_applies(geom, x, w, b, weight_grad_for):
+        y = _compiled_forward(x, w, geom, out_hw, b)
+        if weight_grad_for is None:
+            return y
+        return y, _compiled_weight_grad(x, weight_grad_for, geom, (weight_grad_for.shape[1],) + w.shape[1:])
     n, c = x.shape[:2]
     k, g = w.shape[0], geom.groups
     (oh, ow), (kh, kw) = out_hw, geom.kernel
@@ -500,6 +505,9 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     # KERNEL HOOK: col2im
     if kernels.should_use(gy, w, weight_grad_of):
         return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
+    if _compiled_applies(geom, gy, w, weight_grad_of):
+        gx = _compiled_input_grad(gy, w, geom, in_hw)
+        return gx if weight_grad_of is None else (gx, _compiled_weight_grad(weight_grad_of, gy, geom, w.shape))
     if _sub_pixel_applies(geom):
         weight, sub_geom, blocks, offset = _sub_pixel(w, geom, in_hw, gy.shape[2:])
         if weight_grad_of is not None and geom.stride == (1, 1):
@@ -618,6 +626,8 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     xp = backend.array_module(x, gy)
     if kernels.should_use(x, gy):
         return _fused_conv_grad_weight(x, gy, geom, w_shape)
+    if _compiled_applies(geom, x, gy):
+        return _compiled_weight_grad(x, gy, geom, w_shape)
     k, c, kh, kw = w_shape
     g = geom.groups
     oh, ow = gy.shape[2:]
@@ -627,6 +637,75 @@ def _conv_grad_weight(x, gy, geom, w_shape):
         cols = _im2col(x[n0:n1], geom, (oh, ow), scratch)                  # recomputed, never kept
         gw += _weight_product(_rows(gy[n0:n1], g, scratch), cols)
     return _weight_from_matrix(gw, w_shape)
+
+
+# The same three primitives compiled for the CPU (kernels/conv_cpu.cpp through minifb/cpu_conv.py): a
+# direct convolution with no column matrix, on NumPy float32/float64 arrays when a C++ compiler is
+# present. Here they only arrange the layouts: the input zero-padded and channels-last (as the array path
+# has it), the weight per tap with its vectorised channel axis last and padded to whole 64-byte vectors.
+# Measured against the im2col path: benchmarks/NOTES.md, "Session 15".
+def _compiled_applies(geom, *arrays):
+    """Whether the compiled primitives take these arrays (see :func:`minifb.cpu_conv.applies`); they
+    assume a padding of at least zero on every side, which every user-facing convolution has."""
+    return min(geom.pad) >= 0 and cpu_conv.applies(*arrays)
+
+
+def _padded_channels(a, axis_size, lanes):
+    """``a`` with its last axis zero-padded from ``axis_size`` to a whole number of ``lanes``."""
+    size = -(-axis_size // lanes) * lanes
+    if size == axis_size:
+        return np.ascontiguousarray(a)
+    out = np.zeros(a.shape[:-1] + (size,), dtype=a.dtype)
+    out[..., :axis_size] = a
+    return out
+
+
+def _compiled_geometry(x_shape, k, geom, out_hw):
+    """The kernels' geometry arguments for an image ``x_shape`` (N, C, H, W) and ``k`` output channels."""
+    n, c, h, w = x_shape
+    return (n, h, w, c, k, geom.groups, *geom.kernel, *geom.stride, *geom.dilation, *out_hw,
+            geom.pad[0], geom.pad[2])
+
+
+def _nhwc(a):
+    """``a`` (N, C, H, W) as a contiguous (N, H, W, C) array: a view when it is channels-last memory
+    already (as the primitives' results are), else one copy."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _compiled_forward(x, w, geom, out_hw, b):
+    """:func:`_conv_forward` without the weight gradient, on the compiled direct convolution."""
+    k, cg, kh, kw = w.shape
+    g, lanes = geom.groups, cpu_conv.lanes(x.dtype)
+    wp = _padded_channels(w.reshape(g, k // g, cg, kh, kw).transpose(0, 3, 4, 2, 1), k // g, lanes)
+    bp = _padded_channels(np.zeros((g, k // g), x.dtype) if b is None else b.reshape(g, k // g), k // g, lanes)
+    y = np.empty((x.shape[0],) + tuple(out_hw) + (k,), dtype=x.dtype)
+    cpu_conv.forward(_nhwc(x), wp, bp, y, _compiled_geometry(x.shape, k, geom, out_hw))
+    return _nchw_view(y)
+
+
+def _compiled_input_grad(gy, w, geom, in_hw):
+    """:func:`_conv_grad_input` without the weight gradient: the compiled kernel adds every output
+    pixel's gradient back into the input pixels its taps read (skipping the padding)."""
+    n, k, oh, ow = gy.shape
+    _, cg, kh, kw = w.shape
+    g, lanes = geom.groups, cpu_conv.lanes(gy.dtype)
+    wt = _padded_channels(w.reshape(g, k // g, cg, kh, kw).transpose(0, 3, 4, 1, 2), cg, lanes)
+    gx = np.empty((n,) + tuple(in_hw) + (cg * g,), dtype=gy.dtype)
+    cpu_conv.input_grad(_nhwc(gy), wt, gx, _compiled_geometry((n, cg * g) + tuple(in_hw), k, geom, (oh, ow)))
+    return _nchw_view(gx)
+
+
+def _compiled_weight_grad(x, gy, geom, w_shape):
+    """:func:`_conv_grad_weight` on the compiled direct convolution."""
+    k, cg, kh, kw = w_shape
+    n, oh, ow = gy.shape[0], *gy.shape[2:]
+    g, lanes = geom.groups, cpu_conv.lanes(x.dtype)
+    kgp = -(-(k // g) // lanes) * lanes
+    rows = _padded_channels(gy.transpose(0, 2, 3, 1).reshape(n, oh, ow, g, k // g), k // g, lanes)
+    gw = np.empty((g, kh, kw, cg, kgp), dtype=x.dtype)
+    cpu_conv.weight_grad(_nhwc(x), rows, gw, _compiled_geometry(x.shape, g * kgp, geom, (oh, ow)))
+    return np.ascontiguousarray(gw[..., :k // g].transpose(0, 4, 3, 1, 2)).reshape(w_shape)
 
 
 # The same three primitives on the fused kernels (kernels/im2col.cu), whose column matrix is

@@ -1,0 +1,520 @@
+// Direct convolution on the CPU: the three convolution primitives of minifb/ops/conv.py, compiled.
+//
+// Not a CUDA kernel: a plain C++ file that minifb/cpu_conv.py compiles once per machine with the host's
+// C++ compiler (-O3 -march=native -pthread) and calls through ctypes on NumPy arrays. It exists because
+// the NumPy path (im2col + one BLAS product) spends half a convolution step writing and reading column
+// matrices; here no column matrix is ever written. Each output tile is accumulated in vector registers
+// straight from the (padded, channels-last) input and the weights, which is how CPU libraries such as
+// oneDNN convolve. Work is shared among threads of the library's own small pool (see Pool below). The NumPy path stays as the reference these functions are tested against
+// (tests/test_cpu_conv.py) and as the fallback where no compiler is present.
+//
+// Layouts (all C-contiguous, channels last, G groups of Cg = C/G input and Kg = K/G output channels):
+//   x   (N, H, W, C)      the input (or its gradient); the zero padding (pt top, pl left rows and
+//                         columns) is never stored
+//   y   (N, OH, OW, K)    the output
+//   w   (G, kh, kw, Cg, Kgp) the weight for conv_forward / conv_weight_grad, Kg padded with zeros to a
+//                         whole number of vectors (Kgp)
+//   wt  (G, kh, kw, Kg, Cgp) the weight for conv_input_grad, per tap transposed, Cg padded likewise
+//   y[n, oh, ow, g*Kg + k] = b[g*Kg + k]
+//       + sum_{i, j, c} w[g, i, j, c, k] * x[n, oh*sh + i*dh - pt, ow*sw + j*dw - pl, g*Cg + c]
+// with x = 0 outside the image.
+//
+// The vector type is GCC/Clang's portable vector extension: 64 bytes, i.e. one AVX-512 register, two
+// AVX2 registers, or four SSE ones, whichever -march=native gives. Register tiles: R output pixels
+// times V vectors of output channels, R * V accumulators, sized to leave room for the V weight vectors
+// and one broadcast among AVX-512's 32 registers.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+#include <unistd.h>
+
+#ifndef SPIN_US
+#define SPIN_US 200
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------------------------------- threads
+// A pool of worker threads that sleep on a condition variable between calls. Not OpenMP: libgomp's
+// threads spin for a while after each parallel region, and NumPy's OpenBLAS threads spin after each
+// product, so on a machine with few cores each pool's spinning stole the other's cores (measured: a W2
+// step 3-4x slower with OpenMP; benchmarks/NOTES.md, "Session 15"). Tasks are handed out one at a time
+// from an atomic counter, so a thread that gets less of a core (to a spinning BLAS thread, say) simply
+// takes fewer tasks instead of holding the others up at the end.
+class Pool {
+  public:
+    // Runs job(thread) for thread = 0 .. n-1, 0 on the calling thread, and returns when all are done.
+    void run(int n, const std::function<void(int)>& job) {
+        if (n <= 1) { job(0); return; }
+        std::unique_lock<std::mutex> lock(call_);   // one parallel call at a time (Python threads)
+        {
+            std::lock_guard<std::mutex> g(m_);
+            while (int(workers_) < n - 1) {
+                std::thread(&Pool::work, this, int(workers_) + 1).detach();   // never joined: the pool
+                ++workers_;                                                   // lives as long as the process
+            }
+            job_ = &job;
+            wanted_ = n;
+            pending_.store(n - 1);
+            generation_.fetch_add(1);
+        }
+        wake_.notify_all();
+        job(0);
+        if (!spin_until([this] { return pending_.load() == 0; })) {
+            std::unique_lock<std::mutex> g(m_);
+            done_.wait(g, [this] { return pending_.load() == 0; });
+        }
+    }
+
+    static constexpr auto spin_time = std::chrono::microseconds(SPIN_US);
+
+  private:
+    // Polls ready() for up to spin_time; whether it became true. A worker that has just finished a call
+    // waits this long before sleeping, so the calls of one layer's forward or backward, a few Python
+    // statements apart, find it awake.
+    template <typename F> static bool spin_until(F ready) {
+        const auto deadline = std::chrono::steady_clock::now() + spin_time;
+        for (int i = 0;; ++i) {
+            if (ready()) return true;
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+
+    void work(int id) {
+        unsigned long seen = 0;
+        for (;;) {
+            if (!spin_until([&] { return generation_.load() != seen; })) {
+                std::unique_lock<std::mutex> g(m_);
+                wake_.wait(g, [&] { return generation_.load() != seen; });
+            }
+            const std::function<void(int)>* job;
+            int wanted;
+            {
+                std::lock_guard<std::mutex> g(m_);
+                seen = generation_.load();
+                job = job_;
+                wanted = wanted_;
+            }
+            if (id >= wanted) continue;
+            (*job)(id);
+            if (pending_.fetch_sub(1) == 1) {
+                std::lock_guard<std::mutex> g(m_);
+                done_.notify_one();
+            }
+        }
+    }
+
+    std::mutex call_, m_;
+    std::condition_variable wake_, done_;
+    const std::function<void(int)>* job_ = nullptr;
+    std::atomic<unsigned long> generation_{0};
+    std::atomic<int> pending_{0};
+    int wanted_ = 0;
+    long workers_ = 0;
+};
+
+std::atomic<int> thread_count{1};
+
+Pool& pool() {
+    // Made afresh in a forked child, which has none of the parent's worker threads. Never destroyed:
+    // its detached workers may still be waiting on it while the process exits.
+    static Pool* p = nullptr;
+    static pid_t owner = 0;
+    static std::mutex m;
+    std::lock_guard<std::mutex> g(m);
+    if (p == nullptr || owner != getpid()) {
+        p = new Pool;
+        owner = getpid();
+    }
+    return *p;
+}
+
+// body(task, thread) for every task in 0 .. total-1, spread over the pool's threads.
+template <typename F> void parallel_for(long total, int threads, F&& body) {
+    threads = int(std::max<long>(1, std::min<long>(threads, total)));
+    // runs of consecutive tasks (neighbouring rows share input rows in the cache), about 8 per thread
+    const long run = std::max<long>(1, total / (8L * threads));
+    std::atomic<long> next{0};
+    std::function<void(int)> job = [&](int thread) {
+        for (long t0; (t0 = next.fetch_add(run, std::memory_order_relaxed)) < total;)
+            for (long t = t0; t < std::min(total, t0 + run); ++t) body(t, thread);
+    };
+    pool().run(threads, job);
+}
+
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+    typedef float type __attribute__((vector_size(64)));
+    typedef float unaligned __attribute__((vector_size(64), aligned(4)));
+};
+template <> struct Vec<double> {
+    typedef double type __attribute__((vector_size(64)));
+    typedef double unaligned __attribute__((vector_size(64), aligned(8)));
+};
+
+template <typename T> constexpr int lanes() { return 64 / sizeof(T); }
+
+template <typename T> inline typename Vec<T>::type load(const T* p) {
+    return *reinterpret_cast<const typename Vec<T>::unaligned*>(p);
+}
+template <typename T> inline void store(T* p, typename Vec<T>::type v) {
+    *reinterpret_cast<typename Vec<T>::unaligned*>(p) = v;
+}
+// a - 0 is a for every a (unlike a + 0 with a = -0), so the subtraction folds away: a plain broadcast
+template <typename T> inline typename Vec<T>::type splat(T a) { return a - typename Vec<T>::type{}; }
+
+// the first n lanes of v stored to p (n < lanes), the rest of p's memory untouched
+template <typename T> inline void store_part(T* p, typename Vec<T>::type v, int n) {
+    T t[lanes<T>()];
+    store(t, v);
+    for (int l = 0; l < n; ++l) p[l] = t[l];
+}
+template <typename T> inline void add_part(T* p, typename Vec<T>::type v, int n) {
+    T t[lanes<T>()];
+    store(t, v);
+    for (int l = 0; l < n; ++l) p[l] += t[l];
+}
+
+// Calls f.template run<R>() with R = r, for r in 1..RMAX, so the tile size is a compile-time constant
+// (the accumulators then live in registers) while the row's last, partial tile still gets a tile.
+template <int RMAX, typename F> inline void with_tile(int r, F& f) {
+    if constexpr (RMAX >= 1) {
+        if (r == RMAX) { f.template run<RMAX>(); return; }
+        with_tile<RMAX - 1>(r, f);
+    }
+}
+
+struct Geometry {
+    long N, H, W, C, K, G, kh, kw, sh, sw, dh, dw, OH, OW, pt, pl;
+};
+
+// f(first, size) for tiles of at most RMAX covering 0 .. total-1, as even as can be (a row of 14
+// becomes 5 + 5 + 4, not 6 + 6 + 2: a small tile has few accumulators per load)
+template <int RMAX, typename F> inline void for_tiles(long total, F&& f) {
+    const long tiles = (total + RMAX - 1) / RMAX;
+    if (tiles == 0) return;
+    const long base = total / tiles, extra = total % tiles;
+    long first = 0;
+    for (long t = 0; t < tiles; ++t) {
+        const long size = base + (t < extra);
+        f(first, int(size));
+        first += size;
+    }
+}
+
+// ------------------------------------------------------------------------------------------ forward
+// Every kernel reads and writes the unpadded channels-last image (N, H, W, C), with the padding (pt, pl)
+// given: a tap that lands in the padding reads zeros, so
+// it is skipped, and no padded copy of the image is made (fresh pages for such copies were most of a
+// small convolution's time here; benchmarks/NOTES.md, "Session 15").
+
+// One row tile: y[n, oh, ow0 .. ow0+R, k0 .. k0 + V*lanes] of one group; img is the image's first
+// channel of that group, zeros a row of C zeros that stands in for a pixel in the padding.
+template <typename T, int V> struct ForwardTile {
+    const T *img, *w, *b, *zeros;
+    T* y;
+    const Geometry* q;
+    long cg, kg, kgp, k0, oh, ow0;
+
+    template <int R> void run() const {
+        typedef typename Vec<T>::type vec;
+        constexpr int L = lanes<T>();
+        vec acc[R][V];
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) {
+            vec bv = load(b + k0 + v * L);
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) acc[r][v] = bv;
+        }
+        const long xs = q->sw * q->C;
+        for (long i = 0; i < q->kh; ++i) {
+            const long ih = oh * q->sh - q->pt + i * q->dh;
+            if (ih < 0 || ih >= q->H) continue;
+            const T* row = img + ih * q->W * q->C;
+            for (long j = 0; j < q->kw; ++j) {
+                const long iw0 = ow0 * q->sw - q->pl + j * q->dw;
+                const T* wp = w + (i * q->kw + j) * cg * kgp + k0;
+                if (iw0 >= 0 && iw0 + (R - 1) * q->sw < q->W) {       // inside the image: one stride
+                    const T* xp = row + iw0 * q->C;
+                    for (long c = 0; c < cg; ++c) {
+                        vec wv[V];
+                        _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) wv[v] = load(wp + c * kgp + v * L);
+                        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                            vec xb = splat(xp[r * xs + c]);
+                            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] += xb * wv[v];
+                        }
+                    }
+                } else {                                                 // at the border: a pointer each
+                    if (iw0 + (R - 1) * q->sw < 0 || iw0 >= q->W) continue;
+                    const T* xp[R];
+                    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                        const long iw = iw0 + r * q->sw;
+                        xp[r] = (iw >= 0 && iw < q->W) ? row + iw * q->C : zeros;
+                    }
+                    for (long c = 0; c < cg; ++c) {
+                        vec wv[V];
+                        _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) wv[v] = load(wp + c * kgp + v * L);
+                        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                            vec xb = splat(xp[r][c]);
+                            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] += xb * wv[v];
+                        }
+                    }
+                }
+            }
+        }
+        const long valid = kg - k0;
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) {
+                T* yp = y + r * q->K + k0 + v * L;
+                if (valid >= (v + 1) * L) store(yp, acc[r][v]);
+                else if (valid > v * L) store_part(yp, acc[r][v], int(valid - v * L));
+            }
+    }
+};
+
+template <typename T, int V, int RMAX>
+void forward_row(const T* img, const T* w, const T* b, const T* zeros, T* y, const Geometry& q, long cg, long kg,
+                 long kgp, long k0, long oh) {
+    ForwardTile<T, V> t{img, w, b, zeros, y, &q, cg, kg, kgp, k0, oh, 0};
+    for_tiles<RMAX>(q.OW, [&](long ow, int r) {
+        t.ow0 = ow;
+        t.y = y + ow * q.K;
+        with_tile<RMAX>(r, t);
+    });
+}
+
+template <typename T>
+void conv_forward(const T* x, const T* w, const T* b, T* y, const Geometry& q) {
+    constexpr int L = lanes<T>();
+    const long cg = q.C / q.G, kg = q.K / q.G, kgp = (kg + L - 1) / L * L;
+    const long kblocks = (kgp + 4 * L - 1) / (4 * L);
+    const std::vector<T> zeros(std::max<long>(1, q.C), T(0));
+    parallel_for(q.N * q.OH * q.G, thread_count.load(), [&](long task, int) {
+        const long g = task % q.G, oh = task / q.G % q.OH, n = task / q.G / q.OH;
+        const T* img = x + n * q.H * q.W * q.C + g * cg;
+        const T* wg = w + g * q.kh * q.kw * cg * kgp;
+        const T* bg = b + g * kgp;
+        T* yr = y + ((n * q.OH + oh) * q.OW) * q.K + g * kg;
+        for (long kb = 0; kb < kblocks; ++kb) {
+            const long k0 = kb * 4 * L;
+            switch (std::min<long>(4, (kgp - k0) / L)) {
+                case 4: forward_row<T, 4, 6>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
+                case 3: forward_row<T, 3, 8>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
+                case 2: forward_row<T, 2, 12>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
+                default: forward_row<T, 1, 16>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
+            }
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------ input gradient
+// The adjoint of the forward in x, as a scatter: each output pixel's gradient, times the transposed
+// weight of tap (i, j), is added into the input pixel that tap read. Threads own whole (image, group)
+// pairs, so no two threads ever add into the same numbers (no atomics). Taps that read padding are
+// skipped, so no padded buffer is written and cropped.
+template <typename T, int V> struct InputGradTile {
+    const T *gy, *wt;
+    T* gx;
+    const Geometry* q;
+    long cg, kg, cgp, c0, oh, ow0;
+
+    template <int R> void run() const {
+        typedef typename Vec<T>::type vec;
+        constexpr int L = lanes<T>();
+        const long valid = cg - c0;
+        for (long i = 0; i < q->kh; ++i) {
+            const long ih = oh * q->sh - q->pt + i * q->dh;
+            if (ih < 0 || ih >= q->H) continue;
+            for (long j = 0; j < q->kw; ++j) {
+                const long iw0 = ow0 * q->sw - q->pl + j * q->dw;
+                if (iw0 + (R - 1) * q->sw < 0 || iw0 >= q->W) continue;
+                vec acc[R][V];
+                _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] = vec{};
+                const T* wp = wt + (i * q->kw + j) * kg * cgp + c0;
+                for (long k = 0; k < kg; ++k) {
+                    vec wv[V];
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) wv[v] = load(wp + k * cgp + v * L);
+                    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                        vec gb = splat(gy[r * q->K + k]);
+                        _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] += gb * wv[v];
+                    }
+                }
+                T* xr = gx + ih * q->W * q->C + c0;
+                _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                    const long iw = iw0 + r * q->sw;
+                    if (iw < 0 || iw >= q->W) continue;
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) {
+                        T* p = xr + iw * q->C + v * L;
+                        if (valid >= (v + 1) * L) store(p, load(p) + acc[r][v]);
+                        else if (valid > v * L) add_part(p, acc[r][v], int(valid - v * L));
+                    }
+                }
+            }
+        }
+    }
+};
+
+template <typename T, int V, int RMAX>
+void input_grad_row(const T* gy, const T* wt, T* gx, const Geometry& q, long cg, long kg, long cgp, long c0,
+                    long oh) {
+    InputGradTile<T, V> t{gy, wt, gx, &q, cg, kg, cgp, c0, oh, 0};
+    for_tiles<RMAX>(q.OW, [&](long ow, int r) {
+        t.gy = gy + ow * q.K;
+        t.ow0 = ow;
+        with_tile<RMAX>(r, t);
+    });
+}
+
+template <typename T>
+void conv_input_grad(const T* gy, const T* wt, T* gx, const Geometry& q) {
+    constexpr int L = lanes<T>();
+    const long cg = q.C / q.G, kg = q.K / q.G, cgp = (cg + L - 1) / L * L;
+    const long cblocks = (cgp + 4 * L - 1) / (4 * L);
+    parallel_for(q.N * q.G, thread_count.load(), [&](long task, int) {
+        const long g = task % q.G, n = task / q.G;
+        T* image = gx + n * q.H * q.W * q.C + g * cg;
+        if (q.G == 1) std::fill(image, image + q.H * q.W * q.C, T(0));
+        else for (long p = 0; p < q.H * q.W; ++p) std::fill(image + p * q.C, image + p * q.C + cg, T(0));
+        for (long oh = 0; oh < q.OH; ++oh)
+            for (long cb = 0; cb < cblocks; ++cb) {
+                const long c0 = cb * 4 * L;
+                const T* gr = gy + ((n * q.OH + oh) * q.OW) * q.K + g * kg;
+                const T* wg = wt + g * q.kh * q.kw * kg * cgp;
+                switch (std::min<long>(4, (cgp - c0) / L)) {
+                    case 4: input_grad_row<T, 4, 6>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
+                    case 3: input_grad_row<T, 3, 8>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
+                    case 2: input_grad_row<T, 2, 12>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
+                    default: input_grad_row<T, 1, 16>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
+                }
+            }
+    });
+}
+
+// ----------------------------------------------------------------------------------- weight gradient
+// gw[g, i, j, c, k] = sum_{n, oh, ow} x[n, oh*sh + i*dh - pt, ow*sw + j*dw - pl, g*Cg + c] * gy[n, oh, ow, g*Kg + k]
+// A tile is R input channels times V vectors of output channels of one tap, summed over a band of output
+// rows (whose output gradient stays in the L1 cache while every tap and channel tile passes over it);
+// output pixels whose tap lands in the padding are left out of the sum.
+// Each thread sums its share of the images into a private copy of gw; the copies are added at the end.
+// Whole vectors of gy are loaded, so here gy's channels must be padded per group to Kgp (the caller
+// copies gy when Kg is not a whole number of vectors): K = G * Kgp and Kg = Kgp.
+template <typename T, int V> struct WeightGradTile {
+    const T *x, *gy;      // x: the image's channel c0 of the group; gy: the band's first row, channel k0
+    T* gw;
+    const Geometry* q;
+    long rows, oh0, i, j, kgp, k0;
+
+    template <int R> void run() const {
+        typedef typename Vec<T>::type vec;
+        constexpr int L = lanes<T>();
+        vec acc[R][V];
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] = load(gw + r * kgp + k0 + v * L);
+        // the output columns whose tap j lands inside the image: 0 <= ow*sw + j*dw - pl < W
+        const long off = j * q->dw - q->pl;
+        const long ow_lo = off >= 0 ? 0 : (-off + q->sw - 1) / q->sw;
+        const long ow_hi = std::min(q->OW, q->W - off <= 0 ? 0 : (q->W - off - 1) / q->sw + 1);
+        for (long oh = 0; oh < rows; ++oh) {
+            const long ih = (oh0 + oh) * q->sh - q->pt + i * q->dh;
+            if (ih < 0 || ih >= q->H) continue;
+            const T* xr = x + ih * q->W * q->C;
+            const T* gr = gy + oh * q->OW * q->K;
+            for (long ow = ow_lo; ow < ow_hi; ++ow) {
+                vec gv[V];
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) gv[v] = load(gr + ow * q->K + v * L);
+                const T* xp = xr + (ow * q->sw + off) * q->C;
+                _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                    vec xb = splat(xp[r]);
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] += xb * gv[v];
+                }
+            }
+        }
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) store(gw + r * kgp + k0 + v * L, acc[r][v]);
+    }
+};
+
+template <typename T, int V, int RMAX>
+void weight_grad_band(const T* x, const T* gy, T* gw, const Geometry& q, long rows, long oh0, long i, long j,
+                      long cg, long kgp, long k0) {
+    WeightGradTile<T, V> t{x, gy, gw, &q, rows, oh0, i, j, kgp, k0};
+    for_tiles<RMAX>(cg, [&](long c, int r) {
+        t.x = x + c;
+        t.gw = gw + c * kgp;
+        with_tile<RMAX>(r, t);
+    });
+}
+
+template <typename T>
+void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
+    constexpr int L = lanes<T>();
+    const long cg = q.C / q.G, kgp = q.K / q.G;
+    const long kblocks = (kgp + 4 * L - 1) / (4 * L);
+    const long size = q.G * q.kh * q.kw * cg * kgp;
+    // a band of output rows whose output gradient takes about 16 KB
+    const long band = std::max<long>(1, 16384 / std::max<long>(1, q.OW * q.K * long(sizeof(T))));
+    const int threads = int(std::max<long>(1, std::min<long>(thread_count.load(), q.N)));
+    std::vector<T> part(size_t(threads) * size, T(0));
+    parallel_for(q.N, threads, [&](long n, int thread) {
+        T* mine = part.data() + size_t(thread) * size;
+        for (long oh0 = 0; oh0 < q.OH; oh0 += band) {
+            const long rows = std::min(band, q.OH - oh0);
+            for (long g = 0; g < q.G; ++g)
+                for (long i = 0; i < q.kh; ++i)
+                    for (long j = 0; j < q.kw; ++j)
+                        for (long kb = 0; kb < kblocks; ++kb) {
+                            const long k0 = kb * 4 * L;
+                            const T* img = x + n * q.H * q.W * q.C + g * cg;
+                            const T* gb = gy + ((n * q.OH + oh0) * q.OW) * q.K + g * kgp + k0;
+                            T* wb = mine + ((g * q.kh + i) * q.kw + j) * cg * kgp;
+                            switch (std::min<long>(4, (kgp - k0) / L)) {
+                                case 4: weight_grad_band<T, 4, 6>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
+                                case 3: weight_grad_band<T, 3, 8>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
+                                case 2: weight_grad_band<T, 2, 12>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
+                                default: weight_grad_band<T, 1, 16>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
+                            }
+                        }
+        }
+    });
+    for (long e = 0; e < size; ++e) {
+        T s = 0;
+        for (int t = 0; t < threads; ++t) s += part[size_t(t) * size + e];
+        gw[e] = s;
+    }
+}
+
+}  // namespace
+
+#define MINIFB_GEOMETRY_ARGS long N, long H, long W, long C, long K, long G, long kh, long kw, \
+    long sh, long sw, long dh, long dw, long OH, long OW, long pt, long pl
+#define MINIFB_GEOMETRY Geometry{N, H, W, C, K, G, kh, kw, sh, sw, dh, dw, OH, OW, pt, pl}
+
+#define MINIFB_CONV_ENTRY_POINTS(T, suffix)                                                              \
+    extern "C" void minifb_conv_forward_##suffix(const T* x, const T* w, const T* b, T* y,              \
+                                                 MINIFB_GEOMETRY_ARGS) {                                 \
+        conv_forward<T>(x, w, b, y, MINIFB_GEOMETRY);                                                    \
+    }                                                                                                    \
+    extern "C" void minifb_conv_input_grad_##suffix(const T* gy, const T* wt, T* gx,                    \
+                                                    MINIFB_GEOMETRY_ARGS) {                              \
+        conv_input_grad<T>(gy, wt, gx, MINIFB_GEOMETRY);                                                 \
+    }                                                                                                    \
+    extern "C" void minifb_conv_weight_grad_##suffix(const T* x, const T* gy, T* gw,                    \
+                                                     MINIFB_GEOMETRY_ARGS) {                             \
+        conv_weight_grad<T>(x, gy, gw, MINIFB_GEOMETRY);                                                 \
+    }
+
+extern "C" void minifb_conv_set_threads(long n) { thread_count.store(int(std::max<long>(1, n))); }
+extern "C" long minifb_conv_threads() { return thread_count.load(); }
+
+MINIFB_CONV_ENTRY_POINTS(float, f32)
+MINIFB_CONV_ENTRY_POINTS(double, f64)

@@ -1,0 +1,237 @@
+"""The compiled CPU convolution: ``kernels/conv_cpu.cpp``, built once per machine and called through ctypes.
+
+On NumPy the array path of :mod:`minifb.ops.conv` convolves with im2col and one BLAS product, and half of a
+convolution step goes into writing and reading the column matrices (benchmarks/NOTES.md, "Session 11").
+``conv_cpu.cpp`` convolves directly instead: output tiles are summed in vector registers straight from the
+padded channels-last input, with no column matrix, on all cores (:func:`set_num_threads`). This module finds a C++ compiler,
+builds the library (cached on disk beside the kernel emulation's, keyed by the source, the flags, the
+compiler and the CPU, since it is built for this machine's instruction set), and exposes the three
+primitives on raw channels-last NumPy arrays. :mod:`minifb.ops.conv` does the layout work around them and
+keeps its NumPy path as the reference they are tested against, and as the path taken where no compiler is
+present.
+
+Whether the compiled path is used is :func:`enabled`: ``MINIFB_CPU_CONV`` (read at call time) is ``auto``
+(the default: when the library builds), ``on`` (the library must build: an error says why it does not) or
+``off``; ``with cpu_conv.use(False): ...`` overrides it within a block (the benchmarks and tests compare
+the two paths that way).
+
+Only float32 and float64 arrays take this path; other dtypes, and arrays of other modules (CuPy), use the
+array path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import threading
+import warnings
+
+import numpy as np
+
+from . import kernels
+
+_FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-march=native", "-pthread", "-fPIC", "-shared"]
+_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_CHOICES = ("auto", "on", "off")
+
+_override: contextvars.ContextVar = contextvars.ContextVar("minifb_cpu_conv", default=None)
+_lock = threading.Lock()
+
+
+def _setting() -> str:
+    value = os.environ.get("MINIFB_CPU_CONV", "auto")
+    choice = value.strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(f"MINIFB_CPU_CONV={value!r}: expected one of {', '.join(_CHOICES)}")
+    return choice
+
+
+@contextlib.contextmanager
+def use(on: bool):
+    """Within the block, take the compiled convolution (``True``, when it builds) or not (``False``).
+
+    Raises:
+        TypeError: ``on`` is not a bool.
+
+    Example:
+        >>> from minifb import cpu_conv
+        >>> with cpu_conv.use(False):
+        ...     cpu_conv.enabled()
+        False
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"cpu_conv.use: on must be True or False, got {on!r}")
+    token = _override.set(on)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def enabled() -> bool:
+    """Whether NumPy convolutions take the compiled path now (building the library on first need).
+
+    A :func:`use` block wins; otherwise ``MINIFB_CPU_CONV``: ``off`` is False, ``auto`` is whether the
+    library builds and loads (a warning says once why not, when it does not), ``on`` is True or raises.
+
+    Raises:
+        ValueError: ``MINIFB_CPU_CONV`` is not auto, on or off (any case).
+        RuntimeError: ``MINIFB_CPU_CONV=on`` and the library cannot be built or loaded.
+    """
+    override = _override.get()
+    choice = _setting() if override is None else ("auto" if override else "off")
+    if choice == "off":
+        return False
+    lib, why = _library()
+    if lib is None and choice == "on":
+        raise RuntimeError(f"MINIFB_CPU_CONV=on, but the compiled convolution is unavailable: {why}")
+    return lib is not None
+
+
+def applies(*arrays) -> bool:
+    """Whether a convolution on these arrays (``None`` entries ignored) takes the compiled path: all NumPy
+    arrays of one dtype, float32 or float64, and :func:`enabled`."""
+    arrays = [a for a in arrays if a is not None]
+    if not arrays or not all(type(a) is np.ndarray for a in arrays):
+        return False
+    dtype = arrays[0].dtype
+    if dtype not in _DTYPES or any(a.dtype != dtype for a in arrays):
+        return False
+    return enabled()
+
+
+def _cpu_id() -> str:
+    """What the library's ``-march=native`` code depends on: the CPU's model and feature flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
+@functools.lru_cache(maxsize=None)
+def _build() -> tuple[object, str]:
+    """(the loaded library, "") or (None, why not)."""
+    cxx = os.environ.get("CXX", "g++")
+    source = kernels.source_dir() / "conv_cpu.cpp"
+    try:
+        text = source.read_text()
+        key = hashlib.sha256()
+        for part in [text, " ".join(_FLAGS), kernels._compiler_id(cxx), _cpu_id()]:
+            key.update(part.encode())
+        name = f"conv_cpu-{key.hexdigest()[:20]}.so"
+        so = kernels._cached_library(name)
+        if so is None:
+            so = kernels.cache_dir() / name
+            kernels.build_library(cxx, _FLAGS, text, so, "(the compiled CPU convolution)")
+        lib = ctypes.CDLL(str(so))
+    except (OSError, RuntimeError) as e:
+        return None, str(e)
+    pointer, size = ctypes.c_void_p, ctypes.c_long
+    for suffix in _DTYPES.values():
+        for name, n_arrays in (("forward", 4), ("input_grad", 3), ("weight_grad", 3)):
+            fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
+            fn.argtypes = [pointer] * n_arrays + [size] * 16
+            fn.restype = None
+    lib.minifb_conv_set_threads.argtypes = [size]
+    lib.minifb_conv_threads.restype = size
+    lib.minifb_conv_set_threads(_default_threads())
+    return lib, ""
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for the compiled convolution (default: the CPUs this process may run on).
+
+    Like ``torch.set_num_threads``, it sets the count for the whole process; the benchmarks set it with
+    BLAS's. Has no effect when the compiled convolution is unavailable.
+
+    Raises:
+        TypeError: ``n`` is not an int.
+        ValueError: ``n`` is below 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"cpu_conv.set_num_threads: n must be an int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"cpu_conv.set_num_threads: n must be at least 1, got {n}")
+    lib, _ = _library_quiet()
+    if lib is not None:
+        lib.minifb_conv_set_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """The threads the compiled convolution uses (1 when it is unavailable)."""
+    lib, _ = _library_quiet()
+    return 1 if lib is None else int(lib.minifb_conv_threads())
+
+
+def _library_quiet():
+    with _lock:
+        return _build()
+
+
+def _library():
+    with _lock:
+        lib, why = _build()
+    if lib is None and not _warned:
+        _warn(why)
+    return lib, why
+
+
+_warned = False
+
+
+def _warn(why: str) -> None:
+    global _warned
+    _warned = True
+    warnings.warn(f"minifb: the compiled CPU convolution is unavailable, so convolutions on NumPy use the "
+                  f"slower im2col path ({why.splitlines()[0] if why else 'no reason given'}); set "
+                  f"MINIFB_CPU_CONV=off to choose that path and silence this warning", RuntimeWarning,
+                  stacklevel=4)
+
+
+def lanes(dtype) -> int:
+    """Numbers per 64-byte vector of ``dtype``: the compiled kernels pad channel counts to a multiple."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def _call(name, arrays, geometry):
+    lib, _ = _library()
+    fn = getattr(lib, f"minifb_conv_{name}_{_DTYPES[arrays[0].dtype]}")
+    for a in arrays:
+        if not a.flags.c_contiguous or a.dtype != arrays[0].dtype:
+            raise ValueError(f"cpu_conv.{name}: every array must be C-contiguous {arrays[0].dtype}")
+    fn(*[a.ctypes.data for a in arrays], *[int(v) for v in geometry])
+
+
+def forward(x, w, b, y, geometry):
+    """``y (N, OH, OW, K) = conv(x (N, H, W, C), w (G, kh, kw, Cg, Kgp)) + b (G, Kgp)``, written into ``y``.
+
+    ``geometry`` is ``(N, H, W, C, K, G, kh, kw, sh, sw, dh, dw, OH, OW, pad_top, pad_left)``; the
+    kernels read zeros for the padding without storing it. See ``kernels/conv_cpu.cpp``.
+    """
+    _call("forward", (x, w, b, y), geometry)
+
+
+def input_grad(gy, wt, gx, geometry):
+    """``gx (N, H, W, C)`` = the input gradient of ``gy (N, OH, OW, K)`` through ``wt (G, kh, kw, Kg, Cgp)``;
+    ``geometry`` as for :func:`forward`."""
+    _call("input_grad", (gy, wt, gx), geometry)
+
+
+def weight_grad(x, gy, gw, geometry):
+    """``gw (G, kh, kw, Cg, Kgp)`` = the weight gradient from ``x (N, H, W, C)`` and
+    ``gy (N, OH, OW, G * Kgp)`` (channels padded per group; ``geometry``'s K is ``G * Kgp``)."""
+    _call("weight_grad", (x, gy, gw), geometry)
