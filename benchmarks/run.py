@@ -115,7 +115,7 @@ if str(HERE) not in sys.path:
 
 import minifb as mf  # noqa: E402
 from minifb import functional as F  # noqa: E402
-from minifb import backend, nn, optim  # noqa: E402
+from minifb import backend, cpu_conv, nn, optim  # noqa: E402
 
 LR = 0.01
 
@@ -158,8 +158,10 @@ _BLAS_LIMIT = None
 
 
 def _limit_blas(threads: int) -> None:
-    """Run NumPy's BLAS on ``threads`` threads (needs threadpoolctl; without it the BLAS default stays)."""
+    """Run NumPy's BLAS (needs threadpoolctl; without it the BLAS default stays) and minifb's compiled CPU
+    convolution (:func:`minifb.cpu_conv.set_num_threads`) on ``threads`` threads."""
     global _BLAS_LIMIT
+    cpu_conv.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -646,6 +648,13 @@ def gemm_rate(torch, n: int, settle_s: float = SETTLE_S) -> dict:
     return out
 
 
+def _conv_path(env) -> str:
+    """How minifb's CPU convolutions ran, for the table's header."""
+    if env.get("compiled_conv"):
+        return f"compiled (minifb.cpu_conv, {env['compiled_conv_threads']} thread(s))"
+    return "NumPy im2col (minifb.cpu_conv unavailable or off)"
+
+
 def environment() -> dict:
     """What the numbers depend on: CPU, BLAS (threadpoolctl), OpenBLAS variables, versions."""
     info = {"python": platform.python_version(), "numpy": np.__version__, "cores": os.cpu_count(),
@@ -666,6 +675,8 @@ def environment() -> dict:
                         for d in threadpool_info()]
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
+    info["compiled_conv"] = cpu_conv.enabled()
+    info["compiled_conv_threads"] = cpu_conv.get_num_threads() if info["compiled_conv"] else None
     try:
         import torch
 
@@ -1260,7 +1271,7 @@ def main(argv=None) -> dict:
         for b in env["blas"])
     print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); minifb {result['minifb']}; {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
           f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
-          f"torch {env['torch']})\n")
+          f"convolutions: {_conv_path(env)}; torch {env['torch']})\n")
     print(markdown_main(rows, result["gemm"], judged))
     if result["memory_error"]:
         print(f"\n(peak memory not measured: {result['memory_error']})")
