@@ -516,5 +516,11 @@ void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
 extern "C" void minifb_conv_set_threads(long n) { thread_count.store(int(std::max<long>(1, n))); }
 extern "C" long minifb_conv_threads() { return thread_count.load(); }
 
-MINIFB_CONV_ENTRY_POINTS(float, f32)
-MINIFB_CONV_ENTRY_POINTS(double, f64)
+// One library per dtype (built on first need, so float32 users never wait for the float64 build):
+// -DMINIFB_CONV_TYPE=double -DMINIFB_CONV_SUFFIX=f64 for float64, float32 by default.
+#ifndef MINIFB_CONV_TYPE
+#define MINIFB_CONV_TYPE float
+#define MINIFB_CONV_SUFFIX f32
+#endif
+#define MINIFB_CONV_EXPAND(T, suffix) MINIFB_CONV_ENTRY_POINTS(T, suffix)
+MINIFB_CONV_EXPAND(MINIFB_CONV_TYPE, MINIFB_CONV_SUFFIX)

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import platform
+import sys
 import threading
 import warnings
 
@@ -73,8 +74,9 @@ def use(on: bool):
         _override.reset(token)
 
 
-def enabled() -> bool:
-    """Whether NumPy convolutions take the compiled path now (building the library on first need).
+def enabled(dtype="float32") -> bool:
+    """Whether NumPy convolutions of ``dtype`` (float32 or float64) take the compiled path now, building
+    that dtype's library on first need.
 
     A :func:`use` block wins; otherwise ``MINIFB_CPU_CONV``: ``off`` is False, ``auto`` is whether the
     library builds and loads (a warning says once why not, when it does not), ``on`` is True or raises.
@@ -87,7 +89,7 @@ def enabled() -> bool:
     choice = _setting() if override is None else ("auto" if override else "off")
     if choice == "off":
         return False
-    lib, why = _library()
+    lib, why = _library(_DTYPES[np.dtype(dtype)])
     if lib is None and choice == "on":
         raise RuntimeError(f"MINIFB_CPU_CONV=on, but the compiled convolution is unavailable: {why}")
     return lib is not None
@@ -102,7 +104,7 @@ def applies(*arrays) -> bool:
     dtype = arrays[0].dtype
     if dtype not in _DTYPES or any(a.dtype != dtype for a in arrays):
         return False
-    return enabled()
+    return enabled(dtype)
 
 
 def _cpu_id() -> str:
@@ -115,33 +117,41 @@ def _cpu_id() -> str:
         return platform.machine() + platform.processor()
 
 
+_TYPES = {"f32": "float", "f64": "double"}
+
+
 @functools.lru_cache(maxsize=None)
-def _build() -> tuple[object, str]:
-    """(the loaded library, "") or (None, why not)."""
+def _build(suffix: str) -> tuple[object, str]:
+    """(the loaded library for dtype ``suffix`` ("f32" or "f64"), "") or (None, why not).
+
+    One library per dtype, built on first need: each takes a C++ compiler about 20 s (once per machine,
+    then cached), and float32 users never wait for the float64 one.
+    """
     cxx = os.environ.get("CXX", "g++")
-    source = kernels.source_dir() / "conv_cpu.cpp"
+    flags = _FLAGS + [f"-DMINIFB_CONV_TYPE={_TYPES[suffix]}", f"-DMINIFB_CONV_SUFFIX={suffix}"]
     try:
-        text = source.read_text()
+        text = (kernels.source_dir() / "conv_cpu.cpp").read_text()
         key = hashlib.sha256()
-        for part in [text, " ".join(_FLAGS), kernels._compiler_id(cxx), _cpu_id()]:
+        for part in [text, " ".join(flags), kernels._compiler_id(cxx), _cpu_id()]:
             key.update(part.encode())
-        name = f"conv_cpu-{key.hexdigest()[:20]}.so"
+        name = f"conv_cpu_{suffix}-{key.hexdigest()[:20]}.so"
         so = kernels._cached_library(name)
         if so is None:
             so = kernels.cache_dir() / name
-            kernels.build_library(cxx, _FLAGS, text, so, "(the compiled CPU convolution)")
+            print(f"minifb: compiling the CPU convolution ({suffix}) for this machine with {cxx}; once, "
+                  f"about 20 s (cached in {so.parent})", file=sys.stderr, flush=True)
+            kernels.build_library(cxx, flags, text, so, "(the compiled CPU convolution)")
         lib = ctypes.CDLL(str(so))
     except (OSError, RuntimeError) as e:
         return None, str(e)
     pointer, size = ctypes.c_void_p, ctypes.c_long
-    for suffix in _DTYPES.values():
-        for name, n_arrays in (("forward", 4), ("input_grad", 3), ("weight_grad", 3)):
-            fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
-            fn.argtypes = [pointer] * n_arrays + [size] * 16
-            fn.restype = None
+    for name, n_arrays in (("forward", 4), ("input_grad", 3), ("weight_grad", 3)):
+        fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
+        fn.argtypes = [pointer] * n_arrays + [size] * 16
+        fn.restype = None
     lib.minifb_conv_set_threads.argtypes = [size]
     lib.minifb_conv_threads.restype = size
-    lib.minifb_conv_set_threads(_default_threads())
+    lib.minifb_conv_set_threads(get_num_threads())
     return lib, ""
 
 
@@ -152,39 +162,44 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
+_threads = None   # set by set_num_threads; None: _default_threads()
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the compiled convolution (default: the CPUs this process may run on).
 
     Like ``torch.set_num_threads``, it sets the count for the whole process; the benchmarks set it with
-    BLAS's. Has no effect when the compiled convolution is unavailable.
+    BLAS's.
 
     Raises:
         TypeError: ``n`` is not an int.
         ValueError: ``n`` is below 1.
     """
+    global _threads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"cpu_conv.set_num_threads: n must be an int, got {n!r}")
     if n < 1:
         raise ValueError(f"cpu_conv.set_num_threads: n must be at least 1, got {n}")
-    lib, _ = _library_quiet()
-    if lib is not None:
-        lib.minifb_conv_set_threads(int(n))
+    with _lock:
+        _threads = int(n)
+        for lib in _loaded.values():          # the libraries already loaded; later ones start with it
+            lib.minifb_conv_set_threads(_threads)
 
 
 def get_num_threads() -> int:
-    """The threads the compiled convolution uses (1 when it is unavailable)."""
-    lib, _ = _library_quiet()
-    return 1 if lib is None else int(lib.minifb_conv_threads())
+    """The threads the compiled convolution uses (see :func:`set_num_threads`)."""
+    return _default_threads() if _threads is None else _threads
 
 
-def _library_quiet():
+_loaded: dict = {}   # suffix -> the library, once built and loaded
+
+
+def _library(suffix: str = "f32"):
+    """(library, why not) for dtype ``suffix``; warns once when it cannot be built."""
     with _lock:
-        return _build()
-
-
-def _library():
-    with _lock:
-        lib, why = _build()
+        lib, why = _build(suffix)
+        if lib is not None:
+            _loaded[suffix] = lib
     if lib is None and not _warned:
         _warn(why)
     return lib, why
@@ -208,8 +223,9 @@ def lanes(dtype) -> int:
 
 
 def _call(name, arrays, geometry):
-    lib, _ = _library()
-    fn = getattr(lib, f"minifb_conv_{name}_{_DTYPES[arrays[0].dtype]}")
+    suffix = _DTYPES[arrays[0].dtype]
+    lib, _ = _library(suffix)
+    fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
     for a in arrays:
         if not a.flags.c_contiguous or a.dtype != arrays[0].dtype:
             raise ValueError(f"cpu_conv.{name}: every array must be C-contiguous {arrays[0].dtype}")

@@ -256,6 +256,7 @@ def test_without_a_compiler_the_numpy_path_is_taken_with_one_warning(tmp_path):
     """
     r = _run(code, CXX=str(tmp_path / "no-such-compiler"), MINIFB_KERNEL_CACHE=str(tmp_path / "cache"))
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "minifb: compiling the CPU convolution (f32)" in r.stderr    # the one-time build is announced
 
 
 def test_on_without_a_compiler_is_an_error(tmp_path):

@@ -464,10 +464,11 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     if kernels.should_use(x, w, weight_grad_for):
         return _fused_conv_forward(x, w, geom, out_hw, b, weight_grad_for)
     if _compiled_applies(geom, x, w, b, weight_grad_for):
-        y = _compiled_forward(x, w, geom, out_hw, b)
+        xl = _nhwc(x)
+        y = _compiled_forward(xl, w, geom, out_hw, b)
         if weight_grad_for is None:
             return y
-        return y, _compiled_weight_grad(x, weight_grad_for, geom, (weight_grad_for.shape[1],) + w.shape[1:])
+        return y, _compiled_weight_grad(xl, _nhwc(weight_grad_for), geom, (weight_grad_for.shape[1],) + w.shape[1:])
     n, c = x.shape[:2]
     k, g = w.shape[0], geom.groups
     (oh, ow), (kh, kw) = out_hw, geom.kernel
@@ -506,8 +507,9 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     if kernels.should_use(gy, w, weight_grad_of):
         return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
     if _compiled_applies(geom, gy, w, weight_grad_of):
-        gx = _compiled_input_grad(gy, w, geom, in_hw)
-        return gx if weight_grad_of is None else (gx, _compiled_weight_grad(weight_grad_of, gy, geom, w.shape))
+        gl = _nhwc(gy)
+        gx = _compiled_input_grad(gl, w, geom, in_hw)
+        return gx if weight_grad_of is None else (gx, _compiled_weight_grad(_nhwc(weight_grad_of), gl, geom, w.shape))
     if _sub_pixel_applies(geom):
         weight, sub_geom, blocks, offset = _sub_pixel(w, geom, in_hw, gy.shape[2:])
         if weight_grad_of is not None and geom.stride == (1, 1):
@@ -627,7 +629,7 @@ def _conv_grad_weight(x, gy, geom, w_shape):
     if kernels.should_use(x, gy):
         return _fused_conv_grad_weight(x, gy, geom, w_shape)
     if _compiled_applies(geom, x, gy):
-        return _compiled_weight_grad(x, gy, geom, w_shape)
+        return _compiled_weight_grad(_nhwc(x), _nhwc(gy), geom, w_shape)
     k, c, kh, kw = w_shape
     g = geom.groups
     oh, ow = gy.shape[2:]
@@ -660,51 +662,57 @@ def _padded_channels(a, axis_size, lanes):
     return out
 
 
-def _compiled_geometry(x_shape, k, geom, out_hw):
-    """The kernels' geometry arguments for an image ``x_shape`` (N, C, H, W) and ``k`` output channels."""
-    n, c, h, w = x_shape
+def _compiled_geometry(image_nhwc, k, geom, out_hw):
+    """The kernels' geometry arguments for an image of shape ``image_nhwc`` (N, H, W, C) and ``k`` output
+    channels."""
+    n, h, w, c = image_nhwc
     return (n, h, w, c, k, geom.groups, *geom.kernel, *geom.stride, *geom.dilation, *out_hw,
             geom.pad[0], geom.pad[2])
 
 
 def _nhwc(a):
     """``a`` (N, C, H, W) as a contiguous (N, H, W, C) array: a view when it is channels-last memory
-    already (as the primitives' results are), else one copy."""
+    already (as the primitives' results are), else one copy. The compiled primitives below take their
+    images in this form, so that a convolution's backward copies its output gradient once for both
+    gradients."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
-def _compiled_forward(x, w, geom, out_hw, b):
-    """:func:`_conv_forward` without the weight gradient, on the compiled direct convolution."""
+def _compiled_forward(xl, w, geom, out_hw, b):
+    """:func:`_conv_forward` of the channels-last image ``xl`` (N, H, W, C), without the weight gradient, on
+    the compiled direct convolution."""
     k, cg, kh, kw = w.shape
-    g, lanes = geom.groups, cpu_conv.lanes(x.dtype)
+    g, lanes = geom.groups, cpu_conv.lanes(xl.dtype)
     wp = _padded_channels(w.reshape(g, k // g, cg, kh, kw).transpose(0, 3, 4, 2, 1), k // g, lanes)
-    bp = _padded_channels(np.zeros((g, k // g), x.dtype) if b is None else b.reshape(g, k // g), k // g, lanes)
-    y = np.empty((x.shape[0],) + tuple(out_hw) + (k,), dtype=x.dtype)
-    cpu_conv.forward(_nhwc(x), wp, bp, y, _compiled_geometry(x.shape, k, geom, out_hw))
+    bp = _padded_channels(np.zeros((g, k // g), xl.dtype) if b is None else b.reshape(g, k // g), k // g, lanes)
+    y = np.empty((xl.shape[0],) + tuple(out_hw) + (k,), dtype=xl.dtype)
+    cpu_conv.forward(xl, wp, bp, y, _compiled_geometry(xl.shape, k, geom, out_hw))
     return _nchw_view(y)
 
 
-def _compiled_input_grad(gy, w, geom, in_hw):
-    """:func:`_conv_grad_input` without the weight gradient: the compiled kernel adds every output
-    pixel's gradient back into the input pixels its taps read (skipping the padding)."""
-    n, k, oh, ow = gy.shape
+def _compiled_input_grad(gl, w, geom, in_hw):
+    """:func:`_conv_grad_input` of the channels-last output gradient ``gl`` (N, OH, OW, K), without the
+    weight gradient: the compiled kernel adds every output pixel's gradient back into the input pixels its
+    taps read (skipping the padding)."""
+    n, oh, ow, k = gl.shape
     _, cg, kh, kw = w.shape
-    g, lanes = geom.groups, cpu_conv.lanes(gy.dtype)
+    g, lanes = geom.groups, cpu_conv.lanes(gl.dtype)
     wt = _padded_channels(w.reshape(g, k // g, cg, kh, kw).transpose(0, 3, 4, 1, 2), cg, lanes)
-    gx = np.empty((n,) + tuple(in_hw) + (cg * g,), dtype=gy.dtype)
-    cpu_conv.input_grad(_nhwc(gy), wt, gx, _compiled_geometry((n, cg * g) + tuple(in_hw), k, geom, (oh, ow)))
+    gx = np.empty((n,) + tuple(in_hw) + (cg * g,), dtype=gl.dtype)
+    cpu_conv.input_grad(gl, wt, gx, _compiled_geometry(gx.shape, k, geom, (oh, ow)))
     return _nchw_view(gx)
 
 
-def _compiled_weight_grad(x, gy, geom, w_shape):
-    """:func:`_conv_grad_weight` on the compiled direct convolution."""
+def _compiled_weight_grad(xl, gl, geom, w_shape):
+    """:func:`_conv_grad_weight` of the channels-last image ``xl`` (N, H, W, C) and output gradient ``gl``
+    (N, OH, OW, K), on the compiled direct convolution."""
     k, cg, kh, kw = w_shape
-    n, oh, ow = gy.shape[0], *gy.shape[2:]
-    g, lanes = geom.groups, cpu_conv.lanes(x.dtype)
+    n, oh, ow = gl.shape[:3]
+    g, lanes = geom.groups, cpu_conv.lanes(xl.dtype)
     kgp = -(-(k // g) // lanes) * lanes
-    rows = _padded_channels(gy.transpose(0, 2, 3, 1).reshape(n, oh, ow, g, k // g), k // g, lanes)
-    gw = np.empty((g, kh, kw, cg, kgp), dtype=x.dtype)
-    cpu_conv.weight_grad(_nhwc(x), rows, gw, _compiled_geometry(x.shape, g * kgp, geom, (oh, ow)))
+    rows = gl if kgp == k // g else _padded_channels(gl.reshape(n, oh, ow, g, k // g), k // g, lanes)
+    gw = np.empty((g, kh, kw, cg, kgp), dtype=xl.dtype)
+    cpu_conv.weight_grad(xl, rows, gw, _compiled_geometry(xl.shape, g * kgp, geom, (oh, ow)))
     return np.ascontiguousarray(gw[..., :k // g].transpose(0, 4, 3, 1, 2)).reshape(w_shape)
 
 
