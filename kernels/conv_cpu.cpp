@@ -36,9 +36,6 @@
 #include <vector>
 #include <unistd.h>
 
-#ifndef SPIN_US
-#define SPIN_US 200
-#endif
 
 namespace {
 
@@ -49,6 +46,12 @@ namespace {
 // step 3-4x slower with OpenMP; benchmarks/NOTES.md, "Session 15"). Tasks are handed out one at a time
 // from an atomic counter, so a thread that gets less of a core (to a spinning BLAS thread, say) simply
 // takes fewer tasks instead of holding the others up at the end.
+// How long an idle thread polls before it sleeps. Measured in the runner's conditions (NOTES, "Session
+// 15"): without it, a worker asleep since the pause before a step came late to each call (conv2d's step
+// 27-31 ms against 25-26); 50-100 us do that job, while 200 us and more cost W2, where the worker then
+// competes with the cores' spinning OpenBLAS threads (W2's step 91 ms at 200 us, 125 at 1000, 83-88 below).
+constexpr long spin_us = 50;
+
 class Pool {
   public:
     // Runs job(thread) for thread = 0 .. n-1, 0 on the calling thread, and returns when all are done.
@@ -74,14 +77,13 @@ class Pool {
         }
     }
 
-    static constexpr auto spin_time = std::chrono::microseconds(SPIN_US);
 
   private:
     // Polls ready() for up to spin_time; whether it became true. A worker that has just finished a call
     // waits this long before sleeping, so the calls of one layer's forward or backward, a few Python
     // statements apart, find it awake.
     template <typename F> static bool spin_until(F ready) {
-        const auto deadline = std::chrono::steady_clock::now() + spin_time;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
         for (int i = 0;; ++i) {
             if (ready()) return true;
             if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
