@@ -377,16 +377,17 @@ void input_grad_row(const T* gy, const T* wt, T* gx, const Geometry& q, long cg,
     });
 }
 
+// b (C) is what gx starts from before the additions: zeros for a convolution's input gradient, the bias
+// of a transposed convolution (whose forward this is), added here instead of in a pass of its own.
 template <typename T>
-void conv_input_grad(const T* gy, const T* wt, T* gx, const Geometry& q) {
+void conv_input_grad(const T* gy, const T* wt, const T* b, T* gx, const Geometry& q) {
     constexpr int L = lanes<T>();
     const long cg = q.C / q.G, kg = q.K / q.G, cgp = (cg + L - 1) / L * L;
     const long cblocks = (cgp + 4 * L - 1) / (4 * L);
     parallel_for(q.N * q.G, thread_count.load(), [&](long task, int) {
         const long g = task % q.G, n = task / q.G;
         T* image = gx + n * q.H * q.W * q.C + g * cg;
-        if (q.G == 1) std::fill(image, image + q.H * q.W * q.C, T(0));
-        else for (long p = 0; p < q.H * q.W; ++p) std::fill(image + p * q.C, image + p * q.C + cg, T(0));
+        for (long p = 0; p < q.H * q.W; ++p) std::copy(b + g * cg, b + (g + 1) * cg, image + p * q.C);
         for (long oh = 0; oh < q.OH; ++oh)
             for (long cb = 0; cb < cblocks; ++cb) {
                 const long c0 = cb * 4 * L;
@@ -506,9 +507,9 @@ void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
                                                  MINIFB_GEOMETRY_ARGS) {                                 \
         conv_forward<T>(x, w, b, y, MINIFB_GEOMETRY);                                                    \
     }                                                                                                    \
-    extern "C" void minifb_conv_input_grad_##suffix(const T* gy, const T* wt, T* gx,                    \
+    extern "C" void minifb_conv_input_grad_##suffix(const T* gy, const T* wt, const T* b, T* gx,        \
                                                     MINIFB_GEOMETRY_ARGS) {                              \
-        conv_input_grad<T>(gy, wt, gx, MINIFB_GEOMETRY);                                                 \
+        conv_input_grad<T>(gy, wt, b, gx, MINIFB_GEOMETRY);                                              \
     }                                                                                                    \
     extern "C" void minifb_conv_weight_grad_##suffix(const T* x, const T* gy, T* gw,                    \
                                                      MINIFB_GEOMETRY_ARGS) {                             \

@@ -145,7 +145,7 @@ def _build(suffix: str) -> tuple[object, str]:
     except (OSError, RuntimeError) as e:
         return None, str(e)
     pointer, size = ctypes.c_void_p, ctypes.c_long
-    for name, n_arrays in (("forward", 4), ("input_grad", 3), ("weight_grad", 3)):
+    for name, n_arrays in (("forward", 4), ("input_grad", 4), ("weight_grad", 3)):
         fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
         fn.argtypes = [pointer] * n_arrays + [size] * 16
         fn.restype = None
@@ -241,10 +241,11 @@ def forward(x, w, b, y, geometry):
     _call("forward", (x, w, b, y), geometry)
 
 
-def input_grad(gy, wt, gx, geometry):
-    """``gx (N, H, W, C)`` = the input gradient of ``gy (N, OH, OW, K)`` through ``wt (G, kh, kw, Kg, Cgp)``;
+def input_grad(gy, wt, b, gx, geometry):
+    """``gx (N, H, W, C)`` = ``b (C)`` + the input gradient of ``gy (N, OH, OW, K)`` through
+    ``wt (G, kh, kw, Kg, Cgp)`` (``b`` zeros for a convolution, the bias for a transposed one);
     ``geometry`` as for :func:`forward`."""
-    _call("input_grad", (gy, wt, gx), geometry)
+    _call("input_grad", (gy, wt, b, gx), geometry)
 
 
 def weight_grad(x, gy, gw, geometry):

@@ -39,6 +39,13 @@ keep their own channels-first column matrix (the ``_fused_*`` functions).
 No ``np.add.at`` and no Python loop over batch elements or pixels: the only
 Python loops run over the kernel taps, the stride phases and a few batch blocks.
 
+On NumPy float32/float64 arrays, when a C++ compiler is present, the three primitives run compiled
+instead (``kernels/conv_cpu.cpp`` through :mod:`minifb.cpu_conv`, the ``_compiled_*`` functions): a direct
+convolution that sums each output tile in vector registers straight from the channels-last image and never
+writes a column matrix, which is where the array path's time goes (benchmarks/NOTES.md, "Session 11" and
+"Session 15"). The array path stays as their reference (tests/test_conv.py runs on both) and as the path
+taken without a compiler or under ``MINIFB_CPU_CONV=off``.
+
 ``# KERNEL HOOK`` comments mark where fused GPU kernels may take over.
 """
 
@@ -492,7 +499,7 @@ def _conv_forward(x, w, geom, out_hw, b=None, weight_grad_for=None):
     return y, _weight_from_matrix(gw, (weight_grad_for.shape[1], c // g, kh, kw))
 
 
-def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
+def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None, b=None):
     """Adjoint of :func:`_conv_forward` in ``x``: ``gy`` (N, K, OH, OW) -> (N, C, H, W).
 
     When :func:`_sub_pixel_applies` (along each axis stride 1, or a stride that divides the kernel with
@@ -500,16 +507,22 @@ def _conv_grad_input(gy, w, geom, in_hw, weight_grad_of=None):
     ``cols = gy_rows @ W`` per kernel tap, then col2im.  With ``weight_grad_of`` (the
     convolution's input ``x``), returns ``(gx, gw)`` with ``gw = _conv_grad_weight(x, gy, ...)``
     (``w``'s shape), in the col2im case and with stride 1 from the same pass over the batch (a
-    convolution's backward needs both).
+    convolution's backward needs both). With ``b`` (C,), adds it to ``gx``: a transposed convolution's
+    bias, which the compiled kernel starts its sums from instead of a pass of its own.
     """
     xp = backend.array_module(gy, w)
-    # KERNEL HOOK: col2im
-    if kernels.should_use(gy, w, weight_grad_of):
-        return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
-    if _compiled_applies(geom, gy, w, weight_grad_of):
+    fused = kernels.should_use(gy, w, weight_grad_of)
+    if not fused and _compiled_applies(geom, gy, w, weight_grad_of, b):
         gl = _nhwc(gy)
-        gx = _compiled_input_grad(gl, w, geom, in_hw)
+        gx = _compiled_input_grad(gl, w, geom, in_hw, b)
         return gx if weight_grad_of is None else (gx, _compiled_weight_grad(_nhwc(weight_grad_of), gl, geom, w.shape))
+    if b is not None:
+        out = _conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
+        (out if weight_grad_of is None else out[0])[...] += b.reshape(1, -1, 1, 1)
+        return out
+    # KERNEL HOOK: col2im
+    if fused:
+        return _fused_conv_grad_input(gy, w, geom, in_hw, weight_grad_of)
     if _sub_pixel_applies(geom):
         weight, sub_geom, blocks, offset = _sub_pixel(w, geom, in_hw, gy.shape[2:])
         if weight_grad_of is not None and geom.stride == (1, 1):
@@ -690,16 +703,17 @@ def _compiled_forward(xl, w, geom, out_hw, b):
     return _nchw_view(y)
 
 
-def _compiled_input_grad(gl, w, geom, in_hw):
+def _compiled_input_grad(gl, w, geom, in_hw, b=None):
     """:func:`_conv_grad_input` of the channels-last output gradient ``gl`` (N, OH, OW, K), without the
-    weight gradient: the compiled kernel adds every output pixel's gradient back into the input pixels its
-    taps read (skipping the padding)."""
+    weight gradient, plus ``b`` (C,) when given: the compiled kernel starts every input pixel from ``b`` (or
+    zeros) and adds back the gradient of every output pixel whose taps read it (skipping the padding)."""
     n, oh, ow, k = gl.shape
     _, cg, kh, kw = w.shape
     g, lanes = geom.groups, cpu_conv.lanes(gl.dtype)
     wt = _padded_channels(w.reshape(g, k // g, cg, kh, kw).transpose(0, 3, 4, 1, 2), cg, lanes)
     gx = np.empty((n,) + tuple(in_hw) + (cg * g,), dtype=gl.dtype)
-    cpu_conv.input_grad(gl, wt, gx, _compiled_geometry(gx.shape, k, geom, (oh, ow)))
+    start = np.zeros(cg * g, gl.dtype) if b is None else np.ascontiguousarray(b)
+    cpu_conv.input_grad(gl, wt, start, gx, _compiled_geometry(gx.shape, k, geom, (oh, ow)))
     return _nchw_view(gx)
 
 
@@ -832,10 +846,7 @@ class ConvTranspose2d(Function):
         if self.needs[1]:
             self.x = x
         # the conv whose adjoint this is maps (N, C_out, out_hw) -> x's shape with weight w
-        y = _conv_grad_input(x, w, geom, out_hw)
-        if b is not None:
-            y += b.reshape(1, -1, 1, 1)
-        return y
+        return _conv_grad_input(x, w, geom, out_hw, b=b)
 
     def backward(self, grad):
         gx = gw = None
