@@ -16,7 +16,8 @@ Whether the compiled path is used is :func:`enabled`: ``MINIFB_CPU_CONV`` (read 
 the two paths that way).
 
 Only float32 and float64 arrays take this path; other dtypes, and arrays of other modules (CuPy), use the
-array path.
+array path. ``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated
+kernels (see :mod:`minifb.kernels`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def _build(suffix: str) -> tuple[object, str]:
     cxx = os.environ.get("CXX", "g++")
     flags = _FLAGS + [f"-DMINIFB_CONV_TYPE={_TYPES[suffix]}", f"-DMINIFB_CONV_SUFFIX={suffix}"]
     try:
+        if kernels.asan_enabled():   # as the emulated kernels: CI checks both for out-of-bounds accesses
+            kernels._check_asan_runtime(cxx)
+            flags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1"]
         text = (kernels.source_dir() / "conv_cpu.cpp").read_text()
         key = hashlib.sha256()
         for part in [text, " ".join(flags), kernels._compiler_id(cxx), _cpu_id()]:
