@@ -33,6 +33,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #include <unistd.h>
 
@@ -197,6 +198,19 @@ template <int RMAX, typename F> inline void with_tile(int r, F& f) {
     }
 }
 
+// f(V, RMAX) with the register tile for `vectors` vectors of channels still to do (V = min(4, vectors))
+// as compile-time constants (std::integral_constant): V vectors wide, up to RMAX pixels or channels long,
+// R * V accumulators plus V loaded vectors within AVX-512's 32 registers.
+template <typename F> inline void with_tile_shape(long vectors, F&& f) {
+    using std::integral_constant;
+    switch (std::min<long>(4, vectors)) {
+        case 4: f(integral_constant<int, 4>{}, integral_constant<int, 6>{}); break;
+        case 3: f(integral_constant<int, 3>{}, integral_constant<int, 8>{}); break;
+        case 2: f(integral_constant<int, 2>{}, integral_constant<int, 12>{}); break;
+        default: f(integral_constant<int, 1>{}, integral_constant<int, 16>{}); break;
+    }
+}
+
 struct Geometry {
     long N, H, W, C, K, G, kh, kw, sh, sw, dh, dw, OH, OW, pt, pl;
 };
@@ -308,12 +322,9 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const Geometry& q) {
         T* yr = y + ((n * q.OH + oh) * q.OW) * q.K + g * kg;
         for (long kb = 0; kb < kblocks; ++kb) {
             const long k0 = kb * 4 * L;
-            switch (std::min<long>(4, (kgp - k0) / L)) {
-                case 4: forward_row<T, 4, 6>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
-                case 3: forward_row<T, 3, 8>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
-                case 2: forward_row<T, 2, 12>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
-                default: forward_row<T, 1, 16>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh); break;
-            }
+            with_tile_shape((kgp - k0) / L, [&](auto v, auto rmax) {
+                forward_row<T, v(), rmax()>(img, wg, bg, zeros.data(), yr, q, cg, kg, kgp, k0, oh);
+            });
         }
     });
 }
@@ -393,12 +404,9 @@ void conv_input_grad(const T* gy, const T* wt, const T* b, T* gx, const Geometry
                 const long c0 = cb * 4 * L;
                 const T* gr = gy + ((n * q.OH + oh) * q.OW) * q.K + g * kg;
                 const T* wg = wt + g * q.kh * q.kw * kg * cgp;
-                switch (std::min<long>(4, (cgp - c0) / L)) {
-                    case 4: input_grad_row<T, 4, 6>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
-                    case 3: input_grad_row<T, 3, 8>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
-                    case 2: input_grad_row<T, 2, 12>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
-                    default: input_grad_row<T, 1, 16>(gr, wg, image, q, cg, kg, cgp, c0, oh); break;
-                }
+                with_tile_shape((cgp - c0) / L, [&](auto v, auto rmax) {
+                    input_grad_row<T, v(), rmax()>(gr, wg, image, q, cg, kg, cgp, c0, oh);
+                });
             }
     });
 }
@@ -480,12 +488,9 @@ void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
                             const T* img = x + n * q.H * q.W * q.C + g * cg;
                             const T* gb = gy + ((n * q.OH + oh0) * q.OW) * q.K + g * kgp + k0;
                             T* wb = mine + ((g * q.kh + i) * q.kw + j) * cg * kgp;
-                            switch (std::min<long>(4, (kgp - k0) / L)) {
-                                case 4: weight_grad_band<T, 4, 6>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
-                                case 3: weight_grad_band<T, 3, 8>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
-                                case 2: weight_grad_band<T, 2, 12>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
-                                default: weight_grad_band<T, 1, 16>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0); break;
-                            }
+                            with_tile_shape((kgp - k0) / L, [&](auto v, auto rmax) {
+                                weight_grad_band<T, v(), rmax()>(img, gb, wb, q, rows, oh0, i, j, cg, kgp, k0);
+                            });
                         }
         }
     });
