@@ -656,9 +656,9 @@ def _conv_grad_weight(x, gy, geom, w_shape):
 
 # The same three primitives compiled for the CPU (kernels/conv_cpu.cpp through minifb/cpu_conv.py): a
 # direct convolution with no column matrix, on NumPy float32/float64 arrays when a C++ compiler is
-# present. Here they only arrange the layouts: the input zero-padded and channels-last (as the array path
-# has it), the weight per tap with its vectorised channel axis last and padded to whole 64-byte vectors.
-# Measured against the im2col path: benchmarks/NOTES.md, "Session 15".
+# present. Here they only arrange the layouts: the images channels-last (a view when they already are, as
+# the primitives' results are; the padding is never stored), the weight per tap with its vectorised channel
+# axis last and padded to whole 64-byte vectors. Measured: benchmarks/NOTES.md, "Session 15".
 def _compiled_applies(geom, *arrays):
     """Whether the compiled primitives take these arrays (see :func:`minifb.cpu_conv.applies`); they
     assume a padding of at least zero on every side, which every user-facing convolution has."""
