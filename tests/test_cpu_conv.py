@@ -347,3 +347,25 @@ def test_a_feedback_network_trains_the_same_on_both_paths():
     compiled, reference = _both_paths(run)
     for a, r in zip(compiled, reference):
         np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+
+
+def test_python_threads_convolving_at_once_get_their_own_results():
+    """ctypes releases the GIL, so convolutions from several Python threads reach the library at once; the
+    pool runs one call at a time and each thread gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    w = mf.tensor(rng.standard_normal((8, 4, 3, 3)), dtype="float64")
+    xs = [mf.tensor(rng.standard_normal((3, 4, 12, 12)), dtype="float64") for _ in range(8)]
+    with cpu_conv.use(False):
+        expected = [F.conv2d(x, w, padding=1).numpy() for x in xs]
+
+    def convolve(i):
+        with cpu_conv.use(True):
+            return [F.conv2d(xs[i], w, padding=1).numpy() for _ in range(20)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(convolve, range(len(xs))))
+    for got, want in zip(results, expected):
+        for y in got:
+            np.testing.assert_allclose(y, want, rtol=0, atol=1e-12)
