@@ -38,7 +38,7 @@ def _t(a, grad=True):
 
 @pytest.fixture(autouse=True, params=["compiled", "numpy"])
 def conv_path(request):
-    """Run each test on both CPU convolution paths (the GPU ignores the switch)."""
+    """Run each test on both CPU convolution paths (every test here is on the CPU)."""
     compiled = request.param == "compiled"
     if compiled and not cpu_conv.enabled():
         pytest.skip("the compiled CPU convolution is unavailable")
