@@ -4,9 +4,11 @@
 // C++ compiler (-O3 -march=native -pthread) and calls through ctypes on NumPy arrays. It exists because
 // the NumPy path (im2col + one BLAS product) spends half a convolution step writing and reading column
 // matrices; here no column matrix is ever written. Each output tile is accumulated in vector registers
-// straight from the (padded, channels-last) input and the weights, which is how CPU libraries such as
-// oneDNN convolve. Work is shared among threads of the library's own small pool (see Pool below). The NumPy path stays as the reference these functions are tested against
-// (tests/test_cpu_conv.py) and as the fallback where no compiler is present.
+// straight from the channels-last input and the weights, which is how CPU libraries such as oneDNN
+// convolve. Work is shared among the threads of the library's own small pool (see Pool below). The NumPy
+// path stays as the reference these functions are tested against (tests/test_conv.py runs on both,
+// tests/test_cpu_conv.py compares them) and as the fallback where no compiler is present.
+// One library per dtype: MINIFB_CONV_TYPE (float or double) and MINIFB_CONV_SUFFIX (f32 or f64).
 //
 // Layouts (all C-contiguous, channels last, G groups of Cg = C/G input and Kg = K/G output channels):
 //   x   (N, H, W, C)      the input (or its gradient); the zero padding (pt top, pl left rows and
@@ -37,7 +39,6 @@
 #include <vector>
 #include <unistd.h>
 
-
 namespace {
 
 // ---------------------------------------------------------------------------------------- threads
@@ -45,8 +46,9 @@ namespace {
 // threads spin for a while after each parallel region, and NumPy's OpenBLAS threads spin after each
 // product, so on a machine with few cores each pool's spinning stole the other's cores (measured: a W2
 // step 3-4x slower with OpenMP; benchmarks/NOTES.md, "Session 15"). Tasks are handed out one at a time
-// from an atomic counter, so a thread that gets less of a core (to a spinning BLAS thread, say) simply
+// from an atomic counter (in short runs, see parallel_for), so a thread that gets less of a core (to a spinning BLAS thread, say) simply
 // takes fewer tasks instead of holding the others up at the end.
+
 // How long an idle thread polls before it sleeps. Measured in the runner's conditions (NOTES, "Session
 // 15"): without it, a worker asleep since the pause before a step came late to each call (conv2d's step
 // 27-31 ms against 25-26); 50-100 us do that job, while 200 us and more cost W2, where the worker then
