@@ -133,7 +133,7 @@ def _build(suffix: str) -> tuple[object, str]:
     try:
         if kernels.asan_enabled():   # as the emulated kernels: CI checks both for out-of-bounds accesses
             kernels._check_asan_runtime(cxx)
-            flags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1"]
+            flags += kernels.ASAN_FLAGS
         text = (kernels.source_dir() / "conv_cpu.cpp").read_text()
         key = hashlib.sha256()
         for part in [text, " ".join(flags), kernels._compiler_id(cxx), _cpu_id()]:

@@ -337,11 +337,15 @@ def _check_asan_runtime(cxx: str) -> None:
             "or unset MINIFB_KERNELS_ASAN")
 
 
+#: Flags added to a build with AddressSanitizer (the emulated kernels', and minifb.cpu_conv's library).
+ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1")
+
+
 def emu_flags(asan: bool = False) -> list[str]:
     """g++ flags of the emulation build."""
     flags = ["-x", "c++", "-std=c++17", "-O2", "-fopenmp", "-fPIC", "-shared"]
     if asan:
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1"]
+        flags += ASAN_FLAGS
     return flags
 
 
