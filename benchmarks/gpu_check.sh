@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1
 } 2>&1 | tee "$OUT/tests.log"   # the environment heads the test log
 
-step tests 150 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parity.py \
+step tests 240 $PY -m pytest -q -p no:cacheprovider -rfE tests/test_device_parity.py \
   tests/test_kernels.py tests/test_ops_recurrent.py tests/test_tensor.py tests/test_models.py \
   tests/test_optim.py tests/test_serialization.py tests/test_nn_feedback.py tests/test_nn_module.py \
   tests/test_nn_recurrent.py tests/test_creation.py tests/test_readme.py tests/test_train.py tests/test_backend.py
