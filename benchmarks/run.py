@@ -228,7 +228,7 @@ def _grad_agreement(pairs) -> float | None:
     for p, tp in pairs:
         if p.grad is None or tp.grad is None:
             return float("inf")
-        ours.append(np.asarray(backend.to_numpy(getattr(p.grad, "data", p.grad)), dtype=np.float64))
+        ours.append(np.asarray(backend.to_numpy(p.grad), dtype=np.float64))
         theirs.append(tp.grad.detach().cpu().numpy().astype(np.float64))
     return _max_rel_error(ours, theirs)
 

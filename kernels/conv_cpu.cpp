@@ -1,4 +1,5 @@
-// Direct convolution on the CPU: the three convolution primitives of minifb/ops/conv.py, compiled.
+// Direct convolution on the CPU: the three convolution primitives of minifb/ops/conv.py, compiled; and
+// small matrix products (at the end of the file), which minifb keeps off BLAS's threads.
 //
 // Not a CUDA kernel: a plain C++ file that minifb/cpu_conv.py compiles once per machine with the host's
 // C++ compiler (-O3 -march=native -pthread) and calls through ctypes on NumPy arrays. It exists because
@@ -503,6 +504,153 @@ void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
     }
 }
 
+// ------------------------------------------------------------------------------ small matrix products
+// c (M, N) = a (M, K) @ b (K, N), on the calling thread; a and b may have any element strides (a_row,
+// a_col, b_row, b_col), c is C-contiguous. minifb sends only small, narrow products here (the rule is
+// cpu_conv.product's): BLAS keeps the rest. Why not BLAS for those too: NumPy's OpenBLAS spreads every
+// product of more than 2^18 multiply-adds over its threads, and those threads then spin for about 0.1 s
+// waiting for the next one. A classifier head's product (32 x 3136 x 10) takes tens of microseconds, so a
+// network that runs one between its convolutions at every timestep left this library's pool one core
+// for most of each step; and BLAS runs such narrow products far below its peak anyway (benchmarks/NOTES.md,
+// "Session 16").
+//
+// Three ways through a product, by b's layout:
+//  rows:   b's rows contiguous (b_col == 1). A register tile of R rows of c by V vectors of its columns;
+//          each step along k broadcasts R numbers of a and multiplies V vectors of b's row k, as the
+//          convolution's forward tile does (a matrix product is a 1x1 convolution of one-pixel images).
+//          A partial last vector of columns is read from a zero-padded copy.
+//  dots:   b's columns contiguous (b = w.T of a Dense layer), a's rows too, and fewer columns than a
+//          vector (a classifier head): a tile of R rows by S columns of c, each a dot product summed in
+//          vectors along k, then across the lanes.
+//  packed: any other b: copied into zero-padded contiguous rows first, then as rows.
+
+template <typename T, int V> struct RowsTile {
+    const T* a;     // row i0 of a
+    const T* b;     // row 0 of b at column n0
+    T* c;           // c[i0, n0]
+    long a_row, a_col, ldb, ldc, K, valid;   // valid: the columns from n0 that c has (may be < V * L)
+
+    template <int R> void run() const {
+        typedef typename Vec<T>::type vec;
+        constexpr int L = lanes<T>();
+        vec acc[R][V];
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] = vec{};
+        for (long k = 0; k < K; ++k) {
+            vec bv[V];
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) bv[v] = load(b + k * ldb + v * L);
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+                vec ab = splat(a[r * a_row + k * a_col]);
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) acc[r][v] += ab * bv[v];
+            }
+        }
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v) {
+                T* p = c + r * ldc + v * L;
+                if (valid >= (v + 1) * L) store(p, acc[r][v]);
+                else if (valid > v * L) store_part(p, acc[r][v], int(valid - v * L));
+            }
+    }
+};
+
+// rows i of c, columns n0 .. n0 + valid - 1 (at most V vectors), from b's rows (row stride ldb) at n0
+template <typename T, int V, int RMAX>
+void rows_block(const T* a, long a_row, long a_col, const T* b, long ldb, T* c, long M, long N, long K,
+                long n0, long valid) {
+    RowsTile<T, V> t{a, b, c, a_row, a_col, ldb, N, K, valid};
+    for_tiles<RMAX>(M, [&](long i, int r) {
+        t.a = a + i * a_row;
+        t.c = c + i * N + n0;
+        with_tile<RMAX>(r, t);
+    });
+}
+
+template <typename T, int S> struct DotsTile {
+    const T* a;     // row i0 of a
+    const T* b;     // column j0 of b (contiguous along k)
+    T* c;           // c[i0, j0]
+    long lda, ldb, ldc, K;
+
+    template <int R> void run() const {
+        typedef typename Vec<T>::type vec;
+        constexpr int L = lanes<T>();
+        vec acc[R][S];
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int s = 0; s < S; ++s) acc[r][s] = vec{};
+        long k = 0;
+        for (; k + L <= K; k += L) {
+            vec bv[S];
+            _Pragma("GCC unroll 4") for (int s = 0; s < S; ++s) bv[s] = load(b + s * ldb + k);
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
+                vec av = load(a + r * lda + k);
+                _Pragma("GCC unroll 4") for (int s = 0; s < S; ++s) acc[r][s] += av * bv[s];
+            }
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r)
+            _Pragma("GCC unroll 4") for (int s = 0; s < S; ++s) {
+                T sum = 0;
+                for (int l = 0; l < L; ++l) sum += acc[r][s][l];
+                for (long kk = k; kk < K; ++kk) sum += a[r * lda + kk] * b[s * ldb + kk];
+                c[r * ldc + s] = sum;
+            }
+    }
+};
+
+// c = a @ b with a's rows and b's columns contiguous (lda, ldb: their strides), as R x S tiles of dots
+template <typename T>
+void matmul_dots(const T* a, long lda, const T* b, long ldb, T* c, long M, long N, long K) {
+    for (long j = 0; j < N; j += 4) {
+        auto columns = [&](auto s) {
+            DotsTile<T, s()> t{a, b + j * ldb, c + j, lda, ldb, N, K};
+            for_tiles<4>(M, [&](long i, int r) {
+                t.a = a + i * lda;
+                t.c = c + i * N + j;
+                with_tile<4>(r, t);
+            });
+        };
+        using std::integral_constant;
+        switch (std::min<long>(4, N - j)) {
+            case 4: columns(integral_constant<int, 4>{}); break;
+            case 3: columns(integral_constant<int, 3>{}); break;
+            case 2: columns(integral_constant<int, 2>{}); break;
+            default: columns(integral_constant<int, 1>{}); break;
+        }
+    }
+}
+
+template <typename T>
+void matmul(const T* a, long a_row, long a_col, const T* b, long b_row, long b_col, T* c, long M, long N,
+            long K) {
+    constexpr int L = lanes<T>();
+    if (b_col != 1 && a_col == 1 && b_row == 1 && N < L) {   // fewer columns than a vector: as dots
+        matmul_dots(a, a_row, b, b_col, c, M, N, K);
+        return;
+    }
+    std::vector<T> packed;
+    long whole = N / L;   // whole vectors of columns read straight from b, when its rows are contiguous
+    if (b_col != 1) {     // b = w.T, say: copied once into contiguous rows, padded to whole vectors
+        const long np = (N + L - 1) / L * L;
+        packed.assign(size_t(K) * np, T(0));
+        for (long k0 = 0; k0 < K; k0 += L)     // in L x L blocks, so that both the reads and the writes
+            for (long n0 = 0; n0 < N; n0 += L)   // of a block stay within L cache lines
+                for (long n = n0; n < std::min(N, n0 + L); ++n)
+                    for (long k = k0; k < std::min(K, k0 + L); ++k) packed[k * np + n] = b[k * b_row + n * b_col];
+        b = packed.data();
+        b_row = np;
+        whole = np / L;
+    }
+    for (long v0 = 0; v0 < whole; v0 += 4)
+        with_tile_shape(whole - v0, [&](auto v, auto rmax) {
+            rows_block<T, v(), rmax()>(a, a_row, a_col, b + v0 * L, b_row, c, M, N, K, v0 * L, N - v0 * L);
+        });
+    if (whole * L < N) {   // the last, partial vector of b's own rows: from a zero-padded copy, so that no
+        const long n0 = whole * L;   // load runs past the end of b
+        std::vector<T> tail(size_t(K) * L, T(0));
+        for (long k = 0; k < K; ++k) std::copy(b + k * b_row + n0, b + k * b_row + N, tail.data() + k * L);
+        rows_block<T, 1, 16>(a, a_row, a_col, tail.data(), L, c, M, N, K, n0, N - n0);
+    }
+}
+
 }  // namespace
 
 #define MINIFB_GEOMETRY_ARGS long N, long H, long W, long C, long K, long G, long kh, long kw, \
@@ -521,6 +669,10 @@ void conv_weight_grad(const T* x, const T* gy, T* gw, const Geometry& q) {
     extern "C" void minifb_conv_weight_grad_##suffix(const T* x, const T* gy, T* gw,                    \
                                                      MINIFB_GEOMETRY_ARGS) {                             \
         conv_weight_grad<T>(x, gy, gw, MINIFB_GEOMETRY);                                                 \
+    }                                                                                                    \
+    extern "C" void minifb_matmul_##suffix(const T* a, long a_row, long a_col, const T* b, long b_row,  \
+                                           long b_col, T* c, long M, long N, long K) {                   \
+        matmul<T>(a, a_row, a_col, b, b_row, b_col, c, M, N, K);                                         \
     }
 
 extern "C" void minifb_conv_set_threads(long n) { thread_count.store(int(std::max<long>(1, n))); }

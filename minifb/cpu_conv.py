@@ -16,7 +16,11 @@ Whether the compiled path is used is :func:`enabled`: ``MINIFB_CPU_CONV`` (read 
 the two paths that way).
 
 Only float32 and float64 arrays take this path; other dtypes, and arrays of other modules (CuPy), use the
-array path. ``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated
+array path.
+
+The same library also computes small, narrow matrix products (:func:`matmul`, chosen by :func:`product`,
+which the matrix-product ops call instead of ``@``): NumPy's BLAS runs those on all its threads, which
+then spin and take the cores the convolution's threads need (see :func:`matmul`). ``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated
 kernels (see :mod:`minifb.kernels`).
 """
 
@@ -153,6 +157,9 @@ def _build(suffix: str) -> tuple[object, str]:
         fn = getattr(lib, f"minifb_conv_{name}_{suffix}")
         fn.argtypes = [pointer] * n_arrays + [size] * 16
         fn.restype = None
+    fn = getattr(lib, f"minifb_matmul_{suffix}")
+    fn.argtypes = [pointer, size, size, pointer, size, size, pointer, size, size, size]
+    fn.restype = None
     lib.minifb_conv_set_threads.argtypes = [size]
     lib.minifb_conv_threads.restype = size
     lib.minifb_conv_set_threads(get_num_threads())
@@ -256,3 +263,70 @@ def weight_grad(x, gy, gw, geometry):
     """``gw (G, kh, kw, Cg, Kgp)`` = the weight gradient from ``x (N, H, W, C)`` and
     ``gy (N, OH, OW, G * Kgp)`` (channels padded per group; ``geometry``'s K is ``G * Kgp``)."""
     _call("weight_grad", (x, gy, gw), geometry)
+
+
+# ------------------------------------------------------------------------------------ small products
+#: :func:`product` sends a 2-D NumPy product of more than ``SMALL_PRODUCT[0]`` and fewer than
+#: ``SMALL_PRODUCT[1]`` multiply-adds with a dimension of at most ``NARROW`` to :func:`matmul`. Below the
+#: lower bound BLAS runs a product on one thread (so none spin after it) and our call's few microseconds
+#: would be most of the cost; above the upper one its threads pay off. Narrow products (a classifier head
+#: of 10 classes and its gradients) are the ones BLAS runs far below its peak, and :func:`matmul` is the
+#: faster there even single-threaded; for wider ones BLAS is, and they stay with it (benchmarks/NOTES.md,
+#: "Session 16").
+SMALL_PRODUCT = (1 << 18, 1 << 21)
+NARROW = 16
+
+
+def product(a, b):
+    """``a @ b`` for any arrays; the matrix-product ops (``F.matmul``, ``F.linear`` and so Dense layers and
+    recurrent cells, and the weight gradients they defer) call it instead of ``@``.
+
+    Small, narrow 2-D products of NumPy float32 or float64 arrays (:data:`SMALL_PRODUCT`, :data:`NARROW`)
+    are computed by :func:`matmul` when the compiled library is :func:`enabled`; everything else by
+    ``a @ b``, so CuPy arrays, batched products and large ones go to BLAS as before.
+    """
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
+        (m, k), n = a.shape, b.shape[1]
+        if SMALL_PRODUCT[0] < m * k * n < SMALL_PRODUCT[1] and min(m, k, n) <= NARROW and applies(a, b):
+            return matmul(a, b)
+    return a @ b
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D NumPy arrays of one dtype (float32 or float64, any strides), computed by the
+    compiled library on the calling thread; returns a new C-contiguous array.
+
+    Why minifb does some products itself: NumPy's OpenBLAS spreads a product of more than 2^18
+    multiply-adds over its threads, and those threads then spin for about 0.1 s waiting for the next
+    product. A classifier head's product (32 x 3136 x 10, a million multiply-adds) is done in tens of
+    microseconds, so in a network that runs one between its convolutions at every timestep, the spinning
+    threads took a core the convolution's threads (:func:`set_num_threads`) needed for most of a step
+    (benchmarks/NOTES.md, "Session 16"). And BLAS runs such narrow products far below its peak: this
+    kernel is faster at them on one thread than BLAS on two. :func:`product` decides which products come
+    here.
+
+    Raises:
+        ValueError: the arrays are not 2-D, their inner sizes differ, or their dtypes differ or are not
+            float32 or float64.
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"cpu_conv.matmul: expected 2-D arrays (m, k) and (k, n), got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype or a.dtype not in _DTYPES:
+        raise ValueError(f"cpu_conv.matmul: both arrays must be float32 or both float64, got {a.dtype} and {b.dtype}")
+    (m, k), n = a.shape, b.shape[1]
+    size = a.itemsize
+    if a.strides[0] % size or a.strides[1] % size:
+        a = np.ascontiguousarray(a)
+    # the kernel reads b's rows as vectors, or b's columns when they are contiguous (a @ w.T); other
+    # layouts are copied into rows first
+    if not (b.strides[1] == size or (b.strides[0] == size and b.strides[1] % size == 0)):
+        b = np.ascontiguousarray(b)
+    c = np.empty((m, n), a.dtype)
+    if m == 0 or n == 0:
+        return c
+    suffix = _DTYPES[a.dtype]
+    lib, _ = _library(suffix)
+    getattr(lib, f"minifb_matmul_{suffix}")(a.ctypes.data, a.strides[0] // size, a.strides[1] // size,
+                                            b.ctypes.data, b.strides[0] // size, b.strides[1] // size,
+                                            c.ctypes.data, m, n, k)
+    return c

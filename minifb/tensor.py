@@ -40,6 +40,7 @@ import traceback
 import numpy as np
 
 from . import backend, checks
+from .cpu_conv import product
 
 
 class _Tape:
@@ -896,10 +897,10 @@ class ProductSum(_DeferredSum):
             xp = backend.array_module(self.parts[0][0])
             if len(self.parts) == 1:
                 a, b = self.parts[0]
-                out = a @ b
+                out = product(a, b)
             else:
-                out = (xp.concatenate([a for a, _ in self.parts], axis=1)
-                       @ xp.concatenate([b for _, b in self.parts]))
+                out = product(xp.concatenate([a for a, _ in self.parts], axis=1),
+                              xp.concatenate([b for _, b in self.parts]))
             if self.extra is not None:
                 out += self.extra
         if out.dtype != self.dtype:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..backend import sum_array
+from ..cpu_conv import product
 from ..tensor import Function, ProductSum
 
 
@@ -35,7 +36,7 @@ class MatMul(Function):
         self.a_ndim, self.b_ndim = a.ndim, b.ndim
         self.b = b if self.needs[0] else None
         try:
-            return a @ b
+            return product(a, b)
         except ValueError:
             raise ValueError(f"matmul: batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast "
                              f"together: {a.shape} @ {b.shape}") from None
@@ -51,7 +52,7 @@ class MatMul(Function):
             elif self.a_ndim == 1:                   # (k,) @ (..., k, n) -> (..., n)
                 ga = (grad[..., None, :] @ _swap_last(b))[..., 0, :]
             else:
-                ga = grad @ _swap_last(b)
+                ga = product(grad, _swap_last(b))
         if self.needs[1]:
             if grad.ndim == 0:
                 gb = grad * a
@@ -62,7 +63,7 @@ class MatMul(Function):
             elif a.ndim > 2 and self.b_ndim == 2:    # fold the batch into one large product
                 gb = _rows(a).T @ _rows(grad)
             else:
-                gb = _swap_last(a) @ grad
+                gb = product(_swap_last(a), grad)
         return ga, gb
 
 
@@ -85,7 +86,7 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x = x if self.needs[1] else None
         self.w = w if self.needs[0] else None
-        y = x @ w.T
+        y = product(x, w.T)
         if b is not None:
             if np.result_type(y.dtype, b.dtype) == y.dtype:   # NumPy's, on dtypes: CuPy's costs ~5 µs
                 y += b            # y is a fresh array: add in place
@@ -94,7 +95,7 @@ class Linear(Function):
         return y
 
     def backward(self, grad):
-        gx = grad @ self.w if self.needs[0] else None
+        gx = product(grad, self.w) if self.needs[0] else None
         gw = None
         if self.needs[1]:
             x = self.x
