@@ -285,9 +285,11 @@ def product(a, b):
     are computed by :func:`matmul` when the compiled library is :func:`enabled`; everything else by
     ``a @ b``, so CuPy arrays, batched products and large ones go to BLAS as before.
     """
-    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
-        (m, k), n = a.shape, b.shape[1]
-        if SMALL_PRODUCT[0] < m * k * n < SMALL_PRODUCT[1] and min(m, k, n) <= NARROW and applies(a, b):
+    if a.ndim == 2 and b.ndim == 2:   # the cheapest tests first: most products go to BLAS
+        m, k = a.shape
+        n = b.shape[1]
+        if ((m <= NARROW or k <= NARROW or n <= NARROW) and SMALL_PRODUCT[0] < m * k * n < SMALL_PRODUCT[1]
+                and k == b.shape[0] and applies(a, b)):
             return matmul(a, b)
     return a @ b
 
