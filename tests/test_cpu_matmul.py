@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 import minifb as mf
 import minifb.functional as F
 from minifb import cpu_conv, nn
+from minifb.ops import reduce as R
 from minifb.testing import gradcheck
 
 pytestmark = pytest.mark.skipif(not cpu_conv.enabled(), reason="the compiled CPU library is unavailable "
@@ -195,3 +196,48 @@ def test_a_conv_network_trains_the_same_with_and_without_the_kernel(monkeypatch)
     assert calls, "the head's products should have gone to the kernel"
     monkeypatch.setattr(cpu_conv, "SMALL_PRODUCT", (0, 0))
     np.testing.assert_allclose(with_kernel, train(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- bias gradients
+# ops/reduce.channel_sum (the bias gradient of Conv, Dense and Merger layers) sums a channels-last array
+# as ones @ rows; from reduce.COLUMN_SUM_MIN numbers on it does so with cpu_conv.matmul, since BLAS runs
+# that matrix-vector product on all its threads.
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=2, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 10**6), data=st.data())
+def test_channel_sum_through_the_kernel(shape, dtype, seed, data):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(a, axis, -1)), -1, axis).astype(dtype)
+    calls, real = [], cpu_conv.matmul
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(R, "COLUMN_SUM_MIN", 0)
+        patch.setattr(cpu_conv, "matmul", lambda a, b: calls.append(1) or real(a, b))
+        got = R.channel_sum(channels_last, axis)
+    want = a.sum(axis=tuple(i for i in range(a.ndim) if i != axis))
+    assert got.shape == (shape[axis],) and got.dtype == dtype and calls
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(1.0, np.abs(a).sum()))
+
+
+def test_a_conv_layers_bias_gradient_takes_the_kernel(spy):
+    """At a convolution's size (W2's first layer: 32 x 32 x 28 x 28) without any setting changed."""
+    x = np.random.default_rng(4).standard_normal((32, 28, 28, 32)).astype(np.float32).transpose(0, 3, 1, 2)
+    got = R.channel_sum(x, 1)
+    assert spy == [((1, 32 * 28 * 28), (32 * 28 * 28, 32))]
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-2)
+    spy.clear()
+    R.channel_sum(np.ones((64, 512), np.float32), 1)    # a Dense layer's: below COLUMN_SUM_MIN, to BLAS
+    assert spy == []
+
+
+def test_bias_act_gradients_through_the_kernel(monkeypatch, spy):
+    """Between two convolutions both the output and its gradient are channels-last views, so the bias
+    gradient is a column sum."""
+    monkeypatch.setattr(R, "COLUMN_SUM_MIN", 0)
+    rng = np.random.default_rng(5)
+    w2 = mf.tensor(rng.standard_normal((2, 6, 3, 3)), dtype=np.float64)
+    gradcheck(lambda x, w, b: F.conv2d(F.bias_act(F.conv2d(x, w, padding=1), b, "tanh", 1), w2),
+              _t64(rng, 2, 3, 4, 5), _t64(rng, 6, 3, 3, 3), _t64(rng, 6))
+    assert ((1, 2 * 4 * 5), (2 * 4 * 5, 6)) in spy

@@ -6,6 +6,7 @@ reduced axes, so it first re-inserts them as size-1 axes.
 
 import numpy as np
 
+from .. import cpu_conv
 from ..backend import array_module, is_int, sum_array
 from ..tensor import Function
 
@@ -53,18 +54,30 @@ def normalize_axis(axis, ndim, name="axis", fn=None) -> tuple:
     return () if ndim == 0 else tuple(sorted(out))
 
 
+#: From this many numbers on, :func:`channel_sum` of a NumPy float array runs on the compiled library
+#: (:func:`minifb.cpu_conv.matmul`, on the calling thread) instead of BLAS, which runs that matrix-vector
+#: product on all its threads (from 9216 numbers on), and those threads then spin for about 0.1 s, taking
+#: a core from the compiled convolution's threads (W2's step 67 -> 59 ms; benchmarks/NOTES.md, "Session
+#: 16"). Smaller sums (a Dense layer's bias gradient) stay with BLAS: there the call's few microseconds
+#: would cost more than the sum.
+COLUMN_SUM_MIN = 1 << 16
+
+
 def channel_sum(a, axis):
     """Sum of the raw array ``a`` over every axis but ``axis``: a per-channel bias gradient, ``(C,)``.
 
     When the channel axis is innermost in memory (Dense outputs ``(N, C)``, and the channels-last
     images the convolutions return, see ``ops/conv.py``), this is one matrix-vector product
     ``ones @ a.reshape(-1, C)``, which BLAS runs about 3x faster than NumPy's reduction over
-    the strided axes (measured on W2's shapes: 0.15 against 0.55 ms for (32, 32, 28, 28)).
+    the strided axes (measured on W2's shapes: 0.15 against 0.55 ms for (32, 32, 28, 28)); for large
+    NumPy float arrays the compiled library computes that product instead (:data:`COLUMN_SUM_MIN`).
     """
     xp = array_module(a)
     last = xp.moveaxis(a, axis, -1)
     if a.ndim > 1 and a.size and last.flags.c_contiguous and a.dtype in (np.float32, np.float64):
         rows = last.reshape(-1, last.shape[-1])
+        if rows.size >= COLUMN_SUM_MIN and cpu_conv.applies(rows):
+            return cpu_conv.matmul(np.ones((1, rows.shape[0]), dtype=a.dtype), rows)[0]
         return xp.matmul(xp.ones(rows.shape[0], dtype=a.dtype), rows)
     return sum_array(a, axis=tuple(i for i in range(a.ndim) if i != axis % a.ndim))
 
