@@ -1,5 +1,6 @@
-// Direct convolution on the CPU: the three convolution primitives of minifb/ops/conv.py, compiled; and
-// small matrix products (at the end of the file), which minifb keeps off BLAS's threads.
+// minifb's compiled CPU library. Mainly a direct convolution: the three convolution primitives of
+// minifb/ops/conv.py, compiled. Then, at the end of the file, small matrix products, which minifb keeps
+// off BLAS's threads, and the LSTM's pointwise step (float32).
 //
 // Not a CUDA kernel: a plain C++ file that minifb/cpu_conv.py compiles once per machine with the host's
 // C++ compiler (-O3 -march=native -pthread) and calls through ctypes on NumPy arrays. It exists because
@@ -651,6 +652,98 @@ void matmul(const T* a, long a_row, long a_col, const T* b, long b_row, long b_c
     }
 }
 
+// ------------------------------------------------------------------------ the LSTM's pointwise step
+// float32 only, as the CUDA kernels (kernels/lstm_cell.cu): the same math as ops/recurrent.py's
+// lstm_pointwise_array and its backward, in one pass over the numbers instead of about twenty NumPy calls
+// of a few microseconds each, which were most of an LSTM step's time outside its products at small batch
+// sizes (benchmarks/NOTES.md, "Session 16"). The loops are written so that the compiler vectorises them,
+// which is why exp and tanh are our own below: the C library's are scalar calls.
+
+// e^x to about 1 ulp, for the finite range the gates need: e^x = 2^n e^r with n = round(x / ln 2) and
+// |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the first term left out is below 5e-9 of the sum).
+// x is clamped to [-87, 88], where 2^n stays a normal float: e^-87 and e^88 stand for 0 and infinity in
+// 1 / (1 + e^x), within 1e-38. NaN stays NaN (both comparisons are false for it).
+inline float exp_clamped(float x) {
+    x = x > 88.0f ? 88.0f : x;
+    x = x < -87.0f ? -87.0f : x;
+    // n = round(x / ln 2): adding 1.5 * 2^23 rounds to a whole number and leaves it in the low bits of the
+    // sum (with no float-to-int conversion, which the compiler would not vectorise)
+    const float magic = 12582912.0f, shifted = (x == x ? x : 0.0f) * 1.44269504f + magic, n = shifted - magic;
+    // r = x - n ln 2, with ln 2 split so that n * 0.693359375 is exact (Cody and Waite's reduction)
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+                    + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    const int k = __builtin_bit_cast(int, shifted) - __builtin_bit_cast(int, magic);
+    return p * __builtin_bit_cast(float, (k + 127) << 23);   // times 2^n, made from its bits
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
+
+// tanh: its Taylor series to x^15 below |x| = 0.5 (the first term left out is below 1e-8 of the sum),
+// 1 - 2 / (e^2|x| + 1) above, where the subtraction loses at most about a bit.
+inline float tanh_float(float x) {
+    const float a = x < 0 ? -x : x, z = x * x;
+    const float series = x * (1.0f + z * (-1.0f / 3 + z * (2.0f / 15 + z * (-17.0f / 315 + z * (62.0f / 2835
+                         + z * (-1382.0f / 155925 + z * (21844.0f / 6081075 + z * (-929569.0f / 638512875))))))));
+    const float big = 1.0f - 2.0f / (exp_clamped(2.0f * a) + 1.0f);
+    return a < 0.5f ? series : (x < 0 ? -big : big);
+}
+
+// One row of the forward: the gates' pre-activations a + b, the previous cell state c; writes the
+// activated gates (gi, gf, gg, go) and h', c'. The pointers do not alias (restrict), so the loop vectorises.
+void lstm_forward_row(const float* __restrict a, const float* __restrict b, const float* __restrict c,
+                      float* __restrict gi, float* __restrict gf, float* __restrict gg, float* __restrict go,
+                      float* __restrict h, float* __restrict cn, long H) {
+    for (long j = 0; j < H; ++j) {
+        const float i = sigmoid(a[j] + b[j]), f = sigmoid(a[H + j] + b[H + j]);
+        const float g = tanh_float(a[2 * H + j] + b[2 * H + j]), o = sigmoid(a[3 * H + j] + b[3 * H + j]);
+        const float c_new = f * c[j] + i * g;
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
+        cn[j] = c_new;
+        h[j] = o * tanh_float(c_new);
+    }
+}
+
+// out (N, 2H) = [h' | c'], gates (N, 4H) = activated [i | f | g | o]; rs_*: row strides in numbers
+void lstm_forward(const float* gi, long rs_gi, const float* gh, long rs_gh, const float* c, long rs_c,
+                  float* out, float* gates, long N, long H) {
+    for (long n = 0; n < N; ++n) {
+        float *gt = gates + n * 4 * H, *h = out + n * 2 * H;
+        lstm_forward_row(gi + n * rs_gi, gh + n * rs_gh, c + n * rs_c, gt, gt + H, gt + 2 * H, gt + 3 * H, h,
+                         h + H, H);
+    }
+}
+
+void lstm_backward_row(const float* __restrict dh, const float* __restrict dc, const float* __restrict gt,
+                       const float* __restrict c, const float* __restrict cn, float* __restrict di,
+                       float* __restrict df, float* __restrict dg, float* __restrict dout,
+                       float* __restrict dcp, long H) {
+    for (long j = 0; j < H; ++j) {
+        const float i = gt[j], f = gt[H + j], g = gt[2 * H + j], o = gt[3 * H + j];
+        const float tc = tanh_float(cn[j]);
+        const float dct = dc[j] + dh[j] * o * (1.0f - tc * tc);
+        di[j] = dct * g * i * (1.0f - i);
+        df[j] = dct * c[j] * f * (1.0f - f);
+        dg[j] = dct * i * (1.0f - g * g);
+        dout[j] = dh[j] * tc * o * (1.0f - o);
+        dcp[j] = dct * f;
+    }
+}
+
+// dgates (N, 4H) and dc_prev (N, H) from grad (N, 2H) = [dh | dc'], the gates, c and c' (row strides rs_*)
+void lstm_backward(const float* grad, long rs_grad, const float* gates, const float* c, long rs_c,
+                   const float* c_new, long rs_cn, float* dgates, float* dc_prev, long N, long H) {
+    for (long n = 0; n < N; ++n) {
+        const float* dh = grad + n * rs_grad;
+        float* dg = dgates + n * 4 * H;
+        lstm_backward_row(dh, dh + H, gates + n * 4 * H, c + n * rs_c, c_new + n * rs_cn, dg, dg + H, dg + 2 * H,
+                          dg + 3 * H, dc_prev + n * H, H);
+    }
+}
+
 }  // namespace
 
 #define MINIFB_GEOMETRY_ARGS long N, long H, long W, long C, long K, long G, long kh, long kw, \
@@ -674,6 +767,16 @@ void matmul(const T* a, long a_row, long a_col, const T* b, long b_row, long b_c
                                            long b_col, T* c, long M, long N, long K) {                   \
         matmul<T>(a, a_row, a_col, b, b_row, b_col, c, M, N, K);                                         \
     }
+
+extern "C" void minifb_lstm_forward_f32(const float* gi, long rs_gi, const float* gh, long rs_gh, const float* c,
+                                        long rs_c, float* out, float* gates, long N, long H) {
+    lstm_forward(gi, rs_gi, gh, rs_gh, c, rs_c, out, gates, N, H);
+}
+extern "C" void minifb_lstm_backward_f32(const float* grad, long rs_grad, const float* gates, const float* c,
+                                         long rs_c, const float* c_new, long rs_cn, float* dgates,
+                                         float* dc_prev, long N, long H) {
+    lstm_backward(grad, rs_grad, gates, c, rs_c, c_new, rs_cn, dgates, dc_prev, N, H);
+}
 
 extern "C" void minifb_conv_set_threads(long n) { thread_count.store(int(std::max<long>(1, n))); }
 extern "C" long minifb_conv_threads() { return thread_count.load(); }

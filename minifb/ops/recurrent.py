@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .. import cpu_conv, kernels
 from ..backend import array_module
 from ..tensor import Function
 
@@ -136,7 +136,8 @@ class LSTMPointwise(Function):
     the backward, whose gate gradient is the gradient of both ``gi`` and ``gh``.
 
     Inputs: gi, gh (..., 4H); c (..., H).  Output: (..., 2H).
-    Kernels: ``kernels.lstm_cell_forward`` / ``lstm_cell_backward`` on CuPy (or emulated) float32.
+    Kernels: ``kernels.lstm_cell_forward`` / ``lstm_cell_backward`` on CuPy (or emulated) float32;
+    ``cpu_conv.lstm_forward`` / ``lstm_backward`` (compiled for the CPU) on NumPy float32.
 
     Example:
         >>> from minifb.ops.recurrent import LSTMPointwise
@@ -153,6 +154,8 @@ class LSTMPointwise(Function):
         xp = array_module(gi2, gh2, c2)
         if kernels.should_use(gi2, gh2, c2):
             out, gates = kernels.lstm_cell_forward(gi2, gh2, c2)   # c2 may be the previous out[:, H:]
+        elif cpu_conv.lstm_applies(gi2, gh2, c2):
+            out, gates = cpu_conv.lstm_forward(gi2, gh2, c2)
         else:
             out = xp.empty((c2.shape[0], 2 * H), dtype=np.result_type(gi2.dtype, gh2.dtype, c2.dtype))
             _, _, gates = lstm_pointwise_array(gi2, gh2, c2, out=out)
@@ -166,6 +169,8 @@ class LSTMPointwise(Function):
         grad = grad.reshape(-1, 2 * H)
         if kernels.should_use(grad, self.gates, self.c, self.out):
             dgates, dc_prev = kernels.lstm_cell_backward(grad, self.gates, self.c, self.out)
+        elif cpu_conv.lstm_applies(grad, self.gates, self.c, self.out):
+            dgates, dc_prev = cpu_conv.lstm_backward(grad, self.gates, self.c, self.out[:, H:])
         else:
             dgates, dc_prev = lstm_pointwise_backward_array(grad[:, :H], grad[:, H:], self.gates, self.c,
                                                             self.out[:, H:])
