@@ -22,8 +22,10 @@ The same library also computes small, narrow matrix products (:func:`matmul`, ch
 which the matrix-product ops call instead of ``@``, and used for large bias-gradient sums): NumPy's BLAS
 runs those on all its threads, which then spin and take the cores the convolution's threads need (see
 :func:`matmul`). And the LSTM's pointwise step in float32 (:func:`lstm_forward`, :func:`lstm_backward`),
-one pass where NumPy makes about twenty small calls. All of it follows the same switches. ``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated
-kernels (see :mod:`minifb.kernels`).
+one pass where NumPy makes about twenty small calls. All of it follows the same switches.
+
+``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated kernels (see
+:mod:`minifb.kernels`).
 """
 
 from __future__ import annotations
@@ -385,7 +387,8 @@ def lstm_backward(grad, gates, c, c_new):
     dgates = np.empty((n, 4 * h), np.float32)
     dc_prev = np.empty((n, h), np.float32)
     lib, _ = _library("f32")
-    lib.minifb_lstm_backward_f32(grad.ctypes.data, _row_stride(grad), np.ascontiguousarray(gates).ctypes.data,
+    gates = np.ascontiguousarray(gates)    # its rows are read 4H apart
+    lib.minifb_lstm_backward_f32(grad.ctypes.data, _row_stride(grad), gates.ctypes.data,
                                  c.ctypes.data, _row_stride(c), c_new.ctypes.data, _row_stride(c_new),
                                  dgates.ctypes.data, dc_prev.ctypes.data, n, h)
     return dgates, dc_prev
