@@ -663,6 +663,19 @@ void matmul(const T* a, long a_row, long a_col, const T* b, long b_row, long b_c
 // |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the first term left out is below 5e-9 of the sum).
 // x is clamped to [-87, 88], where 2^n stays a normal float: e^-87 and e^88 stand for 0 and infinity in
 // 1 / (1 + e^x), within 1e-38. NaN stays NaN (both comparisons are false for it).
+// A float's bits as an int and back (std::memcpy: the C++17 way, which compilers turn into a plain move
+// and still vectorise; std::bit_cast needs C++20)
+inline int float_bits(float f) {
+    int i;
+    std::memcpy(&i, &f, sizeof i);
+    return i;
+}
+inline float bits_float(int i) {
+    float f;
+    std::memcpy(&f, &i, sizeof f);
+    return f;
+}
+
 inline float exp_clamped(float x) {
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
@@ -673,8 +686,7 @@ inline float exp_clamped(float x) {
     const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
     const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
                     + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-    const int k = __builtin_bit_cast(int, shifted) - __builtin_bit_cast(int, magic);
-    return p * __builtin_bit_cast(float, (k + 127) << 23);   // times 2^n, made from its bits
+    return p * bits_float((float_bits(shifted) - float_bits(magic) + 127) << 23);   // times 2^n, from its bits
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
