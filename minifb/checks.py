@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -88,6 +89,21 @@ def choice(fn: str, name: str, value, choices: tuple) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{fn}: {name} must be one of {choices}, got {value!r}")
     return value
+
+
+def env_choice(var: str, choices: tuple, default: str = "auto") -> str:
+    """The environment variable ``var`` (read now) as one of the lower-case strings ``choices``: surrounding
+    space and case are ignored, and unset or empty means ``default``. The switches ``MINIFB_KERNELS`` and
+    ``MINIFB_CPU_CONV`` are read this way.
+
+    Raises:
+        ValueError: anything else, with the variable, its value and the choices named.
+    """
+    value = os.environ.get(var, default)
+    choice = value.strip().lower() or default
+    if choice not in choices:
+        raise ValueError(f"{var}={value!r}: expected one of {', '.join(choices)}")
+    return choice
 
 
 def number(fn: str, name: str, value, *, above=None, at_least=None, at_most=None, below=None,

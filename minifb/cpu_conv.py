@@ -43,7 +43,7 @@ import warnings
 
 import numpy as np
 
-from . import kernels
+from . import checks, kernels
 
 _FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-march=native", "-pthread", "-fPIC", "-shared"]
 if platform.machine().lower() in ("x86_64", "amd64"):
@@ -55,14 +55,6 @@ _CHOICES = ("auto", "on", "off")
 
 _override: contextvars.ContextVar = contextvars.ContextVar("minifb_cpu_conv", default=None)
 _lock = threading.Lock()
-
-
-def _setting() -> str:
-    value = os.environ.get("MINIFB_CPU_CONV", "auto")
-    choice = value.strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(f"MINIFB_CPU_CONV={value!r}: expected one of {', '.join(_CHOICES)}")
-    return choice
 
 
 @contextlib.contextmanager
@@ -99,7 +91,7 @@ def enabled(dtype="float32") -> bool:
         RuntimeError: ``MINIFB_CPU_CONV=on`` and the library cannot be built or loaded.
     """
     override = _override.get()
-    choice = _setting() if override is None else ("auto" if override else "off")
+    choice = checks.env_choice("MINIFB_CPU_CONV", _CHOICES) if override is None else ("auto" if override else "off")
     if choice == "off":
         return False
     lib, why = _library(_DTYPES[np.dtype(dtype)])

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, checks
 from .kernel_refs import (  # noqa: F401 - re-exported helpers
     ACTIVATIONS,
     act_code,
@@ -78,13 +78,11 @@ def mode() -> str:
     A :func:`use` block wins; otherwise ``MINIFB_KERNELS`` (read now). ``auto`` or unset means ``"cuda"``
     when CuPy and a GPU are present, else ``"off"``.
     """
-    m = _override.get()
+    m = _override.get()   # use() has checked it
     if m is None:
-        m = os.environ.get("MINIFB_KERNELS", "auto").strip().lower() or "auto"
+        m = checks.env_choice("MINIFB_KERNELS", MODES + ("auto",))
         if m == "auto":
             m = "cuda" if backend.cuda_available() else "off"
-    if m not in MODES:
-        raise ValueError(f"MINIFB_KERNELS={m!r}: expected one of off, emulate, cuda, auto")
     return m
 
 
