@@ -1,6 +1,6 @@
 // minifb's compiled CPU library. Mainly a direct convolution: the three convolution primitives of
 // minifb/ops/conv.py, compiled. Then, at the end of the file, small matrix products, which minifb keeps
-// off BLAS's threads, and the LSTM's pointwise step (float32).
+// off BLAS's threads, the LSTM's pointwise step (float32) and the SGD optimiser's step.
 //
 // Not a CUDA kernel: a plain C++ file that minifb/cpu_conv.py compiles once per machine with the host's
 // C++ compiler (-O3 -march=native -pthread) and calls through ctypes on NumPy arrays. It exists because
@@ -756,6 +756,39 @@ void lstm_backward(const float* grad, long rs_grad, const float* gates, const fl
     }
 }
 
+// ------------------------------------------------------------------------------ the optimiser's SGD step
+// optim.SGD's rule on a parameter's numbers in one pass (the CUDA kernel sgd_update of kernels/optim.cu,
+// for NumPy arrays of either dtype): with d = g + weight_decay * p, when momentum is not 0
+// buf = d on the first step, else momentum * buf + (1 - dampening) * d, and d = d + momentum * buf
+// (Nesterov) or buf; then p -= lr * d. NumPy takes two to five passes with temporaries for the same,
+// and a dense network's parameters are megabytes that are no longer in the cache when the step comes
+// (benchmarks/NOTES.md, "Session 17"). Each operation rounds as NumPy's does, so both paths give the
+// same numbers: the compiler may not contract a product and a sum into one fused multiply-add here (it
+// would elsewhere in this file, where that is wanted).
+template <typename T>
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void sgd_step(T* __restrict p, const T* __restrict g, T* __restrict buf, long n, T lr, T momentum,
+              T one_minus_dampening, T weight_decay, bool nesterov, bool first) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+    if (momentum == T(0)) {
+        if (weight_decay == T(0))
+            for (long i = 0; i < n; ++i) p[i] -= lr * g[i];
+        else
+            for (long i = 0; i < n; ++i) p[i] -= lr * (g[i] + weight_decay * p[i]);
+        return;
+    }
+    for (long i = 0; i < n; ++i) {
+        const T d = weight_decay == T(0) ? g[i] : g[i] + weight_decay * p[i];
+        const T b = first ? d : momentum * buf[i] + one_minus_dampening * d;
+        buf[i] = b;
+        p[i] -= lr * (nesterov ? d + momentum * b : b);
+    }
+}
+
 }  // namespace
 
 #define MINIFB_GEOMETRY_ARGS long N, long H, long W, long C, long K, long G, long kh, long kw, \
@@ -778,6 +811,12 @@ void lstm_backward(const float* grad, long rs_grad, const float* gates, const fl
     extern "C" void minifb_matmul_##suffix(const T* a, long a_row, long a_col, const T* b, long b_row,  \
                                            long b_col, T* c, long M, long N, long K) {                   \
         matmul<T>(a, a_row, a_col, b, b_row, b_col, c, M, N, K);                                         \
+    }                                                                                                    \
+    extern "C" void minifb_sgd_step_##suffix(T* p, const T* g, T* buf, long n, T lr, T momentum,        \
+                                             T one_minus_dampening, T weight_decay, long nesterov,      \
+                                             long first) {                                              \
+        sgd_step<T>(p, g, buf, n, lr, momentum, one_minus_dampening, weight_decay, nesterov != 0,        \
+                    first != 0);                                                                         \
     }
 
 extern "C" void minifb_lstm_forward_f32(const float* gi, long rs_gi, const float* gh, long rs_gh, const float* c,

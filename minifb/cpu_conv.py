@@ -22,7 +22,8 @@ The same library also computes small, narrow matrix products (:func:`matmul`, ch
 which the matrix-product ops call instead of ``@``, and used for large bias-gradient sums): NumPy's BLAS
 runs those on all its threads, which then spin and take the cores the convolution's threads need (see
 :func:`matmul`). And the LSTM's pointwise step in float32 (:func:`lstm_forward`, :func:`lstm_backward`),
-one pass where NumPy makes about twenty small calls. All of it follows the same switches.
+one pass where NumPy makes about twenty small calls, and the SGD optimiser's step (:func:`sgd_step`), one
+pass where NumPy makes two to five. All of it follows the same switches.
 
 ``MINIFB_KERNELS_ASAN=1`` builds the library with AddressSanitizer, as it does the emulated kernels (see
 :mod:`minifb.kernels`).
@@ -159,6 +160,10 @@ def _build(suffix: str) -> tuple[object, str]:
         fn.restype = None
     fn = getattr(lib, f"minifb_matmul_{suffix}")
     fn.argtypes = [pointer, size, size, pointer, size, size, pointer, size, size, size]
+    fn.restype = None
+    fn = getattr(lib, f"minifb_sgd_step_{suffix}")
+    number = ctypes.c_float if suffix == "f32" else ctypes.c_double
+    fn.argtypes = [pointer, pointer, pointer, size] + [number] * 4 + [size, size]
     fn.restype = None
     lib.minifb_lstm_forward_f32.argtypes = [pointer, size, pointer, size, pointer, size, pointer, pointer, size, size]
     lib.minifb_lstm_backward_f32.argtypes = [pointer, size, pointer, pointer, size, pointer, size, pointer, pointer,
@@ -384,3 +389,45 @@ def lstm_backward(grad, gates, c, c_new):
                                  c.ctypes.data, _row_stride(c), c_new.ctypes.data, _row_stride(c_new),
                                  dgates.ctypes.data, dc_prev.ctypes.data, n, h)
     return dgates, dc_prev
+
+
+# ------------------------------------------------------------------------------ the optimiser's SGD step
+def sgd_applies(p, g, buf=None) -> bool:
+    """Whether :func:`sgd_step` takes these arrays: NumPy arrays of one dtype (float32 or float64), all
+    C-contiguous and of one size, ``p`` (and ``buf``, when given) writable, and the library
+    :func:`enabled` for that dtype. :class:`minifb.optim.SGD` takes NumPy's path otherwise."""
+    arrays = (p, g) if buf is None else (p, g, buf)
+    if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays):
+        return False
+    if p.dtype not in _DTYPES or g.dtype != p.dtype or g.size != p.size or not p.flags.writeable:
+        return False
+    if buf is not None and (buf.dtype != p.dtype or buf.size != p.size or not buf.flags.writeable):
+        return False
+    return enabled(p.dtype)
+
+
+def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=False):
+    """One SGD step on the arrays of one parameter, in place, in one pass (:class:`minifb.optim.SGD`'s
+    rule, which is PyTorch's): with ``d = g + weight_decay * p``, when ``momentum`` is not 0
+    ``buf = d`` (``first_step``) or ``momentum * buf + (1 - dampening) * d``, and ``d = d + momentum * buf``
+    (``nesterov``) or ``buf``; then ``p -= lr * d``. Every operation rounds as NumPy's does.
+
+    NumPy needs two passes and a temporary for plain SGD and up to five with momentum and weight decay,
+    over parameters that are no longer in the cache when the step comes: on a dense network's step the
+    update took 0.65 ms in NumPy and 0.39 here (benchmarks/NOTES.md, "Session 17").
+
+    Args:
+        p, g: the parameter (updated in place) and its gradient, as :func:`sgd_applies` says.
+        buf: the momentum buffer (updated in place), or None when ``momentum`` is 0.
+        lr, momentum, dampening, weight_decay, nesterov, first_step: as above.
+    """
+    if not sgd_applies(p, g, buf):
+        raise ValueError("cpu_conv.sgd_step: p, g (and buf) must be C-contiguous NumPy arrays of one size and "
+                         "one dtype, float32 or float64, with p and buf writable")
+    if momentum and buf is None:
+        raise ValueError("cpu_conv.sgd_step: momentum needs a buffer")
+    suffix = _DTYPES[p.dtype]
+    lib, _ = _library(suffix)
+    getattr(lib, f"minifb_sgd_step_{suffix}")(p.ctypes.data, g.ctypes.data, None if buf is None else buf.ctypes.data,
+                                              p.size, lr, momentum, 1.0 - dampening, weight_decay, int(nesterov),
+                                              int(first_step))

@@ -30,7 +30,7 @@ import numbers
 
 import numpy as np
 
-from . import backend, checks, kernels
+from . import backend, checks, cpu_conv, kernels
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "clip_grad_norm_"]
@@ -476,6 +476,11 @@ class SGD(Optimizer):
             keyword-only, as their order differs between libraries).
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
 
+    On NumPy arrays (float32 or float64, C-contiguous) the rule runs in one
+    compiled pass over each parameter (:func:`minifb.cpu_conv.sgd_step`, with
+    the compiled CPU library :func:`~minifb.cpu_conv.enabled`), rounding every
+    operation as NumPy does; otherwise as NumPy array operations.
+
     Example:
         >>> net = nn.Dense(3, 1)
         >>> opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
@@ -515,6 +520,13 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = xp.empty_like(w)   # the kernel writes it on the first step
             kernels.sgd_update(w, g, buf if self.momentum else xp.empty(1, dtype=np.float32), self.lr,
                                self.momentum, self.dampening, self.weight_decay, self.nesterov, first_step=first)
+            return
+        if cpu_conv.sgd_applies(w, g, buf):   # NumPy arrays: one compiled pass instead of NumPy's two to five
+            first = buf is None
+            if self.momentum and first:
+                buf = state["momentum_buffer"] = np.empty_like(w)   # written on the first step
+            cpu_conv.sgd_step(w, g, buf, self.lr, self.momentum, self.dampening, self.weight_decay,
+                              self.nesterov, first_step=first)
             return
         xp = backend.array_module(w)
         if self.weight_decay:
