@@ -40,22 +40,29 @@
 #include <type_traits>
 #include <vector>
 #include <unistd.h>
+#include <sched.h>
 
 namespace {
 
 // ---------------------------------------------------------------------------------------- threads
-// A pool of worker threads that sleep on a condition variable between calls. Not OpenMP: libgomp's
-// threads spin for a while after each parallel region, and NumPy's OpenBLAS threads spin after each
-// product, so on a machine with few cores each pool's spinning stole the other's cores (measured: a W2
-// step 3-4x slower with OpenMP; benchmarks/NOTES.md, "Session 15"). Tasks are handed out one at a time
-// from an atomic counter (in short runs, see parallel_for), so a thread that gets less of a core (to a spinning BLAS thread, say) simply
-// takes fewer tasks instead of holding the others up at the end.
+// A pool of worker threads that wait a little for the next call (spin_us, yield_us below) and then sleep
+// on a condition variable. Not OpenMP: libgomp's threads spin without yielding after each parallel
+// region, and NumPy's OpenBLAS threads spin after each product, so on a machine with few cores each
+// pool's spinning stole the other's cores (measured: a W2 step 3-4x slower with OpenMP;
+// benchmarks/NOTES.md, "Session 15"). Tasks are handed out one at a time from an atomic counter (in
+// short runs, see parallel_for), so a thread that gets less of a core (to a spinning BLAS thread, say)
+// simply takes fewer tasks instead of holding the others up at the end.
 
-// How long an idle thread polls before it sleeps. Measured in the runner's conditions (NOTES, "Session
-// 15"): without it, a worker asleep since the pause before a step came late to each call (conv2d's step
-// 27-31 ms against 25-26); 50-100 us do that job, while 200 us and more cost W2, where the worker then
-// competes with the cores' spinning OpenBLAS threads (W2's step 91 ms at 200 us, 125 at 1000, 83-88 below).
-constexpr long spin_us = 50;
+// How long an idle thread polls before it sleeps: spin_us with the pause instruction, then up to yield_us
+// more, giving its CPU to any other runnable thread (sched_yield) between looks. Measured in the runner's
+// conditions (NOTES, "Session 15" and "Session 17"). Without the first 50 us a worker asleep since the
+// pause before a step came late to each call (conv2d's step 27-31 ms against 25-26). And on this
+// project's virtual machine a worker that sleeps between the calls of one step, a millisecond or two of
+// NumPy work apart, is slow to wake and then preempted: the transposed convolution's step took 1.4-1.6x
+// PyTorch's with 50 us, 1.0-1.1x with these 2 ms more (PyTorch's OpenMP workers spin through such gaps
+// too). Yielding rather than spinning through them keeps the worker from taking time from a thread that
+// shares its CPU.
+constexpr long spin_us = 50, yield_us = 2000;
 
 class Pool {
   public:
@@ -84,18 +91,24 @@ class Pool {
 
 
   private:
-    // Polls ready() for up to spin_time; whether it became true. A worker that has just finished a call
-    // waits this long before sleeping, so the calls of one layer's forward or backward, a few Python
-    // statements apart, find it awake.
+    // Polls ready() for up to spin_us + yield_us; whether it became true. A worker that has just finished
+    // a call waits this long before sleeping, so the calls of one step, a few Python statements apart,
+    // find it awake.
     template <typename F> static bool spin_until(F ready) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+        const auto spun = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
         for (int i = 0;; ++i) {
             if (ready()) return true;
-            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > spun) break;
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
         }
+        const auto yielded = spun + std::chrono::microseconds(yield_us);
+        while (std::chrono::steady_clock::now() < yielded) {
+            if (ready()) return true;
+            sched_yield();
+        }
+        return ready();
     }
 
     void work(int id) {
