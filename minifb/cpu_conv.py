@@ -394,16 +394,18 @@ def lstm_backward(grad, gates, c, c_new):
 # ------------------------------------------------------------------------------ the optimiser's SGD step
 def sgd_applies(p, g, buf=None) -> bool:
     """Whether :func:`sgd_step` takes these arrays: NumPy arrays of one dtype (float32 or float64), all
-    C-contiguous and of one size, ``p`` (and ``buf``, when given) writable, and the library
-    :func:`enabled` for that dtype. :class:`minifb.optim.SGD` takes NumPy's path otherwise."""
+    C-contiguous and of one size, ``p`` (and ``buf``, when given) writable, no two of them sharing memory
+    (the compiled loop reads each through its own pointer), and the library :func:`enabled` for that
+    dtype. :class:`minifb.optim.SGD` takes NumPy's path otherwise."""
     arrays = (p, g) if buf is None else (p, g, buf)
     if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays):
         return False
     if p.dtype not in _DTYPES or g.dtype != p.dtype or g.size != p.size or not p.flags.writeable:
         return False
-    if buf is not None and (buf.dtype != p.dtype or buf.size != p.size or not buf.flags.writeable):
+    if buf is not None and (buf.dtype != p.dtype or buf.size != p.size or not buf.flags.writeable
+                            or np.may_share_memory(buf, p) or np.may_share_memory(buf, g)):
         return False
-    return enabled(p.dtype)
+    return not np.may_share_memory(p, g) and enabled(p.dtype)
 
 
 def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=False):

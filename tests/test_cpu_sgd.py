@@ -92,8 +92,23 @@ def test_sgd_applies():
     assert not cpu_conv.sgd_applies(ro, f)
     assert not cpu_conv.sgd_applies(f.astype(np.float16), f.astype(np.float16))
     assert not cpu_conv.sgd_applies(f, [0.0] * 4)
+    assert not cpu_conv.sgd_applies(f, f)                             # p.grad = p.data: NumPy's path
+    two = np.zeros(8, np.float32)
+    assert cpu_conv.sgd_applies(two[:4], f.copy(), two[4:])          # halves of one array: apart
+    assert not cpu_conv.sgd_applies(two[:4], f.copy(), two[2:6])     # overlapping
+    g = f.copy()
+    assert not cpu_conv.sgd_applies(f, g, g)                          # the buffer is the gradient
     with cpu_conv.use(False):
         assert not cpu_conv.sgd_applies(f, f.copy())
+
+
+def test_a_gradient_that_is_the_parameter_itself_updates_as_numpy_does():
+    for compiled in (True, False):
+        w = Tensor(np.array([1.0, -2.0, 4.0], np.float32), requires_grad=True)
+        w.grad = w.data   # the same array: the compiled loop is not used
+        with cpu_conv.use(compiled):
+            optim.SGD([w], lr=0.5).step()
+        np.testing.assert_array_equal(w.data, [0.5, -1.0, 2.0])
 
 
 def test_sgd_step_refuses_what_it_cannot_take():
