@@ -787,18 +787,16 @@ void sgd_step(T* __restrict p, const T* __restrict g, T* __restrict buf, long n,
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-    if (momentum == T(0)) {
-        if (weight_decay == T(0))
-            for (long i = 0; i < n; ++i) p[i] -= lr * g[i];
-        else
-            for (long i = 0; i < n; ++i) p[i] -= lr * (g[i] + weight_decay * p[i]);
-        return;
-    }
+    // the conditions are the same for every i: the compiler takes them out of the loop (as fast, measured,
+    // as one loop written per case)
     for (long i = 0; i < n; ++i) {
-        const T d = weight_decay == T(0) ? g[i] : g[i] + weight_decay * p[i];
-        const T b = first ? d : momentum * buf[i] + one_minus_dampening * d;
-        buf[i] = b;
-        p[i] -= lr * (nesterov ? d + momentum * b : b);
+        T d = weight_decay == T(0) ? g[i] : g[i] + weight_decay * p[i];
+        if (momentum != T(0)) {
+            const T b = first ? d : momentum * buf[i] + one_minus_dampening * d;
+            buf[i] = b;
+            d = nesterov ? d + momentum * b : b;
+        }
+        p[i] -= lr * d;
     }
 }
 
