@@ -73,7 +73,10 @@ How it measures:
   cost of one more timestep between consecutive T values must stay within 25%
   of the median of those costs (with only two: within 1.25x of each other; a
   median <= 0 cannot be judged); minifb's peak memory is judged by the same
-  rule (and gets a least-squares line).
+  rule (and gets a least-squares line).  Each timed step's minor page faults
+  (the whole process's, ``getrusage``; medians, both libraries) are in the
+  JSON's rows and the scaling table, and the note names minifb's when they
+  grow with T: a step that takes fresh pages from the system pays for each.
 * On a GPU (CuPy present), the workloads also run on CuPy with the fused
   kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
 
@@ -103,6 +106,11 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+
+try:
+    import resource   # Unix: the page faults of each timed step
+except ImportError:   # pragma: no cover - Windows
+    resource = None
 
 import numpy as np
 
@@ -525,6 +533,12 @@ def _settle(settle_s):
         time.sleep(settle_s)
 
 
+def _minor_faults():
+    """The process's minor page faults so far (each a page the system had to find and zero, or map, for it),
+    or None where ``resource`` is missing."""
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _run_step(step, settle_s):
     """Call ``step`` (after a collection and a pause of ``settle_s``, see ``SETTLE_S``); return seconds."""
     _settle(settle_s)
@@ -550,16 +564,22 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
         if case.torch_step:
             case.torch_step()
     mine, theirs = [], []
+    faults = ([], [])   # minor page faults of each timed step: minifb's, PyTorch's (all threads of the process)
     mf_step_synced = _synced(case.mf_step, case.sync)
     for i in range(steps):
         if budget_s is not None and i >= 2 and sum(mine) + sum(theirs) > budget_s:
             break
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for who in order:
+            if who == 1 and not case.torch_step:
+                continue
+            before = _minor_faults()
             if who == 0:
                 mine.append(_run_step(mf_step_synced, settle_s))
-            elif case.torch_step:
+            else:
                 theirs.append(_run_step(case.torch_step, settle_s))
+            if before is not None:
+                faults[who].append(_minor_faults() - before)
     row = {"name": case.name, "desc": case.desc, "flops": case.flops, "steps": len(mine),
            "minifb_s": statistics.median(mine), "minifb_all_s": mine,
            "torch_s": statistics.median(theirs) if theirs else None}
@@ -567,6 +587,9 @@ def time_case(case: Case, steps: int, warmup: int, budget_s: float | None = None
     # median of the ratios of neighbouring steps: robust to the machine's load drifting during the run
     row["ratio_paired"] = statistics.median(m / t for m, t in zip(mine, theirs)) if theirs else None
     row["torch_all_s"] = theirs
+    # medians; a step that needs fresh memory from the system pays for each page (see linearity_note)
+    row["minifb_faults"] = int(statistics.median(faults[0])) if faults[0] else None
+    row["torch_faults"] = int(statistics.median(faults[1])) if faults[1] else None
     # best-of-N: the step least disturbed by other processes (this machine is shared)
     row["minifb_best_s"] = min(mine)
     row["torch_best_s"] = min(theirs) if theirs else None
@@ -841,6 +864,10 @@ def _ms(s):
     return "n/a" if s is None else f"{s * 1e3:.1f}"
 
 
+def _count(n):
+    return "n/a" if n is None else f"{n:,}"
+
+
 def _ratio_text(ratio: float, target: float | None) -> str:
     """``ratio`` to 2 decimals, or to 4 when 2 would round it onto its target (1.1001 reads "1.10", a MISS)."""
     text = f"{ratio:.2f}"
@@ -932,8 +959,9 @@ def markdown_main(rows, gemm, judged=True) -> str:
 
 def markdown_scaling(scaling) -> str:
     lines = ["| case | T | minifb ms (median / best) | PyTorch ms (median / best) | ratio (paired) "
-             "| minifb best ms / T | minifb peak MiB (RSS) | PyTorch peak MiB (RSS) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| minifb best ms / T | minifb peak MiB (RSS) | PyTorch peak MiB (RSS) "
+             "| page faults per step (minifb / PyTorch) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, entry in scaling.items():
         for r in entry["rows"]:
             ratio = "n/a" if r["ratio"] is None else f"{r['ratio_paired']:.2f}x"
@@ -941,7 +969,8 @@ def markdown_scaling(scaling) -> str:
             lines.append(f"| {name} | {r['T']} | {_ms(r['minifb_s'])} / {_ms(r['minifb_best_s'])} | "
                          f"{_ms(r['torch_s'])} / {_ms(r['torch_best_s'])} | {ratio} | "
                          f"{r['minifb_best_s'] / r['T'] * 1e3:.2f} | {_mib(mem.get('minifb_peak_rss'))} | "
-                         f"{_mib(mem.get('torch_peak_rss'))} |")
+                         f"{_mib(mem.get('torch_peak_rss'))} | {_count(r.get('minifb_faults'))} / "
+                         f"{_count(r.get('torch_faults'))} |")
     notes = [f"- {name}: {entry['note']}" for name, entry in scaling.items()]
     return "\n".join(lines + [""] + notes)
 
@@ -986,7 +1015,8 @@ def linearity_note(rows) -> str:
     25%, and by at least half as much as minifb's) is reported as shared with PyTorch (machine load,
     or the workload itself: W1's gradients reach float32's subnormal range at T = 32, which slows both
     libraries' arithmetic; benchmarks/NOTES.md).  minifb's peak memory (RSS) is judged by the same
-    rule, where it was measured.
+    rule, where it was measured.  When minifb's steps take many more page faults at large T than at small
+    (:data:`FAULTS_NOTABLE`), the note says so: fresh memory from the system costs time per page.
     """
     Ts = np.array([r["T"] for r in rows], dtype=float)
     if len(Ts) < 3:
@@ -1032,7 +1062,19 @@ def linearity_note(rows) -> str:
             text += "memory NOT linear: " + ", ".join(f"T {spans[i]} {100 * mdev[i]:+.0f}%" for i in moff)
         else:
             text += f"memory linear in T ({rule})"
+    faults = [r.get("minifb_faults") for r in rows]
+    if all(f is not None for f in faults) and faults[-1] >= FAULTS_NOTABLE and faults[-1] >= 10 * max(1, faults[0]):
+        theirs = [r.get("torch_faults") for r in rows]
+        peer = f" (PyTorch's: {', '.join(_count(f) for f in theirs)})" if all(f is not None for f in theirs) else ""
+        text += (f"; minifb's page faults per step grow to {_count(faults[-1])} at T = {int(Ts[-1])} "
+                 f"({', '.join(_count(f) for f in faults)}){peer}: its larger steps take fresh memory from the "
+                 "system (benchmarks/NOTES.md, \"Session 18\")")
     return text
+
+
+FAULTS_NOTABLE = 1000
+""":func:`linearity_note` names minifb's page faults when its step at the largest T takes at least this many (and at
+least 10x its step at the smallest T): each is a page the system must find and zero, a microsecond or more."""
 
 
 def profile(name: str, mode: str, steps: int, top: int = 25, device: str = "cpu",

@@ -57,6 +57,11 @@ def test_runner_smoke_writes_json(tmp_path, capsys):
         assert memory["minifb_tracemalloc"] > 0
     assert set(result["scaling"]) == {"W1", "W2"}
     assert [r["T"] for r in result["scaling"]["W1"]["rows"]] == [1, 2]
+    if sys.platform != "win32":   # each timed step's page faults, both libraries, in the JSON and the table
+        for row in result["rows"] + result["scaling"]["W1"]["rows"]:
+            assert isinstance(row["minifb_faults"], int) and row["minifb_faults"] >= 0, row["name"]
+            assert isinstance(row["torch_faults"], int) and row["torch_faults"] >= 0, row["name"]
+        assert "page faults per step (minifb / PyTorch)" in printed
 
 
 
@@ -463,9 +468,11 @@ def test_conv_floor_copy_free_step_leaves_the_parameters_as_they_were():
 
 
 # ---------------------------------------------------------------- found by mutation testing (session 13)
-def _scripted_time_case(runner, monkeypatch, mine, theirs, first_losses=(2.3, 2.3), agreement=None, **kw):
+def _scripted_time_case(runner, monkeypatch, mine, theirs, first_losses=(2.3, 2.3), agreement=None,
+                        fault_pages=None, fault_counter=None, **kw):
     """``time_case`` over a stand-in case whose timed steps take the given seconds (no real step, no pause);
-    returns the row and the order in which the two libraries' steps ran."""
+    returns the row and the order in which the two libraries' steps ran. With ``fault_pages`` ({"minifb": [...],
+    "torch": [...]}) each timed step also takes that many page faults, read from ``fault_counter`` ([0])."""
     order, times = [], {"minifb": list(mine), "torch": list(theirs)}
 
     def pt_step():
@@ -474,9 +481,13 @@ def _scripted_time_case(runner, monkeypatch, mine, theirs, first_losses=(2.3, 2.
     def fake_run_step(step, settle_s):
         who = "torch" if step is pt_step else "minifb"
         order.append(who)
+        if fault_pages is not None:
+            fault_counter[0] += fault_pages[who].pop(0)
         return times[who].pop(0)
 
     monkeypatch.setattr(runner, "_run_step", fake_run_step)
+    if fault_counter is not None:
+        monkeypatch.setattr(runner, "_minor_faults", lambda: fault_counter[0])
     case = runner.Case("W1", "shape", lambda: first_losses[0], pt_step, 10 ** 9, agreement=agreement)
     return runner.time_case(case, **kw), order
 
@@ -492,6 +503,42 @@ def test_time_case_pairs_neighbouring_steps_and_alternates_who_goes_first(monkey
     assert row["minifb_all_s"] == [1.0, 4.0, 2.0] and row["torch_all_s"] == [2.0, 1.0, 4.0]
     assert order == ["minifb", "torch", "torch", "minifb", "minifb", "torch"]
     assert row["steps"] == 3 and row["loss_match"] and row["noisy"]   # paired 0.5x vs best 1.0x
+
+
+def test_time_case_records_the_median_page_faults_of_each_librarys_timed_steps(monkeypatch):
+    """The faults counted around each timed step are that step's own: minifb's steps here take 7, 1 and 5
+    pages, PyTorch's 30, 10 and 20, so the medians are 5 and 20 (not a mix of the two, nor a total)."""
+    runner = _load_runner()
+    counter = [0]
+    pages = {"minifb": [7, 1, 5], "torch": [30, 10, 20]}
+    row, order = _scripted_time_case(runner, monkeypatch, mine=(1.0, 1.0, 1.0), theirs=(1.0, 1.0, 1.0),
+                                     steps=3, warmup=0, settle_s=0.0,
+                                     fault_pages=pages, fault_counter=counter)
+    assert row["minifb_faults"] == 5 and row["torch_faults"] == 20
+    monkeypatch.setattr(runner, "_minor_faults", lambda: None)   # no resource module (Windows)
+    row, _ = _scripted_time_case(runner, monkeypatch, mine=(1.0, 1.0), theirs=(1.0, 1.0), steps=2, warmup=0,
+                                 settle_s=0.0)
+    assert row["minifb_faults"] is None and row["torch_faults"] is None
+
+
+def test_linearity_names_page_faults_only_when_they_grow_with_t():
+    """Faults that grow from a few to tens of thousands are named, with PyTorch's beside them; a few hundred,
+    or many at every T alike, are not."""
+    runner = _load_runner()
+    Ts = (1, 2, 4, 8, 16, 32)
+    times = [0.013 * T for T in Ts]
+    rows = _scaling_rows(Ts, times)
+    for r, mine, theirs in zip(rows, (0, 3, 5, 9, 20352, 57985), (100, 200, 400, 8528, 13168, 15880)):
+        r["minifb_faults"], r["torch_faults"] = mine, theirs
+    note = runner.linearity_note(rows)
+    assert "page faults per step grow to 57,985 at T = 32" in note and "PyTorch's: 100, 200" in note
+    for flat in ((300,) * 6, (20000,) * 6, (0, 0, 0, 0, 0, 999)):
+        for r, f in zip(rows, flat):
+            r["minifb_faults"] = f
+        assert "page faults" not in runner.linearity_note(rows), flat
+    for r in rows:
+        r["minifb_faults"] = None
+    assert "page faults" not in runner.linearity_note(rows)
 
 
 def test_time_case_stops_after_the_pair_that_passes_the_budget_but_times_two_pairs(monkeypatch):
