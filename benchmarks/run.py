@@ -79,6 +79,10 @@ How it measures:
   grow with T: a step that takes fresh pages from the system pays for each.
 * On a GPU (CuPy present), the workloads also run on CuPy with the fused
   kernels on (``kernels.use("cuda")``) and off (``kernels.use("off")``).
+* ``--hold-memory`` first calls ``minifb.memory.hold_freed_memory()`` (glibc):
+  the process, both libraries in it, then keeps the memory it frees instead of
+  taking it from the system again at each step.  By default the runner leaves
+  the allocator as a user's process has it.  The JSON records which.
 
 ``--quick`` runs in under 2 minutes; ``--smoke`` is a seconds-long run with
 small shapes used by the test suite (on 1 thread unless ``--threads`` says
@@ -124,6 +128,7 @@ if str(HERE) not in sys.path:
 import minifb as mf  # noqa: E402
 from minifb import functional as F  # noqa: E402
 from minifb import backend, cpu_conv, nn, optim  # noqa: E402
+from minifb.memory import hold_freed_memory  # noqa: E402
 
 LR = 0.01
 
@@ -1068,7 +1073,7 @@ def linearity_note(rows) -> str:
         peer = f" (PyTorch's: {', '.join(_count(f) for f in theirs)})" if all(f is not None for f in theirs) else ""
         text += (f"; minifb's page faults per step grow to {_count(faults[-1])} at T = {int(Ts[-1])} "
                  f"({', '.join(_count(f) for f in faults)}){peer}: its larger steps take fresh memory from the "
-                 "system (benchmarks/NOTES.md, \"Session 18\")")
+                 "system (--hold-memory, minifb.memory.hold_freed_memory; benchmarks/NOTES.md, \"Session 18\")")
     return text
 
 
@@ -1211,6 +1216,10 @@ def main(argv=None) -> dict:
                              "sampler such as py-spy) or auto (pyinstrument when installed)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the device of the --profile run (default cpu)")
+    parser.add_argument("--hold-memory", action="store_true",
+                        help="first call minifb.memory.hold_freed_memory() (glibc): the process, and so both "
+                             "libraries, keeps the memory it frees rather than taking it from the system again "
+                             "at each step (benchmarks/NOTES.md, \"Session 18\")")
     parser.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -1230,6 +1239,9 @@ def main(argv=None) -> dict:
                 profiler=args.profiler)
         return {}
 
+    held = args.hold_memory and hold_freed_memory()   # before the cases are built: the whole run keeps freed memory
+    if args.hold_memory and not held:
+        print("--hold-memory: not glibc; the allocator is left as it is", file=sys.stderr)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = SETTINGS[mode]
     only = args.only
@@ -1240,7 +1252,8 @@ def main(argv=None) -> dict:
     gc.freeze()  # keep the per-step collections (outside the timed region) short
     started = time.perf_counter()
     result = {"mode": mode, "threads": threads, "minifb": str(Path(mf.__file__).resolve().parent), "settle_s": settle, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-              "environment": environment(), "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
+              "environment": environment(), "hold_freed_memory": bool(held),
+              "targets": TARGETS, "memory_targets": MEMORY_TARGETS,
               "memory_method": "peak RSS delta of one step in a child with MALLOC_MMAP_THRESHOLD_=4096 "
                                "(VmHWM after clear_refs=5 minus VmRSS before); minifb also tracemalloc peak"}
     if args.gpu_only:
@@ -1313,7 +1326,8 @@ def main(argv=None) -> dict:
         for b in env["blas"])
     print(f"## minifb vs PyTorch ({mode}, {threads} thread(s); minifb {result['minifb']}; {env.get('cpu', '?')}, {env['cores']} cores; BLAS: {blas}; "
           f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
-          f"convolutions: {_conv_path(env)}; torch {env['torch']})\n")
+          f"convolutions: {_conv_path(env)}; torch {env['torch']}"
+          f"{'; freed memory held (--hold-memory)' if result['hold_freed_memory'] else ''})\n")
     print(markdown_main(rows, result["gemm"], judged))
     if result["memory_error"]:
         print(f"\n(peak memory not measured: {result['memory_error']})")

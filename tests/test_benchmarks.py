@@ -505,6 +505,23 @@ def test_time_case_pairs_neighbouring_steps_and_alternates_who_goes_first(monkey
     assert row["steps"] == 3 and row["loss_match"] and row["noisy"]   # paired 0.5x vs best 1.0x
 
 
+def test_hold_memory_is_asked_for_recorded_and_shown(tmp_path, monkeypatch, capsys):
+    """``--hold-memory`` calls ``minifb.memory.hold_freed_memory`` once, before any case runs (a stand-in here:
+    the real one would change this test process's allocator for good), and the JSON and the header say so;
+    without the flag it is not called and the JSON says False."""
+    runner = _load_runner()
+    calls = []
+    monkeypatch.setattr(runner, "hold_freed_memory", lambda: calls.append(1) or True)
+    out = tmp_path / "held.json"
+    runner.main(["--smoke", "--only", "W1", "--no-scaling", "--hold-memory", "--json", str(out)])
+    assert calls == [1]
+    assert json.loads(out.read_text())["hold_freed_memory"] is True
+    assert "freed memory held (--hold-memory)" in capsys.readouterr().out
+    runner.main(["--smoke", "--only", "W1", "--no-scaling", "--json", str(out)])
+    assert calls == [1] and json.loads(out.read_text())["hold_freed_memory"] is False
+    assert "freed memory held" not in capsys.readouterr().out
+
+
 def test_time_case_records_the_median_page_faults_of_each_librarys_timed_steps(monkeypatch):
     """The faults counted around each timed step are that step's own: minifb's steps here take 7, 1 and 5
     pages, PyTorch's 30, 10 and 20, so the medians are 5 and 20 (not a mix of the two, nor a total)."""
