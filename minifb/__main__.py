@@ -17,6 +17,11 @@ Bad arguments, and files or folders that cannot be read or written, give one lin
 on stderr (``minifb: error: ...``) and exit status 2; a training run whose loss stopped
 being finite exits with 1, Ctrl-C with 130, and output cut off by its reader (``| head``)
 with 141, quietly.
+
+Run as the program (``minifb``, ``python -m minifb``), ``train`` and ``compare`` first call
+:func:`minifb.memory.hold_freed_memory`: on glibc the process then keeps the memory its steps free for the
+next ones, rather than taking it from the system again each time (``minifb train --epochs 1 --steps 16`` on
+two cores: 11.9 s and 43,000 page faults, against 12.4 s and 423,000 without).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 import numpy as np
 
 from . import data as mfdata
+from . import memory
 from . import train as mftrain
 
 __all__ = ["main", "build_parser", "render_text", "render_dot", "compare"]
@@ -656,6 +662,8 @@ def cmd_show(args) -> int:
 # --------------------------------------------------------------------------
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare, "show": cmd_show}
+#: The commands that train: run as the program, they first call :func:`minifb.memory.hold_freed_memory`.
+TRAINING_COMMANDS = ("train", "compare")
 
 
 def main(argv=None) -> int:
@@ -674,6 +682,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if argv is None and args.command in TRAINING_COMMANDS:
+            # Run as the program (the process is ours): keep freed memory for the next steps instead of
+            # taking it from the system again at each one (minifb.memory). A caller of main([...]) decides
+            # for its own process.
+            memory.hold_freed_memory()
         return COMMANDS[args.command](args)
     except UsageError as err:
         print(f"minifb: error: {err} (see minifb --help)", file=sys.stderr)

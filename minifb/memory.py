@@ -13,9 +13,10 @@ fault and the kernel's zeroing of it. W2, the convolutional feedback net of ``be
 to 16-18 ms. With :func:`hold_freed_memory` the step took none, and its time per timestep stayed at 13-14 ms
 (``benchmarks/NOTES.md``, "Session 18").
 
-minifb does not change the allocator by itself: that would be a change to the whole process that imports it.
-Call :func:`hold_freed_memory` in a training script, or start Python with the equivalent environment
-variables ``MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432``.
+Importing minifb does not change the allocator: that would change the whole process that imports it. Call
+:func:`hold_freed_memory` in a training script, or start Python with the equivalent environment variables
+``MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432``. The ``minifb`` program's ``train``
+and ``compare`` call it, since their process is theirs.
 """
 
 import ctypes

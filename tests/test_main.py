@@ -414,3 +414,18 @@ def test_metrics_and_compare_record_the_weight_decay_that_adamw_uses(tmp_path, c
     code, _, err = run(capsys, "compare", "--models", "spoerer-B", "--out", str(tmp_path / "cmp"), *budget)
     assert code == 0, err
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["config"]["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize("argv, command, held", [
+    (None, "train", True),       # the program itself: its process, its allocator
+    (None, "show", False),       # no training, nothing to hold
+    ("given", "train", False),   # main([...]) from Python: the caller's process is left as it is
+])
+def test_the_program_holds_freed_memory_for_training_only(argv, command, held, tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli.memory, "hold_freed_memory", lambda: calls.append(1) or True)
+    words = (["train", "--model", "spoerer-BT", "--out", str(tmp_path), *TINY] if command == "train"
+             else ["show", "spoerer-BT", "--size", "8"])
+    monkeypatch.setattr(sys, "argv", ["minifb", *words])
+    assert cli.main(None if argv is None else words) == 0
+    assert calls == ([1] if held else [])
