@@ -672,10 +672,6 @@ void matmul(const T* a, long a_row, long a_col, const T* b, long b_row, long b_c
 // sizes (benchmarks/NOTES.md, "Session 16"). The loops are written so that the compiler vectorises them,
 // which is why exp and tanh are our own below: the C library's are scalar calls.
 
-// e^x to about 1 ulp, for the finite range the gates need: e^x = 2^n e^r with n = round(x / ln 2) and
-// |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the first term left out is below 5e-9 of the sum).
-// x is clamped to [-87, 88], where 2^n stays a normal float: e^-87 and e^88 stand for 0 and infinity in
-// 1 / (1 + e^x), within 1e-38. NaN stays NaN (both comparisons are false for it).
 // A float's bits as an int and back (std::memcpy: the C++17 way, which compilers turn into a plain move
 // and still vectorise; std::bit_cast needs C++20)
 inline int float_bits(float f) {
@@ -689,6 +685,10 @@ inline float bits_float(int i) {
     return f;
 }
 
+// e^x to about 1 ulp, for the finite range the gates need: e^x = 2^n e^r with n = round(x / ln 2) and
+// |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the first term left out is below 5e-9 of the sum).
+// x is clamped to [-87, 88], where 2^n stays a normal float: e^-87 and e^88 stand for 0 and infinity in
+// 1 / (1 + e^x), within 1e-38. NaN stays NaN (both comparisons are false for it).
 inline float exp_clamped(float x) {
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
